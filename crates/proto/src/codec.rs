@@ -1,0 +1,268 @@
+//! Codecs. A client picks one with the WebSocket subprotocol; both carry the same frames.
+//! MessagePack frames are maps with field names (`rmp_serde::to_vec_named`), so the two
+//! encodings stay field-for-field identical and unknown fields are skipped alike.
+
+use crate::frames::{ClientFrame, Command, ServerFrame};
+use crate::{ErrorCode, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
+use bytes::Bytes;
+use serde::Deserialize;
+use std::sync::OnceLock;
+
+/// The encoding of a session's frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// JSON in text frames.
+    Json,
+    /// MessagePack in binary frames.
+    MsgPack,
+}
+
+impl Encoding {
+    /// The encoding a subprotocol names.
+    pub fn from_subprotocol(p: &str) -> Option<Self> {
+        match p {
+            SUBPROTOCOL_JSON => Some(Encoding::Json),
+            SUBPROTOCOL_MSGPACK => Some(Encoding::MsgPack),
+            _ => None,
+        }
+    }
+
+    /// The subprotocol naming this encoding.
+    pub fn subprotocol(self) -> &'static str {
+        match self {
+            Encoding::Json => SUBPROTOCOL_JSON,
+            Encoding::MsgPack => SUBPROTOCOL_MSGPACK,
+        }
+    }
+
+    /// Whether frames travel as WebSocket text (else binary).
+    pub fn is_text(self) -> bool {
+        self == Encoding::Json
+    }
+}
+
+/// A client frame that could not be used, with what to answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct DecodeError {
+    /// The request id, if the frame was readable enough to carry one.
+    pub id: Option<u64>,
+    /// `bad_frame`, `unknown_command` or `bad_request`.
+    pub code: ErrorCode,
+    /// Plain explanation.
+    pub message: String,
+}
+
+/// Just enough of a frame to answer an error: its id and type, whatever else is wrong.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    id: Option<Lenient<u64>>,
+    #[serde(default, rename = "type")]
+    kind: Option<Lenient<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Lenient<T> {
+    Ok(T),
+    Other(serde::de::IgnoredAny),
+}
+
+impl<T> Lenient<T> {
+    fn ok(self) -> Option<T> {
+        match self {
+            Lenient::Ok(v) => Some(v),
+            Lenient::Other(_) => None,
+        }
+    }
+}
+
+fn parse<'a, T: Deserialize<'a>>(enc: Encoding, bytes: &'a [u8]) -> Result<T, String> {
+    match enc {
+        Encoding::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+        Encoding::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
+    }
+}
+
+/// Keeps serde's explanation (it names the field and the expected type) but bounds it.
+fn plain(mut s: String) -> String {
+    if s.len() > 200 {
+        let mut cut = 200;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// Decodes a client frame. Never panics; every failure says which stable code to answer.
+pub fn decode_client(enc: Encoding, bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
+    match parse::<ClientFrame>(enc, bytes) {
+        Ok(f) => Ok(f),
+        Err(full) => {
+            // Second, lenient pass only on the error path: find the id and type to answer.
+            let Ok(env) = parse::<Envelope>(enc, bytes) else {
+                return Err(DecodeError {
+                    id: None,
+                    code: ErrorCode::BadFrame,
+                    message: format!("frame is not a {} object", enc_name(enc)),
+                });
+            };
+            let id = env.id.and_then(Lenient::ok);
+            let kind = env.kind.and_then(Lenient::ok);
+            let (code, message) = match kind {
+                None => (ErrorCode::BadFrame, "frame is not an object with a string field `type`".to_owned()),
+                Some(k) if !Command::TYPES.contains(&k.as_str()) => {
+                    (ErrorCode::UnknownCommand, format!("unknown command `{}`", plain(k)))
+                }
+                Some(_) if id.is_none() => {
+                    (ErrorCode::BadRequest, "frame has no integer field `id`".to_owned())
+                }
+                Some(k) => (ErrorCode::BadRequest, format!("invalid `{}` command: {}", plain(k), plain(full))),
+            };
+            Err(DecodeError { id, code, message })
+        }
+    }
+}
+
+fn enc_name(enc: Encoding) -> &'static str {
+    match enc {
+        Encoding::Json => "JSON",
+        Encoding::MsgPack => "MessagePack",
+    }
+}
+
+/// Encodes a server frame. Frames are plain data, so this cannot fail in practice; a
+/// failure would be a bug in a `Serialize` impl and yields an empty frame.
+pub fn encode_server(enc: Encoding, frame: &ServerFrame) -> Bytes {
+    let v = match enc {
+        Encoding::Json => serde_json::to_vec(frame).unwrap_or_default(),
+        Encoding::MsgPack => rmp_serde::to_vec_named(frame).unwrap_or_default(),
+    };
+    Bytes::from(v)
+}
+
+/// Encodes a client frame (used by clients and tests).
+pub fn encode_client(enc: Encoding, frame: &ClientFrame) -> Bytes {
+    let v = match enc {
+        Encoding::Json => serde_json::to_vec(frame).unwrap_or_default(),
+        Encoding::MsgPack => rmp_serde::to_vec_named(frame).unwrap_or_default(),
+    };
+    Bytes::from(v)
+}
+
+/// Decodes a server frame (used by clients).
+pub fn decode_server(enc: Encoding, bytes: &[u8]) -> Result<ServerFrame, String> {
+    parse(enc, bytes)
+}
+
+/// A server frame shared by every recipient: encoded at most once per encoding, on first
+/// use, whatever the number of recipients. Wrap it in an `Arc`.
+#[derive(Debug)]
+pub struct SharedFrame {
+    frame: ServerFrame,
+    json: OnceLock<Bytes>,
+    msgpack: OnceLock<Bytes>,
+}
+
+impl SharedFrame {
+    /// Wraps a frame; nothing is encoded yet.
+    pub fn new(frame: ServerFrame) -> Self {
+        SharedFrame { frame, json: OnceLock::new(), msgpack: OnceLock::new() }
+    }
+
+    /// The frame.
+    pub fn frame(&self) -> &ServerFrame {
+        &self.frame
+    }
+
+    /// The frame's bytes in `enc`, encoded on first call (cheap clone afterwards).
+    pub fn encoded(&self, enc: Encoding) -> Bytes {
+        let cell = match enc {
+            Encoding::Json => &self.json,
+            Encoding::MsgPack => &self.msgpack,
+        };
+        cell.get_or_init(|| encode_server(enc, &self.frame)).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frames::*;
+    use crate::ids::ChannelId;
+
+    fn send_frame() -> ClientFrame {
+        ClientFrame {
+            id: 7,
+            cmd: Command::Send {
+                channel: ChannelId::forum("6A"),
+                client_id: "c1".into(),
+                body: "Bonjour".into(),
+                thread: Some(3),
+                reply_to: None,
+            },
+        }
+    }
+
+    #[test]
+    fn roundtrip_both_encodings() {
+        for enc in [Encoding::Json, Encoding::MsgPack] {
+            let f = send_frame();
+            let b = encode_client(enc, &f);
+            assert_eq!(decode_client(enc, &b), Ok(f));
+        }
+    }
+
+    #[test]
+    fn json_wire_shape() {
+        let f: ClientFrame = serde_json::from_str(
+            r#"{"id":1,"type":"send","channel":"dm:a:b","client_id":"x","body":"hi","extra":[1,2]}"#,
+        )
+        .expect("unknown fields are ignored");
+        assert_eq!(f.cmd.name(), "send");
+        let ping: ClientFrame = serde_json::from_str(r#"{"id":2,"type":"ping"}"#).expect("ping");
+        assert_eq!(ping.cmd, Command::Ping {});
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let e = decode_client(Encoding::Json, b"\xff\x00garbage").expect_err("garbage");
+        assert_eq!((e.id, e.code), (None, ErrorCode::BadFrame));
+        let e = decode_client(Encoding::Json, br#"{"id":4,"type":"explode"}"#).expect_err("unknown");
+        assert_eq!((e.id, e.code), (Some(4), ErrorCode::UnknownCommand));
+        let e = decode_client(Encoding::Json, br#"{"id":5,"type":"send","channel":"dm:a:b"}"#)
+            .expect_err("missing");
+        assert_eq!((e.id, e.code), (Some(5), ErrorCode::BadRequest));
+        let e = decode_client(Encoding::Json, br#"{"id":"x","type":"ping"}"#).expect_err("id");
+        assert_eq!((e.id, e.code), (None, ErrorCode::BadRequest));
+        let e = decode_client(Encoding::Json, br#"{"id":6,"type":"send","channel":"nope","client_id":"x","body":"b"}"#)
+            .expect_err("bad channel");
+        assert_eq!((e.id, e.code), (Some(6), ErrorCode::BadRequest));
+        let e = decode_client(Encoding::MsgPack, &[0xc1, 0x92]).expect_err("msgpack garbage");
+        assert_eq!(e.code, ErrorCode::BadFrame);
+        let e = decode_client(Encoding::Json, b"[1,2]").expect_err("array");
+        assert_eq!(e.code, ErrorCode::BadFrame);
+    }
+
+    #[test]
+    fn shared_frame_encodes_once_and_decodes_back() {
+        let sf = SharedFrame::new(ServerFrame::Presence { user: "u1".into(), online: true });
+        let a = sf.encoded(Encoding::MsgPack);
+        let b = sf.encoded(Encoding::MsgPack);
+        assert_eq!(a.as_ptr(), b.as_ptr(), "second call reuses the first encoding");
+        assert_eq!(decode_server(Encoding::MsgPack, &a), Ok(sf.frame().clone()));
+        let j = sf.encoded(Encoding::Json);
+        assert_eq!(decode_server(Encoding::Json, &j), Ok(sf.frame().clone()));
+    }
+
+    #[test]
+    fn ack_roundtrip() {
+        let f = ServerFrame::Ack(Ack { id: 9, seq: Some(4), duplicate: true, ..Ack::default() });
+        for enc in [Encoding::Json, Encoding::MsgPack] {
+            assert_eq!(decode_server(enc, &encode_server(enc, &f)), Ok(f.clone()));
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Stable error codes. A client switches on the code; the message is for people.
+
+use serde::{Deserialize, Serialize};
+
+/// The code of an `error` frame or of an HTTP error body. Codes are stable across versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame could not be decoded (not MessagePack/JSON, or not an object with `type`).
+    BadFrame,
+    /// The `type` of the command is not one this server knows.
+    UnknownCommand,
+    /// A field is missing, of the wrong type, or out of range.
+    BadRequest,
+    /// The frame or message is larger than the limit.
+    TooLarge,
+    /// No valid token, or an expired, forged or wrong-audience one.
+    Unauthorized,
+    /// The school's rules do not allow this action, or the channel is not visible.
+    Forbidden,
+    /// The target message or thread does not exist in a channel the user can see.
+    NotFound,
+    /// The thread is locked.
+    Locked,
+    /// The user is muted in this forum for now.
+    Muted,
+    /// Too many sends; retry after `retry_after_ms`.
+    RateLimited,
+    /// A group would exceed its member limit.
+    GroupFull,
+    /// The service cannot take this now (storage unavailable, draining); retry later.
+    Unavailable,
+    /// Something failed on the server; nothing was stored.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::UnknownCommand => "unknown_command",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Locked => "locked",
+            ErrorCode::Muted => "muted",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::GroupFull => "group_full",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// Whether the same request may succeed if retried later unchanged.
+    pub fn retryable(self) -> bool {
+        matches!(self, ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Internal)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,467 @@
+//! Frames. Both directions are objects tagged by `type`; unknown fields are ignored so
+//! either side can add optional fields without a version bump.
+
+use crate::ids::{ChannelId, ChannelKind, Seq, UserId};
+use crate::ErrorCode;
+use serde::{Deserialize, Serialize};
+
+/// A command from a client. `id` is chosen by the client and echoed in the `ack` or
+/// `error` that answers it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientFrame {
+    /// Request id, echoed in the answer.
+    pub id: u64,
+    /// The command.
+    #[serde(flatten)]
+    pub cmd: Command,
+}
+
+/// The commands a client may send.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Liveness check; answered with an empty ack.
+    Ping {},
+    /// Post a message. In a forum, `thread` names the thread (its opening seq) and
+    /// `reply_to` optionally the post answered. Retried sends with the same `client_id`
+    /// are acknowledged with the first seq and stored once.
+    Send {
+        /// Target channel.
+        channel: ChannelId,
+        /// Idempotency key chosen by the client (1 to 64 characters).
+        client_id: String,
+        /// Text of the message.
+        body: String,
+        /// Forum thread, required in forums.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread: Option<Seq>,
+        /// The post this one answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<Seq>,
+    },
+    /// Open a forum thread (teachers and staff).
+    CreateThread {
+        /// A `forum:` channel.
+        channel: ChannelId,
+        /// Idempotency key.
+        client_id: String,
+        /// Title of the thread.
+        title: String,
+        /// Opening post.
+        body: String,
+    },
+    /// Replace the text of a message (its author only).
+    Edit {
+        /// Channel of the message.
+        channel: ChannelId,
+        /// Seq of the message.
+        seq: Seq,
+        /// New text.
+        body: String,
+    },
+    /// Delete a message (its author, or a moderator of the channel).
+    Delete {
+        /// Channel of the message.
+        channel: ChannelId,
+        /// Seq of the message.
+        seq: Seq,
+    },
+    /// Lock or pin a forum thread (moderators).
+    SetThread {
+        /// A `forum:` channel.
+        channel: ChannelId,
+        /// Seq of the thread's opening entry.
+        thread: Seq,
+        /// New locked state, if changing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        locked: Option<bool>,
+        /// New pinned state, if changing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pinned: Option<bool>,
+    },
+    /// Keep a pupil from posting in a forum for some minutes (moderators); 0 unmutes.
+    Mute {
+        /// A `forum:` channel.
+        channel: ChannelId,
+        /// The pupil.
+        user: UserId,
+        /// Duration in minutes, at most a week; 0 lifts the mute.
+        minutes: u32,
+    },
+    /// Open (or find) the direct conversation with a user.
+    OpenDirect {
+        /// The other user.
+        user: UserId,
+    },
+    /// Create a group conversation; the creator must be allowed to write to every member.
+    CreateGroup {
+        /// Idempotency key: the same key gives the same group.
+        client_id: String,
+        /// Display name.
+        name: String,
+        /// Members other than the creator.
+        members: Vec<UserId>,
+    },
+    /// Add members to a group (its creator only).
+    AddMembers {
+        /// A `grp:` channel.
+        channel: ChannelId,
+        /// New members.
+        members: Vec<UserId>,
+    },
+    /// Leave a group conversation.
+    Leave {
+        /// A `grp:` channel.
+        channel: ChannelId,
+    },
+    /// Summary of every channel the user sees, and what was missed since given positions.
+    Sync {
+        /// Last seq seen per channel. Entries after it are returned, paged.
+        #[serde(default)]
+        positions: Vec<Position>,
+        /// Most entries returned per channel (default and cap 200).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// A page of a channel's log after a seq (or before one, for scrolling back).
+    History {
+        /// Channel.
+        channel: ChannelId,
+        /// Return entries with seq greater than this.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<Seq>,
+        /// Return the entries just before this seq instead (newest page last).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<Seq>,
+        /// Most entries (default and cap 200).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Mark everything up to `seq` read in a channel.
+    MarkRead {
+        /// Channel.
+        channel: ChannelId,
+        /// Last seq read.
+        seq: Seq,
+    },
+    /// Who has read an announcement (or message) up to `seq`: its author and moderators.
+    Receipts {
+        /// Channel.
+        channel: ChannelId,
+        /// The entry.
+        seq: Seq,
+    },
+    /// Members of a direct or group conversation and whether they are online.
+    Members {
+        /// A `dm:` or `grp:` channel.
+        channel: ChannelId,
+    },
+    /// The user is typing in a conversation (ephemeral, not stored).
+    Typing {
+        /// A `dm:` or `grp:` channel.
+        channel: ChannelId,
+    },
+}
+
+impl Command {
+    /// Every command `type`, to tell an unknown command from a malformed known one.
+    pub const TYPES: &'static [&'static str] = &[
+        "ping",
+        "send",
+        "create_thread",
+        "edit",
+        "delete",
+        "set_thread",
+        "mute",
+        "open_direct",
+        "create_group",
+        "add_members",
+        "leave",
+        "sync",
+        "history",
+        "mark_read",
+        "receipts",
+        "members",
+        "typing",
+    ];
+
+    /// The command's `type` on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Ping {} => "ping",
+            Command::Send { .. } => "send",
+            Command::CreateThread { .. } => "create_thread",
+            Command::Edit { .. } => "edit",
+            Command::Delete { .. } => "delete",
+            Command::SetThread { .. } => "set_thread",
+            Command::Mute { .. } => "mute",
+            Command::OpenDirect { .. } => "open_direct",
+            Command::CreateGroup { .. } => "create_group",
+            Command::AddMembers { .. } => "add_members",
+            Command::Leave { .. } => "leave",
+            Command::Sync { .. } => "sync",
+            Command::History { .. } => "history",
+            Command::MarkRead { .. } => "mark_read",
+            Command::Receipts { .. } => "receipts",
+            Command::Members { .. } => "members",
+            Command::Typing { .. } => "typing",
+        }
+    }
+}
+
+/// A channel and the last seq a client has seen in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// Channel.
+    pub channel: ChannelId,
+    /// Last seq seen (0 for none).
+    pub seq: Seq,
+}
+
+/// What an entry of a channel's log is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// A message or forum post.
+    Message,
+    /// The opening post of a forum thread; its seq is the thread's id.
+    Thread,
+    /// An edit of the message `target`; `body` is the new text.
+    Edit,
+    /// The deletion of the message `target`.
+    Delete,
+    /// A change of a thread's locked or pinned state.
+    ThreadState,
+    /// Members joined or left a group (`members`).
+    Membership,
+}
+
+/// One entry of a channel's log. Message entries read from history carry their current
+/// state (edited text, `deleted`); the `edit` and `delete` entries after them say when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Position in the channel, gapless from 1.
+    pub seq: Seq,
+    /// What the entry is.
+    pub kind: EntryKind,
+    /// Who wrote it.
+    pub author: UserId,
+    /// Milliseconds since the Unix epoch, server clock.
+    pub at: i64,
+    /// Text (messages, threads, edits). Empty once deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Title of a thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Forum thread of a post.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<Seq>,
+    /// The post this one answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<Seq>,
+    /// The entry an edit, delete or thread_state refers to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Seq>,
+    /// Thread locked state (thread and thread_state entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked: Option<bool>,
+    /// Thread pinned state (thread and thread_state entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<bool>,
+    /// Members added (positive) or removed, for membership entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<UserId>,
+    /// For membership entries: whether `members` joined (true) or left (false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<bool>,
+    /// The message was edited since it was posted.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub edited: bool,
+    /// The message was deleted; its body is gone.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+    /// The sender's idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// What `sync` says of a channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelInfo {
+    /// Channel.
+    pub channel: ChannelId,
+    /// Kind.
+    pub kind: ChannelKind,
+    /// Display title (class name, group name, other user's name).
+    pub title: String,
+    /// Highest seq in the channel.
+    pub last_seq: Seq,
+    /// Highest seq the user marked read.
+    pub read_seq: Seq,
+    /// Messages after `read_seq` not written by the user.
+    pub unread: u64,
+    /// Whether the user may post (read-only announcements say false).
+    pub can_post: bool,
+    /// Whether the user moderates the channel.
+    pub moderator: bool,
+    /// Entries after the position the client gave, if it gave one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<Entry>,
+    /// More entries follow the returned ones: ask `history` with `after`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub more: bool,
+}
+
+/// A member of a conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// User id.
+    pub user: UserId,
+    /// Display name.
+    pub name: String,
+    /// Profile.
+    pub profile: String,
+    /// Has at least one open session.
+    pub online: bool,
+}
+
+/// A reader of an entry, for `receipts`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// User id.
+    pub user: UserId,
+    /// Whether they read up to the entry.
+    pub read: bool,
+}
+
+/// The answer to a command. Which fields are set depends on the command.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The request id.
+    pub id: u64,
+    /// Seq assigned (send, create_thread, edit, delete, set_thread).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<Seq>,
+    /// The send was a retry of one already stored: `seq` is the first one's.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub duplicate: bool,
+    /// Channel concerned (open_direct, create_group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelId>,
+    /// Channels (sync).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<ChannelInfo>,
+    /// Entries (history).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<Entry>,
+    /// More entries exist beyond this page (history).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub more: bool,
+    /// Members (members).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberInfo>,
+    /// Receipts (receipts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub receipts: Vec<Receipt>,
+}
+
+/// Limits the server applies, sent in `hello` so clients can stay within them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest frame accepted, in bytes.
+    pub max_frame_bytes: u32,
+    /// Longest message body, in bytes of UTF-8.
+    pub max_body_bytes: u32,
+    /// Most members in a group conversation, creator included.
+    pub max_group_members: u32,
+    /// Sustained sends per second per user.
+    pub sends_per_second: u32,
+    /// Burst of sends allowed above the sustained rate.
+    pub send_burst: u32,
+}
+
+/// Frames from the server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// First frame of every session.
+    Hello {
+        /// [`crate::PROTOCOL_VERSION`].
+        version: u32,
+        /// The authenticated user.
+        user: UserId,
+        /// Their profile.
+        profile: String,
+        /// Their school (UAI).
+        school: String,
+        /// Limits in force.
+        limits: Limits,
+    },
+    /// A command succeeded.
+    Ack(Ack),
+    /// A command failed, or a frame could not be read (`id` absent then).
+    Error {
+        /// Request id, when the frame was readable enough to have one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Stable code.
+        code: ErrorCode,
+        /// Plain explanation for people.
+        message: String,
+        /// For `rate_limited`: when to retry.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+    /// A new entry in a channel the user sees.
+    Event {
+        /// Channel.
+        channel: ChannelId,
+        /// The entry.
+        entry: Entry,
+    },
+    /// A user marked a channel read up to `seq`.
+    Read {
+        /// Channel.
+        channel: ChannelId,
+        /// Reader.
+        user: UserId,
+        /// Last seq read.
+        seq: Seq,
+    },
+    /// A member is typing in a conversation.
+    Typing {
+        /// Channel.
+        channel: ChannelId,
+        /// Who.
+        user: UserId,
+    },
+    /// A user sharing a conversation came online or went offline.
+    Presence {
+        /// Who.
+        user: UserId,
+        /// Online now.
+        online: bool,
+    },
+    /// The user now sees a channel (new conversation, new class).
+    ChannelAdded {
+        /// Its summary.
+        info: ChannelInfo,
+    },
+    /// The user no longer sees a channel (left a group, moved class).
+    ChannelRemoved {
+        /// Channel.
+        channel: ChannelId,
+    },
+    /// The server is about to close this connection: reconnect after `after_ms`.
+    Reconnect {
+        /// Delay before reconnecting, jittered per client to spread the storm.
+        after_ms: u64,
+        /// Why.
+        reason: String,
+    },
+}

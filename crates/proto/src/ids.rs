@@ -1,0 +1,169 @@
+//! Identifiers. Everything here is parsed from untrusted input and validated.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Position of an entry in a channel's log. Gapless, starting at 1.
+pub type Seq = u64;
+
+/// A user id as the directory knows it (`[A-Za-z0-9_.-]{1,64}`).
+pub type UserId = String;
+
+/// Longest id accepted for users, classes, groups and schools.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Whether `s` is a valid directory id: 1 to 64 of `[A-Za-z0-9_.-]`.
+///
+/// The restricted alphabet keeps `:` free as the channel id separator.
+pub fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_ID_LEN
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Why a channel id was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdError {
+    /// The prefix is not one of `forum`, `ann`, `dm`, `grp`.
+    #[error("unknown channel kind")]
+    UnknownKind,
+    /// A part is empty, too long, or has characters outside `[A-Za-z0-9_.-]`.
+    #[error("malformed channel id")]
+    Malformed,
+}
+
+/// What a channel is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    /// A class forum: threads, posts and replies, moderated by the class's teachers.
+    Forum,
+    /// Announcements of a class: written by teachers and staff, read by pupils and parents.
+    Announcements,
+    /// A conversation between two users.
+    Direct,
+    /// A conversation of up to the group limit.
+    Group,
+}
+
+/// A channel id: `forum:<class>`, `ann:<class>`, `dm:<user>:<user>` (sorted), `grp:<id>`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ChannelId(String);
+
+impl ChannelId {
+    /// Parses and validates a channel id.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        let (kind, rest) = s.split_once(':').ok_or(IdError::Malformed)?;
+        match kind {
+            "forum" | "ann" | "grp" => {
+                if !valid_id(rest) {
+                    return Err(IdError::Malformed);
+                }
+            }
+            "dm" => {
+                let (a, b) = rest.split_once(':').ok_or(IdError::Malformed)?;
+                if !valid_id(a) || !valid_id(b) || a >= b {
+                    return Err(IdError::Malformed);
+                }
+            }
+            _ => return Err(IdError::UnknownKind),
+        }
+        Ok(ChannelId(s.to_owned()))
+    }
+
+    /// The forum of a class.
+    pub fn forum(class: &str) -> Self {
+        ChannelId(format!("forum:{class}"))
+    }
+
+    /// The announcements channel of a class.
+    pub fn announcements(class: &str) -> Self {
+        ChannelId(format!("ann:{class}"))
+    }
+
+    /// The direct conversation between two users (order does not matter).
+    pub fn direct(a: &str, b: &str) -> Self {
+        let (x, y) = if a < b { (a, b) } else { (b, a) };
+        ChannelId(format!("dm:{x}:{y}"))
+    }
+
+    /// A group conversation.
+    pub fn group(id: &str) -> Self {
+        ChannelId(format!("grp:{id}"))
+    }
+
+    /// The kind, from the prefix.
+    pub fn kind(&self) -> ChannelKind {
+        match self.0.split_once(':').map(|(k, _)| k) {
+            Some("forum") => ChannelKind::Forum,
+            Some("ann") => ChannelKind::Announcements,
+            Some("dm") => ChannelKind::Direct,
+            _ => ChannelKind::Group,
+        }
+    }
+
+    /// The class of a forum or announcements channel.
+    pub fn class(&self) -> Option<&str> {
+        match self.kind() {
+            ChannelKind::Forum | ChannelKind::Announcements => self.0.split_once(':').map(|(_, c)| c),
+            _ => None,
+        }
+    }
+
+    /// The two users of a direct conversation.
+    pub fn direct_pair(&self) -> Option<(&str, &str)> {
+        match self.kind() {
+            ChannelKind::Direct => self.0.split_once(':').and_then(|(_, r)| r.split_once(':')),
+            _ => None,
+        }
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ChannelId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        ChannelId::parse(&s)
+    }
+}
+
+impl From<ChannelId> for String {
+    fn from(c: ChannelId) -> String {
+        c.0
+    }
+}
+
+impl fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_kind() {
+        assert_eq!(ChannelId::parse("forum:6A").map(|c| c.kind()), Ok(ChannelKind::Forum));
+        assert_eq!(ChannelId::parse("ann:6A").map(|c| c.kind()), Ok(ChannelKind::Announcements));
+        assert_eq!(ChannelId::parse("dm:a:b").map(|c| c.kind()), Ok(ChannelKind::Direct));
+        assert_eq!(ChannelId::parse("grp:x1").map(|c| c.kind()), Ok(ChannelKind::Group));
+        assert_eq!(ChannelId::direct("b", "a").as_str(), "dm:a:b");
+        assert_eq!(ChannelId::forum("6A").class(), Some("6A"));
+    }
+
+    #[test]
+    fn refuses_malformed() {
+        for bad in ["", "forum", "forum:", "x:y", "dm:b:a", "dm:a:a", "dm:a", "grp:a b", "forum:é"] {
+            assert!(ChannelId::parse(bad).is_err(), "{bad}");
+        }
+        let long = format!("grp:{}", "a".repeat(65));
+        assert_eq!(ChannelId::parse(&long), Err(IdError::Malformed));
+    }
+}

@@ -1,0 +1,48 @@
+//! Préau wire protocol: the frames a client and the gateway exchange over a WebSocket,
+//! the identifiers they carry, and the two codecs (JSON and MessagePack) that carry the
+//! same frames. No IO lives here, so the server, the Rust client, the load tester and the
+//! fuzzer share one definition.
+//!
+//! # Layout
+//! - [`ids`]: user, channel and sequence identifiers, with validation of what comes off
+//!   the network.
+//! - [`frames`]: client commands ([`ClientFrame`]) and server frames ([`ServerFrame`]).
+//! - [`codec`]: [`Encoding`], decoding of client frames with stable error codes, and
+//!   [`SharedFrame`], a server frame encoded at most once per encoding and shared by every
+//!   recipient.
+//! - [`error`]: the stable error codes a client sees.
+//!
+//! The protocol is documented for implementers in `docs/protocol.md`.
+
+pub mod codec;
+pub mod error;
+pub mod frames;
+pub mod ids;
+
+pub use codec::{DecodeError, Encoding, SharedFrame, decode_client, decode_server, encode_client, encode_server};
+pub use error::ErrorCode;
+pub use frames::*;
+pub use ids::{ChannelId, ChannelKind, IdError, Seq, UserId, valid_id};
+
+/// Version of the frames below; sent in `hello` and bumped on incompatible changes.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// WebSocket subprotocol for JSON text frames.
+pub const SUBPROTOCOL_JSON: &str = "preau.v1.json";
+/// WebSocket subprotocol for MessagePack binary frames.
+pub const SUBPROTOCOL_MSGPACK: &str = "preau.v1.msgpack";
+
+/// WebSocket close codes the gateway uses (4000-4999 is the private range).
+pub mod close {
+    /// The client did not read fast enough; its outbound queue overflowed. Resume.
+    pub const SLOW_CONSUMER: u16 = 4008;
+    /// The token expired during the session. Get a new token and reconnect.
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    /// The user was removed from the directory.
+    pub const ACCOUNT_REMOVED: u16 = 4003;
+    /// Too many connections for this user or node.
+    pub const TOO_MANY_CONNECTIONS: u16 = 4029;
+    /// Too many bad frames in a row; the client is misbehaving.
+    pub const PROTOCOL_ABUSE: u16 = 4002;
+    /// The node is restarting: reconnect after the delay given in the `reconnect` frame.
+    pub const SERVICE_RESTART: u16 = 1012;
+}
