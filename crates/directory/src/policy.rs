@@ -1,0 +1,277 @@
+//! The communication policy (cloisonnement). Pure functions of the directory.
+//!
+//! Who may write first to whom is the table of CONTEXT.md, which a school may open or
+//! close pair by pair ([`crate::PolicyConfig::overrides`]). Anyone may answer a message
+//! sent to them: the gateway allows a post in a direct conversation when the other member
+//! has written in it, and in a group when the poster is a member (the creator was allowed
+//! to write to every member).
+
+use crate::index::{Directory, UserRec};
+use crate::model::{PolicyConfig, Profile, Reach};
+
+/// The default reach of each (sender, recipient) pair; `admin` is treated as `staff`.
+pub fn default_reach(from: Profile, to: Profile) -> Reach {
+    use Profile::*;
+    use Reach::*;
+    match (from, to) {
+        (Teacher | Staff | Admin, _) => School,
+        (Pupil, Pupil | Parent | Teacher) => Related,
+        (Pupil, Staff | Admin) => School,
+        (Parent, Pupil | Teacher) => Related,
+        (Parent, Parent) => Nobody,
+        (Parent, Staff | Admin) => School,
+    }
+}
+
+/// The reach of a pair in a school, after its overrides (the last matching one wins).
+pub fn reach(cfg: &PolicyConfig, from: Profile, to: Profile) -> Reach {
+    cfg.overrides
+        .iter()
+        .rev()
+        .find(|o| o.from == from && o.to == to)
+        .map(|o| o.reach)
+        .unwrap_or_else(|| default_reach(from, to))
+}
+
+/// The classes and groups a user belongs to, or a parent's children belong to.
+fn contexts<'a>(dir: &'a Directory, u: &'a UserRec) -> Vec<&'a str> {
+    let mut v: Vec<&str> = u.classes.iter().chain(u.groups.iter()).map(String::as_str).collect();
+    if u.profile == Profile::Parent {
+        for c in u.children.iter().filter_map(|c| dir.user(c)) {
+            v.extend(c.classes.iter().chain(c.groups.iter()).map(String::as_str));
+        }
+    }
+    v
+}
+
+/// Whether two users are related in the sense of the table's restricted cells:
+/// a pupil and a parent only through a parent-child link; everyone else by sharing a class
+/// or group (a parent through their children).
+pub fn related(dir: &Directory, a: &UserRec, b: &UserRec) -> bool {
+    match (a.profile, b.profile) {
+        (Profile::Pupil, Profile::Parent) => a.parents.contains(&b.id),
+        (Profile::Parent, Profile::Pupil) => a.children.contains(&b.id),
+        _ => {
+            let ca = contexts(dir, a);
+            let cb = contexts(dir, b);
+            ca.iter().any(|x| cb.contains(x))
+        }
+    }
+}
+
+/// Whether `from` may start a conversation with, or add to a group, `to`.
+pub fn may_write_first(dir: &Directory, from: &UserRec, to: &UserRec) -> bool {
+    if from.id == to.id || from.school != to.school {
+        return false;
+    }
+    match reach(&dir.policy(&from.school), from.profile, to.profile) {
+        Reach::Nobody => false,
+        Reach::School => true,
+        Reach::Related => related(dir, from, to),
+    }
+}
+
+/// What a user may do in a class's forum or announcements channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChannelAccess {
+    /// Sees the channel and its contents.
+    pub read: bool,
+    /// May post (in a forum: in open threads, unless muted).
+    pub post: bool,
+    /// May open forum threads.
+    pub create_thread: bool,
+    /// May delete any post, lock and pin threads, mute pupils, see read receipts.
+    pub moderate: bool,
+}
+
+/// Access of `u` to the forum (`announcements == false`) or announcements of `class`.
+pub fn class_access(dir: &Directory, u: &UserRec, class: &str, announcements: bool) -> ChannelAccess {
+    let Some(c) = dir.class(class) else {
+        return ChannelAccess::default();
+    };
+    if c.school != u.school {
+        return ChannelAccess::default();
+    }
+    let teaches = u.profile == Profile::Teacher && c.teachers.contains(&u.id);
+    let in_class = u.profile == Profile::Pupil && c.pupils.contains(&u.id);
+    let child_in = u.profile == Profile::Parent && u.children.iter().any(|ch| c.pupils.contains(ch));
+    let school_wide = matches!(u.profile, Profile::Staff | Profile::Admin);
+    if announcements {
+        let author = teaches || school_wide;
+        ChannelAccess {
+            read: author || in_class || child_in,
+            post: author,
+            create_thread: false,
+            moderate: author,
+        }
+    } else {
+        let parents_read = dir.policy(&u.school).parents_read_forums;
+        ChannelAccess {
+            read: teaches || school_wide || in_class || (child_in && parents_read),
+            post: teaches || school_wide || in_class,
+            create_thread: teaches || school_wide,
+            moderate: teaches || u.profile == Profile::Admin,
+        }
+    }
+}
+
+/// The classes whose channels `u` may read: (class id, forum readable, announcements
+/// readable).
+pub fn class_channels(dir: &Directory, u: &UserRec) -> Vec<(String, bool, bool)> {
+    dir.classes_of(&u.school)
+        .into_iter()
+        .filter_map(|c| {
+            let f = class_access(dir, u, &c.id, false).read;
+            let a = class_access(dir, u, &c.id, true).read;
+            (f || a).then(|| (c.id.clone(), f, a))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo;
+    use crate::model::{DirectoryDoc, Override};
+
+    fn dir_with(doc: DirectoryDoc) -> Directory {
+        Directory::from_docs([doc]).expect("valid")
+    }
+
+    /// Demo users by role: `e001` (6A, parents pa001 and pa076), `e002` (6A), `e026` (5B),
+    /// `pa001` (parent of e001 in 6A and e026 in 5B), `pa002` (parent of e002 in 6A),
+    /// `pa051` (parent of e051 in 4C), `t01` (teaches 6A and 5B), `t03` (teaches 4C only),
+    /// `s01` (staff).
+    fn check(dir: &Directory, from: &str, to: &str) -> bool {
+        let f = dir.user(from).expect("from");
+        let t = dir.user(to).expect("to");
+        may_write_first(dir, f, t)
+    }
+
+    /// Every row of the CONTEXT.md table, each cell allowed and, where it is restricted,
+    /// denied.
+    #[test]
+    fn the_default_table() {
+        let d = dir_with(demo::demo_doc());
+        let rows: &[(&str, &str, bool, &str)] = &[
+            // teacher row: every pupil, every parent, all teachers, all staff
+            ("t01", "e001", true, "teacher -> pupil of own class"),
+            ("t03", "e001", true, "teacher -> pupil of another class"),
+            ("t03", "pa001", true, "teacher -> any parent"),
+            ("t01", "t03", true, "teacher -> teacher"),
+            ("t01", "s01", true, "teacher -> staff"),
+            // staff row: all
+            ("s01", "e051", true, "staff -> pupil"),
+            ("s01", "pa051", true, "staff -> parent"),
+            ("s01", "t03", true, "staff -> teacher"),
+            ("s01", "s02", true, "staff -> staff"),
+            // pupil row
+            ("e001", "e002", true, "pupil -> classmate"),
+            ("e001", "e026", false, "pupil -> pupil of another class"),
+            ("e001", "pa001", true, "pupil -> own parent"),
+            ("e001", "pa002", false, "pupil -> classmate's parent"),
+            ("e001", "t01", true, "pupil -> teacher of own class"),
+            ("e001", "t03", false, "pupil -> teacher not of own class"),
+            ("e001", "s01", true, "pupil -> staff"),
+            // parent row
+            ("pa001", "e001", true, "parent -> own child"),
+            ("pa001", "e026", true, "parent -> own other child"),
+            ("pa001", "e002", false, "parent -> another family's child"),
+            ("pa001", "pa002", false, "parent -> other parent"),
+            ("pa001", "pa076", false, "parent -> co-parent (no parent-to-parent by default)"),
+            ("pa001", "t01", true, "parent -> teacher of a child's class"),
+            ("pa051", "t01", false, "parent -> teacher not of the child's class"),
+            ("pa051", "t03", true, "parent -> teacher of the child's class (4C)"),
+            ("pa001", "s02", true, "parent -> staff"),
+            // nobody writes to themselves
+            ("t01", "t01", false, "self"),
+        ];
+        for (from, to, allowed, what) in rows {
+            assert_eq!(check(&d, from, to), *allowed, "{what}: {from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn school_overrides_open_and_close_pairs() {
+        let mut doc = demo::demo_doc();
+        doc.schools[0].policy.overrides = vec![
+            Override { from: Profile::Parent, to: Profile::Parent, reach: Reach::Related },
+            Override { from: Profile::Pupil, to: Profile::Pupil, reach: Reach::Nobody },
+            Override { from: Profile::Teacher, to: Profile::Parent, reach: Reach::Related },
+        ];
+        let d = dir_with(doc);
+        assert!(check(&d, "pa001", "pa002"), "parents of the same class, once opened");
+        assert!(!check(&d, "pa051", "pa002"), "parents of different classes stay apart");
+        assert!(!check(&d, "e001", "e002"), "pupil messaging closed");
+        assert!(check(&d, "t01", "pa001"), "teacher -> parent of own class");
+        assert!(!check(&d, "t03", "pa002"), "teacher -> parent of another class, once closed");
+    }
+
+    #[test]
+    fn other_schools_are_out_of_reach() {
+        let mut other = demo::demo_doc();
+        other.schools[0].uai = "0999999Z".into();
+        for c in &mut other.classes {
+            c.school = "0999999Z".into();
+            c.id = format!("x{}", c.id);
+        }
+        for g in &mut other.groups {
+            g.school = "0999999Z".into();
+            g.id = format!("x{}", g.id);
+        }
+        for u in &mut other.users {
+            u.school = "0999999Z".into();
+            u.id = format!("x{}", u.id);
+            u.classes = u.classes.iter().map(|c| format!("x{c}")).collect();
+            u.groups = u.groups.iter().map(|c| format!("x{c}")).collect();
+        }
+        for l in &mut other.links {
+            l.parent = format!("x{}", l.parent);
+            l.child = format!("x{}", l.child);
+        }
+        let d = Directory::from_docs([demo::demo_doc(), other]).expect("two schools");
+        assert!(!check(&d, "s01", "xe001"), "staff of one school -> pupil of another");
+        assert!(!check(&d, "t01", "xt01"));
+    }
+
+    #[test]
+    fn class_channel_access_table() {
+        let d = dir_with(demo::demo_doc());
+        let a = |u: &str, class: &str, ann: bool| class_access(&d, d.user(u).expect("user"), class, ann);
+        let full = ChannelAccess { read: true, post: true, create_thread: true, moderate: true };
+        let reader = ChannelAccess { read: true, ..ChannelAccess::default() };
+        let none = ChannelAccess::default();
+        // forums
+        assert_eq!(a("t01", "6A", false), full, "teacher of the class moderates its forum");
+        assert_eq!(a("t03", "6A", false), none, "teacher of another class");
+        assert_eq!(a("e001", "6A", false), ChannelAccess { read: true, post: true, ..none }, "pupil of the class");
+        assert_eq!(a("e026", "6A", false), none, "pupil of another class");
+        assert_eq!(a("pa001", "6A", false), none, "parents do not read forums unless opened");
+        assert_eq!(a("s01", "6A", false), ChannelAccess { moderate: false, ..full }, "staff posts, does not moderate");
+        assert_eq!(a("ad01", "6A", false), full, "admin moderates");
+        // announcements
+        let author = ChannelAccess { read: true, post: true, create_thread: false, moderate: true };
+        assert_eq!(a("t01", "6A", true), author);
+        assert_eq!(a("s01", "6A", true), author);
+        assert_eq!(a("e001", "6A", true), reader, "pupils read announcements");
+        assert_eq!(a("pa001", "6A", true), reader, "parents read their children's announcements");
+        assert_eq!(a("pa051", "6A", true), none, "other parents do not");
+        assert_eq!(a("t03", "6A", true), none);
+        assert_eq!(a("e001", "nope", true), none, "unknown class");
+
+        let mut doc = demo::demo_doc();
+        doc.schools[0].policy.parents_read_forums = true;
+        let d2 = dir_with(doc);
+        assert_eq!(class_access(&d2, d2.user("pa001").expect("pa001"), "6A", false), reader);
+    }
+
+    #[test]
+    fn class_channel_lists() {
+        let d = dir_with(demo::demo_doc());
+        let list = |u: &str| class_channels(&d, d.user(u).expect("user"));
+        assert_eq!(list("e001"), vec![("6A".to_owned(), true, true)]);
+        assert_eq!(list("pa001").len(), 2, "two children in two classes");
+        assert!(list("pa001").iter().all(|(_, forum, ann)| !forum && *ann));
+        assert_eq!(list("s01").len(), 3);
+    }
+}
