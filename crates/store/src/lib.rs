@@ -1,1 +1,89 @@
-//! x
+//! Storage for Préau: each channel's log with its gapless sequence, conversations and
+//! their members, read markers, forum mutes and the imported directory.
+//!
+//! # Layout
+//! - [`Store`]: the contract every backend keeps (an `Arc<dyn Store>` in the gateway).
+//! - [`sqlite`]: the embedded default, SQLite in WAL mode: one writer thread that groups
+//!   the writes waiting for it into one transaction (group commit), a pool of readers.
+//! - [`types`]: what goes in and comes out.
+//!
+//! # Ordering contract
+//! A backend assigns each channel's next seq inside the durable write, and calls the
+//! [`CommitHook`] once per committed entry, in seq order per channel, before answering
+//! the writer. The gateway publishes from that hook, so subscribers see a channel's
+//! entries in order and a send is acknowledged only once durable.
+
+pub mod contract;
+pub mod sqlite;
+pub mod types;
+
+pub use sqlite::{SqliteOptions, SqliteStore};
+pub use types::*;
+
+use preau_proto::{ChannelId, Entry, Seq};
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed future, so the trait stays object-safe.
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Called by the store after each commit, in order, with what was committed.
+pub type CommitHook = Box<dyn Fn(&Committed) + Send + Sync>;
+
+/// The storage contract.
+pub trait Store: Send + Sync + 'static {
+    /// Applies a write durably and returns its result. Posts with a `client_id` already
+    /// stored for the same author and channel return the stored entry with `duplicate`.
+    fn write(&self, w: Write) -> BoxFut<'_, Result<Appended, StoreError>>;
+
+    /// Records that `user` read `channel` up to `seq` (markers only move forward).
+    /// Returns the marker now stored.
+    fn mark_read(&self, user: &str, channel: &ChannelId, seq: Seq) -> BoxFut<'_, Result<Seq, StoreError>>;
+
+    /// Creates a conversation with its members, or returns the existing one with the
+    /// same channel id or the same (creator, client id).
+    fn create_conversation(&self, c: NewConversation) -> BoxFut<'_, Result<Conversation, StoreError>>;
+
+    /// A conversation and its members.
+    fn conversation(&self, channel: &ChannelId) -> BoxFut<'_, Result<Option<Conversation>, StoreError>>;
+
+    /// Conversations `user` is a member of.
+    fn conversations_of(&self, user: &str) -> BoxFut<'_, Result<Vec<Conversation>, StoreError>>;
+
+    /// Log entries after `after` (ascending) or just before `before` (ascending, the
+    /// newest page), at most `limit`, and whether more exist in that direction.
+    fn history(
+        &self,
+        channel: &ChannelId,
+        after: Option<Seq>,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> BoxFut<'_, Result<(Vec<Entry>, bool), StoreError>>;
+
+    /// Last seq, the user's read marker and unread count, for each channel.
+    fn summaries(&self, user: &str, channels: &[ChannelId]) -> BoxFut<'_, Result<Vec<ChannelState>, StoreError>>;
+
+    /// Read markers of `users` in `channel` (0 when none).
+    fn read_markers(&self, channel: &ChannelId, users: &[String]) -> BoxFut<'_, Result<Vec<Seq>, StoreError>>;
+
+    /// Whether `user` posted anything in `channel` (the "answer" rule).
+    fn has_posted(&self, channel: &ChannelId, user: &str) -> BoxFut<'_, Result<bool, StoreError>>;
+
+    /// One entry.
+    fn entry(&self, channel: &ChannelId, seq: Seq) -> BoxFut<'_, Result<Option<Entry>, StoreError>>;
+
+    /// Mutes `user` in `channel` until `until_ms` (0 lifts it).
+    fn set_mute(&self, channel: &ChannelId, user: &str, until_ms: i64) -> BoxFut<'_, Result<(), StoreError>>;
+
+    /// Until when `user` is muted in `channel` (0 when not).
+    fn muted_until(&self, channel: &ChannelId, user: &str) -> BoxFut<'_, Result<i64, StoreError>>;
+
+    /// Saves one school's directory document (JSON).
+    fn save_directory(&self, school: &str, doc_json: String) -> BoxFut<'_, Result<(), StoreError>>;
+
+    /// Every saved school directory document.
+    fn load_directories(&self) -> BoxFut<'_, Result<Vec<String>, StoreError>>;
+
+    /// Whether the store answers (for readiness).
+    fn ping(&self) -> BoxFut<'_, Result<(), StoreError>>;
+}

@@ -1,0 +1,235 @@
+//! The storage contract as executable checks. Every backend's tests call [`run_all`] on a
+//! fresh store; a failed check panics with what broke.
+
+use crate::{Committed, NewConversation, Store, StoreError, Write};
+use preau_proto::{ChannelId, EntryKind};
+use std::sync::{Arc, Mutex};
+
+/// Records what a store's commit hook saw, to check publication order.
+#[derive(Clone, Default)]
+pub struct HookLog(pub Arc<Mutex<Vec<Committed>>>);
+
+impl HookLog {
+    /// A hook appending to this log.
+    pub fn hook(&self) -> crate::CommitHook {
+        let log = self.0.clone();
+        Box::new(move |c| {
+            if let Ok(mut v) = log.lock() {
+                v.push(c.clone());
+            }
+        })
+    }
+
+    /// Seqs published for `channel`, in publication order.
+    pub fn seqs(&self, channel: &ChannelId) -> Vec<u64> {
+        self.0
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|c| match c {
+                        Committed::Entry(a) if &a.channel == channel => Some(a.entry.seq),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A plain message post.
+pub fn post(channel: &ChannelId, author: &str, client_id: &str, body: &str) -> Write {
+    Write::Post {
+        channel: channel.clone(),
+        kind: EntryKind::Message,
+        author: author.into(),
+        client_id: client_id.into(),
+        body: body.into(),
+        title: None,
+        thread: None,
+        reply_to: None,
+        respect_lock: true,
+    }
+}
+
+/// Runs every check. `log` must be the log whose hook the store was opened with.
+pub async fn run_all(store: Arc<dyn Store>, log: HookLog) {
+    gapless_under_concurrency(store.clone(), &log).await;
+    idempotent_posts(store.as_ref()).await;
+    edits_and_deletes(store.as_ref()).await;
+    forum_threads(store.as_ref()).await;
+    read_markers_and_unread(store.as_ref()).await;
+    history_paging(store.as_ref()).await;
+    conversations(store.as_ref()).await;
+    mutes_and_directory(store.as_ref()).await;
+}
+
+/// Many concurrent writers on one channel get 1..=n without gaps, published in order.
+pub async fn gapless_under_concurrency(store: Arc<dyn Store>, log: &HookLog) {
+    let ch = ChannelId::group("gapless");
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let s = store.clone();
+        let ch = ch.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..50 {
+                let a = s.write(post(&ch, &format!("u{t}"), &format!("c{i}"), "x")).await.expect("write");
+                seqs.push(a.entry.seq);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=400).collect::<Vec<u64>>(), "seqs are gapless and unique");
+    assert_eq!(log.seqs(&ch), (1..=400).collect::<Vec<u64>>(), "published in seq order");
+}
+
+/// A retried post is acknowledged with the first seq and stored once.
+pub async fn idempotent_posts(store: &dyn Store) {
+    let ch = ChannelId::group("idem");
+    let a = store.write(post(&ch, "u1", "k1", "hello")).await.expect("first");
+    let b = store.write(post(&ch, "u1", "k1", "hello")).await.expect("retry");
+    assert!(!a.duplicate && b.duplicate);
+    assert_eq!(a.entry.seq, b.entry.seq);
+    let c = store.write(post(&ch, "u2", "k1", "other author, same key")).await.expect("other");
+    assert_eq!(c.entry.seq, 2, "keys are per author");
+    let (h, _) = store.history(&ch, Some(0), None, 10).await.expect("history");
+    assert_eq!(h.len(), 2);
+}
+
+/// Authors edit and delete their own messages; moderators delete any.
+pub async fn edits_and_deletes(store: &dyn Store) {
+    let ch = ChannelId::group("edits");
+    let m = store.write(post(&ch, "u1", "k", "first")).await.expect("post").entry.seq;
+    let edit = |author: &str, body: &str| Write::Edit { channel: ch.clone(), author: author.into(), target: m, body: body.into() };
+    assert_eq!(store.write(edit("u2", "hijack")).await, Err(StoreError::NotAuthor));
+    let e = store.write(edit("u1", "second")).await.expect("edit");
+    assert_eq!((e.entry.kind, e.entry.target), (EntryKind::Edit, Some(m)));
+    let cur = store.entry(&ch, m).await.expect("read").expect("exists");
+    assert_eq!((cur.body.as_deref(), cur.edited), (Some("second"), true));
+    let del = |author: &str, moderator: bool| Write::Delete { channel: ch.clone(), author: author.into(), target: m, moderator };
+    assert_eq!(store.write(del("u2", false)).await, Err(StoreError::NotAuthor));
+    store.write(del("t1", true)).await.expect("moderator deletes");
+    let cur = store.entry(&ch, m).await.expect("read").expect("exists");
+    assert!(cur.deleted && cur.body.is_none());
+    assert_eq!(store.write(del("u1", false)).await, Err(StoreError::NotFound), "already deleted");
+    assert_eq!(store.write(edit("u1", "x")).await, Err(StoreError::NotFound));
+    let (h, _) = store.history(&ch, Some(0), None, 10).await.expect("history");
+    assert_eq!(h.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3], "refused writes took no seq");
+}
+
+/// Threads, locks and replies in a forum.
+pub async fn forum_threads(store: &dyn Store) {
+    let ch = ChannelId::forum("f1");
+    let thread = Write::Post {
+        channel: ch.clone(),
+        kind: EntryKind::Thread,
+        author: "t1".into(),
+        client_id: "th".into(),
+        body: "Exercices".into(),
+        title: Some("Chapitre 3".into()),
+        thread: None,
+        reply_to: None,
+        respect_lock: true,
+    };
+    let t = store.write(thread).await.expect("thread").entry.seq;
+    let reply = |author: &str, cid: &str, thread: u64, reply_to: Option<u64>, respect_lock: bool| Write::Post {
+        channel: ch.clone(),
+        kind: EntryKind::Message,
+        author: author.into(),
+        client_id: cid.into(),
+        body: "réponse".into(),
+        title: None,
+        thread: Some(thread),
+        reply_to,
+        respect_lock,
+    };
+    let p = store.write(reply("e1", "r1", t, None, true)).await.expect("post").entry.seq;
+    store.write(reply("e2", "r2", t, Some(p), true)).await.expect("reply to post");
+    assert_eq!(store.write(reply("e2", "r3", 99, None, true)).await, Err(StoreError::NotFound), "no such thread");
+    assert_eq!(store.write(reply("e2", "r4", p, None, true)).await, Err(StoreError::NotFound), "a post is not a thread");
+    let lock = Write::ThreadState { channel: ch.clone(), author: "t1".into(), thread: t, locked: Some(true), pinned: None };
+    let st = store.write(lock).await.expect("lock");
+    assert_eq!((st.entry.locked, st.entry.pinned), (Some(true), Some(false)));
+    assert_eq!(store.write(reply("e1", "r5", t, None, true)).await, Err(StoreError::Locked));
+    store.write(reply("t1", "r6", t, None, false)).await.expect("moderators post in locked threads");
+}
+
+/// Markers only move forward, are clamped to the last seq, and unread counts follow.
+pub async fn read_markers_and_unread(store: &dyn Store) {
+    let ch = ChannelId::announcements("c1");
+    for i in 0..5 {
+        store.write(post(&ch, "t1", &format!("a{i}"), "annonce")).await.expect("post");
+    }
+    let s = store.summaries("p1", std::slice::from_ref(&ch)).await.expect("summary");
+    assert_eq!(s[0].unread, 5);
+    assert_eq!(store.mark_read("p1", &ch, 3).await, Ok(3));
+    assert_eq!(store.mark_read("p1", &ch, 2).await, Ok(3), "markers do not go back");
+    assert_eq!(store.mark_read("p1", &ch, 99).await, Ok(5), "clamped to the last seq");
+    let s = store.summaries("p1", std::slice::from_ref(&ch)).await.expect("summary");
+    assert_eq!((s[0].last_seq, s[0].read_seq, s[0].unread), (5, 5, 0));
+    let author = store.summaries("t1", std::slice::from_ref(&ch)).await.expect("summary");
+    assert_eq!(author[0].unread, 0, "one's own messages are not unread");
+    assert_eq!(store.read_markers(&ch, &["p1".into(), "p2".into()]).await, Ok(vec![5, 0]));
+}
+
+/// Pages after and before a seq, with `more`.
+pub async fn history_paging(store: &dyn Store) {
+    let ch = ChannelId::group("paging");
+    for i in 0..25 {
+        store.write(post(&ch, "u", &format!("p{i}"), "m")).await.expect("post");
+    }
+    let (p1, more1) = store.history(&ch, Some(0), None, 10).await.expect("p1");
+    let (p3, more3) = store.history(&ch, Some(20), None, 10).await.expect("p3");
+    assert_eq!((p1.first().map(|e| e.seq), p1.len(), more1), (Some(1), 10, true));
+    assert_eq!((p3.first().map(|e| e.seq), p3.len(), more3), (Some(21), 5, false));
+    let (last, more) = store.history(&ch, None, None, 10).await.expect("latest");
+    assert_eq!((last.first().map(|e| e.seq), last.last().map(|e| e.seq), more), (Some(16), Some(25), true));
+    let (before, more) = store.history(&ch, None, Some(5), 10).await.expect("before");
+    assert_eq!((before.len(), more), (4, false));
+}
+
+/// Conversations are created once, by channel or by (creator, client id).
+pub async fn conversations(store: &dyn Store) {
+    let dm = ChannelId::direct("a", "b");
+    let nc = |ch: &ChannelId, cid: Option<&str>, members: &[&str]| NewConversation {
+        channel: ch.clone(),
+        title: "t".into(),
+        creator: "a".into(),
+        client_id: cid.map(Into::into),
+        members: members.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let c1 = store.create_conversation(nc(&dm, None, &["a", "b"])).await.expect("dm");
+    let c2 = store.create_conversation(nc(&dm, None, &["a", "b"])).await.expect("dm again");
+    assert_eq!(c1, c2);
+    let g = store.create_conversation(nc(&ChannelId::group("g1"), Some("k"), &["a", "c", "d"])).await.expect("g");
+    let again = store.create_conversation(nc(&ChannelId::group("g2"), Some("k"), &["a"])).await.expect("g retry");
+    assert_eq!(again.channel, g.channel, "same creator and key: same group");
+    let of_a: Vec<String> = store.conversations_of("a").await.expect("of a").into_iter().map(|c| c.channel.to_string()).collect();
+    assert_eq!(of_a, vec!["dm:a:b".to_owned(), "grp:g1".to_owned()]);
+    let leave = Write::Membership { channel: g.channel.clone(), author: "c".into(), members: vec!["c".into()], joined: false };
+    store.write(leave).await.expect("leave");
+    let g = store.conversation(&g.channel).await.expect("read").expect("exists");
+    assert_eq!(g.members, vec!["a".to_owned(), "d".to_owned()]);
+    assert!(!store.has_posted(&dm, "b").await.expect("read"));
+    store.write(post(&dm, "b", "x", "bonjour")).await.expect("post");
+    assert!(store.has_posted(&dm, "b").await.expect("read"));
+}
+
+/// Mutes and saved directory documents.
+pub async fn mutes_and_directory(store: &dyn Store) {
+    let ch = ChannelId::forum("m1");
+    assert_eq!(store.muted_until(&ch, "e1").await, Ok(0));
+    store.set_mute(&ch, "e1", 1_000).await.expect("mute");
+    assert_eq!(store.muted_until(&ch, "e1").await, Ok(1_000));
+    store.set_mute(&ch, "e1", 0).await.expect("unmute");
+    assert_eq!(store.muted_until(&ch, "e1").await, Ok(0));
+    store.save_directory("S1", "{\"a\":1}".into()).await.expect("save");
+    store.save_directory("S1", "{\"a\":2}".into()).await.expect("replace");
+    assert_eq!(store.load_directories().await, Ok(vec!["{\"a\":2}".to_owned()]));
+    store.ping().await.expect("ping");
+}

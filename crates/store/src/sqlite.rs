@@ -1,0 +1,786 @@
+//! The embedded store: SQLite in WAL mode.
+//!
+//! One writer thread owns the only write connection. Writes queue on a bounded channel;
+//! the writer takes everything waiting (up to `max_batch`), applies each in its own
+//! savepoint inside one `BEGIN IMMEDIATE` transaction, commits once (one fsync for the
+//! whole batch with `synchronous=FULL`), calls the commit hook in order, then answers.
+//! Being the only writer, it allocates each channel's next seq from an in-memory cache
+//! without races, and the cache is dropped whenever a commit fails, so seqs stay gapless.
+//! Reads run on a small pool of read-only connections on tokio's blocking threads; WAL
+//! lets them proceed while the writer commits.
+
+use crate::types::*;
+use crate::{BoxFut, CommitHook, Store};
+use preau_proto::{ChannelId, ChannelKind, Entry, EntryKind, Seq};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+/// Options of the embedded store.
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// Database file.
+    pub path: PathBuf,
+    /// `synchronous=FULL` (durable across power loss) rather than `NORMAL` (durable across
+    /// a process crash only).
+    pub sync_full: bool,
+    /// Most writes grouped in one transaction.
+    pub max_batch: usize,
+    /// Writes waiting for the writer before callers wait for room. Bounded so a stalled
+    /// disk pushes back on senders instead of growing memory.
+    pub queue: usize,
+}
+
+impl SqliteOptions {
+    /// Defaults for a database at `path`.
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        SqliteOptions { path: path.as_ref().to_path_buf(), sync_full: true, max_batch: 512, queue: 8192 }
+    }
+}
+
+enum Op {
+    Write(Write),
+    MarkRead { user: String, channel: ChannelId, seq: Seq },
+    CreateConversation(NewConversation),
+    SetMute { channel: ChannelId, user: String, until_ms: i64 },
+    SaveDirectory { school: String, doc: String },
+}
+
+enum Out {
+    Appended(Appended),
+    Seq(Seq),
+    Conversation(Conversation),
+    Unit,
+}
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<Result<Out, StoreError>>,
+}
+
+/// The embedded SQLite store.
+pub struct SqliteStore {
+    tx: mpsc::Sender<Job>,
+    readers: Arc<ReaderPool>,
+    healthy: Arc<AtomicBool>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS entries (
+    channel TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, author TEXT NOT NULL,
+    at INTEGER NOT NULL, body TEXT, title TEXT, thread INTEGER, reply_to INTEGER,
+    target INTEGER, locked INTEGER, pinned INTEGER, members TEXT, joined INTEGER,
+    edited INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0, client_id TEXT,
+    PRIMARY KEY (channel, seq)) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS entries_idem ON entries(channel, author, client_id)
+    WHERE client_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS conversations (
+    channel TEXT PRIMARY KEY, kind TEXT NOT NULL, title TEXT NOT NULL, creator TEXT NOT NULL,
+    client_id TEXT, created_at INTEGER NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS conversations_idem ON conversations(creator, client_id)
+    WHERE client_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS members (
+    channel TEXT NOT NULL, user TEXT NOT NULL, PRIMARY KEY (channel, user)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS members_by_user ON members(user, channel);
+CREATE TABLE IF NOT EXISTS read_markers (
+    user TEXT NOT NULL, channel TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (user, channel)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS mutes (
+    channel TEXT NOT NULL, user TEXT NOT NULL, until_ms INTEGER NOT NULL,
+    PRIMARY KEY (channel, user)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS directory (
+    school TEXT PRIMARY KEY, doc TEXT NOT NULL, updated_at INTEGER NOT NULL);
+";
+
+const COLS: &str =
+    "seq, kind, author, at, body, title, thread, reply_to, target, locked, pinned, members, joined, edited, deleted, client_id";
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn kind_str(k: EntryKind) -> &'static str {
+    match k {
+        EntryKind::Message => "message",
+        EntryKind::Thread => "thread",
+        EntryKind::Edit => "edit",
+        EntryKind::Delete => "delete",
+        EntryKind::ThreadState => "thread_state",
+        EntryKind::Membership => "membership",
+    }
+}
+
+fn kind_parse(s: &str) -> EntryKind {
+    match s {
+        "thread" => EntryKind::Thread,
+        "edit" => EntryKind::Edit,
+        "delete" => EntryKind::Delete,
+        "thread_state" => EntryKind::ThreadState,
+        "membership" => EntryKind::Membership,
+        _ => EntryKind::Message,
+    }
+}
+
+fn conv_kind_str(k: ChannelKind) -> &'static str {
+    match k {
+        ChannelKind::Direct => "direct",
+        _ => "group",
+    }
+}
+
+fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    let members: Option<String> = r.get(11)?;
+    Ok(Entry {
+        seq: r.get::<_, i64>(0)? as Seq,
+        kind: kind_parse(&r.get::<_, String>(1)?),
+        author: r.get(2)?,
+        at: r.get(3)?,
+        body: r.get(4)?,
+        title: r.get(5)?,
+        thread: r.get::<_, Option<i64>>(6)?.map(|v| v as Seq),
+        reply_to: r.get::<_, Option<i64>>(7)?.map(|v| v as Seq),
+        target: r.get::<_, Option<i64>>(8)?.map(|v| v as Seq),
+        locked: r.get(9)?,
+        pinned: r.get(10)?,
+        members: members.and_then(|m| serde_json::from_str(&m).ok()).unwrap_or_default(),
+        joined: r.get(12)?,
+        edited: r.get(13)?,
+        deleted: r.get(14)?,
+        client_id: r.get(15)?,
+    })
+}
+
+fn get_entry(c: &Connection, channel: &str, seq: Seq) -> rusqlite::Result<Option<Entry>> {
+    c.query_row(&format!("SELECT {COLS} FROM entries WHERE channel = ?1 AND seq = ?2"), params![channel, seq as i64], row_entry)
+        .optional()
+}
+
+fn open(path: &Path, sync_full: bool) -> rusqlite::Result<Connection> {
+    let c = Connection::open(path)?;
+    c.busy_timeout(std::time::Duration::from_secs(5))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", if sync_full { "FULL" } else { "NORMAL" })?;
+    Ok(c)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and starts the writer thread. `hook` is
+    /// called after each commit with what it committed, in order.
+    pub fn open(opts: SqliteOptions, hook: CommitHook) -> Result<Self, StoreError> {
+        if let Some(dir) = opts.path.parent() {
+            std::fs::create_dir_all(dir).map_err(unavailable)?;
+        }
+        let conn = open(&opts.path, opts.sync_full).map_err(unavailable)?;
+        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        let (tx, rx) = mpsc::channel(opts.queue);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let h = healthy.clone();
+        let max_batch = opts.max_batch.max(1);
+        std::thread::Builder::new()
+            .name("preau-store-writer".into())
+            .spawn(move || Writer { conn, next: HashMap::new(), hook, healthy: h }.run(rx, max_batch))
+            .map_err(unavailable)?;
+        Ok(SqliteStore {
+            tx,
+            readers: Arc::new(ReaderPool { path: opts.path, idle: Mutex::new(Vec::new()) }),
+            healthy,
+        })
+    }
+
+    async fn submit(&self, op: Op) -> Result<Out, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job { op, reply }).await.map_err(|_| unavailable("writer stopped"))?;
+        rx.await.map_err(|_| unavailable("writer stopped"))?
+    }
+
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || pool.with(f)).await.map_err(unavailable)?
+    }
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    fn with<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R, StoreError> {
+        let conn = self.idle.lock().map_err(unavailable)?.pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let c = open(&self.path, false).map_err(unavailable)?;
+                c.pragma_update(None, "query_only", true).map_err(unavailable)?;
+                c
+            }
+        };
+        let r = f(&conn).map_err(unavailable);
+        if r.is_ok() {
+            // A connection that failed is dropped rather than reused.
+            if let Ok(mut idle) = self.idle.lock() {
+                idle.push(conn);
+            }
+        }
+        r
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    /// Next seq of each channel seen since the last failed commit.
+    next: HashMap<String, Seq>,
+    hook: CommitHook,
+    healthy: Arc<AtomicBool>,
+}
+
+/// A job's effect, kept until the commit succeeds.
+struct Done {
+    out: Result<Out, StoreError>,
+    next: Option<(String, Seq)>,
+    event: Option<Committed>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            self.batch(batch);
+        }
+    }
+
+    fn batch(&mut self, batch: Vec<Job>) {
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            self.fail(batch, e);
+            return;
+        }
+        let mut done = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for job in batch {
+            let d = self.job(job.op);
+            if let Some((ch, n)) = &d.next {
+                self.next.insert(ch.clone(), *n);
+            }
+            done.push(d);
+            replies.push(job.reply);
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            tracing::error!(error = %e, jobs = replies.len(), "store commit failed; batch refused");
+            self.next.clear();
+            self.healthy.store(false, Ordering::Relaxed);
+            for r in replies {
+                let _ = r.send(Err(unavailable(&e)));
+            }
+            return;
+        }
+        self.healthy.store(true, Ordering::Relaxed);
+        for (d, reply) in done.into_iter().zip(replies) {
+            if let Some(ev) = &d.event {
+                (self.hook)(ev);
+            }
+            let _ = reply.send(d.out);
+        }
+    }
+
+    fn fail(&mut self, batch: Vec<Job>, e: rusqlite::Error) {
+        tracing::error!(error = %e, "store cannot begin a transaction");
+        self.healthy.store(false, Ordering::Relaxed);
+        self.next.clear();
+        for j in batch {
+            let _ = j.reply.send(Err(unavailable(&e)));
+        }
+    }
+
+    /// Applies one job inside its own savepoint, so a failing job leaves the batch intact.
+    fn job(&mut self, op: Op) -> Done {
+        if let Err(e) = self.conn.execute_batch("SAVEPOINT job") {
+            return Done { out: Err(unavailable(e)), next: None, event: None };
+        }
+        let r = self.apply(op);
+        let ok = matches!(r, Ok(ref d) if d.out.is_ok());
+        let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+        if let Err(e) = self.conn.execute_batch(end) {
+            return Done { out: Err(unavailable(e)), next: None, event: None };
+        }
+        match r {
+            Ok(d) if ok => d,
+            Ok(d) => Done { out: d.out, next: None, event: None },
+            Err(e) => Done { out: Err(unavailable(e)), next: None, event: None },
+        }
+    }
+
+    fn next_seq(&self, channel: &str) -> rusqlite::Result<Seq> {
+        if let Some(n) = self.next.get(channel) {
+            return Ok(*n);
+        }
+        let max: i64 =
+            self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM entries WHERE channel = ?1", [channel], |r| r.get(0))?;
+        Ok(max as Seq + 1)
+    }
+
+    fn apply(&mut self, op: Op) -> rusqlite::Result<Done> {
+        let refuse = |e: StoreError| Done { out: Err(e), next: None, event: None };
+        match op {
+            Op::Write(w) => {
+                let channel = w.channel().clone();
+                let ch = channel.as_str().to_owned();
+                let seq = self.next_seq(&ch)?;
+                let mut e = Entry {
+                    seq,
+                    kind: EntryKind::Message,
+                    author: String::new(),
+                    at: now_ms(),
+                    body: None,
+                    title: None,
+                    thread: None,
+                    reply_to: None,
+                    target: None,
+                    locked: None,
+                    pinned: None,
+                    members: Vec::new(),
+                    joined: None,
+                    edited: false,
+                    deleted: false,
+                    client_id: None,
+                };
+                match w {
+                    Write::Post { kind, author, client_id, body, title, thread, reply_to, respect_lock, .. } => {
+                        let dup = self
+                            .conn
+                            .query_row(
+                                &format!("SELECT {COLS} FROM entries WHERE channel = ?1 AND author = ?2 AND client_id = ?3"),
+                                params![ch, author, client_id],
+                                row_entry,
+                            )
+                            .optional()?;
+                        if let Some(entry) = dup {
+                            return Ok(Done {
+                                out: Ok(Out::Appended(Appended { channel, entry, duplicate: true })),
+                                next: None,
+                                event: None,
+                            });
+                        }
+                        if let Some(t) = thread {
+                            match get_entry(&self.conn, &ch, t)? {
+                                Some(te) if te.kind == EntryKind::Thread && !te.deleted => {
+                                    if respect_lock && te.locked == Some(true) {
+                                        return Ok(refuse(StoreError::Locked));
+                                    }
+                                }
+                                _ => return Ok(refuse(StoreError::NotFound)),
+                            }
+                        }
+                        if let Some(r) = reply_to {
+                            match get_entry(&self.conn, &ch, r)? {
+                                Some(re) if matches!(re.kind, EntryKind::Message | EntryKind::Thread) && !re.deleted => {
+                                    let re_thread = if re.kind == EntryKind::Thread { Some(re.seq) } else { re.thread };
+                                    if re_thread != thread {
+                                        return Ok(refuse(StoreError::Invalid("reply_to is in another thread")));
+                                    }
+                                }
+                                _ => return Ok(refuse(StoreError::NotFound)),
+                            }
+                        }
+                        e.kind = kind;
+                        e.author = author;
+                        e.body = Some(body);
+                        e.title = title;
+                        e.thread = thread;
+                        e.reply_to = reply_to;
+                        e.client_id = Some(client_id);
+                        if kind == EntryKind::Thread {
+                            e.locked = Some(false);
+                            e.pinned = Some(false);
+                        }
+                    }
+                    Write::Edit { author, target, body, .. } => {
+                        let Some(t) = get_entry(&self.conn, &ch, target)? else {
+                            return Ok(refuse(StoreError::NotFound));
+                        };
+                        if !matches!(t.kind, EntryKind::Message | EntryKind::Thread) || t.deleted {
+                            return Ok(refuse(StoreError::NotFound));
+                        }
+                        if t.author != author {
+                            return Ok(refuse(StoreError::NotAuthor));
+                        }
+                        self.conn.execute(
+                            "UPDATE entries SET body = ?3, edited = 1 WHERE channel = ?1 AND seq = ?2",
+                            params![ch, target as i64, body],
+                        )?;
+                        e.kind = EntryKind::Edit;
+                        e.author = author;
+                        e.target = Some(target);
+                        e.body = Some(body);
+                    }
+                    Write::Delete { author, target, moderator, .. } => {
+                        let Some(t) = get_entry(&self.conn, &ch, target)? else {
+                            return Ok(refuse(StoreError::NotFound));
+                        };
+                        if !matches!(t.kind, EntryKind::Message | EntryKind::Thread) || t.deleted {
+                            return Ok(refuse(StoreError::NotFound));
+                        }
+                        if t.author != author && !moderator {
+                            return Ok(refuse(StoreError::NotAuthor));
+                        }
+                        // The text goes; the entry stays so seqs remain gapless.
+                        self.conn.execute(
+                            "UPDATE entries SET body = NULL, title = NULL, deleted = 1 WHERE channel = ?1 AND seq = ?2",
+                            params![ch, target as i64],
+                        )?;
+                        e.kind = EntryKind::Delete;
+                        e.author = author;
+                        e.target = Some(target);
+                    }
+                    Write::ThreadState { author, thread, locked, pinned, .. } => {
+                        let Some(t) = get_entry(&self.conn, &ch, thread)? else {
+                            return Ok(refuse(StoreError::NotFound));
+                        };
+                        if t.kind != EntryKind::Thread || t.deleted {
+                            return Ok(refuse(StoreError::NotFound));
+                        }
+                        let l = locked.or(t.locked).unwrap_or(false);
+                        let p = pinned.or(t.pinned).unwrap_or(false);
+                        self.conn.execute(
+                            "UPDATE entries SET locked = ?3, pinned = ?4 WHERE channel = ?1 AND seq = ?2",
+                            params![ch, thread as i64, l, p],
+                        )?;
+                        e.kind = EntryKind::ThreadState;
+                        e.author = author;
+                        e.target = Some(thread);
+                        e.locked = Some(l);
+                        e.pinned = Some(p);
+                    }
+                    Write::Membership { author, members, joined, .. } => {
+                        for m in &members {
+                            if joined {
+                                self.conn.execute(
+                                    "INSERT OR IGNORE INTO members (channel, user) VALUES (?1, ?2)",
+                                    params![ch, m],
+                                )?;
+                            } else {
+                                self.conn.execute("DELETE FROM members WHERE channel = ?1 AND user = ?2", params![ch, m])?;
+                            }
+                        }
+                        e.kind = EntryKind::Membership;
+                        e.author = author;
+                        e.members = members;
+                        e.joined = Some(joined);
+                    }
+                }
+                self.conn.execute(
+                    &format!("INSERT INTO entries ({COLS}, channel) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"),
+                    params![
+                        e.seq as i64,
+                        kind_str(e.kind),
+                        e.author,
+                        e.at,
+                        e.body,
+                        e.title,
+                        e.thread.map(|v| v as i64),
+                        e.reply_to.map(|v| v as i64),
+                        e.target.map(|v| v as i64),
+                        e.locked,
+                        e.pinned,
+                        if e.members.is_empty() { None } else { serde_json::to_string(&e.members).ok() },
+                        e.joined,
+                        e.edited,
+                        e.deleted,
+                        e.client_id,
+                        ch,
+                    ],
+                )?;
+                let appended = Appended { channel, entry: e, duplicate: false };
+                Ok(Done {
+                    out: Ok(Out::Appended(appended.clone())),
+                    next: Some((ch, seq + 1)),
+                    event: Some(Committed::Entry(appended)),
+                })
+            }
+            Op::MarkRead { user, channel, seq } => {
+                let last = self.next_seq(channel.as_str())? - 1;
+                let seq = seq.min(last);
+                let old: Option<i64> = self
+                    .conn
+                    .query_row(
+                        "SELECT seq FROM read_markers WHERE user = ?1 AND channel = ?2",
+                        params![user, channel.as_str()],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let old = old.unwrap_or(0) as Seq;
+                if seq <= old {
+                    return Ok(Done { out: Ok(Out::Seq(old)), next: None, event: None });
+                }
+                self.conn.execute(
+                    "INSERT INTO read_markers (user, channel, seq) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (user, channel) DO UPDATE SET seq = excluded.seq",
+                    params![user, channel.as_str(), seq as i64],
+                )?;
+                Ok(Done { out: Ok(Out::Seq(seq)), next: None, event: Some(Committed::Read { channel, user, seq }) })
+            }
+            Op::CreateConversation(c) => {
+                if let Some(existing) = conversation(&self.conn, c.channel.as_str())? {
+                    return Ok(Done { out: Ok(Out::Conversation(existing)), next: None, event: None });
+                }
+                if let Some(cid) = &c.client_id {
+                    let ch: Option<String> = self
+                        .conn
+                        .query_row(
+                            "SELECT channel FROM conversations WHERE creator = ?1 AND client_id = ?2",
+                            params![c.creator, cid],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    if let Some(ch) = ch
+                        && let Some(existing) = conversation(&self.conn, &ch)?
+                    {
+                        return Ok(Done { out: Ok(Out::Conversation(existing)), next: None, event: None });
+                    }
+                }
+                self.conn.execute(
+                    "INSERT INTO conversations (channel, kind, title, creator, client_id, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![c.channel.as_str(), conv_kind_str(c.channel.kind()), c.title, c.creator, c.client_id, now_ms()],
+                )?;
+                for m in &c.members {
+                    self.conn.execute(
+                        "INSERT OR IGNORE INTO members (channel, user) VALUES (?1, ?2)",
+                        params![c.channel.as_str(), m],
+                    )?;
+                }
+                let conv = conversation(&self.conn, c.channel.as_str())?
+                    .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                Ok(Done { out: Ok(Out::Conversation(conv)), next: None, event: None })
+            }
+            Op::SetMute { channel, user, until_ms } => {
+                if until_ms <= 0 {
+                    self.conn
+                        .execute("DELETE FROM mutes WHERE channel = ?1 AND user = ?2", params![channel.as_str(), user])?;
+                } else {
+                    self.conn.execute(
+                        "INSERT INTO mutes (channel, user, until_ms) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (channel, user) DO UPDATE SET until_ms = excluded.until_ms",
+                        params![channel.as_str(), user, until_ms],
+                    )?;
+                }
+                Ok(Done { out: Ok(Out::Unit), next: None, event: None })
+            }
+            Op::SaveDirectory { school, doc } => {
+                self.conn.execute(
+                    "INSERT INTO directory (school, doc, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (school) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at",
+                    params![school, doc, now_ms()],
+                )?;
+                Ok(Done { out: Ok(Out::Unit), next: None, event: None })
+            }
+        }
+    }
+}
+
+fn conversation(c: &Connection, channel: &str) -> rusqlite::Result<Option<Conversation>> {
+    let row = c
+        .query_row("SELECT title, creator FROM conversations WHERE channel = ?1", [channel], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .optional()?;
+    let Some((title, creator)) = row else {
+        return Ok(None);
+    };
+    let Ok(id) = ChannelId::parse(channel) else {
+        return Ok(None);
+    };
+    let mut st = c.prepare_cached("SELECT user FROM members WHERE channel = ?1 ORDER BY user")?;
+    let members = st.query_map([channel], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(Some(Conversation { kind: id.kind(), channel: id, title, creator, members }))
+}
+
+fn unexpected<T>(_: T) -> StoreError {
+    unavailable("unexpected answer from the writer")
+}
+
+impl Store for SqliteStore {
+    fn write(&self, w: Write) -> BoxFut<'_, Result<Appended, StoreError>> {
+        Box::pin(async move {
+            match self.submit(Op::Write(w)).await? {
+                Out::Appended(a) => Ok(a),
+                o => Err(unexpected(o)),
+            }
+        })
+    }
+
+    fn mark_read(&self, user: &str, channel: &ChannelId, seq: Seq) -> BoxFut<'_, Result<Seq, StoreError>> {
+        let op = Op::MarkRead { user: user.to_owned(), channel: channel.clone(), seq };
+        Box::pin(async move {
+            match self.submit(op).await? {
+                Out::Seq(s) => Ok(s),
+                o => Err(unexpected(o)),
+            }
+        })
+    }
+
+    fn create_conversation(&self, c: NewConversation) -> BoxFut<'_, Result<Conversation, StoreError>> {
+        Box::pin(async move {
+            match self.submit(Op::CreateConversation(c)).await? {
+                Out::Conversation(c) => Ok(c),
+                o => Err(unexpected(o)),
+            }
+        })
+    }
+
+    fn conversation(&self, channel: &ChannelId) -> BoxFut<'_, Result<Option<Conversation>, StoreError>> {
+        let ch = channel.as_str().to_owned();
+        Box::pin(self.read(move |c| conversation(c, &ch)))
+    }
+
+    fn conversations_of(&self, user: &str) -> BoxFut<'_, Result<Vec<Conversation>, StoreError>> {
+        let user = user.to_owned();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT channel FROM members WHERE user = ?1 ORDER BY channel")?;
+            let chans = st.query_map([&user], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut out = Vec::with_capacity(chans.len());
+            for ch in chans {
+                if let Some(conv) = conversation(c, &ch)? {
+                    out.push(conv);
+                }
+            }
+            Ok(out)
+        }))
+    }
+
+    fn history(
+        &self,
+        channel: &ChannelId,
+        after: Option<Seq>,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> BoxFut<'_, Result<(Vec<Entry>, bool), StoreError>> {
+        let ch = channel.as_str().to_owned();
+        let limit = limit.max(1) as i64;
+        Box::pin(self.read(move |c| {
+            let (mut v, desc) = if let Some(a) = after {
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT {COLS} FROM entries WHERE channel = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                ))?;
+                (st.query_map(params![ch, a as i64, limit + 1], row_entry)?.collect::<rusqlite::Result<Vec<_>>>()?, false)
+            } else {
+                let b = before.map(|b| b as i64).unwrap_or(i64::MAX);
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT {COLS} FROM entries WHERE channel = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+                ))?;
+                (st.query_map(params![ch, b, limit + 1], row_entry)?.collect::<rusqlite::Result<Vec<_>>>()?, true)
+            };
+            let more = v.len() as i64 > limit;
+            v.truncate(limit as usize);
+            if desc {
+                v.reverse();
+            }
+            Ok((v, more))
+        }))
+    }
+
+    fn summaries(&self, user: &str, channels: &[ChannelId]) -> BoxFut<'_, Result<Vec<ChannelState>, StoreError>> {
+        let user = user.to_owned();
+        let chans: Vec<String> = channels.iter().map(|c| c.as_str().to_owned()).collect();
+        Box::pin(self.read(move |c| {
+            let mut last = c.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM entries WHERE channel = ?1")?;
+            let mut read = c.prepare_cached("SELECT seq FROM read_markers WHERE user = ?1 AND channel = ?2")?;
+            let mut unread = c.prepare_cached(
+                "SELECT COUNT(*) FROM entries WHERE channel = ?1 AND seq > ?2 AND kind IN ('message', 'thread')
+                 AND author <> ?3 AND deleted = 0",
+            )?;
+            let mut out = Vec::with_capacity(chans.len());
+            for ch in &chans {
+                let last_seq: i64 = last.query_row([ch], |r| r.get(0))?;
+                let read_seq: i64 = read.query_row(params![user, ch], |r| r.get(0)).optional()?.unwrap_or(0);
+                let n: i64 = unread.query_row(params![ch, read_seq, user], |r| r.get(0))?;
+                out.push(ChannelState { last_seq: last_seq as Seq, read_seq: read_seq as Seq, unread: n as u64 });
+            }
+            Ok(out)
+        }))
+    }
+
+    fn read_markers(&self, channel: &ChannelId, users: &[String]) -> BoxFut<'_, Result<Vec<Seq>, StoreError>> {
+        let ch = channel.as_str().to_owned();
+        let users = users.to_vec();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT seq FROM read_markers WHERE user = ?1 AND channel = ?2")?;
+            users
+                .iter()
+                .map(|u| Ok(st.query_row(params![u, ch], |r| r.get::<_, i64>(0)).optional()?.unwrap_or(0) as Seq))
+                .collect()
+        }))
+    }
+
+    fn has_posted(&self, channel: &ChannelId, user: &str) -> BoxFut<'_, Result<bool, StoreError>> {
+        let ch = channel.as_str().to_owned();
+        let user = user.to_owned();
+        Box::pin(self.read(move |c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM entries WHERE channel = ?1 AND author = ?2 AND kind = 'message')",
+                params![ch, user],
+                |r| r.get(0),
+            )
+        }))
+    }
+
+    fn entry(&self, channel: &ChannelId, seq: Seq) -> BoxFut<'_, Result<Option<Entry>, StoreError>> {
+        let ch = channel.as_str().to_owned();
+        Box::pin(self.read(move |c| get_entry(c, &ch, seq)))
+    }
+
+    fn set_mute(&self, channel: &ChannelId, user: &str, until_ms: i64) -> BoxFut<'_, Result<(), StoreError>> {
+        let op = Op::SetMute { channel: channel.clone(), user: user.to_owned(), until_ms };
+        Box::pin(async move { self.submit(op).await.map(|_| ()) })
+    }
+
+    fn muted_until(&self, channel: &ChannelId, user: &str) -> BoxFut<'_, Result<i64, StoreError>> {
+        let ch = channel.as_str().to_owned();
+        let user = user.to_owned();
+        Box::pin(self.read(move |c| {
+            Ok(c.query_row("SELECT until_ms FROM mutes WHERE channel = ?1 AND user = ?2", params![ch, user], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or(0))
+        }))
+    }
+
+    fn save_directory(&self, school: &str, doc_json: String) -> BoxFut<'_, Result<(), StoreError>> {
+        let op = Op::SaveDirectory { school: school.to_owned(), doc: doc_json };
+        Box::pin(async move { self.submit(op).await.map(|_| ()) })
+    }
+
+    fn load_directories(&self) -> BoxFut<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(self.read(|c| {
+            let mut st = c.prepare("SELECT doc FROM directory ORDER BY school")?;
+            st.query_map([], |r| r.get(0))?.collect()
+        }))
+    }
+
+    fn ping(&self) -> BoxFut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if self.tx.is_closed() || !self.healthy.load(Ordering::Relaxed) {
+                return Err(unavailable("writer is failing"));
+            }
+            self.read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))).await.map(|_| ())
+        })
+    }
+}

@@ -1,0 +1,176 @@
+//! Values exchanged with a store.
+
+use preau_proto::{ChannelId, ChannelKind, Entry, EntryKind, Seq, UserId};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The target entry or thread does not exist (or was deleted).
+    #[error("no such message or thread")]
+    NotFound,
+    /// Only the author (or a moderator) may do this to the entry.
+    #[error("not the author")]
+    NotAuthor,
+    /// The thread is locked.
+    #[error("thread locked")]
+    Locked,
+    /// The write conflicts with the entry's kind (editing a thread state, replying across threads).
+    #[error("invalid target: {0}")]
+    Invalid(&'static str),
+    /// The store cannot take writes or reads now; nothing was stored. Retry.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A write to a channel's log.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Write {
+    /// A message, forum post or thread opening.
+    Post {
+        /// Channel.
+        channel: ChannelId,
+        /// Message or Thread.
+        kind: EntryKind,
+        /// Author.
+        author: UserId,
+        /// Idempotency key.
+        client_id: String,
+        /// Text.
+        body: String,
+        /// Thread title.
+        title: Option<String>,
+        /// Forum thread of a post.
+        thread: Option<Seq>,
+        /// Post answered.
+        reply_to: Option<Seq>,
+        /// Refuse when the thread is locked (false for moderators).
+        respect_lock: bool,
+    },
+    /// Replace a message's text (author only).
+    Edit {
+        /// Channel.
+        channel: ChannelId,
+        /// Editor, who must be the author.
+        author: UserId,
+        /// Message.
+        target: Seq,
+        /// New text.
+        body: String,
+    },
+    /// Delete a message.
+    Delete {
+        /// Channel.
+        channel: ChannelId,
+        /// Who deletes.
+        author: UserId,
+        /// Message.
+        target: Seq,
+        /// A moderator may delete anyone's message.
+        moderator: bool,
+    },
+    /// Lock/pin a thread.
+    ThreadState {
+        /// Channel.
+        channel: ChannelId,
+        /// Moderator.
+        author: UserId,
+        /// Thread.
+        thread: Seq,
+        /// New locked state.
+        locked: Option<bool>,
+        /// New pinned state.
+        pinned: Option<bool>,
+    },
+    /// Members join or leave a group (the members table changes in the same transaction).
+    Membership {
+        /// Channel.
+        channel: ChannelId,
+        /// Who did it.
+        author: UserId,
+        /// Members concerned.
+        members: Vec<UserId>,
+        /// Joined (true) or left (false).
+        joined: bool,
+    },
+}
+
+impl Write {
+    /// The channel written.
+    pub fn channel(&self) -> &ChannelId {
+        match self {
+            Write::Post { channel, .. }
+            | Write::Edit { channel, .. }
+            | Write::Delete { channel, .. }
+            | Write::ThreadState { channel, .. }
+            | Write::Membership { channel, .. } => channel,
+        }
+    }
+}
+
+/// The outcome of a write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Appended {
+    /// Channel.
+    pub channel: ChannelId,
+    /// The entry appended (or, for a duplicate, the one stored first).
+    pub entry: Entry,
+    /// The write was a retry of one already stored; nothing new was appended.
+    pub duplicate: bool,
+}
+
+/// What a commit published, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Committed {
+    /// A new log entry.
+    Entry(Appended),
+    /// A read marker moved.
+    Read {
+        /// Channel.
+        channel: ChannelId,
+        /// Reader.
+        user: UserId,
+        /// New marker.
+        seq: Seq,
+    },
+}
+
+/// A conversation to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewConversation {
+    /// `dm:` or `grp:` channel id.
+    pub channel: ChannelId,
+    /// Display title (groups).
+    pub title: String,
+    /// Creator.
+    pub creator: UserId,
+    /// Idempotency key (groups).
+    pub client_id: Option<String>,
+    /// All members, creator included.
+    pub members: Vec<UserId>,
+}
+
+/// A conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conversation {
+    /// Channel.
+    pub channel: ChannelId,
+    /// Kind (direct or group).
+    pub kind: ChannelKind,
+    /// Title (groups).
+    pub title: String,
+    /// Creator.
+    pub creator: UserId,
+    /// Members, sorted.
+    pub members: Vec<UserId>,
+}
+
+/// A channel as one user sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ChannelState {
+    /// Highest seq.
+    pub last_seq: Seq,
+    /// The user's read marker.
+    pub read_seq: Seq,
+    /// Messages after the marker not written by the user and not deleted.
+    pub unread: u64,
+}
