@@ -1,1 +1,70 @@
-fn main(){}
+//! `preau-gateway`: parses the configuration, sets up logs and metrics, and serves.
+
+use clap::Parser;
+use preau_gateway::config::{Cli, Command};
+use preau_gateway::{Gateway, run};
+use std::io::Write;
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PREAU_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let cfg = cli.config;
+    init_tracing(cfg.log_json);
+    preau_gateway::pii::show_pii(cfg.log_pii);
+    cfg.validate()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let prom = preau_gateway::metrics::install()?;
+            let g = Gateway::start(cfg.clone()).await?;
+            let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+            let addr = listener.local_addr()?;
+            // Tests and scripts read this line to find the port when listening on :0.
+            println!("preau-gateway listening on http://{addr} (dev mode: {})", cfg.dev_mode());
+            std::io::stdout().flush()?;
+            tracing::info!(%addr, dev = cfg.dev_mode(), data = %cfg.data_dir.display(), "serving");
+            run(listener, g, Some(prom), shutdown_signal()).await
+        }
+        Command::Import { file } => {
+            let text = std::fs::read_to_string(&file)?;
+            let doc = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: not a directory document: {e}", file.display()))?;
+            let g = Gateway::start(cfg).await?;
+            let schools = g.import(doc).await.map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+            println!("imported schools: {}", schools.join(", "));
+            Ok(())
+        }
+        Command::Token { user } => {
+            anyhow::ensure!(cfg.dev_mode(), "tokens are issued in development mode only");
+            let g = Gateway::start(cfg).await?;
+            let t = g.dev_token(&user).ok_or_else(|| anyhow::anyhow!("no user `{user}` in the directory"))?;
+            println!("{t}");
+            Ok(())
+        }
+    }
+}

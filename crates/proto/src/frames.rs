@@ -368,6 +368,9 @@ pub struct Ack {
     /// Receipts (receipts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub receipts: Vec<Receipt>,
+    /// Channels named in `sync` positions that the user no longer sees (sync).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<ChannelId>,
 }
 
 /// Limits the server applies, sent in `hello` so clients can stay within them.

@@ -1,0 +1,144 @@
+//! Typed configuration, read once at startup from flags or `PREAU_*` environment
+//! variables, failing fast on anything invalid.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// `preau-gateway`: the Préau messaging gateway.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "preau-gateway", version, about)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server settings (also used by `serve`).
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Import a directory JSON file into the data folder (the gateway may be running:
+    /// it picks the change up on its next start; use POST /admin/directory to apply at once).
+    Import {
+        /// The directory document (docs/directory.md).
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Print a development token for a user of the directory (development mode only).
+    Token {
+        /// User id.
+        #[arg(long)]
+        user: String,
+    },
+}
+
+/// Gateway settings.
+#[derive(Args, Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "PREAU_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    pub listen: SocketAddr,
+    /// Folder of the embedded store and development key.
+    #[arg(long, env = "PREAU_DATA_DIR", default_value = "data", global = true)]
+    pub data_dir: PathBuf,
+    /// Development mode: HS256 key in the data folder, demo school on first start,
+    /// /dev/users and /dev/token. On unless a production key is given.
+    #[arg(long, env = "PREAU_DEV", global = true)]
+    pub dev: Option<bool>,
+    /// PEM public key verifying tokens (production).
+    #[arg(long, env = "PREAU_JWT_PUBLIC_KEY", global = true)]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Algorithm of `--jwt-public-key`: RS256, ES256 or EdDSA.
+    #[arg(long, env = "PREAU_JWT_ALG", default_value = "RS256", global = true)]
+    pub jwt_alg: String,
+    /// JWKS file verifying tokens by `kid` (production).
+    #[arg(long, env = "PREAU_JWKS", global = true)]
+    pub jwks: Option<PathBuf>,
+    /// Required `iss` claim.
+    #[arg(long, env = "PREAU_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "PREAU_JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+    /// Most open WebSocket connections on this node (keep under the open-file limit).
+    #[arg(long, env = "PREAU_MAX_CONNECTIONS", default_value_t = 19_000, global = true)]
+    pub max_connections: usize,
+    /// Most open connections per user (phone, computer, tablet...).
+    #[arg(long, env = "PREAU_MAX_CONNECTIONS_PER_USER", default_value_t = 8, global = true)]
+    pub max_connections_per_user: usize,
+    /// Largest client frame answered with `too_large` and kept; bigger frames (up to 4x)
+    /// are refused the same way, beyond that the WebSocket layer closes with 1009.
+    #[arg(long, env = "PREAU_MAX_FRAME_BYTES", default_value_t = 65_536, global = true)]
+    pub max_frame_bytes: usize,
+    /// Longest message body, bytes of UTF-8.
+    #[arg(long, env = "PREAU_MAX_BODY_BYTES", default_value_t = 8_192, global = true)]
+    pub max_body_bytes: usize,
+    /// Most members of a group conversation, creator included.
+    #[arg(long, env = "PREAU_MAX_GROUP_MEMBERS", default_value_t = 50, global = true)]
+    pub max_group_members: usize,
+    /// Sustained sends per second per user (token bucket rate).
+    #[arg(long, env = "PREAU_SENDS_PER_SECOND", default_value_t = 5, global = true)]
+    pub sends_per_second: u32,
+    /// Burst of sends per user (token bucket size).
+    #[arg(long, env = "PREAU_SEND_BURST", default_value_t = 30, global = true)]
+    pub send_burst: u32,
+    /// Frames per second per connection, all commands together (bucket of 4x).
+    #[arg(long, env = "PREAU_FRAMES_PER_SECOND", default_value_t = 50, global = true)]
+    pub frames_per_second: u32,
+    /// Frames queued for a connection before it is cut off as a slow consumer.
+    #[arg(long, env = "PREAU_OUTBOUND_QUEUE", default_value_t = 1024, global = true)]
+    pub outbound_queue: usize,
+    /// Seconds to drain connections on SIGTERM before exiting.
+    #[arg(long, env = "PREAU_DRAIN_SECONDS", default_value_t = 10, global = true)]
+    pub drain_seconds: u64,
+    /// Spread of the reconnect delays told to clients when draining, in milliseconds.
+    #[arg(long, env = "PREAU_RECONNECT_JITTER_MS", default_value_t = 5_000, global = true)]
+    pub reconnect_jitter_ms: u64,
+    /// `synchronous=FULL` in SQLite (survives power loss); false keeps `NORMAL`
+    /// (survives a process crash).
+    #[arg(long, env = "PREAU_SYNC_FULL", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub sync_full: bool,
+    /// Logs as JSON lines.
+    #[arg(long, env = "PREAU_LOG_JSON", global = true)]
+    pub log_json: bool,
+    /// Show user ids in logs (hidden by default: they identify minors).
+    #[arg(long, env = "PREAU_LOG_PII", global = true)]
+    pub log_pii: bool,
+    /// Lifetime of development tokens, seconds.
+    #[arg(long, env = "PREAU_DEV_TOKEN_TTL", default_value_t = 8 * 3600, global = true)]
+    pub dev_token_ttl: u64,
+}
+
+impl Config {
+    /// Whether development mode is on: explicitly, or by default when no production key
+    /// is configured.
+    pub fn dev_mode(&self) -> bool {
+        self.dev.unwrap_or(self.jwt_public_key.is_none() && self.jwks.is_none())
+    }
+
+    /// Checks values that clap cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.max_connections > 0, "--max-connections must be positive");
+        anyhow::ensure!(self.max_connections_per_user > 0, "--max-connections-per-user must be positive");
+        anyhow::ensure!(self.max_frame_bytes >= 1024, "--max-frame-bytes must be at least 1024");
+        anyhow::ensure!(self.max_body_bytes >= 1 && self.max_body_bytes < self.max_frame_bytes, "--max-body-bytes must be below --max-frame-bytes");
+        anyhow::ensure!(self.max_group_members >= 2, "--max-group-members must be at least 2");
+        anyhow::ensure!(self.sends_per_second > 0 && self.send_burst > 0, "send rate and burst must be positive");
+        anyhow::ensure!(self.frames_per_second > 0, "--frames-per-second must be positive");
+        anyhow::ensure!(self.outbound_queue >= 16, "--outbound-queue must be at least 16");
+        anyhow::ensure!(
+            !(self.jwt_public_key.is_some() && self.jwks.is_some()),
+            "give --jwt-public-key or --jwks, not both"
+        );
+        anyhow::ensure!(
+            self.dev_mode() || self.jwt_public_key.is_some() || self.jwks.is_some(),
+            "production mode needs --jwt-public-key or --jwks"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,201 @@
+//! HTTP surface: the WebSocket upgrade, health, readiness, metrics, the admin directory
+//! import, and (development mode only) the demo users, their tokens and a demo page.
+
+use crate::metrics as m;
+use crate::service::Gateway;
+use crate::session::{self, SessionStart};
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use preau_auth::{AuthError, Claims};
+use preau_directory::{DirectoryDoc, Profile};
+use preau_proto::Encoding;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+/// WebSocket read buffer. tungstenite's default (128 KiB) would cost that much per idle
+/// connection; frames are small, and a larger frame only grows the buffer while needed.
+pub const WS_READ_BUFFER: usize = 4 * 1024;
+/// Bytes gathered before a write reaches the socket; the session flushes after each batch.
+pub const WS_WRITE_BUFFER: usize = 4 * 1024;
+/// Most bytes a slow socket may hold in tungstenite's write buffer before writes fail.
+pub const WS_MAX_WRITE_BUFFER: usize = 1024 * 1024;
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The gateway.
+    pub g: Arc<Gateway>,
+    /// Renders /metrics.
+    pub prom: Option<PrometheusHandle>,
+    /// Permits for open connections (the node's cap).
+    pub conns: Arc<Semaphore>,
+    /// Node shutdown signal, handed to sessions.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// An HTTP error body with a stable code.
+fn err(status: StatusCode, code: &str, reason: &str, message: &str) -> Response {
+    (status, Json(json!({ "code": code, "reason": reason, "message": message }))).into_response()
+}
+
+fn unauthorized(e: &AuthError) -> Response {
+    metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => e.reason()).increment(1);
+    err(StatusCode::UNAUTHORIZED, "unauthorized", e.reason(), &e.to_string())
+}
+
+/// The bearer token from `Authorization`, else from `?token=` (browsers cannot set
+/// headers on a WebSocket).
+fn token<'a>(headers: &'a HeaderMap, q: &'a HashMap<String, String>) -> &'a str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| q.get("token").map(String::as_str))
+        .unwrap_or("")
+}
+
+fn authenticate(s: &AppState, headers: &HeaderMap, q: &HashMap<String, String>) -> Result<Claims, Response> {
+    s.g.verifier.verify(token(headers, q)).map_err(|e| unauthorized(&e))
+}
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    let mut r = Router::new()
+        .route("/ws", get(ws))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_page))
+        .route("/admin/directory", post(import));
+    if state.g.cfg.dev_mode() {
+        r = r
+            .route("/dev/users", get(dev_users))
+            .route("/dev/token", get(dev_token))
+            .route("/", get(|| async { Html(include_str!("../static/index.html")) }));
+    }
+    r.with_state(state)
+}
+
+async fn ws(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if s.g.draining.load(Ordering::Relaxed) {
+        return err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "draining", "this node is restarting; retry");
+    }
+    let claims = match authenticate(&s, &headers, &q) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(user) = s.g.resolve(&claims) else {
+        metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "unknown_user").increment(1);
+        return err(StatusCode::UNAUTHORIZED, "unauthorized", "unknown_user", "the token's user is not in this school's directory");
+    };
+    if s.g.hub.session_count(&user.id) >= s.g.cfg.max_connections_per_user {
+        metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "per_user").increment(1);
+        return err(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too_many_connections", "too many connections for this user");
+    }
+    let Ok(permit): Result<OwnedSemaphorePermit, _> = s.conns.clone().try_acquire_owned() else {
+        metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "node_full").increment(1);
+        return err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "node_full", "this node is full; retry another");
+    };
+    let upgrade = upgrade
+        .protocols([preau_proto::SUBPROTOCOL_MSGPACK, preau_proto::SUBPROTOCOL_JSON])
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER)
+        .max_write_buffer_size(WS_MAX_WRITE_BUFFER)
+        // Frames up to 4x the limit are read and answered with `too_large`; beyond that
+        // the WebSocket layer closes with 1009 rather than buffer them.
+        .max_message_size(s.g.cfg.max_frame_bytes * 4)
+        .max_frame_size(s.g.cfg.max_frame_bytes * 4);
+    let enc = upgrade
+        .selected_protocol()
+        .and_then(|p| p.to_str().ok())
+        .and_then(Encoding::from_subprotocol)
+        .unwrap_or(Encoding::Json);
+    let start = SessionStart { user, exp: claims.exp, enc, shutdown: s.shutdown.clone() };
+    let g = s.g.clone();
+    upgrade.on_upgrade(move |socket| async move {
+        session::run(g, socket, start).await;
+        drop(permit);
+    })
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.g.ready().await {
+        (StatusCode::OK, Json(json!({ "ready": true }))).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false }))).into_response()
+    }
+}
+
+async fn metrics_page(State(s): State<AppState>) -> Response {
+    match &s.prom {
+        Some(p) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], p.render()).into_response(),
+        None => err(StatusCode::NOT_FOUND, "not_found", "no_recorder", "metrics are not enabled"),
+    }
+}
+
+async fn import(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let claims = match authenticate(&s, &headers, &HashMap::new()) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    // A school's admin imports their own school; an operator token (admin of `*`) any.
+    let operator = claims.profile == "admin" && claims.school == "*";
+    let admin = s.g.resolve(&claims).is_some_and(|u| u.profile == Profile::Admin);
+    if !operator && !admin {
+        return err(StatusCode::FORBIDDEN, "forbidden", "not_admin", "only a school administrator imports the directory");
+    }
+    let doc: DirectoryDoc = match serde_json::from_slice(&body) {
+        Ok(d) => d,
+        Err(e) => return err(StatusCode::BAD_REQUEST, "bad_request", "invalid_json", &e.to_string()),
+    };
+    if !operator && doc.schools.iter().any(|sc| sc.uai != claims.school) {
+        return err(StatusCode::FORBIDDEN, "forbidden", "other_school", "you may import your own school only");
+    }
+    match s.g.import(doc).await {
+        Ok(schools) => (StatusCode::OK, Json(json!({ "schools": schools }))).into_response(),
+        Err(e) => err(StatusCode::BAD_REQUEST, e.code.as_str(), "invalid_directory", &e.message),
+    }
+}
+
+async fn dev_users(State(s): State<AppState>) -> Response {
+    let dir = s.g.dir();
+    let users: Vec<_> = dir
+        .users()
+        .into_iter()
+        .map(|u| {
+            json!({
+                "id": u.id, "name": u.name, "profile": u.profile.as_str(), "school": u.school,
+                "classes": u.classes, "groups": u.groups, "children": u.children,
+            })
+        })
+        .collect();
+    Json(json!({ "users": users })).into_response()
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    user: Option<String>,
+}
+
+async fn dev_token(State(s): State<AppState>, Query(q): Query<TokenQuery>) -> Response {
+    let Some(user) = q.user else {
+        return err(StatusCode::BAD_REQUEST, "bad_request", "missing_user", "give ?user=ID");
+    };
+    match s.g.dev_token(&user) {
+        Some(t) => Json(json!({ "token": t, "user": user })).into_response(),
+        None => err(StatusCode::NOT_FOUND, "not_found", "unknown_user", "no such user in the directory"),
+    }
+}

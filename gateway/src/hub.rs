@@ -1,0 +1,341 @@
+//! The hub: which sessions of this node hold which channel, and each user's sessions.
+//! Fan-out queues one shared, already encoded frame on each subscriber's bounded queue.
+//!
+//! Sharded by channel (and by user) over [`SHARDS`] mutexes, never one global lock; a
+//! shard's lock is held only to walk its subscribers and `try_send`, which never waits.
+//! A full queue means the client does not read fast enough: the frame is dropped, the
+//! session is flagged and woken, and closes with `SLOW_CONSUMER`; the client resumes from
+//! its last seq, so nothing is lost.
+
+use crate::limits::TokenBucket;
+use crate::metrics as m;
+use parking_lot::Mutex;
+use preau_bus::{BusMessage, Deliver, Topic};
+use preau_proto::{ChannelId, ServerFrame, SharedFrame};
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+
+/// Number of shards of the channel and user maps.
+pub const SHARDS: usize = 64;
+
+/// Why the hub asks a session to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    /// Its queue overflowed.
+    SlowConsumer,
+}
+
+/// The hub's side of a session.
+pub struct SessionHandle {
+    /// Node-unique session id.
+    pub id: u64,
+    /// The user.
+    pub user: Arc<str>,
+    tx: mpsc::Sender<Arc<SharedFrame>>,
+    overflowed: AtomicBool,
+    recheck: AtomicBool,
+    /// Wakes the session's driver for a flag or a directory re-check.
+    pub wake: Notify,
+    subs: Mutex<HashSet<ChannelId>>,
+}
+
+impl SessionHandle {
+    /// A handle and the receiving end of its outbound queue of `capacity` frames.
+    pub fn new(id: u64, user: Arc<str>, capacity: usize) -> (Arc<Self>, mpsc::Receiver<Arc<SharedFrame>>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let h = SessionHandle {
+            id,
+            user,
+            tx,
+            overflowed: AtomicBool::new(false),
+            recheck: AtomicBool::new(false),
+            wake: Notify::new(),
+            subs: Mutex::new(HashSet::new()),
+        };
+        (Arc::new(h), rx)
+    }
+
+    /// The flag raised, if any.
+    pub fn flag(&self) -> Option<Flag> {
+        self.overflowed.load(Ordering::Acquire).then_some(Flag::SlowConsumer)
+    }
+
+    /// Takes the pending directory re-check request.
+    pub fn take_recheck(&self) -> bool {
+        self.recheck.swap(false, Ordering::AcqRel)
+    }
+
+    /// Channels this session is subscribed to.
+    pub fn subscriptions(&self) -> HashSet<ChannelId> {
+        self.subs.lock().clone()
+    }
+}
+
+struct UserSlot {
+    sessions: HashMap<u64, Arc<SessionHandle>>,
+    sends: TokenBucket,
+}
+
+/// Registry and fan-out of one node.
+pub struct Hub {
+    channels: Box<[Mutex<HashMap<ChannelId, HashMap<u64, Arc<SessionHandle>>>>]>,
+    users: Box<[Mutex<HashMap<Arc<str>, UserSlot>>]>,
+    hasher: RandomState,
+    max_per_user: usize,
+    send_rate: (u32, u32),
+}
+
+/// Registration refused.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TooManySessions;
+
+impl Hub {
+    /// A hub allowing `max_per_user` sessions per user and `send_rate` (rate, burst)
+    /// sends per user.
+    pub fn new(max_per_user: usize, send_rate: (u32, u32)) -> Self {
+        Hub {
+            channels: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            users: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            max_per_user,
+            send_rate,
+        }
+    }
+
+    fn shard<K: Hash + ?Sized>(&self, k: &K) -> usize {
+        (self.hasher.hash_one(k) as usize) % SHARDS
+    }
+
+    /// Adds a session. Returns whether it is the user's first on this node.
+    pub fn register(&self, h: &Arc<SessionHandle>) -> Result<bool, TooManySessions> {
+        let mut users = self.users[self.shard(&*h.user)].lock();
+        let slot = users.entry(h.user.clone()).or_insert_with(|| UserSlot {
+            sessions: HashMap::new(),
+            sends: TokenBucket::new(self.send_rate.0, self.send_rate.1, Instant::now()),
+        });
+        if slot.sessions.len() >= self.max_per_user {
+            return Err(TooManySessions);
+        }
+        slot.sessions.insert(h.id, h.clone());
+        Ok(slot.sessions.len() == 1)
+    }
+
+    /// Removes a session and its subscriptions. Returns whether the user has no session
+    /// left on this node.
+    pub fn unregister(&self, h: &Arc<SessionHandle>) -> bool {
+        let subs: Vec<ChannelId> = h.subs.lock().drain().collect();
+        for ch in subs {
+            self.unsubscribe_raw(h.id, &ch);
+        }
+        let mut users = self.users[self.shard(&*h.user)].lock();
+        let Some(slot) = users.get_mut(&*h.user) else {
+            return true;
+        };
+        slot.sessions.remove(&h.id);
+        if slot.sessions.is_empty() {
+            users.remove(&*h.user);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Subscribes a session to a channel.
+    pub fn subscribe(&self, h: &Arc<SessionHandle>, ch: &ChannelId) {
+        if h.subs.lock().insert(ch.clone()) {
+            self.channels[self.shard(ch)].lock().entry(ch.clone()).or_default().insert(h.id, h.clone());
+        }
+    }
+
+    /// Unsubscribes a session from a channel.
+    pub fn unsubscribe(&self, h: &Arc<SessionHandle>, ch: &ChannelId) {
+        if h.subs.lock().remove(ch) {
+            self.unsubscribe_raw(h.id, ch);
+        }
+    }
+
+    fn unsubscribe_raw(&self, id: u64, ch: &ChannelId) {
+        let mut shard = self.channels[self.shard(ch)].lock();
+        if let Some(subs) = shard.get_mut(ch) {
+            subs.remove(&id);
+            if subs.is_empty() {
+                shard.remove(ch);
+            }
+        }
+    }
+
+    /// Takes a send token for `user`, or says when to retry.
+    pub fn take_send_token(&self, user: &str, now: Instant) -> Result<(), Duration> {
+        let mut users = self.users[self.shard(user)].lock();
+        match users.get_mut(user) {
+            Some(slot) => slot.sends.try_take(now),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the user has a session on this node.
+    pub fn online(&self, user: &str) -> bool {
+        self.users[self.shard(user)].lock().contains_key(user)
+    }
+
+    /// Number of sessions of a user on this node.
+    pub fn session_count(&self, user: &str) -> usize {
+        self.users[self.shard(user)].lock().get(user).map_or(0, |s| s.sessions.len())
+    }
+
+    fn push(h: &SessionHandle, frame: &Arc<SharedFrame>) {
+        match h.tx.try_send(frame.clone()) {
+            Ok(()) => metrics::counter!(m::DELIVERIES).increment(1),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!(m::QUEUE_DROPS).increment(1);
+                if !h.overflowed.swap(true, Ordering::AcqRel) {
+                    h.wake.notify_one();
+                }
+            }
+            // The session is closing; it will resume elsewhere.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Queues a frame on every session subscribed to `ch`.
+    pub fn deliver_channel(&self, ch: &ChannelId, frame: &Arc<SharedFrame>) {
+        if let Some(subs) = self.channels[self.shard(ch)].lock().get(ch) {
+            for h in subs.values() {
+                Hub::push(h, frame);
+            }
+        }
+    }
+
+    /// Queues a frame on every session of `user`; `channel_added` and `channel_removed`
+    /// also change their subscriptions first.
+    pub fn deliver_user(&self, user: &str, frame: &Arc<SharedFrame>) {
+        let sessions: Vec<Arc<SessionHandle>> = self.users[self.shard(user)]
+            .lock()
+            .get(user)
+            .map(|s| s.sessions.values().cloned().collect())
+            .unwrap_or_default();
+        for h in &sessions {
+            match frame.frame() {
+                ServerFrame::ChannelAdded { info } => self.subscribe(h, &info.channel),
+                ServerFrame::ChannelRemoved { channel } => self.unsubscribe(h, channel),
+                _ => {}
+            }
+            Hub::push(h, frame);
+        }
+    }
+
+    /// Asks every session to re-check its channels against the directory.
+    pub fn recheck_all(&self) {
+        for shard in self.users.iter() {
+            for slot in shard.lock().values() {
+                for h in slot.sessions.values() {
+                    h.recheck.store(true, Ordering::Release);
+                    h.wake.notify_one();
+                }
+            }
+        }
+    }
+}
+
+/// What the node does with messages from the bus, besides delivering frames.
+pub trait DirectoryReload: Send + Sync {
+    /// Reloads the named schools' directory from the store, then asks sessions to
+    /// re-check.
+    fn reload(&self, schools: &[String]);
+}
+
+/// The hub attached to a bus, with the node's directory reload.
+pub struct Node {
+    /// The hub.
+    pub hub: Arc<Hub>,
+    /// Directory reload.
+    pub reload: Arc<dyn DirectoryReload>,
+}
+
+impl Deliver for Node {
+    fn deliver(&self, msg: &BusMessage) {
+        match msg {
+            BusMessage::Frame { topic: Topic::Channel(ch), frame } => self.hub.deliver_channel(ch, frame),
+            BusMessage::Frame { topic: Topic::User(u), frame } => self.hub.deliver_user(u, frame),
+            BusMessage::DirectoryChanged { schools } => self.reload.reload(schools),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u64) -> Arc<SharedFrame> {
+        Arc::new(SharedFrame::new(ServerFrame::Read { channel: ChannelId::group("g"), user: "u".into(), seq: n }))
+    }
+
+    #[tokio::test]
+    async fn fans_out_one_shared_frame() {
+        let hub = Hub::new(4, (5, 10));
+        let ch = ChannelId::group("g");
+        let (a, mut ra) = SessionHandle::new(1, "a".into(), 8);
+        let (b, mut rb) = SessionHandle::new(2, "b".into(), 8);
+        for h in [&a, &b] {
+            assert_eq!(hub.register(h), Ok(true));
+            hub.subscribe(h, &ch);
+        }
+        let f = frame(1);
+        hub.deliver_channel(&ch, &f);
+        let (fa, fb) = (ra.recv().await.expect("a"), rb.recv().await.expect("b"));
+        assert!(Arc::ptr_eq(&fa, &fb), "one frame shared by both recipients");
+        hub.unsubscribe(&b, &ch);
+        hub.deliver_channel(&ch, &frame(2));
+        assert!(ra.try_recv().is_ok() && rb.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn full_queue_flags_slow_consumer() {
+        let hub = Hub::new(4, (5, 10));
+        let ch = ChannelId::group("g");
+        let (a, _ra) = SessionHandle::new(1, "a".into(), 2);
+        hub.register(&a).expect("register");
+        hub.subscribe(&a, &ch);
+        for n in 0..2 {
+            hub.deliver_channel(&ch, &frame(n));
+        }
+        assert_eq!(a.flag(), None);
+        hub.deliver_channel(&ch, &frame(3));
+        assert_eq!(a.flag(), Some(Flag::SlowConsumer));
+    }
+
+    #[tokio::test]
+    async fn per_user_session_cap_and_membership_frames() {
+        let hub = Hub::new(2, (5, 10));
+        let (a1, mut r1) = SessionHandle::new(1, "a".into(), 8);
+        let (a2, _r2) = SessionHandle::new(2, "a".into(), 8);
+        let (a3, _r3) = SessionHandle::new(3, "a".into(), 8);
+        assert_eq!(hub.register(&a1), Ok(true));
+        assert_eq!(hub.register(&a2), Ok(false));
+        assert_eq!(hub.register(&a3), Err(TooManySessions));
+        let ch = ChannelId::group("new");
+        let info = preau_proto::ChannelInfo {
+            channel: ch.clone(),
+            kind: ch.kind(),
+            title: "t".into(),
+            last_seq: 0,
+            read_seq: 0,
+            unread: 0,
+            can_post: true,
+            moderator: false,
+            entries: vec![],
+            more: false,
+        };
+        hub.deliver_user("a", &Arc::new(SharedFrame::new(ServerFrame::ChannelAdded { info })));
+        assert!(a1.subscriptions().contains(&ch) && a2.subscriptions().contains(&ch));
+        assert!(r1.try_recv().is_ok());
+        assert!(!hub.unregister(&a1));
+        assert!(hub.unregister(&a2));
+        assert!(!hub.online("a"));
+    }
+}

@@ -1,0 +1,66 @@
+//! The Préau gateway: WebSocket sessions of pupils, parents, teachers and staff, the
+//! school's communication policy enforced on every command, durable channel logs and the
+//! fan-out of their events.
+//!
+//! # Layout
+//! - [`config`]: flags and `PREAU_*` variables, validated at startup.
+//! - [`service`]: [`Gateway`], the node's state, and the handling of each command
+//!   (authorise with the policy, store, publish).
+//! - [`hub`]: the sharded registry of sessions and subscriptions, and fan-out.
+//! - [`session`]: the driver task of one WebSocket connection.
+//! - [`http`]: the HTTP routes, including the WebSocket upgrade.
+//! - [`limits`]: the token bucket; [`metrics`]: metric names; [`pii`]: hiding user ids.
+//!
+//! [`run`] serves a listener until a shutdown future resolves, then drains.
+
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod limits;
+pub mod metrics;
+pub mod pii;
+pub mod service;
+pub mod session;
+
+pub use service::Gateway;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+/// Serves `listener` until `shutdown` resolves; then stops accepting, tells every session
+/// to reconnect after a jittered delay, and waits up to the drain time for them to close.
+pub async fn run(
+    listener: TcpListener,
+    g: Arc<Gateway>,
+    prom: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    let conns = Arc::new(Semaphore::new(g.cfg.max_connections));
+    let state = http::AppState { g: g.clone(), prom, conns: conns.clone(), shutdown: rx };
+    let app = http::router(state);
+    let g2 = g.clone();
+    let stop = async move {
+        shutdown.await;
+        tracing::info!("shutdown requested: draining");
+        g2.draining.store(true, Ordering::Relaxed);
+        let _ = tx.send(true);
+    };
+    axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+    // Upgraded connections outlive the HTTP server: wait for their permits to come back.
+    let max = g.cfg.max_connections;
+    let drained = tokio::time::timeout(Duration::from_secs(g.cfg.drain_seconds), async {
+        while conns.available_permits() < max {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(open = max - conns.available_permits(), "drain time over; closing the rest");
+    }
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! Metric names and the Prometheus recorder. Names are constants so dashboards and the
+//! deploy checks can grep them.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Open WebSocket connections (gauge).
+pub const CONNECTIONS: &str = "preau_connections";
+/// Connections refused at upgrade, by reason (counter).
+pub const CONNECTIONS_REFUSED: &str = "preau_connections_refused_total";
+/// Frames received from clients (counter).
+pub const FRAMES_IN: &str = "preau_frames_in_total";
+/// Frames written to clients (counter).
+pub const FRAMES_OUT: &str = "preau_frames_out_total";
+/// Frames queued to sessions by fan-out (counter).
+pub const DELIVERIES: &str = "preau_deliveries_total";
+/// Frames dropped because a session's queue was full; the session is cut off (counter).
+pub const QUEUE_DROPS: &str = "preau_queue_drops_total";
+/// Errors answered to clients, by code (counter).
+pub const ERRORS: &str = "preau_errors_total";
+/// From a send frame's arrival to its ack, seconds (histogram).
+pub const SEND_ACK_SECONDS: &str = "preau_send_ack_seconds";
+/// Store operation latency, seconds, by operation (histogram).
+pub const STORE_SECONDS: &str = "preau_store_seconds";
+/// Messages stored (counter).
+pub const MESSAGES_STORED: &str = "preau_messages_stored_total";
+
+/// Installs the global recorder and returns the handle rendering /metrics.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)?
+        .install_recorder()?;
+    // Present from the first scrape, before anything happened.
+    metrics::gauge!(CONNECTIONS).set(0.0);
+    for c in [FRAMES_IN, FRAMES_OUT, DELIVERIES, QUEUE_DROPS, MESSAGES_STORED] {
+        metrics::counter!(c).increment(0);
+    }
+    Ok(handle)
+}

@@ -1,0 +1,342 @@
+//! One task per WebSocket connection: it `select!`s on the socket, its outbound queue,
+//! the hub's wake-ups (slow consumer, directory re-check), the token's expiry, a
+//! heartbeat and the node's shutdown. Commands are handled in order, one at a time, so a
+//! client that floods only slows itself.
+
+use crate::hub::{Flag, SessionHandle};
+use crate::limits::TokenBucket;
+use crate::metrics as m;
+use crate::pii::Pii;
+use crate::service::{CmdError, Gateway, reconnect_delay};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use preau_directory::UserRec;
+use preau_proto::{ChannelId, ChannelKind, Encoding, ErrorCode, PROTOCOL_VERSION, ServerFrame, SharedFrame, close, decode_client, encode_server};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until};
+use tracing::Instrument;
+
+/// Frames written per wake-up before flushing; bounds a flush's size and latency.
+const WRITE_BATCH: usize = 64;
+/// Heartbeat: a ping when the client was silent this long...
+const PING_AFTER: Duration = Duration::from_secs(30);
+/// ...and the connection is dropped when it stays silent this long.
+const IDLE_LIMIT: Duration = Duration::from_secs(75);
+/// Bad or rate-limited frames in a row before the connection is closed as abusive.
+const ABUSE_LIMIT: u32 = 500;
+/// Longest a write to the socket may stall (the client stopped reading) before the
+/// session is cut off as a slow consumer.
+const WRITE_STALL: Duration = Duration::from_secs(10);
+/// Time given to the close frame of a slow consumer to get through.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// What a session needs from the upgrade.
+pub struct SessionStart {
+    /// The authenticated user.
+    pub user: UserRec,
+    /// Token expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Negotiated encoding.
+    pub enc: Encoding,
+    /// Node shutdown signal.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+fn ws_message(enc: Encoding, b: Bytes) -> Option<Message> {
+    if enc.is_text() { Utf8Bytes::try_from(b).ok().map(Message::Text) } else { Some(Message::Binary(b)) }
+}
+
+fn close_msg(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
+}
+
+fn error_frame(id: Option<u64>, e: &CmdError) -> ServerFrame {
+    metrics::counter!(m::ERRORS, "code" => e.code.as_str()).increment(1);
+    ServerFrame::Error { id, code: e.code, message: e.message.clone(), retry_after_ms: e.retry_after_ms }
+}
+
+/// Runs a session to its end.
+pub async fn run<S>(g: Arc<Gateway>, socket: S, start: SessionStart)
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Send + Unpin + 'static,
+{
+    let sid = g.session_id();
+    let span = tracing::info_span!("session", sid, user = %Pii(&start.user.id));
+    async move {
+        metrics::gauge!(m::CONNECTIONS).increment(1.0);
+        let (handle, rx) = SessionHandle::new(sid, Arc::from(start.user.id.as_str()), g.cfg.outbound_queue);
+        let mut s = Session { g: g.clone(), handle, enc: start.enc, user: start.user.id.clone(), convs: Vec::new() };
+        let (mut sink, stream) = socket.split();
+        match g.hub.register(&s.handle) {
+            Ok(first) => {
+                let reason = s.drive(&mut sink, stream, rx, start, first).await;
+                tracing::debug!(?reason, "session ended");
+                if g.hub.unregister(&s.handle) {
+                    g.publish_presence(&s.user, &s.convs, false);
+                }
+            }
+            Err(_) => {
+                let _ = sink.send(close_msg(close::TOO_MANY_CONNECTIONS, "too many connections for this user")).await;
+            }
+        }
+        let _ = sink.close().await;
+        metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+    }
+    .instrument(span)
+    .await
+}
+
+/// Closes a slow consumer with its documented code, if the socket still takes it.
+async fn slow_consumer<K: Sink<Message, Error = axum::Error> + Unpin>(sink: &mut K) -> End {
+    metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "slow_consumer").increment(1);
+    let msg = close_msg(close::SLOW_CONSUMER, "too slow to read; resume from your last seq");
+    let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(msg)).await;
+    End::SlowConsumer
+}
+
+struct Session {
+    g: Arc<Gateway>,
+    handle: Arc<SessionHandle>,
+    enc: Encoding,
+    user: String,
+    /// Conversations, for presence.
+    convs: Vec<ChannelId>,
+}
+
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    SocketError,
+    SlowConsumer,
+    TokenExpired,
+    AccountRemoved,
+    Idle,
+    Abuse,
+    Shutdown,
+}
+
+impl Session {
+    async fn send<K: Sink<Message, Error = axum::Error> + Unpin>(&self, sink: &mut K, f: &ServerFrame) -> Result<(), End> {
+        let Some(msg) = ws_message(self.enc, encode_server(self.enc, f)) else { return Ok(()) };
+        metrics::counter!(m::FRAMES_OUT).increment(1);
+        sink.send(msg).await.map_err(|_| End::SocketError)
+    }
+
+    /// Subscribes to every channel the user sees; returns false if the user is gone.
+    async fn subscribe_visible(&mut self) -> Result<Vec<(ChannelId, String, crate::service::Access)>, CmdError> {
+        let dir = self.g.dir();
+        let me = dir.user(&self.user).ok_or_else(|| CmdError::new(ErrorCode::Forbidden, "account removed"))?;
+        let vis = self.g.visible(&dir, me).await?;
+        self.convs = vis
+            .iter()
+            .filter(|(c, _, _)| matches!(c.kind(), ChannelKind::Direct | ChannelKind::Group))
+            .map(|(c, _, _)| c.clone())
+            .collect();
+        Ok(vis)
+    }
+
+    async fn drive<K, T>(
+        &mut self,
+        sink: &mut K,
+        mut stream: T,
+        mut rx: mpsc::Receiver<Arc<SharedFrame>>,
+        mut start: SessionStart,
+        first: bool,
+    ) -> End
+    where
+        K: Sink<Message, Error = axum::Error> + Unpin,
+        T: Stream<Item = Result<Message, axum::Error>> + Unpin,
+    {
+        // Subscribe before saying hello, so nothing published between the client's sync
+        // and its subscription can fall in between.
+        let vis = match self.subscribe_visible().await {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = self.send(sink, &error_frame(None, &e)).await;
+                return End::AccountRemoved;
+            }
+        };
+        for (ch, _, _) in &vis {
+            self.g.hub.subscribe(&self.handle, ch);
+        }
+        if first {
+            self.g.publish_presence(&self.user, &self.convs, true);
+        }
+        let me = start.user.clone();
+        let hello = ServerFrame::Hello {
+            version: PROTOCOL_VERSION,
+            user: me.id.clone(),
+            profile: me.profile.as_str().to_owned(),
+            school: me.school.clone(),
+            limits: self.g.limits(),
+        };
+        if let Err(e) = self.send(sink, &hello).await {
+            return e;
+        }
+        let now_secs = preau_auth::now_secs();
+        let expires = Instant::now() + Duration::from_secs(start.exp.saturating_sub(now_secs));
+        let mut frames = TokenBucket::new(self.g.cfg.frames_per_second, self.g.cfg.frames_per_second * 4, Instant::now());
+        let mut last_seen = Instant::now();
+        let mut strikes = 0u32;
+        let mut heartbeat = tokio::time::interval(PING_AFTER);
+        heartbeat.tick().await;
+        loop {
+            tokio::select! {
+                _ = start.shutdown.changed() => {
+                    let after = reconnect_delay(self.g.cfg.reconnect_jitter_ms);
+                    let f = ServerFrame::Reconnect { after_ms: after.as_millis() as u64, reason: "node restarting".into() };
+                    let _ = self.send(sink, &f).await;
+                    let _ = sink.send(close_msg(close::SERVICE_RESTART, "node restarting; reconnect")).await;
+                    return End::Shutdown;
+                }
+                _ = self.handle.wake.notified() => {
+                    if self.handle.flag() == Some(Flag::SlowConsumer) {
+                        return slow_consumer(sink).await;
+                    }
+                    if self.handle.take_recheck()
+                        && let Err(e) = self.recheck(sink).await
+                    {
+                        return e;
+                    }
+                }
+                Some(f) = rx.recv() => {
+                    match tokio::time::timeout(WRITE_STALL, self.write_batch(sink, f, &mut rx)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(End::SlowConsumer)) | Err(_) => return slow_consumer(sink).await,
+                        Ok(Err(e)) => return e,
+                    }
+                }
+                msg = stream.next() => {
+                    let Some(Ok(msg)) = msg else { return End::ClientClosed };
+                    last_seen = Instant::now();
+                    let (bytes, enc) = match msg {
+                        Message::Text(t) => (Bytes::from(t), Encoding::Json),
+                        Message::Binary(b) => (b, self.enc),
+                        Message::Close(_) => return End::ClientClosed,
+                        Message::Ping(_) | Message::Pong(_) => continue,
+                    };
+                    metrics::counter!(m::FRAMES_IN).increment(1);
+                    let ok = match self.command(sink, &bytes, enc, &mut frames).await {
+                        Ok(ok) => ok,
+                        Err(e) => return e,
+                    };
+                    strikes = if ok { 0 } else { strikes + 1 };
+                    if strikes >= ABUSE_LIMIT {
+                        let _ = sink.send(close_msg(close::PROTOCOL_ABUSE, "too many bad frames")).await;
+                        return End::Abuse;
+                    }
+                }
+                _ = sleep_until(expires) => {
+                    let _ = sink.send(close_msg(close::TOKEN_EXPIRED, "token expired; reconnect with a new one")).await;
+                    return End::TokenExpired;
+                }
+                _ = heartbeat.tick() => {
+                    if last_seen.elapsed() > IDLE_LIMIT {
+                        return End::Idle;
+                    }
+                    if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                        return End::SocketError;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a frame and whatever else is queued (up to a batch), then flushes once.
+    async fn write_batch<K: Sink<Message, Error = axum::Error> + Unpin>(
+        &self,
+        sink: &mut K,
+        first: Arc<SharedFrame>,
+        rx: &mut mpsc::Receiver<Arc<SharedFrame>>,
+    ) -> Result<(), End> {
+        let mut next = Some(first);
+        let mut n = 0u64;
+        while let Some(f) = next.take() {
+            // Once the hub dropped a frame for this session, the stream has a hole:
+            // stop here and let the client resume rather than deliver past it.
+            if self.handle.flag().is_some() {
+                return Err(End::SlowConsumer);
+            }
+            if let Some(msg) = ws_message(self.enc, f.encoded(self.enc)) {
+                sink.feed(msg).await.map_err(|_| End::SocketError)?;
+                n += 1;
+            }
+            if n < WRITE_BATCH as u64 {
+                next = rx.try_recv().ok();
+            }
+        }
+        metrics::counter!(m::FRAMES_OUT).increment(n);
+        sink.flush().await.map_err(|_| End::SocketError)
+    }
+
+    /// Decodes and runs one client frame; answers it. Returns whether it was accepted.
+    async fn command<K: Sink<Message, Error = axum::Error> + Unpin>(
+        &mut self,
+        sink: &mut K,
+        bytes: &[u8],
+        enc: Encoding,
+        frames: &mut TokenBucket,
+    ) -> Result<bool, End> {
+        if bytes.len() > self.g.cfg.max_frame_bytes {
+            let e = CmdError::new(ErrorCode::TooLarge, format!("frames are limited to {} bytes", self.g.cfg.max_frame_bytes));
+            self.send(sink, &error_frame(None, &e)).await?;
+            return Ok(false);
+        }
+        if let Err(wait) = frames.try_take(Instant::now()) {
+            let e = CmdError {
+                code: ErrorCode::RateLimited,
+                message: "too many frames; slow down".into(),
+                retry_after_ms: Some(wait.as_millis().max(1) as u64),
+            };
+            self.send(sink, &error_frame(None, &e)).await?;
+            return Ok(false);
+        }
+        let frame = match decode_client(enc, bytes) {
+            Ok(f) => f,
+            Err(d) => {
+                let e = CmdError::new(d.code, d.message);
+                self.send(sink, &error_frame(d.id, &e)).await?;
+                return Ok(false);
+            }
+        };
+        let id = frame.id;
+        let reply = match self.g.handle(&self.user, id, frame.cmd).await {
+            Ok(ack) => ServerFrame::Ack(ack),
+            Err(e) => error_frame(Some(id), &e),
+        };
+        self.send(sink, &reply).await?;
+        Ok(true)
+    }
+
+    /// Re-checks the channels after a directory change: channels no longer visible are
+    /// dropped (with `channel_removed`), new ones added (with `channel_added`).
+    async fn recheck<K: Sink<Message, Error = axum::Error> + Unpin>(&mut self, sink: &mut K) -> Result<(), End> {
+        let vis = match self.subscribe_visible().await {
+            Ok(v) => v,
+            Err(e) if e.code == ErrorCode::Forbidden => {
+                let _ = sink.send(close_msg(close::ACCOUNT_REMOVED, "account removed from the directory")).await;
+                return Err(End::AccountRemoved);
+            }
+            // Storage trouble: keep the current channels and try at the next change.
+            Err(_) => return Ok(()),
+        };
+        let now: HashSet<ChannelId> = vis.iter().map(|(c, _, _)| c.clone()).collect();
+        for ch in self.handle.subscriptions().difference(&now) {
+            self.g.hub.unsubscribe(&self.handle, ch);
+            self.send(sink, &ServerFrame::ChannelRemoved { channel: ch.clone() }).await?;
+        }
+        let had = self.handle.subscriptions();
+        for (ch, title, a) in vis {
+            if !had.contains(&ch) {
+                self.g.hub.subscribe(&self.handle, &ch);
+                let info = self.g.channel_info(&self.user, &ch, title, &a).await;
+                self.send(sink, &ServerFrame::ChannelAdded { info }).await?;
+            }
+        }
+        Ok(())
+    }
+}
