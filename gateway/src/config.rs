@@ -126,7 +126,10 @@ impl Config {
         anyhow::ensure!(self.max_connections > 0, "--max-connections must be positive");
         anyhow::ensure!(self.max_connections_per_user > 0, "--max-connections-per-user must be positive");
         anyhow::ensure!(self.max_frame_bytes >= 1024, "--max-frame-bytes must be at least 1024");
-        anyhow::ensure!(self.max_body_bytes >= 1 && self.max_body_bytes < self.max_frame_bytes, "--max-body-bytes must be below --max-frame-bytes");
+        anyhow::ensure!(
+            self.max_body_bytes >= 1 && self.max_body_bytes < self.max_frame_bytes,
+            "--max-body-bytes must be below --max-frame-bytes"
+        );
         anyhow::ensure!(self.max_group_members >= 2, "--max-group-members must be at least 2");
         anyhow::ensure!(self.sends_per_second > 0 && self.send_burst > 0, "send rate and burst must be positive");
         anyhow::ensure!(self.frames_per_second > 0, "--frames-per-second must be positive");

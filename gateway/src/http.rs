@@ -63,8 +63,8 @@ fn token<'a>(headers: &'a HeaderMap, q: &'a HashMap<String, String>) -> &'a str 
         .unwrap_or("")
 }
 
-fn authenticate(s: &AppState, headers: &HeaderMap, q: &HashMap<String, String>) -> Result<Claims, Response> {
-    s.g.verifier.verify(token(headers, q)).map_err(|e| unauthorized(&e))
+fn authenticate(s: &AppState, headers: &HeaderMap, q: &HashMap<String, String>) -> Result<Claims, Box<Response>> {
+    s.g.verifier.verify(token(headers, q)).map_err(|e| Box::new(unauthorized(&e)))
 }
 
 /// The router.
@@ -95,15 +95,25 @@ async fn ws(
     }
     let claims = match authenticate(&s, &headers, &q) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(user) = s.g.resolve(&claims) else {
         metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "unknown_user").increment(1);
-        return err(StatusCode::UNAUTHORIZED, "unauthorized", "unknown_user", "the token's user is not in this school's directory");
+        return err(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown_user",
+            "the token's user is not in this school's directory",
+        );
     };
     if s.g.hub.session_count(&user.id) >= s.g.cfg.max_connections_per_user {
         metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "per_user").increment(1);
-        return err(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too_many_connections", "too many connections for this user");
+        return err(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too_many_connections",
+            "too many connections for this user",
+        );
     }
     let Ok(permit): Result<OwnedSemaphorePermit, _> = s.conns.clone().try_acquire_owned() else {
         metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "node_full").increment(1);
@@ -149,13 +159,18 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
 async fn import(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let claims = match authenticate(&s, &headers, &HashMap::new()) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     // A school's admin imports their own school; an operator token (admin of `*`) any.
     let operator = claims.profile == "admin" && claims.school == "*";
     let admin = s.g.resolve(&claims).is_some_and(|u| u.profile == Profile::Admin);
     if !operator && !admin {
-        return err(StatusCode::FORBIDDEN, "forbidden", "not_admin", "only a school administrator imports the directory");
+        return err(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "not_admin",
+            "only a school administrator imports the directory",
+        );
     }
     let doc: DirectoryDoc = match serde_json::from_slice(&body) {
         Ok(d) => d,

@@ -81,10 +81,15 @@ struct UserSlot {
     sends: TokenBucket,
 }
 
+/// One shard of the channel map: channel -> subscribed sessions by id.
+type ChannelShard = Mutex<HashMap<ChannelId, HashMap<u64, Arc<SessionHandle>>>>;
+/// One shard of the user map.
+type UserShard = Mutex<HashMap<Arc<str>, UserSlot>>;
+
 /// Registry and fan-out of one node.
 pub struct Hub {
-    channels: Box<[Mutex<HashMap<ChannelId, HashMap<u64, Arc<SessionHandle>>>>]>,
-    users: Box<[Mutex<HashMap<Arc<str>, UserSlot>>]>,
+    channels: Box<[ChannelShard]>,
+    users: Box<[UserShard]>,
     hasher: RandomState,
     max_per_user: usize,
     send_rate: (u32, u32),

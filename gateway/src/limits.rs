@@ -15,7 +15,12 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket at `now`.
     pub fn new(rate: u32, burst: u32, now: Instant) -> Self {
-        TokenBucket { rate: f64::from(rate.max(1)), burst: f64::from(burst.max(1)), tokens: f64::from(burst.max(1)), last: now }
+        TokenBucket {
+            rate: f64::from(rate.max(1)),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            last: now,
+        }
     }
 
     /// Takes a token, or says how long until one is available.

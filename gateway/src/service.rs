@@ -152,7 +152,11 @@ fn commit_hook(bus: Arc<dyn Bus>) -> CommitHook {
             });
         }
         Committed::Read { channel, user, seq } => {
-            let frame = Arc::new(SharedFrame::new(ServerFrame::Read { channel: channel.clone(), user: user.clone(), seq: *seq }));
+            let frame = Arc::new(SharedFrame::new(ServerFrame::Read {
+                channel: channel.clone(),
+                user: user.clone(),
+                seq: *seq,
+            }));
             // In conversations members see each other's read markers; in class channels
             // only the reader's own sessions learn of them (receipts are for authors).
             let topic = match channel.kind() {
@@ -273,7 +277,7 @@ impl Gateway {
                 let Some(conv) = timed("conversation", self.store.conversation(ch)).await? else {
                     return Err(no_channel());
                 };
-                if !conv.members.iter().any(|u| *u == me.id) {
+                if !conv.members.contains(&me.id) {
                     return Err(no_channel());
                 }
                 let creator = conv.creator == me.id;
@@ -291,7 +295,13 @@ impl Gateway {
             if forum {
                 let ch = ChannelId::forum(&class);
                 let c = class_access(dir, me, &class, false);
-                let a = Access { read: true, post: c.post, create_thread: c.create_thread, moderate: c.moderate, conv: None };
+                let a = Access {
+                    read: true,
+                    post: c.post,
+                    create_thread: c.create_thread,
+                    moderate: c.moderate,
+                    conv: None,
+                };
                 out.push((ch, format!("Forum {name}"), a));
             }
             if ann {
@@ -397,7 +407,10 @@ impl Gateway {
                         if !a.moderate {
                             let until = timed("muted_until", self.store.muted_until(&channel, &me.id)).await?;
                             if until > wall_ms() {
-                                return Err(CmdError::new(ErrorCode::Muted, "a teacher has muted you in this forum for now"));
+                                return Err(CmdError::new(
+                                    ErrorCode::Muted,
+                                    "a teacher has muted you in this forum for now",
+                                ));
                             }
                         }
                     }
@@ -593,7 +606,12 @@ impl Gateway {
                 if !denied.is_empty() {
                     return Err(forbidden(format!("you may not write to: {}", denied.join(", "))));
                 }
-                let w = Write::Membership { channel: channel.clone(), author: me.id.clone(), members: new.clone(), joined: true };
+                let w = Write::Membership {
+                    channel: channel.clone(),
+                    author: me.id.clone(),
+                    members: new.clone(),
+                    joined: true,
+                };
                 let r = timed("write", self.store.write(w)).await?;
                 if let Some(conv) = timed("conversation", self.store.conversation(&channel)).await? {
                     self.announce_conversation(&dir, &conv, &new).await;
@@ -605,7 +623,12 @@ impl Gateway {
                     return Err(bad("only group conversations can be left"));
                 }
                 self.access(&dir, me, &channel).await?;
-                let w = Write::Membership { channel: channel.clone(), author: me.id.clone(), members: vec![me.id.clone()], joined: false };
+                let w = Write::Membership {
+                    channel: channel.clone(),
+                    author: me.id.clone(),
+                    members: vec![me.id.clone()],
+                    joined: false,
+                };
                 let r = timed("write", self.store.write(w)).await?;
                 self.publish(Topic::User(me.id.clone()), ServerFrame::ChannelRemoved { channel });
                 Ok(Ack { seq: Some(r.entry.seq), ..ack })
@@ -622,14 +645,16 @@ impl Gateway {
                     if let Some(after) = pos.get(ch).copied()
                         && after < st.last_seq
                     {
-                        let (entries, more) = timed("history", self.store.history(ch, Some(after), None, limit)).await?;
+                        let (entries, more) =
+                            timed("history", self.store.history(ch, Some(after), None, limit)).await?;
                         info.entries = entries;
                         info.more = more;
                     }
                     infos.push(info);
                 }
                 let seen: HashSet<&ChannelId> = chans.iter().collect();
-                let removed = positions.iter().filter(|p| !seen.contains(&p.channel)).map(|p| p.channel.clone()).collect();
+                let removed =
+                    positions.iter().filter(|p| !seen.contains(&p.channel)).map(|p| p.channel.clone()).collect();
                 Ok(Ack { channels: infos, removed, ..ack })
             }
             Command::History { channel, after, before, limit } => {
@@ -674,7 +699,8 @@ impl Gateway {
                 readers.sort();
                 readers.dedup();
                 let marks = timed("read_markers", self.store.read_markers(&channel, &readers)).await?;
-                let receipts = readers.into_iter().zip(marks).map(|(user, m)| Receipt { user, read: m >= seq }).collect();
+                let receipts =
+                    readers.into_iter().zip(marks).map(|(user, m)| Receipt { user, read: m >= seq }).collect();
                 Ok(Ack { receipts, ..ack })
             }
             Command::Members { channel } => {

@@ -12,7 +12,10 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use preau_directory::UserRec;
-use preau_proto::{ChannelId, ChannelKind, Encoding, ErrorCode, PROTOCOL_VERSION, ServerFrame, SharedFrame, close, decode_client, encode_server};
+use preau_proto::{
+    ChannelId, ChannelKind, Encoding, ErrorCode, PROTOCOL_VERSION, ServerFrame, SharedFrame, close, decode_client,
+    encode_server,
+};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +93,20 @@ where
     .await
 }
 
+/// A read error: a frame beyond the WebSocket layer's hard cap gets close code 1009;
+/// anything else means the socket is gone.
+async fn read_error<K: Sink<Message, Error = axum::Error> + Unpin>(sink: &mut K, e: axum::Error) -> End {
+    use tokio_tungstenite::tungstenite::{Error as WsError, error::CapacityError};
+    let inner = e.into_inner();
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
+            let _ = sink.send(close_msg(1009, "frame too large")).await;
+            End::Abuse
+        }
+        _ => End::SocketError,
+    }
+}
+
 /// Closes a slow consumer with its documented code, if the socket still takes it.
 async fn slow_consumer<K: Sink<Message, Error = axum::Error> + Unpin>(sink: &mut K) -> End {
     metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "slow_consumer").increment(1);
@@ -120,7 +137,11 @@ enum End {
 }
 
 impl Session {
-    async fn send<K: Sink<Message, Error = axum::Error> + Unpin>(&self, sink: &mut K, f: &ServerFrame) -> Result<(), End> {
+    async fn send<K: Sink<Message, Error = axum::Error> + Unpin>(
+        &self,
+        sink: &mut K,
+        f: &ServerFrame,
+    ) -> Result<(), End> {
         let Some(msg) = ws_message(self.enc, encode_server(self.enc, f)) else { return Ok(()) };
         metrics::counter!(m::FRAMES_OUT).increment(1);
         sink.send(msg).await.map_err(|_| End::SocketError)
@@ -179,7 +200,8 @@ impl Session {
         }
         let now_secs = preau_auth::now_secs();
         let expires = Instant::now() + Duration::from_secs(start.exp.saturating_sub(now_secs));
-        let mut frames = TokenBucket::new(self.g.cfg.frames_per_second, self.g.cfg.frames_per_second * 4, Instant::now());
+        let mut frames =
+            TokenBucket::new(self.g.cfg.frames_per_second, self.g.cfg.frames_per_second * 4, Instant::now());
         let mut last_seen = Instant::now();
         let mut strikes = 0u32;
         let mut heartbeat = tokio::time::interval(PING_AFTER);
@@ -211,7 +233,11 @@ impl Session {
                     }
                 }
                 msg = stream.next() => {
-                    let Some(Ok(msg)) = msg else { return End::ClientClosed };
+                    let msg = match msg {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => return read_error(sink, e).await,
+                        None => return End::ClientClosed,
+                    };
                     last_seen = Instant::now();
                     let (bytes, enc) = match msg {
                         Message::Text(t) => (Bytes::from(t), Encoding::Json),
@@ -282,7 +308,10 @@ impl Session {
         frames: &mut TokenBucket,
     ) -> Result<bool, End> {
         if bytes.len() > self.g.cfg.max_frame_bytes {
-            let e = CmdError::new(ErrorCode::TooLarge, format!("frames are limited to {} bytes", self.g.cfg.max_frame_bytes));
+            let e = CmdError::new(
+                ErrorCode::TooLarge,
+                format!("frames are limited to {} bytes", self.g.cfg.max_frame_bytes),
+            );
             self.send(sink, &error_frame(None, &e)).await?;
             return Ok(false);
         }

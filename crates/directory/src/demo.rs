@@ -19,8 +19,8 @@ const FIRST: &[&str] = &[
 ];
 const LAST: &[&str] = &[
     "Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand", "Leroy", "Moreau", "Simon",
-    "Laurent", "Lefebvre", "Michel", "Garcia", "David", "Bertrand", "Roux", "Vincent", "Fournier", "Morel",
-    "Girard", "André", "Mercier", "Dupont", "Lambert", "Bonnet", "Fontaine", "Rousseau", "Blanc",
+    "Laurent", "Lefebvre", "Michel", "Garcia", "David", "Bertrand", "Roux", "Vincent", "Fournier", "Morel", "Girard",
+    "André", "Mercier", "Dupont", "Lambert", "Bonnet", "Fontaine", "Rousseau", "Blanc",
 ];
 
 fn user(id: String, profile: Profile, name: String, classes: &[&str], groups: &[&str]) -> UserDoc {

@@ -298,11 +298,7 @@ fn split(
             _ => problems.push(format!("{what}: needs a parent and a pupil of the document")),
         }
     }
-    if problems.is_empty() {
-        Ok(parts)
-    } else {
-        Err(DirectoryError::Invalid(problems))
-    }
+    if problems.is_empty() { Ok(parts) } else { Err(DirectoryError::Invalid(problems)) }
 }
 
 #[cfg(test)]

@@ -17,5 +17,7 @@ pub mod model;
 pub mod policy;
 
 pub use index::{Directory, DirectoryError, UserRec};
-pub use model::{ClassDoc, DirectoryDoc, GroupDoc, LinkDoc, Override, PolicyConfig, Profile, Reach, SchoolDoc, UserDoc};
+pub use model::{
+    ClassDoc, DirectoryDoc, GroupDoc, LinkDoc, Override, PolicyConfig, Profile, Reach, SchoolDoc, UserDoc,
+};
 pub use policy::{ChannelAccess, class_access, class_channels, may_write_first};

@@ -98,12 +98,7 @@ pub fn class_access(dir: &Directory, u: &UserRec, class: &str, announcements: bo
     let school_wide = matches!(u.profile, Profile::Staff | Profile::Admin);
     if announcements {
         let author = teaches || school_wide;
-        ChannelAccess {
-            read: author || in_class || child_in,
-            post: author,
-            create_thread: false,
-            moderate: author,
-        }
+        ChannelAccess { read: author || in_class || child_in, post: author, create_thread: false, moderate: author }
     } else {
         let parents_read = dir.policy(&u.school).parents_read_forums;
         ChannelAccess {

@@ -117,9 +117,7 @@ pub fn decode_client(enc: Encoding, bytes: &[u8]) -> Result<ClientFrame, DecodeE
                 Some(k) if !Command::TYPES.contains(&k.as_str()) => {
                     (ErrorCode::UnknownCommand, format!("unknown command `{}`", plain(k)))
                 }
-                Some(_) if id.is_none() => {
-                    (ErrorCode::BadRequest, "frame has no integer field `id`".to_owned())
-                }
+                Some(_) if id.is_none() => (ErrorCode::BadRequest, "frame has no integer field `id`".to_owned()),
                 Some(k) => (ErrorCode::BadRequest, format!("invalid `{}` command: {}", plain(k), plain(full))),
             };
             Err(DecodeError { id, code, message })
@@ -233,8 +231,7 @@ mod tests {
         assert_eq!((e.id, e.code), (None, ErrorCode::BadFrame));
         let e = decode_client(Encoding::Json, br#"{"id":4,"type":"explode"}"#).expect_err("unknown");
         assert_eq!((e.id, e.code), (Some(4), ErrorCode::UnknownCommand));
-        let e = decode_client(Encoding::Json, br#"{"id":5,"type":"send","channel":"dm:a:b"}"#)
-            .expect_err("missing");
+        let e = decode_client(Encoding::Json, br#"{"id":5,"type":"send","channel":"dm:a:b"}"#).expect_err("missing");
         assert_eq!((e.id, e.code), (Some(5), ErrorCode::BadRequest));
         let e = decode_client(Encoding::Json, br#"{"id":"x","type":"ping"}"#).expect_err("id");
         assert_eq!((e.id, e.code), (None, ErrorCode::BadRequest));

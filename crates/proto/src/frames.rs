@@ -1,8 +1,8 @@
 //! Frames. Both directions are objects tagged by `type`; unknown fields are ignored so
 //! either side can add optional fields without a version bump.
 
-use crate::ids::{ChannelId, ChannelKind, Seq, UserId};
 use crate::ErrorCode;
+use crate::ids::{ChannelId, ChannelKind, Seq, UserId};
 use serde::{Deserialize, Serialize};
 
 /// A command from a client. `id` is chosen by the client and echoed in the `ack` or

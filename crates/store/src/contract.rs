@@ -105,13 +105,23 @@ pub async fn idempotent_posts(store: &dyn Store) {
 pub async fn edits_and_deletes(store: &dyn Store) {
     let ch = ChannelId::group("edits");
     let m = store.write(post(&ch, "u1", "k", "first")).await.expect("post").entry.seq;
-    let edit = |author: &str, body: &str| Write::Edit { channel: ch.clone(), author: author.into(), target: m, body: body.into() };
+    let edit = |author: &str, body: &str| Write::Edit {
+        channel: ch.clone(),
+        author: author.into(),
+        target: m,
+        body: body.into(),
+    };
     assert_eq!(store.write(edit("u2", "hijack")).await, Err(StoreError::NotAuthor));
     let e = store.write(edit("u1", "second")).await.expect("edit");
     assert_eq!((e.entry.kind, e.entry.target), (EntryKind::Edit, Some(m)));
     let cur = store.entry(&ch, m).await.expect("read").expect("exists");
     assert_eq!((cur.body.as_deref(), cur.edited), (Some("second"), true));
-    let del = |author: &str, moderator: bool| Write::Delete { channel: ch.clone(), author: author.into(), target: m, moderator };
+    let del = |author: &str, moderator: bool| Write::Delete {
+        channel: ch.clone(),
+        author: author.into(),
+        target: m,
+        moderator,
+    };
     assert_eq!(store.write(del("u2", false)).await, Err(StoreError::NotAuthor));
     store.write(del("t1", true)).await.expect("moderator deletes");
     let cur = store.entry(&ch, m).await.expect("read").expect("exists");
@@ -151,8 +161,13 @@ pub async fn forum_threads(store: &dyn Store) {
     let p = store.write(reply("e1", "r1", t, None, true)).await.expect("post").entry.seq;
     store.write(reply("e2", "r2", t, Some(p), true)).await.expect("reply to post");
     assert_eq!(store.write(reply("e2", "r3", 99, None, true)).await, Err(StoreError::NotFound), "no such thread");
-    assert_eq!(store.write(reply("e2", "r4", p, None, true)).await, Err(StoreError::NotFound), "a post is not a thread");
-    let lock = Write::ThreadState { channel: ch.clone(), author: "t1".into(), thread: t, locked: Some(true), pinned: None };
+    assert_eq!(
+        store.write(reply("e2", "r4", p, None, true)).await,
+        Err(StoreError::NotFound),
+        "a post is not a thread"
+    );
+    let lock =
+        Write::ThreadState { channel: ch.clone(), author: "t1".into(), thread: t, locked: Some(true), pinned: None };
     let st = store.write(lock).await.expect("lock");
     assert_eq!((st.entry.locked, st.entry.pinned), (Some(true), Some(false)));
     assert_eq!(store.write(reply("e1", "r5", t, None, true)).await, Err(StoreError::Locked));
@@ -209,9 +224,11 @@ pub async fn conversations(store: &dyn Store) {
     let g = store.create_conversation(nc(&ChannelId::group("g1"), Some("k"), &["a", "c", "d"])).await.expect("g");
     let again = store.create_conversation(nc(&ChannelId::group("g2"), Some("k"), &["a"])).await.expect("g retry");
     assert_eq!(again.channel, g.channel, "same creator and key: same group");
-    let of_a: Vec<String> = store.conversations_of("a").await.expect("of a").into_iter().map(|c| c.channel.to_string()).collect();
+    let of_a: Vec<String> =
+        store.conversations_of("a").await.expect("of a").into_iter().map(|c| c.channel.to_string()).collect();
     assert_eq!(of_a, vec!["dm:a:b".to_owned(), "grp:g1".to_owned()]);
-    let leave = Write::Membership { channel: g.channel.clone(), author: "c".into(), members: vec!["c".into()], joined: false };
+    let leave =
+        Write::Membership { channel: g.channel.clone(), author: "c".into(), members: vec!["c".into()], joined: false };
     store.write(leave).await.expect("leave");
     let g = store.conversation(&g.channel).await.expect("read").expect("exists");
     assert_eq!(g.members, vec!["a".to_owned(), "d".to_owned()]);

@@ -96,8 +96,7 @@ CREATE TABLE IF NOT EXISTS directory (
     school TEXT PRIMARY KEY, doc TEXT NOT NULL, updated_at INTEGER NOT NULL);
 ";
 
-const COLS: &str =
-    "seq, kind, author, at, body, title, thread, reply_to, target, locked, pinned, members, joined, edited, deleted, client_id";
+const COLS: &str = "seq, kind, author, at, body, title, thread, reply_to, target, locked, pinned, members, joined, edited, deleted, client_id";
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -159,8 +158,12 @@ fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
 }
 
 fn get_entry(c: &Connection, channel: &str, seq: Seq) -> rusqlite::Result<Option<Entry>> {
-    c.query_row(&format!("SELECT {COLS} FROM entries WHERE channel = ?1 AND seq = ?2"), params![channel, seq as i64], row_entry)
-        .optional()
+    c.query_row(
+        &format!("SELECT {COLS} FROM entries WHERE channel = ?1 AND seq = ?2"),
+        params![channel, seq as i64],
+        row_entry,
+    )
+    .optional()
 }
 
 fn open(path: &Path, sync_full: bool) -> rusqlite::Result<Connection> {
@@ -188,11 +191,7 @@ impl SqliteStore {
             .name("preau-store-writer".into())
             .spawn(move || Writer { conn, next: HashMap::new(), hook, healthy: h }.run(rx, max_batch))
             .map_err(unavailable)?;
-        Ok(SqliteStore {
-            tx,
-            readers: Arc::new(ReaderPool { path: opts.path, idle: Mutex::new(Vec::new()) }),
-            healthy,
-        })
+        Ok(SqliteStore { tx, readers: Arc::new(ReaderPool { path: opts.path, idle: Mutex::new(Vec::new()) }), healthy })
     }
 
     async fn submit(&self, op: Op) -> Result<Out, StoreError> {
@@ -332,7 +331,8 @@ impl Writer {
             return Ok(*n);
         }
         let max: i64 =
-            self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM entries WHERE channel = ?1", [channel], |r| r.get(0))?;
+            self.conn
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM entries WHERE channel = ?1", [channel], |r| r.get(0))?;
         Ok(max as Seq + 1)
     }
 
@@ -366,7 +366,9 @@ impl Writer {
                         let dup = self
                             .conn
                             .query_row(
-                                &format!("SELECT {COLS} FROM entries WHERE channel = ?1 AND author = ?2 AND client_id = ?3"),
+                                &format!(
+                                    "SELECT {COLS} FROM entries WHERE channel = ?1 AND author = ?2 AND client_id = ?3"
+                                ),
                                 params![ch, author, client_id],
                                 row_entry,
                             )
@@ -390,7 +392,9 @@ impl Writer {
                         }
                         if let Some(r) = reply_to {
                             match get_entry(&self.conn, &ch, r)? {
-                                Some(re) if matches!(re.kind, EntryKind::Message | EntryKind::Thread) && !re.deleted => {
+                                Some(re)
+                                    if matches!(re.kind, EntryKind::Message | EntryKind::Thread) && !re.deleted =>
+                                {
                                     let re_thread = if re.kind == EntryKind::Thread { Some(re.seq) } else { re.thread };
                                     if re_thread != thread {
                                         return Ok(refuse(StoreError::Invalid("reply_to is in another thread")));
@@ -476,7 +480,8 @@ impl Writer {
                                     params![ch, m],
                                 )?;
                             } else {
-                                self.conn.execute("DELETE FROM members WHERE channel = ?1 AND user = ?2", params![ch, m])?;
+                                self.conn
+                                    .execute("DELETE FROM members WHERE channel = ?1 AND user = ?2", params![ch, m])?;
                             }
                         }
                         e.kind = EntryKind::Membership;
@@ -558,7 +563,14 @@ impl Writer {
                 self.conn.execute(
                     "INSERT INTO conversations (channel, kind, title, creator, client_id, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![c.channel.as_str(), conv_kind_str(c.channel.kind()), c.title, c.creator, c.client_id, now_ms()],
+                    params![
+                        c.channel.as_str(),
+                        conv_kind_str(c.channel.kind()),
+                        c.title,
+                        c.creator,
+                        c.client_id,
+                        now_ms()
+                    ],
                 )?;
                 for m in &c.members {
                     self.conn.execute(
@@ -566,14 +578,15 @@ impl Writer {
                         params![c.channel.as_str(), m],
                     )?;
                 }
-                let conv = conversation(&self.conn, c.channel.as_str())?
-                    .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                let conv = conversation(&self.conn, c.channel.as_str())?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
                 Ok(Done { out: Ok(Out::Conversation(conv)), next: None, event: None })
             }
             Op::SetMute { channel, user, until_ms } => {
                 if until_ms <= 0 {
-                    self.conn
-                        .execute("DELETE FROM mutes WHERE channel = ?1 AND user = ?2", params![channel.as_str(), user])?;
+                    self.conn.execute(
+                        "DELETE FROM mutes WHERE channel = ?1 AND user = ?2",
+                        params![channel.as_str(), user],
+                    )?;
                 } else {
                     self.conn.execute(
                         "INSERT INTO mutes (channel, user, until_ms) VALUES (?1, ?2, ?3)
@@ -679,7 +692,10 @@ impl Store for SqliteStore {
                 let mut st = c.prepare_cached(&format!(
                     "SELECT {COLS} FROM entries WHERE channel = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
                 ))?;
-                (st.query_map(params![ch, a as i64, limit + 1], row_entry)?.collect::<rusqlite::Result<Vec<_>>>()?, false)
+                (
+                    st.query_map(params![ch, a as i64, limit + 1], row_entry)?.collect::<rusqlite::Result<Vec<_>>>()?,
+                    false,
+                )
             } else {
                 let b = before.map(|b| b as i64).unwrap_or(i64::MAX);
                 let mut st = c.prepare_cached(&format!(

@@ -1,0 +1,255 @@
+//! Delivery: idempotent retries, every session of a user, resume after reconnect, resume
+//! after a SIGKILL in the middle of a stream of sends, slow consumers.
+
+use crate::harness::{FAST, Server, expect_event};
+use preau_client::{Client, ClientError, SeqTracker};
+use preau_proto::{ChannelId, Command, Encoding, EntryKind, ServerFrame, close};
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_send_is_acknowledged_again_and_stored_once() {
+    let s = Server::start(FAST);
+    let t01 = s.connect_with("t01", Encoding::Json).await;
+    let ann = ChannelId::announcements("6A");
+    let send = || Command::Send {
+        channel: ann.clone(),
+        client_id: "retry-1".into(),
+        body: "Sortie annulée".into(),
+        thread: None,
+        reply_to: None,
+    };
+    let a = t01.request(send()).await.expect("first");
+    let b = t01.request(send()).await.expect("retry");
+    assert_eq!((a.seq, a.duplicate, b.seq, b.duplicate), (Some(1), false, Some(1), true));
+    // A retry from another connection (the phone after the computer) is the same send.
+    let again = s.connect("t01").await;
+    assert_eq!(again.request(send()).await.expect("other session").seq, Some(1));
+    let h = t01
+        .request(Command::History { channel: ann, after: Some(0), before: None, limit: None })
+        .await
+        .expect("history");
+    assert_eq!(h.entries.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_session_of_a_user_gets_every_event() {
+    let s = Server::start(FAST);
+    let mut phone = s.connect("pa001").await;
+    let mut computer = s.connect_with("pa001", Encoding::Json).await;
+    let t01 = s.connect("t01").await;
+    let dm = t01.request(Command::OpenDirect { user: "pa001".into() }).await.expect("open").channel.expect("dm");
+    for c in [&mut phone, &mut computer] {
+        expect_event(c, 5, |f| matches!(f, ServerFrame::ChannelAdded { info } if info.channel == dm).then_some(()))
+            .await;
+    }
+    t01.send_message(&dm, "Bonjour, Léa a oublié son cahier").await.expect("send");
+    for c in [&mut phone, &mut computer] {
+        let body = expect_event(c, 5, |f| match f {
+            ServerFrame::Event { channel, entry } if *channel == dm => entry.body.clone(),
+            _ => None,
+        })
+        .await;
+        assert_eq!(body, "Bonjour, Léa a oublié son cahier");
+    }
+    // Read on the phone: the computer learns it too, and the unread count follows.
+    phone.request(Command::MarkRead { channel: dm.clone(), seq: 1 }).await.expect("read");
+    expect_event(&mut computer, 5, |f| {
+        matches!(f, ServerFrame::Read { user, seq: 1, .. } if user == "pa001").then_some(())
+    })
+    .await;
+    let sync = computer.request(Command::Sync { positions: vec![], limit: None }).await.expect("sync");
+    let info = sync.channels.iter().find(|c| c.channel == dm).expect("dm listed");
+    assert_eq!((info.last_seq, info.read_seq, info.unread), (1, 1, 0));
+}
+
+/// Follows events of `ch` into a tracker until `n` were seen.
+async fn drain(c: &mut Client, t: &mut SeqTracker, ch: &ChannelId, upto: u64, secs: u64) {
+    while t.last(ch) < upto {
+        match c.next_event(Duration::from_secs(secs)).await {
+            Some(ServerFrame::Event { channel, entry }) if channel == *ch => {
+                t.observe(&channel, entry.seq);
+            }
+            Some(_) => {}
+            None => panic!("stream stopped at {} of {upto}", t.last(ch)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_reconnect_gets_exactly_what_was_missed() {
+    let s = Server::start(FAST);
+    let ann = ChannelId::announcements("5B");
+    let t01 = s.connect("t01").await;
+    let mut e026 = s.connect("e026").await;
+    let mut tracker = SeqTracker::default();
+    tracker.track(&ann, 0);
+    for i in 0..5 {
+        t01.send_message(&ann, &format!("avant {i}")).await.expect("send");
+    }
+    drain(&mut e026, &mut tracker, &ann, 5, 5).await;
+    drop(e026);
+    // 450 messages while the pupil is away: more than two pages.
+    for i in 0..450 {
+        t01.send_message(&ann, &format!("pendant {i}")).await.expect("send");
+    }
+    let e026 = s.connect("e026").await;
+    let missed = e026.resume(&mut tracker).await.expect("resume");
+    let seqs: Vec<u64> = missed.iter().map(|(_, e)| e.seq).collect();
+    assert_eq!(seqs, (6..=455).collect::<Vec<u64>>(), "exactly what was missed, in order");
+    assert_eq!((tracker.gaps, tracker.duplicates), (0, 0));
+    assert_eq!(missed[0].1.body.as_deref(), Some("pendant 0"));
+    // History pages back from the end too.
+    let back = e026
+        .request(Command::History { channel: ann.clone(), after: None, before: Some(6), limit: Some(3) })
+        .await
+        .expect("back");
+    assert_eq!((back.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), back.more), (vec![3, 4, 5], true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_sends_loses_no_acknowledged_message_and_stores_none_twice() {
+    let mut s = Server::start(FAST);
+    let ann = ChannelId::announcements("4C");
+    let t03 = s.connect("t03").await;
+    // Send as fast as acks come back, on four connections, until the process dies.
+    let mut tasks = Vec::new();
+    let t03 = std::sync::Arc::new(t03);
+    for w in 0..4 {
+        let c = t03.clone();
+        let ann = ann.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked: Vec<(String, u64)> = Vec::new();
+            let mut in_flight = None;
+            for i in 0..100_000 {
+                let cid = format!("w{w}-{i}");
+                in_flight = Some(cid.clone());
+                let cmd = Command::Send {
+                    channel: ann.clone(),
+                    client_id: cid.clone(),
+                    body: format!("message {cid}"),
+                    thread: None,
+                    reply_to: None,
+                };
+                match c.request(cmd).await {
+                    Ok(a) => acked.push((cid, a.seq.expect("seq"))),
+                    Err(_) => break,
+                }
+            }
+            (acked, in_flight)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.kill9();
+    let mut acked = HashMap::new();
+    let mut unsure = Vec::new();
+    for t in tasks {
+        let (a, f) = t.await.expect("task");
+        acked.extend(a);
+        unsure.extend(f);
+    }
+    assert!(acked.len() > 50, "only {} sends were acknowledged before the kill", acked.len());
+    s.restart();
+    let t03 = s.connect("t03").await;
+    // The sends that were in flight are retried with their client ids.
+    for cid in &unsure {
+        let cmd = Command::Send {
+            channel: ann.clone(),
+            client_id: cid.clone(),
+            body: format!("message {cid}"),
+            thread: None,
+            reply_to: None,
+        };
+        t03.request(cmd).await.expect("retry after restart");
+    }
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = t03
+            .request(Command::History { channel: ann.clone(), after: Some(after), before: None, limit: None })
+            .await
+            .expect("history");
+        if page.entries.is_empty() {
+            break;
+        }
+        after = page.entries.last().map(|e| e.seq).unwrap_or(after);
+        all.extend(page.entries);
+        if !page.more {
+            break;
+        }
+    }
+    let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=all.len() as u64).collect::<Vec<_>>(), "gapless after the crash");
+    let mut by_cid: HashMap<&str, u64> = HashMap::new();
+    for e in all.iter().filter(|e| e.kind == EntryKind::Message) {
+        let cid = e.client_id.as_deref().expect("client id");
+        assert!(by_cid.insert(cid, e.seq).is_none(), "{cid} stored twice");
+    }
+    for (cid, seq) in &acked {
+        assert_eq!(by_cid.get(cid.as_str()), Some(seq), "acknowledged {cid} lost or moved");
+    }
+    for cid in &unsure {
+        assert!(by_cid.contains_key(cid.as_str()), "retried {cid} missing");
+    }
+    eprintln!(
+        "sigkill test: {} acknowledged before the kill, {} in flight, {} stored",
+        acked.len(),
+        unsure.len(),
+        all.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_cut_off_and_resumes_without_loss() {
+    let s = Server::start(&[
+        "--sends-per-second",
+        "100000",
+        "--send-burst",
+        "100000",
+        "--frames-per-second",
+        "100000",
+        "--outbound-queue",
+        "16",
+        "--sync-full",
+        "false",
+    ]);
+    let ann = ChannelId::announcements("6A");
+    let mut slow = s.connect("e003").await;
+    let mut tracker = SeqTracker::default();
+    tracker.track(&ann, 0);
+    slow.pause_reading(true);
+    let t01 = std::sync::Arc::new(s.connect("t01").await);
+    let body = "x".repeat(4000);
+    // About 16 MB of events: more than loopback socket buffers hold.
+    let total = 4000u64;
+    let mut senders = Vec::new();
+    for w in 0..8u64 {
+        let (c, ann, body) = (t01.clone(), ann.clone(), body.clone());
+        senders.push(tokio::spawn(async move {
+            for _ in 0..total / 8 {
+                c.send_message(&ann, &body).await.expect("send");
+            }
+            w
+        }));
+    }
+    for t in senders {
+        t.await.expect("sender");
+    }
+    slow.pause_reading(false);
+    // Read what got through, until the server's close.
+    while let Some(f) = slow.next_event(Duration::from_secs(15)).await {
+        if let ServerFrame::Event { channel, entry } = f {
+            tracker.observe(&channel, entry.seq);
+        }
+    }
+    let reason = slow.close_reason();
+    assert_eq!(reason.as_ref().map(|r| r.0), Some(close::SLOW_CONSUMER), "closed with {reason:?}");
+    assert!(tracker.last(&ann) < total, "the slow client was cut off before the end");
+    assert_eq!(tracker.gaps, 0, "no hole before the cut: the server stops at the first dropped frame");
+    let resumed = s.connect("e003").await;
+    resumed.resume(&mut tracker).await.expect("resume");
+    assert_eq!((tracker.last(&ann), tracker.gaps, tracker.duplicates), (total, 0, 0));
+    // The sender was never slowed by the slow reader beyond its own acks.
+    let ok: Result<_, ClientError> = t01.send_message(&ann, "après").await;
+    assert!(ok.is_ok());
+}

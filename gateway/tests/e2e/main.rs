@@ -1,0 +1,8 @@
+//! End-to-end tests: the real gateway binary on loopback, driven by the Rust client.
+
+mod abuse;
+mod delivery;
+mod directory;
+mod harness;
+mod ops;
+mod policy;
