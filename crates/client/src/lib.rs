@@ -13,7 +13,7 @@
 use futures_util::{SinkExt, StreamExt};
 use preau_proto::*;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -73,6 +73,8 @@ pub struct Client {
     events: mpsc::UnboundedReceiver<ServerFrame>,
     next_id: AtomicU64,
     closed: Arc<Mutex<Option<(u16, String)>>>,
+    /// False once the reader stopped: requests then fail at once instead of timing out.
+    alive: Arc<AtomicBool>,
     pause: watch::Sender<bool>,
     enc: Encoding,
     /// The server's `hello`.
@@ -127,7 +129,8 @@ impl Client {
                 }
             }
         });
-        let (p2, c2) = (pending.clone(), closed.clone());
+        let alive = Arc::new(AtomicBool::new(true));
+        let (p2, c2, a2) = (pending.clone(), closed.clone(), alive.clone());
         tokio::spawn(async move {
             loop {
                 while *paused.borrow() {
@@ -167,6 +170,9 @@ impl Client {
                     }
                 }
             }
+            // Flag first, then fail the waiting requests: a request checks the flag
+            // after registering, so none is left waiting.
+            a2.store(false, Ordering::SeqCst);
             if let Ok(mut p) = p2.lock() {
                 p.clear();
             }
@@ -183,6 +189,7 @@ impl Client {
             events,
             next_id: AtomicU64::new(1),
             closed,
+            alive,
             pause,
             enc,
             hello,
@@ -204,6 +211,12 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         if let Ok(mut p) = self.pending.lock() {
             p.insert(id, tx);
+        }
+        if !self.alive.load(Ordering::SeqCst) {
+            if let Ok(mut p) = self.pending.lock() {
+                p.remove(&id);
+            }
+            return Err(self.closed_error());
         }
         let bytes = encode_client(self.enc, &ClientFrame { id, cmd });
         let msg = match self.enc {
