@@ -50,6 +50,11 @@ pub async fn run(
         g2.draining.store(true, Ordering::Relaxed);
         let _ = tx.send(true);
     };
+    use axum::serve::ListenerExt;
+    // Frames are small and latency matters more than packet count: no Nagle.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).with_graceful_shutdown(stop).await?;
     // Upgraded connections outlive the HTTP server: wait for their permits to come back.
     let max = g.cfg.max_connections;

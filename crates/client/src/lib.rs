@@ -108,7 +108,7 @@ impl Client {
         cfg.read_buffer_size = 16 * 1024;
         cfg.write_buffer_size = 0;
         let (ws, _) =
-            tokio_tungstenite::connect_async_with_config(req, Some(cfg), false).await.map_err(|e| match e {
+            tokio_tungstenite::connect_async_with_config(req, Some(cfg), true).await.map_err(|e| match e {
                 tokio_tungstenite::tungstenite::Error::Http(resp) => ClientError::Http {
                     status: resp.status().as_u16(),
                     body: resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default(),

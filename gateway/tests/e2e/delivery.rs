@@ -111,12 +111,11 @@ async fn resume_after_reconnect_gets_exactly_what_was_missed() {
 async fn sigkill_during_sends_loses_no_acknowledged_message_and_stores_none_twice() {
     let mut s = Server::start(FAST);
     let ann = ChannelId::announcements("4C");
-    let t03 = s.connect("t03").await;
-    // Send as fast as acks come back, on four connections, until the process dies.
+    // Send as fast as acks come back, on four connections (so the kill lands in the
+    // middle of grouped commits), until the process dies.
     let mut tasks = Vec::new();
-    let t03 = std::sync::Arc::new(t03);
     for w in 0..4 {
-        let c = t03.clone();
+        let c = s.connect("t03").await;
         let ann = ann.clone();
         tasks.push(tokio::spawn(async move {
             let mut acked: Vec<(String, u64)> = Vec::new();
