@@ -69,7 +69,7 @@ where
 {
     let sid = g.session_id();
     let span = tracing::info_span!("session", sid, user = %Pii(&start.user.id));
-    async move {
+    let fut = async move {
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
         let (handle, rx) = SessionHandle::new(sid, Arc::from(start.user.id.as_str()), g.cfg.outbound_queue);
         let mut s = Session { g: g.clone(), handle, enc: start.enc, user: start.user.id.clone(), convs: Vec::new() };
@@ -88,9 +88,8 @@ where
         }
         let _ = sink.close().await;
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
-    }
-    .instrument(span)
-    .await
+    };
+    fut.instrument(span).await
 }
 
 /// A read error: a frame beyond the WebSocket layer's hard cap gets close code 1009;
@@ -174,7 +173,7 @@ impl Session {
     {
         // Subscribe before saying hello, so nothing published between the client's sync
         // and its subscription can fall in between.
-        let vis = match self.subscribe_visible().await {
+        let vis = match Box::pin(self.subscribe_visible()).await {
             Ok(v) => v,
             Err(e) => {
                 let _ = self.send(sink, &error_frame(None, &e)).await;
@@ -220,7 +219,7 @@ impl Session {
                         return slow_consumer(sink).await;
                     }
                     if self.handle.take_recheck()
-                        && let Err(e) = self.recheck(sink).await
+                        && let Err(e) = Box::pin(self.recheck(sink)).await
                     {
                         return e;
                     }
@@ -246,7 +245,7 @@ impl Session {
                         Message::Ping(_) | Message::Pong(_) => continue,
                     };
                     metrics::counter!(m::FRAMES_IN).increment(1);
-                    let ok = match self.command(sink, &bytes, enc, &mut frames).await {
+                    let ok = match Box::pin(self.command(sink, &bytes, enc, &mut frames)).await {
                         Ok(ok) => ok,
                         Err(e) => return e,
                     };
@@ -333,7 +332,9 @@ impl Session {
             }
         };
         let id = frame.id;
-        let reply = match self.g.handle(&self.user, id, frame.cmd).await {
+        // Boxed: the command's state machine is large and only lives while it runs, so an
+        // idle session does not carry it.
+        let reply = match Box::pin(self.g.handle(&self.user, id, frame.cmd)).await {
             Ok(ack) => ServerFrame::Ack(ack),
             Err(e) => error_frame(Some(id), &e),
         };

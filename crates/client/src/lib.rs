@@ -93,6 +93,17 @@ pub fn new_client_id() -> String {
 impl Client {
     /// Connects to `ws://addr/ws` with a token and an encoding, and waits for `hello`.
     pub async fn connect(addr: &str, token: &str, enc: Encoding) -> Result<Client, ClientError> {
+        Client::connect_from(addr, token, enc, None).await
+    }
+
+    /// Like [`Client::connect`], from a given local address (load tests spread their
+    /// connections over 127.0.0.x to get past one address's ephemeral ports).
+    pub async fn connect_from(
+        addr: &str,
+        token: &str,
+        enc: Encoding,
+        local: Option<std::net::IpAddr>,
+    ) -> Result<Client, ClientError> {
         let mut req =
             format!("ws://{addr}/ws").into_client_request().map_err(|e| ClientError::Connect(e.to_string()))?;
         let h = req.headers_mut();
@@ -105,16 +116,24 @@ impl Client {
             enc.subprotocol().parse().map_err(|_| ClientError::Connect("bad protocol".into()))?,
         );
         let mut cfg = WebSocketConfig::default();
-        cfg.read_buffer_size = 16 * 1024;
+        cfg.read_buffer_size = 4 * 1024;
         cfg.write_buffer_size = 0;
-        let (ws, _) =
-            tokio_tungstenite::connect_async_with_config(req, Some(cfg), true).await.map_err(|e| match e {
-                tokio_tungstenite::tungstenite::Error::Http(resp) => ClientError::Http {
-                    status: resp.status().as_u16(),
-                    body: resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default(),
-                },
-                other => ClientError::Connect(other.to_string()),
-            })?;
+        let remote: std::net::SocketAddr =
+            addr.parse().map_err(|_| ClientError::Connect(format!("bad address {addr}")))?;
+        let sock = if remote.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        if let Some(ip) = local {
+            sock.bind(std::net::SocketAddr::new(ip, 0)).map_err(|e| ClientError::Connect(e.to_string()))?;
+        }
+        let tcp = sock.connect(remote).await.map_err(|e| ClientError::Connect(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let (ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(cfg)).await.map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(resp) => ClientError::Http {
+                status: resp.status().as_u16(),
+                body: resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default(),
+            },
+            other => ClientError::Connect(other.to_string()),
+        })?;
         let (mut sink, mut stream) = ws.split();
         let (out, mut out_rx) = mpsc::unbounded_channel::<WsMessage>();
         let (ev_tx, mut events) = mpsc::unbounded_channel();

@@ -1,0 +1,154 @@
+//! `preau-load`: drives a running gateway through the Rust client and reports what a
+//! run costs the server, from /proc, next to latency percentiles from HDR histograms.
+//!
+//! Scenario so far: `connections`: open N WebSockets (spread over 127.0.0.x source
+//! addresses, demo users round-robin), hold them, and report connect latency and the
+//! gateway's resident memory per connection; then check every connection still answers.
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use preau_client::{Client, dev_token, http_get};
+use preau_proto::{Command, Encoding};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(name = "preau-load", about = "Préau load generator")]
+struct Args {
+    /// Scenario: `connections`.
+    #[arg(long, default_value = "connections")]
+    scenario: String,
+    /// Gateway address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// Gateway process id, to sample its memory and CPU from /proc.
+    #[arg(long)]
+    pid: u32,
+    /// Connections to open.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// Connections opened at once.
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+    /// Number of 127.0.0.x source addresses to spread over (x from 2).
+    #[arg(long, default_value_t = 4)]
+    sources: u8,
+    /// Seconds to hold the connections before measuring.
+    #[arg(long, default_value_t = 3)]
+    hold: u64,
+    /// Encoding.
+    #[arg(long, default_value = "msgpack")]
+    encoding: String,
+}
+
+/// Resident memory (bytes) and CPU seconds (user + system) of a process.
+fn proc_sample(pid: u32) -> anyhow::Result<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("read /proc status")?;
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS")?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("read /proc stat")?;
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).context("stat format")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    Ok((rss_kb * 1024, ticks / 100.0))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    if !a.addr.starts_with("127.") {
+        bail!("load tests target 127.0.0.0/8 only");
+    }
+    match a.scenario.as_str() {
+        "connections" => connections(a).await,
+        other => bail!("unknown scenario `{other}`"),
+    }
+}
+
+async fn connections(a: Args) -> anyhow::Result<()> {
+    let enc = if a.encoding == "json" { Encoding::Json } else { Encoding::MsgPack };
+    let (_, users) = http_get(&a.addr, "/dev/users").await?;
+    let users: serde_json::Value = serde_json::from_str(&users)?;
+    let ids: Vec<String> = users["users"]
+        .as_array()
+        .context("users")?
+        .iter()
+        .filter_map(|u| u["id"].as_str().map(str::to_owned))
+        .collect();
+    let mut tokens = Vec::with_capacity(ids.len());
+    for id in &ids {
+        tokens.push(dev_token(&a.addr, id).await?);
+    }
+    let tokens = Arc::new(tokens);
+    let (rss0, cpu0) = proc_sample(a.pid)?;
+    let started = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency));
+    let mut tasks = Vec::with_capacity(a.connections);
+    for i in 0..a.connections {
+        let (tokens, addr, sem) = (tokens.clone(), a.addr.clone(), sem.clone());
+        let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % a.sources.max(1) as usize) as u8));
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await.ok();
+            let t = Instant::now();
+            let c = Client::connect_from(&addr, &tokens[i % tokens.len()], enc, Some(src)).await;
+            (c, t.elapsed())
+        }));
+    }
+    let mut clients = Vec::with_capacity(a.connections);
+    let mut hist = Histogram::<u64>::new(3)?;
+    let mut failed = 0usize;
+    let mut first_error = None;
+    for t in tasks {
+        let (c, took) = t.await?;
+        match c {
+            Ok(c) => {
+                hist.record(took.as_micros() as u64)?;
+                clients.push(c);
+            }
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(a.hold)).await;
+    let (rss1, cpu1) = proc_sample(a.pid)?;
+    // Every connection still answers.
+    let mut alive = 0usize;
+    for c in &clients {
+        alive += usize::from(c.request(Command::Ping {}).await.is_ok());
+    }
+    let n = clients.len().max(1) as f64;
+    let report = serde_json::json!({
+        "scenario": "connections",
+        "connections_requested": a.connections,
+        "connections_open": clients.len(),
+        "connections_failed": failed,
+        "first_error": first_error,
+        "alive_after_hold": alive,
+        "connect_seconds": connect_secs,
+        "connect_latency_us": {
+            "p50": hist.value_at_quantile(0.50), "p99": hist.value_at_quantile(0.99),
+            "p999": hist.value_at_quantile(0.999), "max": hist.max(),
+        },
+        "gateway_rss_before_bytes": rss0,
+        "gateway_rss_after_bytes": rss1,
+        "gateway_bytes_per_connection": ((rss1 as f64 - rss0 as f64) / n).round(),
+        "gateway_cpu_seconds": cpu1 - cpu0,
+        "gateway_cpu_ms_per_connection": (cpu1 - cpu0) * 1000.0 / n,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if failed > 0 || alive != clients.len() {
+        bail!("{failed} connections failed, {} of {} alive", alive, clients.len());
+    }
+    Ok(())
+}
