@@ -271,8 +271,19 @@ mod tests {
         let ch = ChannelId::group("g1");
         let cmds = vec![
             Command::Ping {},
-            Command::Send { channel: ch.clone(), client_id: "c".into(), body: "b".into(), thread: Some(1), reply_to: Some(2) },
-            Command::CreateThread { channel: ChannelId::forum("6A"), client_id: "c".into(), title: "t".into(), body: "b".into() },
+            Command::Send {
+                channel: ch.clone(),
+                client_id: "c".into(),
+                body: "b".into(),
+                thread: Some(1),
+                reply_to: Some(2),
+            },
+            Command::CreateThread {
+                channel: ChannelId::forum("6A"),
+                client_id: "c".into(),
+                title: "t".into(),
+                body: "b".into(),
+            },
             Command::Edit { channel: ch.clone(), seq: 3, body: "x".into() },
             Command::Delete { channel: ch.clone(), seq: 3 },
             Command::SetThread { channel: ChannelId::forum("6A"), thread: 1, locked: Some(true), pinned: None },

@@ -65,3 +65,91 @@ async fn sigterm_tells_clients_to_reconnect_and_exits_in_bounded_time() {
         assert_eq!(c.close_reason().map(|r| r.0), Some(close::SERVICE_RESTART));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_drops_while_the_store_is_unusable_and_nothing_is_lost() {
+    let s = Server::start(FAST);
+    let ann = ChannelId::announcements("6A");
+    let t01 = s.connect("t01").await;
+    let first = t01.send_message(&ann, "avant la panne").await.expect("send").seq;
+    // Another process takes the database's write lock (a backup tool gone wrong).
+    let db = rusqlite::Connection::open(s.data_path().join("data/preau.db")).expect("open db");
+    db.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let failed = t01
+        .request(Command::Send {
+            channel: ann.clone(),
+            client_id: "pendant".into(),
+            body: "pendant la panne".into(),
+            thread: None,
+            reply_to: None,
+        })
+        .await
+        .expect_err("the store cannot commit");
+    assert_eq!(failed.code(), Some(preau_proto::ErrorCode::Unavailable));
+    let (st, _) = http_get(&s.addr, "/readyz").await.expect("readyz");
+    assert_eq!(st, 503, "not ready while the store cannot write");
+    assert_eq!(http_get(&s.addr, "/healthz").await.expect("healthz").0, 200, "alive all the same");
+    // Reads still work during the outage.
+    let h = t01
+        .request(Command::History { channel: ann.clone(), after: Some(0), before: None, limit: None })
+        .await
+        .expect("read");
+    assert_eq!(h.entries.len(), 1);
+    db.execute_batch("ROLLBACK").expect("unlock");
+    drop(db);
+    // The retry with the same client id goes through once the store is back.
+    let again = t01
+        .request(Command::Send {
+            channel: ann.clone(),
+            client_id: "pendant".into(),
+            body: "pendant la panne".into(),
+            thread: None,
+            reply_to: None,
+        })
+        .await
+        .expect("retry");
+    assert_eq!(again.seq, first.map(|s| s + 1), "the refused send took no seq");
+    assert_eq!(http_get(&s.addr, "/readyz").await.expect("readyz").0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_typing_reach_conversation_members() {
+    let s = Server::start(FAST);
+    let mut t01 = s.connect("t01").await;
+    let dm = t01.request(Command::OpenDirect { user: "pa001".into() }).await.expect("open").channel.expect("dm");
+    let pa001 = s.connect("pa001").await;
+    let online = crate::harness::expect_event(&mut t01, 5, |f| match f {
+        ServerFrame::Presence { user, online } if user == "pa001" => Some(*online),
+        _ => None,
+    })
+    .await;
+    assert!(online);
+    let m = t01.request(Command::Members { channel: dm.clone() }).await.expect("members");
+    assert!(m.members.iter().all(|m| m.online), "{:?}", m.members);
+    pa001.request(Command::Typing { channel: dm.clone() }).await.expect("typing");
+    crate::harness::expect_event(&mut t01, 5, |f| {
+        matches!(f, ServerFrame::Typing { user, channel } if user == "pa001" && *channel == dm).then_some(())
+    })
+    .await;
+    drop(pa001);
+    let online = crate::harness::expect_event(&mut t01, 5, |f| match f {
+        ServerFrame::Presence { user, online } if user == "pa001" => Some(*online),
+        _ => None,
+    })
+    .await;
+    assert!(!online, "offline once the last session closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_refuses_with_503() {
+    let s = Server::start(&["--max-connections", "2"]);
+    let _a = s.connect("e001").await;
+    let _b = s.connect("e002").await;
+    let t = s.token("e003").await;
+    match preau_client::Client::connect(&s.addr, &t, preau_proto::Encoding::Json).await {
+        Err(preau_client::ClientError::Http { status, body }) => {
+            assert!(status == 503 && body.contains("node_full"), "{status} {body}")
+        }
+        other => panic!("third connection: {:?}", other.map(|_| ())),
+    }
+}
