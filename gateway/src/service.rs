@@ -513,17 +513,16 @@ impl Gateway {
                 Ok(ack)
             }
             Command::OpenDirect { user: other } => {
-                let other = dir.user(&other).filter(|o| o.id != me.id);
-                let ch = match other {
-                    Some(o) => ChannelId::direct(&me.id, &o.id),
-                    None => return Err(forbidden("you may not write to this user")),
-                };
+                // One answer whether the user does not exist or the rules keep them apart.
+                let denied = || forbidden("you may not write to this user");
+                let o = dir.user(&other).filter(|o| o.id != me.id).ok_or_else(denied)?;
+                let ch = ChannelId::direct(&me.id, &o.id);
+                // An existing conversation is the other's message to answer.
                 if let Some(existing) = timed("conversation", self.store.conversation(&ch)).await? {
                     return Ok(Ack { channel: Some(existing.channel), ..ack });
                 }
-                let o = other.ok_or_else(|| forbidden("you may not write to this user"))?;
                 if !may_write_first(&dir, me, o) {
-                    return Err(forbidden("the school's rules do not let you write to this user"));
+                    return Err(denied());
                 }
                 self.take_send(&me.id)?;
                 let nc = NewConversation {

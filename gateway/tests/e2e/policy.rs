@@ -243,6 +243,10 @@ async fn groups_and_nothing_leaks() {
     let real = e026.request(hist(&g)).await.expect_err("outsider");
     let fake = e026.request(hist(&ChannelId::group("doesnotexist"))).await.expect_err("nonexistent");
     assert_eq!((real.code(), format!("{real}")), (fake.code(), format!("{fake}")));
+    // Likewise a user who does not exist and one the rules keep apart.
+    let apart = e026.request(Command::OpenDirect { user: "e001".into() }).await.expect_err("other class");
+    let ghost = e026.request(Command::OpenDirect { user: "ghost".into() }).await.expect_err("nobody");
+    assert_eq!(format!("{apart}"), format!("{ghost}"));
     let m = e026.request(Command::Members { channel: g.clone() }).await.expect_err("members of outsider");
     assert_eq!(m.code(), Some(ErrorCode::Forbidden));
     // Sync lists only what the user sees.
