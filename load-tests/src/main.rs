@@ -1,9 +1,14 @@
 //! `preau-load`: drives a running gateway through the Rust client and reports what a
 //! run costs the server, from /proc, next to latency percentiles from HDR histograms.
 //!
-//! Scenario so far: `connections`: open N WebSockets (spread over 127.0.0.x source
-//! addresses, demo users round-robin), hold them, and report connect latency and the
-//! gateway's resident memory per connection; then check every connection still answers.
+//! Scenarios so far:
+//! - `connections`: open N WebSockets (spread over 127.0.0.x source addresses, demo users
+//!   round-robin), hold them, and report connect latency and the gateway's resident
+//!   memory per connection; then check every connection still answers.
+//! - `fanout`: N listeners on one class's announcements, one teacher sending M messages at
+//!   a set rate; reports send-to-ack and send-to-deliver latency, deliveries per second,
+//!   gateway CPU per delivered message, and fails on any message lost or duplicated
+//!   (checked from the gapless sequences; a listener cut off as slow resumes and counts).
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -41,6 +46,18 @@ struct Args {
     /// Encoding.
     #[arg(long, default_value = "msgpack")]
     encoding: String,
+    /// fanout: listening connections.
+    #[arg(long, default_value_t = 1000)]
+    listeners: usize,
+    /// fanout: messages sent.
+    #[arg(long, default_value_t = 200)]
+    messages: u64,
+    /// fanout: messages per second.
+    #[arg(long, default_value_t = 50)]
+    rate: u64,
+    /// fanout: the class whose announcements carry the traffic.
+    #[arg(long, default_value = "6A")]
+    class: String,
 }
 
 /// Resident memory (bytes) and CPU seconds (user + system) of a process.
@@ -69,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
     }
     match a.scenario.as_str() {
         "connections" => connections(a).await,
+        "fanout" => fanout(a).await,
         other => bail!("unknown scenario `{other}`"),
     }
 }
@@ -149,6 +167,155 @@ async fn connections(a: Args) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&report)?);
     if failed > 0 || alive != clients.len() {
         bail!("{failed} connections failed, {} of {} alive", alive, clients.len());
+    }
+    Ok(())
+}
+
+/// Demo users and their development tokens.
+async fn users(addr: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let (_, body) = http_get(addr, "/dev/users").await?;
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    Ok(v["users"].as_array().context("users")?.clone())
+}
+
+fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
+    serde_json::json!({
+        "p50": h.value_at_quantile(0.50), "p99": h.value_at_quantile(0.99),
+        "p999": h.value_at_quantile(0.999), "max": h.max(), "count": h.len(),
+    })
+}
+
+async fn fanout(a: Args) -> anyhow::Result<()> {
+    use preau_client::SeqTracker;
+    use preau_proto::{ChannelId, ServerFrame};
+    let enc = if a.encoding == "json" { Encoding::Json } else { Encoding::MsgPack };
+    let all = users(&a.addr).await?;
+    let in_class = |u: &serde_json::Value| u["classes"].as_array().is_some_and(|c| c.iter().any(|c| c == &a.class));
+    let pupils: Vec<String> = all
+        .iter()
+        .filter(|u| u["profile"] == "pupil" && in_class(u))
+        .filter_map(|u| u["id"].as_str().map(str::to_owned))
+        .collect();
+    let readers: Vec<String> = all
+        .iter()
+        .filter(|u| {
+            (u["profile"] == "pupil" && in_class(u))
+                || (u["profile"] == "parent"
+                    && u["children"].as_array().is_some_and(|c| c.iter().any(|c| pupils.iter().any(|p| c == p))))
+        })
+        .filter_map(|u| u["id"].as_str().map(str::to_owned))
+        .collect();
+    let sender_id = all
+        .iter()
+        .find(|u| u["profile"] == "teacher" && in_class(u))
+        .and_then(|u| u["id"].as_str())
+        .context("no teacher of that class")?
+        .to_owned();
+    let mut tokens = Vec::new();
+    for r in &readers {
+        tokens.push(dev_token(&a.addr, r).await?);
+    }
+    let ch = ChannelId::announcements(&a.class);
+    let sender = Client::connect(&a.addr, &dev_token(&a.addr, &sender_id).await?, enc).await?;
+    let start_seq = sender
+        .request(Command::Sync { positions: vec![], limit: None })
+        .await?
+        .channels
+        .iter()
+        .find(|c| c.channel == ch)
+        .map(|c| c.last_seq)
+        .context("sender does not see the channel")?;
+    let target = start_seq + a.messages;
+    let base = Instant::now();
+    let mut listeners = Vec::with_capacity(a.listeners);
+    for i in 0..a.listeners {
+        let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % a.sources.max(1) as usize) as u8));
+        let c = Client::connect_from(&a.addr, &tokens[i % tokens.len()], enc, Some(src)).await?;
+        listeners.push((c, tokens[i % tokens.len()].clone(), src));
+    }
+    let (rss0, cpu0) = proc_sample(a.pid)?;
+    let mut tasks = Vec::new();
+    for (mut c, token, src) in listeners {
+        let (ch, addr) = (ch.clone(), a.addr.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut t = SeqTracker::default();
+            t.track(&ch, start_seq);
+            let mut h = Histogram::<u64>::new(3).expect("histogram");
+            let mut cut = 0u32;
+            while t.last(&ch) < target {
+                match c.next_event(Duration::from_secs(20)).await {
+                    Some(ServerFrame::Event { channel, entry }) if channel == ch => {
+                        if t.observe(&channel, entry.seq) != preau_client::Observed::Duplicate
+                            && let Some(sent) = entry.body.as_deref().and_then(|b| b.parse::<u64>().ok())
+                        {
+                            let now = base.elapsed().as_micros() as u64;
+                            let _ = h.record(now.saturating_sub(sent));
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        // Cut off (slow consumer) or stalled: reconnect and resume.
+                        cut += 1;
+                        if cut > 5 {
+                            break;
+                        }
+                        let Ok(n) = Client::connect_from(&addr, &token, enc, Some(src)).await else { continue };
+                        c = n;
+                        let _ = c.resume(&mut t).await;
+                    }
+                }
+            }
+            (t, h, cut)
+        }));
+    }
+    // Send at the set rate; each body is the send time, so listeners measure delivery.
+    let mut acks = Histogram::<u64>::new(3)?;
+    let period = Duration::from_secs_f64(1.0 / a.rate.max(1) as f64);
+    let mut tick = tokio::time::interval(period);
+    let send_start = Instant::now();
+    for _ in 0..a.messages {
+        tick.tick().await;
+        let sent = base.elapsed().as_micros() as u64;
+        let t = Instant::now();
+        sender.send_message(&ch, &sent.to_string()).await?;
+        acks.record(t.elapsed().as_micros() as u64)?;
+    }
+    let mut deliver = Histogram::<u64>::new(3)?;
+    let (mut lost, mut dups, mut cut_total, mut received) = (0u64, 0u64, 0u32, 0u64);
+    for t in tasks {
+        let (tr, h, cut) = t.await?;
+        lost += target.saturating_sub(tr.last(&ch)) + tr.gaps;
+        dups += tr.duplicates;
+        cut_total += cut;
+        received += tr.last(&ch).saturating_sub(start_seq) - tr.gaps;
+        deliver.add(&h)?;
+    }
+    let elapsed = send_start.elapsed().as_secs_f64();
+    let (rss1, cpu1) = proc_sample(a.pid)?;
+    let report = serde_json::json!({
+        "scenario": "fanout",
+        "channel": ch.to_string(),
+        "listeners": a.listeners,
+        "messages": a.messages,
+        "rate_per_second": a.rate,
+        "encoding": a.encoding,
+        "deliveries": received,
+        "deliveries_per_second": received as f64 / elapsed,
+        "lost": lost,
+        "duplicated": dups,
+        "listeners_cut_off_and_resumed": cut_total,
+        "send_to_ack_us": percentiles(&acks),
+        "send_to_deliver_us": percentiles(&deliver),
+        "gateway_cpu_seconds": cpu1 - cpu0,
+        "gateway_cpu_us_per_delivery": (cpu1 - cpu0) * 1e6 / received.max(1) as f64,
+        "gateway_rss_bytes": rss1,
+        "gateway_rss_growth_bytes": rss1 as i64 - rss0 as i64,
+        "seconds": elapsed,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    // Duplicates can follow a resume and clients drop them by seq; a loss fails the run.
+    if lost > 0 {
+        bail!("{lost} messages lost");
     }
     Ok(())
 }
