@@ -83,3 +83,35 @@ async fn removed_users_are_disconnected() {
     while e075.next_event(std::time::Duration::from_secs(5)).await.is_some() {}
     assert_eq!(e075.close_reason().map(|r| r.0), Some(preau_proto::close::ACCOUNT_REMOVED));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_import_command_loads_a_directory_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut doc = demo::demo_doc();
+    doc.schools[0].name = "Collège importé".into();
+    doc.users.retain(|u| u.id != "t07");
+    let file = dir.path().join("annuaire.json");
+    std::fs::write(&file, serde_json::to_string(&doc).expect("json")).expect("write");
+    let data = dir.path().join("data");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_preau-gateway"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .env("PREAU_LOG", "warn")
+            .output()
+            .expect("run preau-gateway")
+    };
+    let out = run(&["import", "--file", file.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(demo::SCHOOL));
+    // t07 is gone, t01 is still there.
+    assert!(!run(&["token", "--user", "t07"]).status.success());
+    assert!(run(&["token", "--user", "t01"]).status.success());
+    // A broken file is refused with the problem named, and changes nothing.
+    std::fs::write(&file, "{\"users\": [{\"id\": \"x\"}]}").expect("write");
+    let out = run(&["import", "--file", file.to_str().expect("path")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory document"));
+    assert!(run(&["token", "--user", "t01"]).status.success());
+}
