@@ -103,6 +103,17 @@ pub struct Config {
     /// (survives a process crash).
     #[arg(long, env = "PREAU_SYNC_FULL", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub sync_full: bool,
+    /// Redis URL: fan-out, presence and the node registry across gateways. Without it the
+    /// bus is in-process (one node).
+    #[arg(long, env = "PREAU_REDIS_URL", global = true)]
+    pub redis: Option<String>,
+    /// This node's id in the registry and on the bus (default: host name and process id).
+    #[arg(long, env = "PREAU_NODE_ID", global = true)]
+    pub node_id: Option<String>,
+    /// Other gateway processes write the same data folder (several gateways on one host):
+    /// sequences are read inside each write transaction. Defaults to on with `--redis`.
+    #[arg(long, env = "PREAU_STORE_SHARED", action = clap::ArgAction::Set, global = true)]
+    pub store_shared: Option<bool>,
     /// Logs as JSON lines.
     #[arg(long, env = "PREAU_LOG_JSON", global = true)]
     pub log_json: bool,
@@ -119,6 +130,19 @@ impl Config {
     /// is configured.
     pub fn dev_mode(&self) -> bool {
         self.dev.unwrap_or(self.jwt_public_key.is_none() && self.jwks.is_none())
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+            format!("gw-{}-{}", if host.is_empty() { "local" } else { &host }, std::process::id())
+        })
+    }
+
+    /// Whether the store is shared with other processes.
+    pub fn store_shared(&self) -> bool {
+        self.store_shared.unwrap_or(self.redis.is_some())
     }
 
     /// Checks values that clap cannot.

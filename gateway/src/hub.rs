@@ -15,6 +15,7 @@ use preau_proto::{ChannelId, ServerFrame, SharedFrame};
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
@@ -93,7 +94,13 @@ pub struct Hub {
     hasher: RandomState,
     max_per_user: usize,
     send_rate: (u32, u32),
+    interest: OnceLock<Interest>,
 }
+
+/// Told when this node starts or stops holding sessions for a topic (a channel's first
+/// subscriber, a user's first session), so the bus subscribes only to what is held here.
+/// Called under a shard lock: it must only queue.
+pub type Interest = Box<dyn Fn(&Topic, bool) + Send + Sync>;
 
 /// Registration refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -109,6 +116,18 @@ impl Hub {
             hasher: RandomState::new(),
             max_per_user,
             send_rate,
+            interest: OnceLock::new(),
+        }
+    }
+
+    /// Sets where interest changes go (the bus); once.
+    pub fn set_interest(&self, f: Interest) {
+        let _ = self.interest.set(f);
+    }
+
+    fn interested(&self, t: &Topic, on: bool) {
+        if let Some(f) = self.interest.get() {
+            f(t, on);
         }
     }
 
@@ -127,7 +146,11 @@ impl Hub {
             return Err(TooManySessions);
         }
         slot.sessions.insert(h.id, h.clone());
-        Ok(slot.sessions.len() == 1)
+        let first = slot.sessions.len() == 1;
+        if first {
+            self.interested(&Topic::User(h.user.to_string()), true);
+        }
+        Ok(first)
     }
 
     /// Removes a session and its subscriptions. Returns whether the user has no session
@@ -144,6 +167,7 @@ impl Hub {
         slot.sessions.remove(&h.id);
         if slot.sessions.is_empty() {
             users.remove(&*h.user);
+            self.interested(&Topic::User(h.user.to_string()), false);
             true
         } else {
             false
@@ -153,7 +177,12 @@ impl Hub {
     /// Subscribes a session to a channel.
     pub fn subscribe(&self, h: &Arc<SessionHandle>, ch: &ChannelId) {
         if h.subs.lock().insert(ch.clone()) {
-            self.channels[self.shard(ch)].lock().entry(ch.clone()).or_default().insert(h.id, h.clone());
+            let mut shard = self.channels[self.shard(ch)].lock();
+            let subs = shard.entry(ch.clone()).or_default();
+            if subs.is_empty() {
+                self.interested(&Topic::Channel(ch.clone()), true);
+            }
+            subs.insert(h.id, h.clone());
         }
     }
 
@@ -170,6 +199,7 @@ impl Hub {
             subs.remove(&id);
             if subs.is_empty() {
                 shard.remove(ch);
+                self.interested(&Topic::Channel(ch.clone()), false);
             }
         }
     }

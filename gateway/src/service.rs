@@ -124,6 +124,8 @@ pub struct Gateway {
     next_session: AtomicU64,
     /// Set on SIGTERM: refuse new connections, tell sessions to reconnect elsewhere.
     pub draining: AtomicBool,
+    /// Open sessions on this node (the load it reports to the registry).
+    pub open: AtomicU64,
 }
 
 struct Reloader(Weak<Gateway>);
@@ -173,9 +175,18 @@ impl Gateway {
     /// directory and attaches the hub to the in-process bus.
     pub async fn start(cfg: Config) -> anyhow::Result<Arc<Gateway>> {
         std::fs::create_dir_all(&cfg.data_dir)?;
-        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new());
+        let bus: Arc<dyn Bus> = match &cfg.redis {
+            Some(url) => {
+                let id = cfg.node_id();
+                let bus = preau_bus::redis::RedisBus::connect(url, &id, "gateway", &cfg.listen.to_string()).await?;
+                tracing::info!(node = %id, "redis bus connected");
+                bus
+            }
+            None => Arc::new(LocalBus::new()),
+        };
         let mut opts = SqliteOptions::new(cfg.data_dir.join("preau.db"));
         opts.sync_full = cfg.sync_full;
+        opts.shared = cfg.store_shared();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(opts, commit_hook(bus.clone()))?);
         let (verifier, issuer) = keys(&cfg)?;
         let dir = load_directory(store.as_ref(), cfg.dev_mode()).await?;
@@ -190,7 +201,14 @@ impl Gateway {
             issuer,
             next_session: AtomicU64::new(1),
             draining: AtomicBool::new(false),
+            open: AtomicU64::new(0),
         });
+        let weak_bus = Arc::downgrade(&bus);
+        hub.set_interest(Box::new(move |t, on| {
+            if let Some(b) = weak_bus.upgrade() {
+                b.interest(t, on);
+            }
+        }));
         bus.attach(Arc::new(Node { hub, reload: Arc::new(Reloader(Arc::downgrade(&g))) }));
         Ok(g)
     }
@@ -389,6 +407,10 @@ impl Gateway {
             return Err(forbidden("your account is no longer in the directory"));
         };
         let ack = Ack { id, ..Ack::default() };
+        if cmd_publishes(&cmd) && !self.bus.healthy() {
+            // Its events could not reach members on other nodes: refuse before storing.
+            return Err(CmdError::new(ErrorCode::Unavailable, "messaging is briefly unavailable; retry shortly"));
+        }
         match cmd {
             Command::Ping {} => Ok(ack),
             Command::Send { channel, client_id, body, thread, reply_to } => {
@@ -708,16 +730,18 @@ impl Gateway {
                 }
                 let a = self.access(&dir, me, &channel).await?;
                 let conv = a.conv.ok_or_else(no_channel)?;
+                let elsewhere = self.bus.online_elsewhere(conv.members.clone()).await;
                 let members = conv
                     .members
                     .iter()
-                    .map(|u| {
+                    .zip(elsewhere)
+                    .map(|(u, far)| {
                         let rec = dir.user(u);
                         MemberInfo {
                             user: u.clone(),
                             name: rec.map(|r| r.name.clone()).unwrap_or_else(|| "(compte supprimé)".into()),
                             profile: rec.map(|r| r.profile.as_str().to_owned()).unwrap_or_default(),
-                            online: self.hub.online(u),
+                            online: far || self.hub.online(u),
                         }
                     })
                     .collect();
@@ -789,6 +813,22 @@ impl Gateway {
         let u = dir.user(&claims.sub)?;
         (u.school == claims.school && Profile::parse(&claims.profile) == Some(u.profile)).then(|| u.clone())
     }
+}
+
+/// Commands whose result other nodes must hear of: refused while the bus is down.
+fn cmd_publishes(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Send { .. }
+            | Command::CreateThread { .. }
+            | Command::Edit { .. }
+            | Command::Delete { .. }
+            | Command::SetThread { .. }
+            | Command::OpenDirect { .. }
+            | Command::CreateGroup { .. }
+            | Command::AddMembers { .. }
+            | Command::Leave { .. }
+    )
 }
 
 async fn load_directory(store: &dyn Store, seed_demo: bool) -> anyhow::Result<Directory> {

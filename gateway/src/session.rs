@@ -71,6 +71,7 @@ where
     let span = tracing::info_span!("session", sid, user = %Pii(&start.user.id));
     let fut = async move {
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
+        g.bus.set_load(g.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
         let (handle, rx) = SessionHandle::new(sid, Arc::from(start.user.id.as_str()), g.cfg.outbound_queue);
         let mut s = Session { g: g.clone(), handle, enc: start.enc, user: start.user.id.clone(), convs: Vec::new() };
         let (mut sink, stream) = socket.split();
@@ -88,6 +89,7 @@ where
         }
         let _ = sink.close().await;
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+        g.bus.set_load(g.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed).saturating_sub(1));
     };
     fut.instrument(span).await
 }

@@ -6,13 +6,37 @@
 //!   or for one user's sessions, or a control notice.
 //! - [`Bus`]: the contract; [`Deliver`]: what a node does with a message it receives.
 //! - [`LocalBus`]: the in-process default, for a single node: publishing is delivering.
+//! - [`redis::RedisBus`]: several nodes over Redis pub/sub, with presence and a registry
+//!   of nodes.
 //!
 //! Frames travel as [`SharedFrame`]s so a node encodes each frame at most once per
 //! encoding, whatever the number of recipients. A cross-node bus ships the MessagePack
 //! encoding and rebuilds a `SharedFrame` on arrival.
 
+pub mod redis;
+
 use preau_proto::{ChannelId, SharedFrame, UserId};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+
+/// A boxed future, so the trait stays object-safe.
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A node as the registry knows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    /// Node id.
+    pub id: String,
+    /// `gateway` or `sfu`.
+    pub kind: String,
+    /// Address clients or peers reach it at.
+    pub addr: String,
+    /// Current load (open connections, or peers for an SFU).
+    pub load: u64,
+    /// Last heartbeat, milliseconds since the epoch.
+    pub updated_ms: i64,
+}
 
 /// Who a frame is for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -49,12 +73,28 @@ pub trait Deliver: Send + Sync {
 
 /// The bus contract.
 pub trait Bus: Send + Sync {
-    /// Publishes to every node. Never blocks; per-publisher order is kept.
+    /// Publishes to every node, this one first. Never blocks; per-publisher order is kept.
     fn publish(&self, msg: BusMessage);
     /// Sets the local node's handler; messages published before are dropped.
     fn attach(&self, node: Arc<dyn Deliver>);
-    /// Whether the bus can publish now (for readiness).
+    /// Whether the bus can publish now (for readiness, and to refuse writes whose events
+    /// could not reach other nodes).
     fn healthy(&self) -> bool;
+    /// This node now holds (or no longer holds) sessions interested in `topic`, so it must
+    /// receive (or may stop receiving) what other nodes publish to it.
+    fn interest(&self, _topic: &Topic, _on: bool) {}
+    /// Which of `users` have a session on some other node (this node's own sessions are
+    /// known to its hub).
+    fn online_elsewhere(&self, users: Vec<UserId>) -> BoxFut<'_, Vec<bool>> {
+        let n = users.len();
+        Box::pin(async move { vec![false; n] })
+    }
+    /// Reports this node's load to the registry.
+    fn set_load(&self, _load: u64) {}
+    /// Every live node of the registry (none for an in-process bus).
+    fn nodes(&self) -> BoxFut<'_, Vec<NodeInfo>> {
+        Box::pin(async { Vec::new() })
+    }
 }
 
 /// The in-process bus: one node, publishing is delivering locally.

@@ -337,6 +337,28 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Fetches everything after the tracker's position in `channel` (after a gap), feeds
+    /// it to the tracker and returns it.
+    pub async fn catch_up(&self, tracker: &mut SeqTracker, channel: &ChannelId) -> Result<Vec<Entry>, ClientError> {
+        let mut out = Vec::new();
+        loop {
+            let after = tracker.last(channel);
+            let page = self
+                .request(Command::History { channel: channel.clone(), after: Some(after), before: None, limit: None })
+                .await?;
+            for e in &page.entries {
+                tracker.observe(channel, e.seq);
+            }
+            let done = !page.more || page.entries.is_empty();
+            out.extend(page.entries);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         self.close();
@@ -350,7 +372,8 @@ pub enum Observed {
     Next,
     /// Already seen.
     Duplicate,
-    /// Some seqs were skipped (`missing` of them).
+    /// Some seqs were skipped (`missing` of them): nothing was recorded; fetch them with
+    /// [`Client::catch_up`] (the entry just seen is among those it returns).
     Gap {
         /// How many are missing.
         missing: u64,
@@ -358,13 +381,14 @@ pub enum Observed {
 }
 
 /// Per-channel last seq, with duplicate and gap counts: "nothing lost, nothing twice" is
-/// checked from these.
+/// checked from these. The position only moves one seq at a time, so a channel's last seq
+/// means everything up to it was seen.
 #[derive(Debug, Default, Clone)]
 pub struct SeqTracker {
     last: HashMap<ChannelId, Seq>,
     /// Seqs seen again.
     pub duplicates: u64,
-    /// Seqs skipped.
+    /// Times an event arrived ahead of a missing one (each repaired by a catch-up).
     pub gaps: u64,
 }
 
@@ -394,10 +418,8 @@ impl SeqTracker {
             *last = seq;
             Observed::Next
         } else {
-            let missing = seq - *last - 1;
-            self.gaps += missing;
-            *last = seq;
-            Observed::Gap { missing }
+            self.gaps += 1;
+            Observed::Gap { missing: seq - *last - 1 }
         }
     }
 
@@ -483,7 +505,8 @@ mod tests {
         assert_eq!(t.observe(&ch, 1), Observed::Next);
         assert_eq!(t.observe(&ch, 1), Observed::Duplicate);
         assert_eq!(t.observe(&ch, 4), Observed::Gap { missing: 2 });
-        assert_eq!((t.duplicates, t.gaps, t.last(&ch)), (1, 2, 4));
+        assert_eq!((t.duplicates, t.gaps, t.last(&ch)), (1, 1, 1), "a gap does not move the position");
+        assert_eq!(t.observe(&ch, 2), Observed::Next);
     }
 
     #[test]

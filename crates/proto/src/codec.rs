@@ -171,6 +171,18 @@ impl SharedFrame {
         SharedFrame { frame, json: OnceLock::new(), msgpack: OnceLock::new() }
     }
 
+    /// Wraps a frame whose bytes in `enc` are already known (a frame received from
+    /// another node), so they are not encoded again.
+    pub fn with_encoded(frame: ServerFrame, enc: Encoding, bytes: Bytes) -> Self {
+        let sf = SharedFrame::new(frame);
+        let cell = match enc {
+            Encoding::Json => &sf.json,
+            Encoding::MsgPack => &sf.msgpack,
+        };
+        let _ = cell.set(bytes);
+        sf
+    }
+
     /// The frame.
     pub fn frame(&self) -> &ServerFrame {
         &self.frame

@@ -33,12 +33,15 @@ pub struct SqliteOptions {
     /// Writes waiting for the writer before callers wait for room. Bounded so a stalled
     /// disk pushes back on senders instead of growing memory.
     pub queue: usize,
+    /// Other processes write the same database (several gateways on one host): every seq
+    /// is read from the table inside the write transaction instead of a cache.
+    pub shared: bool,
 }
 
 impl SqliteOptions {
     /// Defaults for a database at `path`.
     pub fn new(path: impl AsRef<Path>) -> Self {
-        SqliteOptions { path: path.as_ref().to_path_buf(), sync_full: true, max_batch: 512, queue: 8192 }
+        SqliteOptions { path: path.as_ref().to_path_buf(), sync_full: true, max_batch: 512, queue: 8192, shared: false }
     }
 }
 
@@ -187,9 +190,10 @@ impl SqliteStore {
         let healthy = Arc::new(AtomicBool::new(true));
         let h = healthy.clone();
         let max_batch = opts.max_batch.max(1);
+        let shared = opts.shared;
         std::thread::Builder::new()
             .name("preau-store-writer".into())
-            .spawn(move || Writer { conn, next: HashMap::new(), hook, healthy: h }.run(rx, max_batch))
+            .spawn(move || Writer { conn, next: HashMap::new(), shared, hook, healthy: h }.run(rx, max_batch))
             .map_err(unavailable)?;
         Ok(SqliteStore { tx, readers: Arc::new(ReaderPool { path: opts.path, idle: Mutex::new(Vec::new()) }), healthy })
     }
@@ -238,8 +242,10 @@ impl ReaderPool {
 
 struct Writer {
     conn: Connection,
-    /// Next seq of each channel seen since the last failed commit.
+    /// Next seq of each channel seen since the last failed commit (unused when shared).
     next: HashMap<String, Seq>,
+    /// Other processes write too: no cache, `BEGIN IMMEDIATE` serialises the writers.
+    shared: bool,
     hook: CommitHook,
     healthy: Arc<AtomicBool>,
 }
@@ -274,7 +280,9 @@ impl Writer {
         let mut replies = Vec::with_capacity(batch.len());
         for job in batch {
             let d = self.job(job.op);
-            if let Some((ch, n)) = &d.next {
+            if let Some((ch, n)) = &d.next
+                && !self.shared
+            {
                 self.next.insert(ch.clone(), *n);
             }
             done.push(d);

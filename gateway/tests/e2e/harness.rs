@@ -13,32 +13,42 @@ pub const FAST: &[&str] = &["--sends-per-second", "5000", "--send-burst", "5000"
 pub struct Server {
     pub addr: String,
     child: Option<Child>,
-    pub data: tempfile::TempDir,
+    /// The temporary folder, when this server owns it.
+    _own: Option<tempfile::TempDir>,
+    root: PathBuf,
     args: Vec<String>,
+    log: String,
 }
 
 impl Server {
     pub fn start(args: &[&str]) -> Server {
         let data = tempfile::tempdir().expect("tempdir");
+        let root = data.path().to_path_buf();
+        Server::spawned(root, Some(data), args, "gateway.log")
+    }
+
+    /// A gateway on a folder shared with others (several gateways on one host).
+    pub fn start_in(root: &std::path::Path, args: &[&str], log: &str) -> Server {
+        Server::spawned(root.to_path_buf(), None, args, log)
+    }
+
+    fn spawned(root: PathBuf, own: Option<tempfile::TempDir>, args: &[&str], log: &str) -> Server {
         let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-        let mut s = Server { addr: String::new(), child: None, data, args };
+        let mut s = Server { addr: String::new(), child: None, _own: own, root, args, log: log.to_owned() };
         s.spawn();
         s
     }
 
     pub fn data_path(&self) -> PathBuf {
-        self.data.path().to_path_buf()
+        self.root.clone()
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data.path().join("gateway.log"))
-            .expect("log file");
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.root.join(&self.log)).expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_preau-gateway"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(self.data.path().join("data"))
+            .arg(self.root.join("data"))
             .args(&self.args)
             .env("PREAU_LOG", "warn")
             .stdout(Stdio::piped())
@@ -118,5 +128,59 @@ pub async fn expect_event<T>(
             }
             None => panic!("expected event did not come within {secs}s (closed: {:?})", c.close_reason()),
         }
+    }
+}
+
+/// A private redis-server on a free loopback port, which a test may stop and restart.
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let mut r = Redis { port, child: None };
+        r.spawn();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real gateway binary on loopback, driven by the Rust client.
 
 mod abuse;
+mod cluster;
 mod delivery;
 mod directory;
 mod harness;

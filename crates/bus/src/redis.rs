@@ -1,0 +1,388 @@
+//! The Redis bus: several gateway nodes share fan-out, presence and a node registry
+//! through one Redis.
+//!
+//! - **Fan-out.** A node delivers what it publishes to its own sessions at once, then
+//!   publishes it on `preau:c:<channel>` or `preau:u:<user>` (control on `preau:ctl`)
+//!   with its node id; other nodes deliver it to their sessions and skip their own
+//!   messages. A node subscribes only to the channels and users its sessions hold (the
+//!   hub reports them through [`Bus::interest`]). Frames travel MessagePack-encoded and
+//!   are not encoded again on arrival.
+//! - **Order.** One publisher task per node keeps each node's order; a channel written
+//!   from several nodes may arrive out of order, which clients repair from the gapless
+//!   seqs (a gap means: fetch `history` after the last seq seen).
+//! - **Outage.** A PING every second decides [`Bus::healthy`]; the connection manager
+//!   reconnects with backoff and re-subscribes by itself. While unhealthy the gateway is
+//!   not ready and refuses writes with a retryable error; what is published meanwhile is
+//!   dropped (it is durable in the store, and clients resume from it).
+//! - **Presence.** `preau:p:<user>` is a sorted set of node ids scored by expiry; each
+//!   node refreshes its users every 20 s with a 60 s expiry, so a dead node's users age
+//!   out. **Registry.** `preau:nodes` maps node ids to [`NodeInfo`] JSON.
+//!
+//! Sequences are not allocated here: a seq taken from Redis and then not stored (a crash
+//! between the two) would leave a hole. The store allocates them inside the durable write.
+
+use crate::{BoxFut, Bus, BusMessage, Deliver, NodeInfo, Topic};
+use bytes::Bytes;
+use preau_proto::{ChannelId, Encoding, SharedFrame, decode_server};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, PushInfo, PushKind, Value};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Messages waiting for the publisher task. Bounded: while Redis is down, publishing
+/// drops rather than grows memory (the store holds everything; clients resume).
+const PUBLISH_QUEUE: usize = 16_384;
+/// How often presence is refreshed, and how long it lasts without refresh.
+const PRESENCE_EVERY: Duration = Duration::from_secs(20);
+const PRESENCE_TTL_MS: i64 = 60_000;
+/// Registry heartbeat, and the age after which a node is considered gone.
+const REGISTRY_EVERY: Duration = Duration::from_secs(5);
+const REGISTRY_STALE_MS: i64 = 20_000;
+const CONTROL: &str = "preau:ctl";
+
+/// Why the Redis bus could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisBusError {
+    /// The URL is invalid or Redis did not answer.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis did not answer in time.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn topic_key(t: &Topic) -> String {
+    match t {
+        Topic::Channel(c) => format!("preau:c:{c}"),
+        Topic::User(u) => format!("preau:u:{u}"),
+    }
+}
+
+/// Wire form: `[origin len][origin][kind][payload]`; kind 0 channel frame, 1 user frame
+/// (payload: MessagePack frame, the topic comes from the Redis channel name), 2 directory
+/// change (payload: JSON list of UAIs).
+fn encode(origin: &str, msg: &BusMessage) -> Option<(String, Vec<u8>)> {
+    let mut out = Vec::with_capacity(64);
+    out.push(origin.len().min(255) as u8);
+    out.extend_from_slice(&origin.as_bytes()[..origin.len().min(255)]);
+    match msg {
+        BusMessage::Frame { topic, frame } => {
+            out.push(if matches!(topic, Topic::Channel(_)) { 0 } else { 1 });
+            out.extend_from_slice(&frame.encoded(Encoding::MsgPack));
+            Some((topic_key(topic), out))
+        }
+        BusMessage::DirectoryChanged { schools } => {
+            out.push(2);
+            out.extend_from_slice(&serde_json::to_vec(schools).ok()?);
+            Some((CONTROL.to_owned(), out))
+        }
+    }
+}
+
+/// Decodes a message from Redis; `None` for our own, or for anything malformed.
+fn decode(me: &str, redis_channel: &str, payload: &[u8]) -> Option<BusMessage> {
+    let (&olen, rest) = payload.split_first()?;
+    let origin = rest.get(..olen as usize)?;
+    if origin == me.as_bytes() {
+        return None;
+    }
+    let (&kind, body) = rest.get(olen as usize..)?.split_first()?;
+    match kind {
+        0 | 1 => {
+            let frame = decode_server(Encoding::MsgPack, body).ok()?;
+            let topic = if kind == 0 {
+                Topic::Channel(ChannelId::parse(redis_channel.strip_prefix("preau:c:")?).ok()?)
+            } else {
+                Topic::User(redis_channel.strip_prefix("preau:u:")?.to_owned())
+            };
+            let frame = Arc::new(SharedFrame::with_encoded(frame, Encoding::MsgPack, Bytes::copy_from_slice(body)));
+            Some(BusMessage::Frame { topic, frame })
+        }
+        2 => Some(BusMessage::DirectoryChanged { schools: serde_json::from_slice(body).ok()? }),
+        _ => None,
+    }
+}
+
+enum Sub {
+    On(String),
+    Off(String),
+}
+
+/// The Redis bus of one node.
+pub struct RedisBus {
+    id: String,
+    conn: ConnectionManager,
+    node: Arc<OnceLock<Arc<dyn Deliver>>>,
+    publish: mpsc::Sender<(String, Vec<u8>)>,
+    subs: mpsc::UnboundedSender<Sub>,
+    healthy: Arc<AtomicBool>,
+    /// Users with a session on this node, refreshed in Redis presence.
+    local_users: Arc<Mutex<HashSet<String>>>,
+    /// What this node tells the registry about itself.
+    info: Arc<Mutex<NodeInfo>>,
+}
+
+impl RedisBus {
+    /// Connects to `url` (RESP3 is switched on if the URL does not say so) and starts the
+    /// publisher, subscriber, health, presence and registry tasks.
+    pub async fn connect(url: &str, node_id: &str, kind: &str, addr: &str) -> Result<Arc<RedisBus>, RedisBusError> {
+        let url = if url.contains("protocol=") {
+            url.to_owned()
+        } else if url.contains('?') {
+            format!("{url}&protocol=resp3")
+        } else {
+            format!("{url}/?protocol=resp3").replace("//?", "/?")
+        };
+        let client = redis::Client::open(url)?;
+        let node: Arc<OnceLock<Arc<dyn Deliver>>> = Arc::new(OnceLock::new());
+        let me = node_id.to_owned();
+        let n2 = node.clone();
+        // Runs on the connection's task: decode and queue to sessions, never block.
+        let push = move |p: PushInfo| -> Result<(), std::convert::Infallible> {
+            if p.kind != PushKind::Message {
+                return Ok(());
+            }
+            let (Some(Value::BulkString(ch)), Some(Value::BulkString(payload))) = (p.data.first(), p.data.get(1))
+            else {
+                return Ok(());
+            };
+            let Ok(ch) = std::str::from_utf8(ch) else { return Ok(()) };
+            if let (Some(msg), Some(n)) = (decode(&me, ch, payload), n2.get()) {
+                n.deliver(&msg);
+            }
+            Ok(())
+        };
+        let cfg = ConnectionManagerConfig::new()
+            .set_push_sender(push)
+            .set_automatic_resubscription()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_max_delay(Duration::from_secs(2));
+        let timeout = Duration::from_secs(5);
+        let mut conn = tokio::time::timeout(timeout, client.get_connection_manager_with_config(cfg))
+            .await
+            .map_err(|_| RedisBusError::Timeout(timeout))??;
+        conn.subscribe(CONTROL).await?;
+        let (publish, mut pub_rx) = mpsc::channel::<(String, Vec<u8>)>(PUBLISH_QUEUE);
+        let (subs, mut sub_rx) = mpsc::unbounded_channel::<Sub>();
+        let healthy = Arc::new(AtomicBool::new(true));
+        let info = Arc::new(Mutex::new(NodeInfo {
+            id: node_id.to_owned(),
+            kind: kind.to_owned(),
+            addr: addr.to_owned(),
+            load: 0,
+            updated_ms: now_ms(),
+        }));
+        let bus = Arc::new(RedisBus {
+            id: node_id.to_owned(),
+            conn: conn.clone(),
+            node,
+            publish,
+            subs,
+            healthy: healthy.clone(),
+            local_users: Arc::new(Mutex::new(HashSet::new())),
+            info,
+        });
+        // Publisher: one task, so this node's order is Redis's order.
+        let mut c = conn.clone();
+        let h = healthy.clone();
+        tokio::spawn(async move {
+            while let Some((ch, payload)) = pub_rx.recv().await {
+                if let Err(e) = c.publish::<_, _, ()>(&ch, payload).await {
+                    h.store(false, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "publish to redis failed; dropped (durable in the store)");
+                }
+            }
+        });
+        // Subscriber: applies interest changes in order.
+        let mut c = conn.clone();
+        tokio::spawn(async move {
+            while let Some(s) = sub_rx.recv().await {
+                let r = match &s {
+                    Sub::On(ch) => c.subscribe(ch).await,
+                    Sub::Off(ch) => c.unsubscribe(ch).await,
+                };
+                if let Err(e) = r {
+                    // The manager re-subscribes what it knows after reconnecting; a failed
+                    // subscribe is retried once the connection is back.
+                    tracing::warn!(error = %e, "redis (un)subscribe failed");
+                    if let Sub::On(ch) = s {
+                        let mut c2 = c.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..30 {
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                if c2.subscribe(&ch).await.is_ok() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        // Health, presence and registry heartbeats.
+        let weak = Arc::downgrade(&bus);
+        tokio::spawn(heartbeats(weak));
+        Ok(bus)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.id
+    }
+}
+
+async fn heartbeats(bus: Weak<RedisBus>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        let Some(b) = bus.upgrade() else { return };
+        let mut c = b.conn.clone();
+        let ok = tokio::time::timeout(Duration::from_secs(1), redis::cmd("PING").query_async::<String>(&mut c))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        let was = b.healthy.swap(ok, Ordering::Relaxed);
+        if was != ok {
+            if ok {
+                tracing::info!("redis reachable again");
+            } else {
+                tracing::warn!("redis unreachable: not ready, refusing writes");
+            }
+        }
+        if !ok {
+            continue;
+        }
+        if n.is_multiple_of(REGISTRY_EVERY.as_secs()) {
+            let info = b.info.lock().map(|i| i.clone()).ok();
+            if let Some(mut info) = info {
+                info.updated_ms = now_ms();
+                if let Ok(json) = serde_json::to_string(&info) {
+                    let _ = c.hset::<_, _, _, ()>("preau:nodes", &info.id, json).await;
+                }
+            }
+        }
+        if n.is_multiple_of(PRESENCE_EVERY.as_secs()) || !was {
+            let users: Vec<String> = b.local_users.lock().map(|u| u.iter().cloned().collect()).unwrap_or_default();
+            let expiry = now_ms() + PRESENCE_TTL_MS;
+            for chunk in users.chunks(500) {
+                let mut p = redis::pipe();
+                for u in chunk {
+                    p.zadd(format!("preau:p:{u}"), &b.id, expiry).ignore();
+                    p.pexpire(format!("preau:p:{u}"), PRESENCE_TTL_MS).ignore();
+                }
+                let _ = p.query_async::<()>(&mut c).await;
+            }
+        }
+        n += 1;
+    }
+}
+
+impl Bus for RedisBus {
+    fn publish(&self, msg: BusMessage) {
+        if let Some(n) = self.node.get() {
+            n.deliver(&msg);
+        }
+        if let Some(out) = encode(&self.id, &msg)
+            && self.publish.try_send(out).is_err()
+        {
+            tracing::debug!("redis publish queue full; dropped (durable in the store)");
+        }
+    }
+
+    fn attach(&self, node: Arc<dyn Deliver>) {
+        let _ = self.node.set(node);
+    }
+
+    fn healthy(&self) -> bool {
+        self.node.get().is_some() && self.healthy.load(Ordering::Relaxed)
+    }
+
+    fn interest(&self, topic: &Topic, on: bool) {
+        let key = topic_key(topic);
+        let _ = self.subs.send(if on { Sub::On(key) } else { Sub::Off(key) });
+        if let Topic::User(u) = topic {
+            let added = self.local_users.lock().map(|mut s| if on { s.insert(u.clone()) } else { s.remove(u) });
+            if added.unwrap_or(false) {
+                let mut c = self.conn.clone();
+                let (id, key) = (self.id.clone(), format!("preau:p:{u}"));
+                tokio::spawn(async move {
+                    let _ = if on {
+                        c.zadd::<_, _, _, ()>(&key, &id, now_ms() + PRESENCE_TTL_MS).await
+                    } else {
+                        c.zrem::<_, _, ()>(&key, &id).await
+                    };
+                });
+            }
+        }
+    }
+
+    fn set_load(&self, load: u64) {
+        if let Ok(mut i) = self.info.lock() {
+            i.load = load;
+        }
+    }
+
+    fn online_elsewhere(&self, users: Vec<String>) -> BoxFut<'_, Vec<bool>> {
+        Box::pin(async move {
+            let mut c = self.conn.clone();
+            let now = now_ms();
+            let mut p = redis::pipe();
+            for u in &users {
+                p.zrangebyscore(format!("preau:p:{u}"), now, "+inf");
+            }
+            let nodes: Vec<Vec<String>> = p.query_async(&mut c).await.unwrap_or_else(|_| vec![Vec::new(); users.len()]);
+            nodes.into_iter().map(|ns| ns.iter().any(|n| *n != self.id)).collect()
+        })
+    }
+
+    fn nodes(&self) -> BoxFut<'_, Vec<NodeInfo>> {
+        Box::pin(async move {
+            let mut c = self.conn.clone();
+            let all: Vec<(String, String)> = c.hgetall("preau:nodes").await.unwrap_or_default();
+            let now = now_ms();
+            all.into_iter()
+                .filter_map(|(_, json)| serde_json::from_str::<NodeInfo>(&json).ok())
+                .filter(|n| now - n.updated_ms < REGISTRY_STALE_MS)
+                .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use preau_proto::ServerFrame;
+
+    #[test]
+    fn wire_roundtrip_and_own_messages_skipped() {
+        let frame =
+            Arc::new(SharedFrame::new(ServerFrame::Typing { channel: ChannelId::group("g"), user: "u".into() }));
+        let msg = BusMessage::Frame { topic: Topic::Channel(ChannelId::group("g")), frame };
+        let (ch, bytes) = encode("gw1", &msg).expect("encode");
+        assert_eq!(ch, "preau:c:grp:g");
+        assert!(decode("gw1", &ch, &bytes).is_none(), "own message");
+        match decode("gw2", &ch, &bytes) {
+            Some(BusMessage::Frame { topic: Topic::Channel(c), frame }) => {
+                assert_eq!(c, ChannelId::group("g"));
+                assert!(matches!(frame.frame(), ServerFrame::Typing { .. }));
+            }
+            other => panic!("{other:?}"),
+        }
+        let ctl = BusMessage::DirectoryChanged { schools: vec!["S".into()] };
+        let (ch, bytes) = encode("gw1", &ctl).expect("encode");
+        assert!(
+            matches!(decode("gw3", &ch, &bytes), Some(BusMessage::DirectoryChanged { schools }) if schools == ["S"])
+        );
+        for junk in [&b""[..], b"\xff", b"\x03gw", b"\x03gw2\x09xx", b"\x03gw2\x00\xc1"] {
+            assert!(decode("gw1", "preau:c:grp:g", junk).is_none());
+        }
+    }
+}

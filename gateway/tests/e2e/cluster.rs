@@ -1,0 +1,233 @@
+//! Several gateways on one host, joined by a real Redis (a private redis-server per test,
+//! so a test may stop it) and sharing one data folder.
+
+use crate::harness::{Redis, Server};
+use preau_client::{Client, Observed, SeqTracker, http_get};
+use preau_proto::{ChannelId, Command, EntryKind, ErrorCode, ServerFrame};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const FAST: &[&str] = &["--sends-per-second", "5000", "--send-burst", "5000", "--frames-per-second", "5000"];
+
+/// Three gateways `gw1`..`gw3` on one folder; the first starts alone so it creates the
+/// development key and the demo school the others then read.
+fn cluster(redis: &Redis, root: &std::path::Path, n: usize) -> Vec<Server> {
+    let url = redis.url();
+    (1..=n)
+        .map(|i| {
+            let id = format!("gw{i}");
+            let mut args = vec!["--redis", &url, "--node-id", &id];
+            args.extend_from_slice(FAST);
+            Server::start_in(root, &args, &format!("{id}.log"))
+        })
+        .collect()
+}
+
+/// Reads events of `ch` into the tracker (repairing gaps) until `upto`; after a close,
+/// reconnects with `reconnect` and resumes.
+async fn follow(c: &mut Client, t: &mut SeqTracker, ch: &ChannelId, upto: u64, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while t.last(ch) < upto {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "stuck at {} of {upto}", t.last(ch));
+        match c.next_event(left).await {
+            Some(ServerFrame::Event { channel, entry }) if channel == *ch => {
+                if let Observed::Gap { .. } = t.observe(&channel, entry.seq) {
+                    c.catch_up(t, ch).await.expect("catch up");
+                }
+            }
+            Some(_) => {}
+            None => return,
+        }
+    }
+}
+
+async fn wait_ready(s: &Server, ready: bool, secs: u64) {
+    let want = if ready { 200 } else { 503 };
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let st = http_get(&s.addr, "/readyz").await.map(|r| r.0).unwrap_or(0);
+        if st == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} never became {want} (is {st})", s.addr);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_on_one_gateway_reaches_members_on_the_others_in_order() {
+    let redis = Redis::start();
+    let root = tempfile::tempdir().expect("tempdir");
+    let gws = cluster(&redis, root.path(), 3);
+    let ann = ChannelId::announcements("6A");
+    let t01 = gws[0].connect("t01").await;
+    let mut listeners = vec![gws[1].connect("e001").await, gws[2].connect("pa001").await, gws[0].connect("e002").await];
+    // Let the other nodes' subscriptions reach Redis.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..100 {
+        t01.send_message(&ann, &format!("annonce {i}")).await.expect("send");
+    }
+    for l in &mut listeners {
+        let mut seen = Vec::new();
+        while seen.len() < 100 {
+            match l.next_event(Duration::from_secs(10)).await.expect("event") {
+                ServerFrame::Event { channel, entry } if channel == ann => seen.push(entry.seq),
+                _ => {}
+            }
+        }
+        assert_eq!(seen, (1..=100).collect::<Vec<u64>>(), "in order, nothing missing, nothing twice");
+    }
+    // Conversations and membership cross nodes too.
+    let mut pa001 = listeners.remove(1);
+    let dm = t01.request(Command::OpenDirect { user: "pa001".into() }).await.expect("open").channel.expect("dm");
+    crate::harness::expect_event(&mut pa001, 5, |f| {
+        matches!(f, ServerFrame::ChannelAdded { info } if info.channel == dm).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    t01.send_message(&dm, "Bonjour").await.expect("dm");
+    let body = crate::harness::expect_event(&mut pa001, 5, |f| match f {
+        ServerFrame::Event { channel, entry } if *channel == dm => entry.body.clone(),
+        _ => None,
+    })
+    .await;
+    assert_eq!(body, "Bonjour");
+    let members = t01.request(Command::Members { channel: dm }).await.expect("members");
+    assert!(members.members.iter().all(|m| m.online), "presence crosses nodes: {:?}", members.members);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_killed_gateway_resume_on_another_with_nothing_lost_or_twice() {
+    let redis = Redis::start();
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut gws = cluster(&redis, root.path(), 3);
+    let ann = ChannelId::announcements("6A");
+    let pupils: Vec<String> = (1..=10).map(|n| format!("e{n:03}")).collect();
+    let mut listeners = Vec::new();
+    for p in &pupils {
+        let mut t = SeqTracker::default();
+        t.track(&ann, 0);
+        listeners.push((gws[1].connect(p).await, t, p.clone()));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let total = 300u64;
+    let sender = gws[0].connect("t01").await;
+    let send = tokio::spawn(async move {
+        let mut acked = HashMap::new();
+        for i in 0..total {
+            let cid = format!("k{i}");
+            let cmd = Command::Send {
+                channel: ChannelId::announcements("6A"),
+                client_id: cid.clone(),
+                body: format!("m{i}"),
+                thread: None,
+                reply_to: None,
+            };
+            // The sender's own gateway stays up; retry until acknowledged.
+            loop {
+                match sender.request(cmd.clone()).await {
+                    Ok(a) => {
+                        acked.insert(cid.clone(), a.seq.expect("seq"));
+                        break;
+                    }
+                    Err(e) => assert!(e.code().is_some_and(|c| c.retryable()), "{e}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (sender, acked)
+    });
+    // Kill gw2 in the middle of the stream.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    gws[1].kill9();
+    let survivor = gws[2].addr.clone();
+    let mut tasks = Vec::new();
+    for (mut c, mut t, user) in listeners {
+        let (ann, addr) = (ann.clone(), survivor.clone());
+        tasks.push(tokio::spawn(async move {
+            follow(&mut c, &mut t, &ann, total, 30).await;
+            if t.last(&ann) < total {
+                // Cut off by the kill: reconnect to a surviving node and resume.
+                let token = preau_client::dev_token(&addr, &user).await.expect("token");
+                let mut c2 = Client::connect(&addr, &token, preau_proto::Encoding::MsgPack).await.expect("reconnect");
+                c2.resume(&mut t).await.expect("resume");
+                follow(&mut c2, &mut t, &ann, total, 30).await;
+            }
+            t
+        }));
+    }
+    let (sender, acked) = send.await.expect("sender");
+    for task in tasks {
+        let t = task.await.expect("listener");
+        assert_eq!(t.last(&ann), total, "every message reached the listener");
+    }
+    let h = sender
+        .request(Command::History { channel: ann.clone(), after: Some(0), before: None, limit: None })
+        .await
+        .expect("history");
+    let mut all = h.entries;
+    let mut more = h.more;
+    while more {
+        let after = all.last().map(|e| e.seq).unwrap_or(0);
+        let p = sender
+            .request(Command::History { channel: ann.clone(), after: Some(after), before: None, limit: None })
+            .await
+            .expect("history");
+        more = p.more;
+        all.extend(p.entries);
+    }
+    let cids: Vec<&str> =
+        all.iter().filter(|e| e.kind == EntryKind::Message).filter_map(|e| e.client_id.as_deref()).collect();
+    assert_eq!(cids.len(), total as usize, "stored once each");
+    for (cid, seq) in &acked {
+        assert_eq!(all.get(*seq as usize - 1).and_then(|e| e.client_id.as_deref()), Some(cid.as_str()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_drops_readiness_refuses_writes_and_loses_nothing() {
+    let mut redis = Redis::start();
+    let root = tempfile::tempdir().expect("tempdir");
+    let gws = cluster(&redis, root.path(), 2);
+    let ann = ChannelId::announcements("6A");
+    let t01 = gws[0].connect("t01").await;
+    let mut e001 = gws[1].connect("e001").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..5 {
+        t01.send_message(&ann, &format!("avant {i}")).await.expect("send");
+    }
+    let mut t = SeqTracker::default();
+    t.track(&ann, 0);
+    follow(&mut e001, &mut t, &ann, 5, 10).await;
+    let outage = Instant::now();
+    redis.stop();
+    for g in &gws {
+        wait_ready(g, false, 5).await;
+    }
+    let e = t01.send_message(&ann, "pendant").await.expect_err("refused while redis is down");
+    assert_eq!(e.code(), Some(ErrorCode::Unavailable));
+    assert!(e.code().is_some_and(|c| c.retryable()));
+    // What does not need Redis is still served: reads on both nodes.
+    let h = e001
+        .request(Command::History { channel: ann.clone(), after: Some(0), before: None, limit: None })
+        .await
+        .expect("read");
+    assert_eq!(h.entries.len(), 5);
+    t01.request(Command::Ping {}).await.expect("sessions stay open");
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed())).await;
+    redis.restart();
+    for g in &gws {
+        wait_ready(g, true, 15).await;
+    }
+    t01.send_message(&ann, "après").await.expect("send after the outage");
+    follow(&mut e001, &mut t, &ann, 6, 10).await;
+    assert_eq!(t.last(&ann), 6, "delivery across nodes resumed");
+    let h = t01
+        .request(Command::History { channel: ann, after: Some(0), before: None, limit: None })
+        .await
+        .expect("history");
+    let bodies: Vec<&str> = h.entries.iter().filter_map(|e| e.body.as_deref()).collect();
+    assert_eq!(bodies, vec!["avant 0", "avant 1", "avant 2", "avant 3", "avant 4", "après"]);
+}
