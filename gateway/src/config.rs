@@ -29,6 +29,8 @@ pub enum Command {
         #[arg(long)]
         file: PathBuf,
     },
+    /// Create or complete the ScyllaDB schema (needs `--scylla-nodes`).
+    Migrate,
     /// Print a development token for a user of the directory (development mode only).
     Token {
         /// User id.
@@ -114,6 +116,19 @@ pub struct Config {
     /// sequences are read inside each write transaction. Defaults to on with `--redis`.
     #[arg(long, env = "PREAU_STORE_SHARED", action = clap::ArgAction::Set, global = true)]
     pub store_shared: Option<bool>,
+    /// ScyllaDB contact points (`host:port`, comma-separated): history in ScyllaDB instead
+    /// of the embedded store.
+    #[arg(long, env = "PREAU_SCYLLA_NODES", value_delimiter = ',', global = true)]
+    pub scylla_nodes: Vec<String>,
+    /// ScyllaDB keyspace.
+    #[arg(long, env = "PREAU_SCYLLA_KEYSPACE", default_value = "preau", global = true)]
+    pub scylla_keyspace: String,
+    /// Replication factor `migrate` gives a new keyspace.
+    #[arg(long, env = "PREAU_SCYLLA_REPLICATION", default_value_t = 3, global = true)]
+    pub scylla_replication: u32,
+    /// Days messages are kept in ScyllaDB (row TTL); 0 keeps them.
+    #[arg(long, env = "PREAU_RETENTION_DAYS", default_value_t = 400, global = true)]
+    pub retention_days: u32,
     /// Logs as JSON lines.
     #[arg(long, env = "PREAU_LOG_JSON", global = true)]
     pub log_json: bool,
@@ -140,6 +155,16 @@ impl Config {
         })
     }
 
+    /// The ScyllaDB options, when ScyllaDB is configured.
+    pub fn scylla(&self) -> Option<preau_store::scylla::ScyllaOptions> {
+        (!self.scylla_nodes.is_empty()).then(|| preau_store::scylla::ScyllaOptions {
+            nodes: self.scylla_nodes.clone(),
+            keyspace: self.scylla_keyspace.clone(),
+            replication_factor: self.scylla_replication,
+            retention_days: self.retention_days,
+        })
+    }
+
     /// Whether the store is shared with other processes.
     pub fn store_shared(&self) -> bool {
         self.store_shared.unwrap_or(self.redis.is_some())
@@ -158,6 +183,11 @@ impl Config {
         anyhow::ensure!(self.sends_per_second > 0 && self.send_burst > 0, "send rate and burst must be positive");
         anyhow::ensure!(self.frames_per_second > 0, "--frames-per-second must be positive");
         anyhow::ensure!(self.outbound_queue >= 16, "--outbound-queue must be at least 16");
+        anyhow::ensure!(
+            self.scylla_keyspace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !self.scylla_keyspace.is_empty(),
+            "--scylla-keyspace must be letters, digits and _"
+        );
         anyhow::ensure!(
             !(self.jwt_public_key.is_some() && self.jwks.is_some()),
             "give --jwt-public-key or --jwks, not both"

@@ -59,6 +59,12 @@ async fn main() -> anyhow::Result<()> {
             println!("imported schools: {}", schools.join(", "));
             Ok(())
         }
+        Command::Migrate => {
+            let so = cfg.scylla().ok_or_else(|| anyhow::anyhow!("migrate needs --scylla-nodes"))?;
+            preau_store::scylla::ScyllaStore::migrate(&so).await?;
+            println!("keyspace {} is at schema version {}", so.keyspace, preau_store::scylla::SCHEMA_VERSION);
+            Ok(())
+        }
         Command::Token { user } => {
             anyhow::ensure!(cfg.dev_mode(), "tokens are issued in development mode only");
             let g = Gateway::start(cfg).await?;

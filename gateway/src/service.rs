@@ -184,10 +184,15 @@ impl Gateway {
             }
             None => Arc::new(LocalBus::new()),
         };
-        let mut opts = SqliteOptions::new(cfg.data_dir.join("preau.db"));
-        opts.sync_full = cfg.sync_full;
-        opts.shared = cfg.store_shared();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(opts, commit_hook(bus.clone()))?);
+        let store: Arc<dyn Store> = match cfg.scylla() {
+            Some(so) => Arc::new(preau_store::scylla::ScyllaStore::open(&so, commit_hook(bus.clone())).await?),
+            None => {
+                let mut opts = SqliteOptions::new(cfg.data_dir.join("preau.db"));
+                opts.sync_full = cfg.sync_full;
+                opts.shared = cfg.store_shared();
+                Arc::new(SqliteStore::open(opts, commit_hook(bus.clone()))?)
+            }
+        };
         let (verifier, issuer) = keys(&cfg)?;
         let dir = load_directory(store.as_ref(), cfg.dev_mode()).await?;
         let hub = Arc::new(Hub::new(cfg.max_connections_per_user, (cfg.sends_per_second, cfg.send_burst)));

@@ -14,6 +14,7 @@
 //! entries in order and a send is acknowledged only once durable.
 
 pub mod contract;
+pub mod scylla;
 pub mod sqlite;
 pub mod types;
 
