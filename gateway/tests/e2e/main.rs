@@ -3,6 +3,7 @@
 mod abuse;
 mod cluster;
 mod delivery;
+mod deploy;
 mod directory;
 mod harness;
 mod ops;
