@@ -1,0 +1,769 @@
+//! Room control, without IO.
+//!
+//! # Call contract
+//! - Getters: [`Room::member`], [`Room::members`], [`Room::hands`], [`Room::waiting`],
+//!   [`Room::is_locked`], [`Room::is_ended`], [`Room::may_publish`].
+//! - Inputs: every `handle_*` takes the current time and either changes the room or
+//!   returns a [`RoomError`] saying why not (and then changes nothing).
+//! - Outputs: after any input, drain [`Room::poll_output`] until `None` and send each
+//!   [`Output`] to whom it names; then arm a timer for [`Room::poll_timeout`] and call
+//!   [`Room::handle_timeout`] when it fires.
+//!
+//! The rules are those French schools used in 2020: the teacher hosts; pupils wait in a
+//! waiting room until admitted, then join muted and without camera; they raise hands in
+//! an ordered queue; the host grants microphone, camera or screen, mutes one or all,
+//! removes, locks, ends. When the last host leaves, the room ends after a grace period
+//! unless a host comes back.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// A peer's id in the room (one per connection).
+pub type PeerId = u64;
+
+/// What a member may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The teacher: moderates, publishes anything.
+    Host,
+    /// A pupil: publishes only what the host grants.
+    Participant,
+    /// Staff looking on: never publishes.
+    Observer,
+}
+
+/// A kind of track.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Media {
+    /// Microphone.
+    Audio,
+    /// Camera.
+    Video,
+    /// Screen share.
+    Screen,
+}
+
+/// What a member may publish now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Grants {
+    /// Microphone.
+    pub audio: bool,
+    /// Camera.
+    pub video: bool,
+    /// Screen share.
+    pub screen: bool,
+}
+
+impl Grants {
+    fn all() -> Self {
+        Grants { audio: true, video: true, screen: true }
+    }
+
+    fn get(&self, m: Media) -> bool {
+        match m {
+            Media::Audio => self.audio,
+            Media::Video => self.video,
+            Media::Screen => self.screen,
+        }
+    }
+
+    fn set(&mut self, m: Media, v: bool) {
+        match m {
+            Media::Audio => self.audio = v,
+            Media::Video => self.video = v,
+            Media::Screen => self.screen = v,
+        }
+    }
+}
+
+/// A member of the room (admitted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Member {
+    /// Connection.
+    pub peer: PeerId,
+    /// Directory user id.
+    pub user: String,
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// What they may publish.
+    pub grants: Grants,
+    /// Hand raised.
+    pub hand: bool,
+}
+
+/// Settings of a room.
+#[derive(Clone, Debug)]
+pub struct RoomConfig {
+    /// Most members, waiting room included.
+    pub capacity: usize,
+    /// How long the room outlives its last host.
+    pub host_grace: Duration,
+    /// Pupils wait for the host to admit them.
+    pub waiting_room: bool,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        RoomConfig { capacity: 40, host_grace: Duration::from_secs(120), waiting_room: true }
+    }
+}
+
+/// Why an input was refused. The room is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    /// Only a host may do this.
+    #[error("only the teacher may do this")]
+    NotHost,
+    /// The peer is not in the room (or not waiting, for admit/deny).
+    #[error("not in this room")]
+    NotInRoom,
+    /// The peer already joined.
+    #[error("already in this room")]
+    AlreadyJoined,
+    /// The room is full.
+    #[error("the class is full")]
+    Full,
+    /// The room is locked: nobody new gets in.
+    #[error("the class is locked")]
+    Locked,
+    /// The room has ended.
+    #[error("the class has ended")]
+    Ended,
+    /// The member may not publish this kind of track now.
+    #[error("you may not publish {0:?} now")]
+    NotGranted(Media),
+    /// Observers never publish, and hosts are not moderated.
+    #[error("this member cannot be given that")]
+    WrongRole,
+}
+
+impl RoomError {
+    /// Stable code for the wire.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RoomError::NotHost => "not_host",
+            RoomError::NotInRoom => "not_in_room",
+            RoomError::AlreadyJoined => "already_joined",
+            RoomError::Full => "room_full",
+            RoomError::Locked => "room_locked",
+            RoomError::Ended => "room_ended",
+            RoomError::NotGranted(_) => "not_granted",
+            RoomError::WrongRole => "wrong_role",
+        }
+    }
+}
+
+/// Why a room ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The host ended the class.
+    Host,
+    /// No host came back within the grace period.
+    NoHost,
+}
+
+/// Something to tell peers. `to: None` means everyone admitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// Recipient peer, or every admitted member.
+    pub to: Option<PeerId>,
+    /// What.
+    pub event: Event,
+}
+
+/// Room events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// You wait for the teacher to admit you.
+    Waiting,
+    /// Someone waits (to hosts).
+    WaitingList {
+        /// Waiting peers, in arrival order, with names.
+        waiting: Vec<(PeerId, String)>,
+    },
+    /// You are in: the members and your grants.
+    Admitted {
+        /// Everyone admitted.
+        members: Vec<Member>,
+    },
+    /// You were refused or removed.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// A member joined.
+    Joined {
+        /// Who.
+        member: Member,
+    },
+    /// A member left or was removed.
+    Left {
+        /// Who.
+        peer: PeerId,
+    },
+    /// A member's grants changed (the SFU stops forwarding what is no longer granted).
+    Grants {
+        /// Who.
+        peer: PeerId,
+        /// Now.
+        grants: Grants,
+    },
+    /// The raised hands, in order.
+    Hands {
+        /// Peers with a raised hand, first raised first.
+        queue: Vec<PeerId>,
+    },
+    /// Locked or unlocked.
+    Locked {
+        /// Now locked.
+        locked: bool,
+    },
+    /// The class is over.
+    Ended {
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// A live class's control state.
+#[derive(Debug)]
+pub struct Room {
+    cfg: RoomConfig,
+    members: BTreeMap<PeerId, Member>,
+    waiting: VecDeque<Member>,
+    hands: Vec<PeerId>,
+    locked: bool,
+    ended: Option<EndReason>,
+    hostless_since: Option<Instant>,
+    out: VecDeque<Output>,
+}
+
+impl Room {
+    /// A new room; it waits for its host from `now` (the grace period applies).
+    pub fn new(cfg: RoomConfig, now: Instant) -> Self {
+        Room {
+            cfg,
+            members: BTreeMap::new(),
+            waiting: VecDeque::new(),
+            hands: Vec::new(),
+            locked: false,
+            ended: None,
+            hostless_since: Some(now),
+            out: VecDeque::new(),
+        }
+    }
+
+    // ---- getters
+
+    /// An admitted member.
+    pub fn member(&self, peer: PeerId) -> Option<&Member> {
+        self.members.get(&peer)
+    }
+
+    /// Admitted members, by peer id.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// Raised hands, in order.
+    pub fn hands(&self) -> &[PeerId] {
+        &self.hands
+    }
+
+    /// Waiting peers, in arrival order.
+    pub fn waiting(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.waiting.iter().map(|m| m.peer)
+    }
+
+    /// Locked.
+    pub fn is_locked(&self) -> bool {
+        self.locked
+    }
+
+    /// Ended (and why).
+    pub fn is_ended(&self) -> Option<EndReason> {
+        self.ended
+    }
+
+    /// Whether `peer` may publish `media` now (the SFU asks before forwarding a track).
+    pub fn may_publish(&self, peer: PeerId, media: Media) -> Result<(), RoomError> {
+        self.live()?;
+        let m = self.members.get(&peer).ok_or(RoomError::NotInRoom)?;
+        if m.grants.get(media) { Ok(()) } else { Err(RoomError::NotGranted(media)) }
+    }
+
+    // ---- outputs
+
+    /// The next thing to tell someone.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Room::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.ended.is_some() {
+            return None;
+        }
+        self.hostless_since.map(|t| t + self.cfg.host_grace)
+    }
+
+    // ---- inputs
+
+    /// Time passed: ends the room if its host's grace period is over.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(deadline) = self.poll_timeout()
+            && now >= deadline
+        {
+            self.end(EndReason::NoHost);
+        }
+    }
+
+    /// A peer asks to join with the role its room token gives.
+    pub fn handle_join(
+        &mut self,
+        _now: Instant,
+        peer: PeerId,
+        user: &str,
+        name: &str,
+        role: Role,
+    ) -> Result<(), RoomError> {
+        self.live()?;
+        if self.members.contains_key(&peer) || self.waiting.iter().any(|w| w.peer == peer) {
+            return Err(RoomError::AlreadyJoined);
+        }
+        if self.locked && role != Role::Host {
+            return Err(RoomError::Locked);
+        }
+        if self.members.len() + self.waiting.len() >= self.cfg.capacity && role != Role::Host {
+            return Err(RoomError::Full);
+        }
+        let grants = if role == Role::Host { Grants::all() } else { Grants::default() };
+        let m = Member { peer, user: user.to_owned(), name: name.to_owned(), role, grants, hand: false };
+        if role == Role::Participant && self.cfg.waiting_room {
+            self.waiting.push_back(m);
+            self.emit(Some(peer), Event::Waiting);
+            self.tell_hosts_waiting();
+        } else {
+            self.admit_member(m);
+        }
+        Ok(())
+    }
+
+    /// The host admits a waiting pupil.
+    pub fn handle_admit(&mut self, _now: Instant, by: PeerId, peer: PeerId) -> Result<(), RoomError> {
+        self.host(by)?;
+        let i = self.waiting.iter().position(|w| w.peer == peer).ok_or(RoomError::NotInRoom)?;
+        if let Some(m) = self.waiting.remove(i) {
+            self.admit_member(m);
+        }
+        self.tell_hosts_waiting();
+        Ok(())
+    }
+
+    /// The host turns a waiting peer away.
+    pub fn handle_deny(&mut self, _now: Instant, by: PeerId, peer: PeerId) -> Result<(), RoomError> {
+        self.host(by)?;
+        let i = self.waiting.iter().position(|w| w.peer == peer).ok_or(RoomError::NotInRoom)?;
+        self.waiting.remove(i);
+        self.emit(Some(peer), Event::Refused { reason: "the teacher did not admit you".into() });
+        self.tell_hosts_waiting();
+        Ok(())
+    }
+
+    /// A peer leaves (or its connection drops).
+    pub fn handle_leave(&mut self, now: Instant, peer: PeerId) -> Result<(), RoomError> {
+        if let Some(i) = self.waiting.iter().position(|w| w.peer == peer) {
+            self.waiting.remove(i);
+            self.tell_hosts_waiting();
+            return Ok(());
+        }
+        self.members.remove(&peer).ok_or(RoomError::NotInRoom)?;
+        self.after_departure(now, peer);
+        Ok(())
+    }
+
+    /// A member raises their hand; it joins the end of the queue.
+    pub fn handle_raise_hand(&mut self, _now: Instant, peer: PeerId) -> Result<(), RoomError> {
+        self.live()?;
+        let m = self.members.get_mut(&peer).ok_or(RoomError::NotInRoom)?;
+        if !m.hand {
+            m.hand = true;
+            self.hands.push(peer);
+            self.emit(None, Event::Hands { queue: self.hands.clone() });
+        }
+        Ok(())
+    }
+
+    /// A member lowers their hand, or the host lowers someone's.
+    pub fn handle_lower_hand(&mut self, _now: Instant, by: PeerId, peer: PeerId) -> Result<(), RoomError> {
+        self.live()?;
+        if by != peer {
+            self.host(by)?;
+        }
+        let m = self.members.get_mut(&peer).ok_or(RoomError::NotInRoom)?;
+        if m.hand {
+            m.hand = false;
+            self.hands.retain(|p| *p != peer);
+            self.emit(None, Event::Hands { queue: self.hands.clone() });
+        }
+        Ok(())
+    }
+
+    /// The host grants or withdraws a kind of publication. Withdrawing audio is muting.
+    pub fn handle_grant(
+        &mut self,
+        _now: Instant,
+        by: PeerId,
+        peer: PeerId,
+        media: Media,
+        allow: bool,
+    ) -> Result<(), RoomError> {
+        self.host(by)?;
+        let m = self.members.get_mut(&peer).ok_or(RoomError::NotInRoom)?;
+        if m.role != Role::Participant {
+            return Err(RoomError::WrongRole);
+        }
+        if m.grants.get(media) != allow {
+            m.grants.set(media, allow);
+            let grants = m.grants;
+            self.emit(None, Event::Grants { peer, grants });
+        }
+        Ok(())
+    }
+
+    /// The host mutes every participant (hosts keep their microphones).
+    pub fn handle_mute_all(&mut self, _now: Instant, by: PeerId) -> Result<(), RoomError> {
+        self.host(by)?;
+        let muted: Vec<(PeerId, Grants)> = self
+            .members
+            .values_mut()
+            .filter(|m| m.role == Role::Participant && m.grants.audio)
+            .map(|m| {
+                m.grants.audio = false;
+                (m.peer, m.grants)
+            })
+            .collect();
+        for (peer, grants) in muted {
+            self.emit(None, Event::Grants { peer, grants });
+        }
+        Ok(())
+    }
+
+    /// The host removes a participant or observer.
+    pub fn handle_remove(&mut self, now: Instant, by: PeerId, peer: PeerId) -> Result<(), RoomError> {
+        self.host(by)?;
+        let m = self.members.get(&peer).ok_or(RoomError::NotInRoom)?;
+        if m.role == Role::Host {
+            return Err(RoomError::WrongRole);
+        }
+        self.members.remove(&peer);
+        self.emit(Some(peer), Event::Refused { reason: "the teacher removed you from the class".into() });
+        self.after_departure(now, peer);
+        Ok(())
+    }
+
+    /// The host locks or unlocks the room.
+    pub fn handle_lock(&mut self, _now: Instant, by: PeerId, locked: bool) -> Result<(), RoomError> {
+        self.host(by)?;
+        if self.locked != locked {
+            self.locked = locked;
+            self.emit(None, Event::Locked { locked });
+        }
+        Ok(())
+    }
+
+    /// The host ends the class for everyone.
+    pub fn handle_end(&mut self, _now: Instant, by: PeerId) -> Result<(), RoomError> {
+        self.host(by)?;
+        self.end(EndReason::Host);
+        Ok(())
+    }
+
+    // ---- internals
+
+    fn live(&self) -> Result<(), RoomError> {
+        if self.ended.is_some() { Err(RoomError::Ended) } else { Ok(()) }
+    }
+
+    fn host(&self, by: PeerId) -> Result<(), RoomError> {
+        self.live()?;
+        match self.members.get(&by) {
+            Some(m) if m.role == Role::Host => Ok(()),
+            Some(_) => Err(RoomError::NotHost),
+            None => Err(RoomError::NotInRoom),
+        }
+    }
+
+    fn emit(&mut self, to: Option<PeerId>, event: Event) {
+        self.out.push_back(Output { to, event });
+    }
+
+    fn admit_member(&mut self, m: Member) {
+        let peer = m.peer;
+        if m.role == Role::Host {
+            self.hostless_since = None;
+        }
+        self.emit(None, Event::Joined { member: m.clone() });
+        self.members.insert(peer, m);
+        let members = self.members.values().cloned().collect();
+        self.emit(Some(peer), Event::Admitted { members });
+        if self.members.get(&peer).is_some_and(|m| m.role == Role::Host) && !self.waiting.is_empty() {
+            let waiting = self.waiting.iter().map(|w| (w.peer, w.name.clone())).collect();
+            self.emit(Some(peer), Event::WaitingList { waiting });
+        }
+    }
+
+    fn tell_hosts_waiting(&mut self) {
+        let waiting: Vec<(PeerId, String)> = self.waiting.iter().map(|w| (w.peer, w.name.clone())).collect();
+        let hosts: Vec<PeerId> = self.members.values().filter(|m| m.role == Role::Host).map(|m| m.peer).collect();
+        for h in hosts {
+            self.emit(Some(h), Event::WaitingList { waiting: waiting.clone() });
+        }
+    }
+
+    fn after_departure(&mut self, now: Instant, peer: PeerId) {
+        if self.hands.contains(&peer) {
+            self.hands.retain(|p| *p != peer);
+            self.emit(None, Event::Hands { queue: self.hands.clone() });
+        }
+        self.emit(None, Event::Left { peer });
+        if self.ended.is_none() && self.hostless_since.is_none() && !self.members.values().any(|m| m.role == Role::Host)
+        {
+            self.hostless_since = Some(now);
+        }
+    }
+
+    fn end(&mut self, reason: EndReason) {
+        if self.ended.is_some() {
+            return;
+        }
+        self.ended = Some(reason);
+        self.emit(None, Event::Ended { reason });
+        for w in std::mem::take(&mut self.waiting) {
+            self.emit(Some(w.peer), Event::Ended { reason });
+        }
+        self.hands.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: u64 = 1; // teacher
+    const S: u64 = 9; // staff observer
+
+    fn room(capacity: usize) -> (Room, Instant) {
+        let now = Instant::now();
+        let cfg = RoomConfig { capacity, host_grace: Duration::from_secs(60), waiting_room: true };
+        (Room::new(cfg, now), now)
+    }
+
+    fn drain(r: &mut Room) -> Vec<Output> {
+        std::iter::from_fn(|| r.poll_output()).collect()
+    }
+
+    /// A room with the teacher and pupils 2..=n admitted.
+    fn class(n: u64) -> (Room, Instant) {
+        let (mut r, now) = room(40);
+        r.handle_join(now, T, "t01", "Mme Colin", Role::Host).expect("host");
+        for p in 2..=n {
+            r.handle_join(now, p, &format!("e{p:03}"), "élève", Role::Participant).expect("pupil");
+            r.handle_admit(now, T, p).expect("admit");
+        }
+        drain(&mut r);
+        (r, now)
+    }
+
+    #[test]
+    fn pupils_wait_then_join_muted_without_camera() {
+        let (mut r, now) = room(40);
+        r.handle_join(now, T, "t01", "Mme Colin", Role::Host).expect("host");
+        assert!(drain(&mut r).iter().any(|o| o.to == Some(T) && matches!(o.event, Event::Admitted { .. })));
+        r.handle_join(now, 2, "e001", "Léa", Role::Participant).expect("pupil");
+        let out = drain(&mut r);
+        assert!(out.contains(&Output { to: Some(2), event: Event::Waiting }));
+        assert!(out.contains(&Output { to: Some(T), event: Event::WaitingList { waiting: vec![(2, "Léa".into())] } }));
+        assert!(r.member(2).is_none(), "not in before admission");
+        assert_eq!(r.may_publish(2, Media::Audio), Err(RoomError::NotInRoom));
+        r.handle_admit(now, T, 2).expect("admit");
+        let out = drain(&mut r);
+        assert!(out.iter().any(|o| o.to == Some(2) && matches!(o.event, Event::Admitted { .. })));
+        assert!(out.iter().any(|o| o.to.is_none() && matches!(&o.event, Event::Joined { member } if member.peer == 2)));
+        assert_eq!(r.member(2).map(|m| m.grants), Some(Grants::default()), "muted, camera off, no screen");
+        assert_eq!(r.may_publish(T, Media::Screen), Ok(()), "the teacher publishes anything");
+        // Staff observe without waiting and never publish.
+        r.handle_join(now, S, "s01", "CPE", Role::Observer).expect("observer");
+        assert!(r.member(S).is_some());
+        assert_eq!(r.handle_grant(now, T, S, Media::Audio, true), Err(RoomError::WrongRole));
+    }
+
+    #[test]
+    fn refused_actions_change_nothing() {
+        let (mut r, now) = class(3);
+        r.handle_join(now, S, "s01", "CPE", Role::Observer).expect("observer");
+        drain(&mut r);
+        let cases: Vec<(&str, Result<(), RoomError>, RoomError)> = vec![
+            ("pupil admits", r.clone_try(|r| r.handle_admit(now, 2, 3)), RoomError::NotHost),
+            (
+                "pupil mutes a classmate",
+                r.clone_try(|r| r.handle_grant(now, 2, 3, Media::Audio, false)),
+                RoomError::NotHost,
+            ),
+            ("pupil mutes all", r.clone_try(|r| r.handle_mute_all(now, 2)), RoomError::NotHost),
+            ("pupil removes", r.clone_try(|r| r.handle_remove(now, 2, 3)), RoomError::NotHost),
+            ("pupil locks", r.clone_try(|r| r.handle_lock(now, 2, true)), RoomError::NotHost),
+            ("pupil ends", r.clone_try(|r| r.handle_end(now, 2)), RoomError::NotHost),
+            ("observer ends", r.clone_try(|r| r.handle_end(now, S)), RoomError::NotHost),
+            ("pupil lowers another's hand", r.clone_try(|r| r.handle_lower_hand(now, 2, 3)), RoomError::NotHost),
+            ("removing the teacher", r.clone_try(|r| r.handle_remove(now, T, T)), RoomError::WrongRole),
+            (
+                "granting the teacher",
+                r.clone_try(|r| r.handle_grant(now, T, T, Media::Video, false)),
+                RoomError::WrongRole,
+            ),
+            (
+                "joining twice",
+                r.clone_try(|r| r.handle_join(now, 2, "e002", "x", Role::Participant)),
+                RoomError::AlreadyJoined,
+            ),
+            ("admitting someone not waiting", r.clone_try(|r| r.handle_admit(now, T, 42)), RoomError::NotInRoom),
+            ("a stranger raises a hand", r.clone_try(|r| r.handle_raise_hand(now, 42)), RoomError::NotInRoom),
+            ("a stranger acts as host", r.clone_try(|r| r.handle_lock(now, 42, true)), RoomError::NotInRoom),
+            ("a pupil publishes without grant", r.may_publish(2, Media::Video), RoomError::NotGranted(Media::Video)),
+            ("an observer publishes", r.may_publish(S, Media::Audio), RoomError::NotGranted(Media::Audio)),
+        ];
+        for (what, got, want) in cases {
+            assert_eq!(got, Err(want), "{what}");
+        }
+        assert!(drain(&mut r).is_empty(), "no refused action produced output");
+        assert_eq!(r.members().count(), 4);
+    }
+
+    #[test]
+    fn hands_form_an_ordered_queue() {
+        let (mut r, now) = class(5);
+        for p in [4, 2, 5] {
+            r.handle_raise_hand(now, p).expect("raise");
+        }
+        r.handle_raise_hand(now, 2).expect("raising twice keeps the place");
+        assert_eq!(r.hands(), &[4, 2, 5]);
+        r.handle_lower_hand(now, 2, 2).expect("own hand");
+        r.handle_lower_hand(now, T, 4).expect("the teacher answers");
+        assert_eq!(r.hands(), &[5]);
+        r.handle_raise_hand(now, 3).expect("raise");
+        r.handle_leave(now, 5).expect("leave");
+        assert_eq!(r.hands(), &[3], "leaving takes the hand down");
+        let last = drain(&mut r).into_iter().filter(|o| matches!(o.event, Event::Hands { .. })).next_back();
+        assert_eq!(last.map(|o| o.event), Some(Event::Hands { queue: vec![3] }));
+    }
+
+    #[test]
+    fn grants_mute_and_mute_all() {
+        let (mut r, now) = class(4);
+        r.handle_grant(now, T, 2, Media::Audio, true).expect("mic");
+        r.handle_grant(now, T, 3, Media::Audio, true).expect("mic");
+        r.handle_grant(now, T, 3, Media::Screen, true).expect("screen");
+        assert_eq!(r.may_publish(2, Media::Audio), Ok(()));
+        assert_eq!(r.may_publish(3, Media::Screen), Ok(()));
+        drain(&mut r);
+        r.handle_grant(now, T, 2, Media::Audio, false).expect("mute one");
+        assert_eq!(r.may_publish(2, Media::Audio), Err(RoomError::NotGranted(Media::Audio)));
+        let out = drain(&mut r);
+        assert_eq!(out, vec![Output { to: None, event: Event::Grants { peer: 2, grants: Grants::default() } }]);
+        r.handle_mute_all(now, T).expect("mute all");
+        assert_eq!(r.may_publish(3, Media::Audio), Err(RoomError::NotGranted(Media::Audio)));
+        assert_eq!(r.may_publish(3, Media::Screen), Ok(()), "mute all leaves the screen");
+        assert_eq!(r.may_publish(T, Media::Audio), Ok(()), "the teacher keeps the microphone");
+        assert_eq!(drain(&mut r).len(), 1, "only the one still unmuted is announced");
+    }
+
+    #[test]
+    fn remove_lock_and_capacity() {
+        let (mut r, now) = room(4);
+        r.handle_join(now, T, "t01", "Mme Colin", Role::Host).expect("host");
+        r.handle_join(now, 2, "e001", "a", Role::Participant).expect("waits");
+        r.handle_join(now, 3, "e002", "b", Role::Participant).expect("waits");
+        r.handle_join(now, 4, "e003", "c", Role::Participant).expect("waits");
+        assert_eq!(
+            r.handle_join(now, 5, "e004", "d", Role::Participant),
+            Err(RoomError::Full),
+            "the waiting room counts"
+        );
+        r.handle_deny(now, T, 4).expect("deny");
+        r.handle_admit(now, T, 2).expect("admit");
+        drain(&mut r);
+        r.handle_remove(now, T, 2).expect("remove");
+        let out = drain(&mut r);
+        assert!(out.iter().any(|o| o.to == Some(2) && matches!(o.event, Event::Refused { .. })));
+        assert!(out.contains(&Output { to: None, event: Event::Left { peer: 2 } }));
+        r.handle_lock(now, T, true).expect("lock");
+        assert_eq!(r.handle_join(now, 6, "e005", "e", Role::Participant), Err(RoomError::Locked));
+        assert_eq!(r.handle_join(now, 7, "s01", "CPE", Role::Observer), Err(RoomError::Locked));
+        r.handle_join(now, 8, "t02", "co-teacher", Role::Host).expect("hosts still get in");
+        r.handle_lock(now, T, false).expect("unlock");
+        r.handle_join(now, 6, "e005", "e", Role::Participant).expect("in again");
+    }
+
+    #[test]
+    fn the_host_ends_the_class_for_everyone() {
+        let (mut r, now) = class(3);
+        r.handle_join(now, 7, "e007", "late", Role::Participant).expect("waits");
+        drain(&mut r);
+        r.handle_end(now, T).expect("end");
+        let out = drain(&mut r);
+        assert!(out.contains(&Output { to: None, event: Event::Ended { reason: EndReason::Host } }));
+        assert!(
+            out.contains(&Output { to: Some(7), event: Event::Ended { reason: EndReason::Host } }),
+            "the waiting room learns too"
+        );
+        assert_eq!(r.handle_raise_hand(now, 2), Err(RoomError::Ended));
+        assert_eq!(r.handle_join(now, 8, "e008", "x", Role::Participant), Err(RoomError::Ended));
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn the_room_outlives_its_host_by_the_grace_period_only() {
+        let (mut r, t0) = room(40);
+        // Created without a host: it waits for one for the grace period.
+        assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+        r.handle_join(t0, T, "t01", "Mme Colin", Role::Host).expect("host");
+        assert_eq!(r.poll_timeout(), None);
+        r.handle_join(t0, 2, "e001", "a", Role::Participant).expect("waits");
+        r.handle_admit(t0, T, 2).expect("admit");
+        let t1 = t0 + Duration::from_secs(600);
+        r.handle_leave(t1, T).expect("the teacher's network drops");
+        assert_eq!(r.poll_timeout(), Some(t1 + Duration::from_secs(60)));
+        r.handle_timeout(t1 + Duration::from_secs(59));
+        assert_eq!(r.is_ended(), None);
+        r.handle_join(t1 + Duration::from_secs(30), 11, "t01", "Mme Colin", Role::Host).expect("back");
+        r.handle_timeout(t1 + Duration::from_secs(120));
+        assert_eq!(r.is_ended(), None, "the host came back in time");
+        let t2 = t1 + Duration::from_secs(300);
+        r.handle_leave(t2, 11).expect("leaves for good");
+        drain(&mut r);
+        r.handle_timeout(t2 + Duration::from_secs(60));
+        assert_eq!(r.is_ended(), Some(EndReason::NoHost));
+        assert_eq!(drain(&mut r), vec![Output { to: None, event: Event::Ended { reason: EndReason::NoHost } }]);
+    }
+
+    impl Room {
+        /// Runs an input on this room and checks a refusal left it unchanged.
+        fn clone_try(&mut self, f: impl FnOnce(&mut Room) -> Result<(), RoomError>) -> Result<(), RoomError> {
+            let before = format!("{:?}", (&self.members, &self.waiting, &self.hands, self.locked, self.ended));
+            let r = f(self);
+            if r.is_err() {
+                let after = format!("{:?}", (&self.members, &self.waiting, &self.hands, self.locked, self.ended));
+                assert_eq!(before, after, "a refused input changed the room");
+            }
+            r
+        }
+    }
+}
