@@ -661,7 +661,7 @@ mod tests {
         r.handle_raise_hand(now, 3).expect("raise");
         r.handle_leave(now, 5).expect("leave");
         assert_eq!(r.hands(), &[3], "leaving takes the hand down");
-        let last = drain(&mut r).into_iter().filter(|o| matches!(o.event, Event::Hands { .. })).next_back();
+        let last = drain(&mut r).into_iter().rfind(|o| matches!(o.event, Event::Hands { .. }));
         assert_eq!(last.map(|o| o.event), Some(Event::Hands { queue: vec![3] }));
     }
 
