@@ -129,6 +129,16 @@ pub struct Config {
     /// Days messages are kept in ScyllaDB (row TTL); 0 keeps them.
     #[arg(long, env = "PREAU_RETENTION_DAYS", default_value_t = 400, global = true)]
     pub retention_days: u32,
+    /// Private key (PEM) signing room tokens for the SFU (production); development mode
+    /// signs them with the development key.
+    #[arg(long, env = "PREAU_ROOM_SIGNING_KEY", global = true)]
+    pub room_signing_key: Option<PathBuf>,
+    /// Algorithm of `--room-signing-key`: RS256, ES256 or EdDSA.
+    #[arg(long, env = "PREAU_ROOM_SIGNING_ALG", default_value = "EdDSA", global = true)]
+    pub room_signing_alg: String,
+    /// Lifetime of room tokens, seconds (they only serve to join).
+    #[arg(long, env = "PREAU_ROOM_TOKEN_TTL", default_value_t = 300, global = true)]
+    pub room_token_ttl: u64,
     /// Logs as JSON lines.
     #[arg(long, env = "PREAU_LOG_JSON", global = true)]
     pub log_json: bool,

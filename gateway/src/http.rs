@@ -74,7 +74,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
-        .route("/admin/directory", post(import));
+        .route("/admin/directory", post(import))
+        .route("/rooms/{class}/token", post(room_token));
     if state.g.cfg.dev_mode() {
         r = r
             .route("/dev/users", get(dev_users))
@@ -139,6 +140,40 @@ async fn ws(
         session::run(g, socket, start).await;
         drop(permit);
     })
+}
+
+/// A room token for a class's live session (the SFU admits with it alone).
+async fn room_token(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(class): axum::extract::Path<String>,
+) -> Response {
+    let claims = match authenticate(&s, &headers, &HashMap::new()) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let Some(user) = s.g.resolve(&claims) else {
+        return err(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown_user",
+            "the token's user is not in the directory",
+        );
+    };
+    match s.g.room_token(&user.id, &class) {
+        Ok((token, role)) => Json(json!({
+            "token": token, "room": format!("class:{class}"), "role": role, "expires_in": s.g.cfg.room_token_ttl,
+        }))
+        .into_response(),
+        Err(e) => {
+            let status = if e.code == preau_proto::ErrorCode::Forbidden {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            err(status, e.code.as_str(), "room", &e.message)
+        }
+    }
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {

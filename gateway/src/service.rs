@@ -121,6 +121,8 @@ pub struct Gateway {
     pub verifier: Verifier,
     /// Token issuing (development mode only).
     pub issuer: Option<Issuer>,
+    /// Room token signing (development key in development mode).
+    pub room_issuer: Option<Issuer>,
     next_session: AtomicU64,
     /// Set on SIGTERM: refuse new connections, tell sessions to reconnect elsewhere.
     pub draining: AtomicBool,
@@ -194,6 +196,14 @@ impl Gateway {
             }
         };
         let (verifier, issuer) = keys(&cfg)?;
+        let room_issuer = match &cfg.room_signing_key {
+            Some(pem) => {
+                let alg = preau_auth::parse_algorithm(&cfg.room_signing_alg)?;
+                Some(Issuer::from_pem(alg, &std::fs::read(pem)?, None)?)
+            }
+            None if cfg.dev_mode() => Some(Issuer::hs256(&dev_key(&cfg.data_dir)?)),
+            None => None,
+        };
         let dir = load_directory(store.as_ref(), cfg.dev_mode()).await?;
         let hub = Arc::new(Hub::new(cfg.max_connections_per_user, (cfg.sends_per_second, cfg.send_burst)));
         let g = Arc::new(Gateway {
@@ -204,6 +214,7 @@ impl Gateway {
             hub: hub.clone(),
             verifier,
             issuer,
+            room_issuer,
             next_session: AtomicU64::new(1),
             draining: AtomicBool::new(false),
             open: AtomicU64::new(0),
@@ -802,6 +813,22 @@ impl Gateway {
         for ch in conversations {
             self.bus.publish(BusMessage::Frame { topic: Topic::Channel(ch.clone()), frame: frame.clone() });
         }
+    }
+
+    /// A room token for `user` in the live session of `class`, after the directory says
+    /// which role they get. `forbidden` for everyone else, and for unknown classes alike.
+    pub fn room_token(&self, user: &str, class: &str) -> Result<(String, &'static str), CmdError> {
+        let dir = self.dir();
+        let me = dir.user(user).ok_or_else(|| forbidden("your account is no longer in the directory"))?;
+        let role = preau_directory::live_role(&dir, me, class)
+            .ok_or_else(|| forbidden("you may not join this class's live session"))?;
+        let issuer = self
+            .room_issuer
+            .as_ref()
+            .ok_or_else(|| CmdError::new(ErrorCode::Unavailable, "live classes are not configured on this server"))?;
+        let room = format!("class:{class}");
+        let t = issuer.issue_room(&me.id, &me.name, &me.school, &room, role.as_str(), self.cfg.room_token_ttl);
+        Ok((t, role.as_str()))
     }
 
     /// A development token for a directory user.

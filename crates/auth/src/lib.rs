@@ -4,7 +4,8 @@
 //! signatures with public keys from a PEM or JWKS file.
 //!
 //! # Layout
-//! - [`Claims`]: what a token says.
+//! - [`Claims`]: what a user token says; [`RoomClaims`]: what a live-class room token
+//!   says (audience [`ROOM_AUDIENCE`], so neither passes for the other).
 //! - [`Verifier`]: keys and checks (expiry, optional issuer and audience).
 //! - [`Issuer`]: signs tokens (development mode, tests, SFU room tokens).
 //! - [`AuthError`]: why a token was refused, with a stable reason code.
@@ -34,6 +35,29 @@ pub struct Claims {
     /// Audience.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+}
+
+/// Audience of room tokens: the SFU accepts nothing else, the gateway never accepts them.
+pub const ROOM_AUDIENCE: &str = "preau-sfu";
+
+/// A room token: the gateway checked the directory and lets `sub` into a class's live
+/// session with a role. Short-lived: it only serves to join.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomClaims {
+    /// User id.
+    pub sub: String,
+    /// Display name.
+    pub name: String,
+    /// School UAI.
+    pub school: String,
+    /// Room id (`class:<class id>`).
+    pub room: String,
+    /// `host`, `participant` or `observer`.
+    pub role: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Always [`ROOM_AUDIENCE`].
+    pub aud: String,
 }
 
 /// Why a token was refused. Every variant maps to HTTP 401.
@@ -169,8 +193,17 @@ impl Verifier {
         self
     }
 
-    /// Verifies a token and returns its claims.
+    /// Verifies a user token and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        self.verify_as(token, self.audience.as_deref())
+    }
+
+    /// Verifies a room token (audience [`ROOM_AUDIENCE`]) and returns its claims.
+    pub fn verify_room(&self, token: &str) -> Result<RoomClaims, AuthError> {
+        self.verify_as(token, Some(ROOM_AUDIENCE))
+    }
+
+    fn verify_as<T: serde::de::DeserializeOwned>(&self, token: &str, audience: Option<&str>) -> Result<T, AuthError> {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
@@ -186,14 +219,22 @@ impl Verifier {
         let mut v = Validation::new(alg);
         v.leeway = self.leeway_secs;
         v.set_required_spec_claims(&["exp", "sub"]);
-        match &self.audience {
+        match audience {
             Some(a) => v.set_audience(&[a]),
-            None => v.validate_aud = false,
+            // No audience configured: still refuse room tokens as user tokens.
+            None => {
+                v.validate_aud = false;
+                if let Ok(d) = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token)
+                    && d.claims.get("aud").and_then(|a| a.as_str()) == Some(ROOM_AUDIENCE)
+                {
+                    return Err(AuthError::WrongAudience);
+                }
+            }
         }
         if let Some(i) = &self.issuer {
             v.set_issuer(&[i]);
         }
-        jsonwebtoken::decode::<Claims>(token, key, &v).map(|d| d.claims).map_err(|e| {
+        jsonwebtoken::decode::<T>(token, key, &v).map(|d| d.claims).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             match e.kind() {
                 K::ExpiredSignature => AuthError::Expired,
@@ -254,8 +295,26 @@ impl Issuer {
         })
     }
 
+    /// Signs a room token valid `ttl_secs` from now.
+    pub fn issue_room(&self, sub: &str, name: &str, school: &str, room: &str, role: &str, ttl_secs: u64) -> String {
+        let claims = RoomClaims {
+            sub: sub.to_owned(),
+            name: name.to_owned(),
+            school: school.to_owned(),
+            room: room.to_owned(),
+            role: role.to_owned(),
+            exp: now_secs() + ttl_secs,
+            aud: ROOM_AUDIENCE.to_owned(),
+        };
+        self.sign_any(&claims)
+    }
+
     /// Signs the given claims as they are.
     pub fn sign(&self, claims: &Claims) -> String {
+        self.sign_any(claims)
+    }
+
+    fn sign_any<T: Serialize>(&self, claims: &T) -> String {
         let mut h = Header::new(self.alg);
         h.kid = self.kid.clone();
         // Signing plain claims with a key loaded at startup only fails on a broken key,
@@ -328,6 +387,20 @@ mod tests {
             let hs = Issuer::hs256(public).issue("e001", "pupil", "0750001A", 60);
             assert_eq!(v.verify(&hs), Err(AuthError::BadSignature), "{alg:?}");
         }
+    }
+
+    #[test]
+    fn room_tokens_and_user_tokens_never_pass_for_each_other() {
+        let iss = Issuer::hs256(b"k");
+        let v = Verifier::hs256(b"k");
+        let room = iss.issue_room("e001", "Léa", "0750001A", "class:6A", "participant", 60);
+        let r = v.verify_room(&room).expect("room token");
+        assert_eq!((r.room.as_str(), r.role.as_str()), ("class:6A", "participant"));
+        assert_eq!(v.verify(&room), Err(AuthError::WrongAudience), "a room token is not a user token");
+        let user = iss.issue("e001", "pupil", "0750001A", 60);
+        assert!(v.verify_room(&user).is_err(), "a user token is not a room token");
+        let with_aud = Verifier::hs256(b"k").with_audience(Some("preau".into()));
+        assert!(with_aud.verify(&room).is_err());
     }
 
     #[test]

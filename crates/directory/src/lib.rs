@@ -20,4 +20,4 @@ pub use index::{Directory, DirectoryError, UserRec};
 pub use model::{
     ClassDoc, DirectoryDoc, GroupDoc, LinkDoc, Override, PolicyConfig, Profile, Reach, SchoolDoc, UserDoc,
 };
-pub use policy::{ChannelAccess, class_access, class_channels, may_write_first};
+pub use policy::{ChannelAccess, LiveRole, class_access, class_channels, live_role, may_write_first};

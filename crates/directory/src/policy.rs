@@ -110,6 +110,40 @@ pub fn class_access(dir: &Directory, u: &UserRec, class: &str, announcements: bo
     }
 }
 
+/// A role in a class's live session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LiveRole {
+    /// A teacher of the class hosts.
+    Host,
+    /// A pupil of the class takes part.
+    Participant,
+    /// Staff and admins of the school may look on.
+    Observer,
+}
+
+impl LiveRole {
+    /// The role's name in room tokens.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiveRole::Host => "host",
+            LiveRole::Participant => "participant",
+            LiveRole::Observer => "observer",
+        }
+    }
+}
+
+/// The role `u` gets in the live session of `class`, or `None`: everyone else (parents,
+/// other classes, other schools) is refused.
+pub fn live_role(dir: &Directory, u: &UserRec, class: &str) -> Option<LiveRole> {
+    let c = dir.class(class).filter(|c| c.school == u.school)?;
+    match u.profile {
+        Profile::Teacher if c.teachers.contains(&u.id) => Some(LiveRole::Host),
+        Profile::Pupil if c.pupils.contains(&u.id) => Some(LiveRole::Participant),
+        Profile::Staff | Profile::Admin => Some(LiveRole::Observer),
+        _ => None,
+    }
+}
+
 /// The classes whose channels `u` may read: (class id, forum readable, announcements
 /// readable).
 pub fn class_channels(dir: &Directory, u: &UserRec) -> Vec<(String, bool, bool)> {
@@ -258,6 +292,25 @@ mod tests {
         doc.schools[0].policy.parents_read_forums = true;
         let d2 = dir_with(doc);
         assert_eq!(class_access(&d2, d2.user("pa001").expect("pa001"), "6A", false), reader);
+    }
+
+    #[test]
+    fn live_class_roles() {
+        let d = dir_with(demo::demo_doc());
+        let role = |u: &str, class: &str| live_role(&d, d.user(u).expect("user"), class);
+        let rows = [
+            ("t01", "6A", Some(LiveRole::Host), "teacher of the class hosts"),
+            ("t03", "6A", None, "teacher of another class is refused"),
+            ("e001", "6A", Some(LiveRole::Participant), "pupil of the class"),
+            ("e026", "6A", None, "pupil of another class"),
+            ("s01", "6A", Some(LiveRole::Observer), "staff observe"),
+            ("ad01", "4C", Some(LiveRole::Observer), "admin observes"),
+            ("pa001", "6A", None, "parents are refused, even their child's class"),
+            ("t01", "nope", None, "unknown class"),
+        ];
+        for (u, c, want, what) in rows {
+            assert_eq!(role(u, c), want, "{what}");
+        }
     }
 
     #[test]

@@ -6,5 +6,6 @@ mod delivery;
 mod deploy;
 mod directory;
 mod harness;
+mod live;
 mod ops;
 mod policy;
