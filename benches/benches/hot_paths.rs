@@ -1,0 +1,154 @@
+//! Hot paths, each per operation so results read as CPU time per message:
+//! - frame codecs: encoding an event and decoding a send, JSON and MessagePack;
+//! - policy: who may write to whom, and class channel access;
+//! - hub fan-out: one shared frame queued to N sessions (time per recipient);
+//! - store: appends through the SQLite writer's group commit, with and without fsync.
+//!
+//! `cargo bench -p preau-benches --bench hot_paths` (add `-- --quick` for a short run).
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use preau_directory::{Directory, demo, policy};
+use preau_gateway::hub::{Hub, SessionHandle};
+use preau_proto::*;
+use preau_store::{SqliteOptions, SqliteStore, Store, contract};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn event() -> ServerFrame {
+    ServerFrame::Event {
+        channel: ChannelId::announcements("6A"),
+        entry: Entry {
+            seq: 4211,
+            kind: EntryKind::Message,
+            author: "t01".into(),
+            at: 1_795_000_000_000,
+            body: Some("Bonjour à tous, la sortie au musée est confirmée pour jeudi. Pensez aux autorisations.".into()),
+            title: None,
+            thread: None,
+            reply_to: None,
+            target: None,
+            locked: None,
+            pinned: None,
+            members: vec![],
+            joined: None,
+            edited: false,
+            deleted: false,
+            client_id: Some("b3f1-42".into()),
+        },
+    }
+}
+
+fn codecs(c: &mut Criterion) {
+    let mut g = c.benchmark_group("codec");
+    g.throughput(Throughput::Elements(1));
+    let frame = event();
+    let send = ClientFrame {
+        id: 17,
+        cmd: Command::Send {
+            channel: ChannelId::direct("pa001", "t01"),
+            client_id: "pa001-17".into(),
+            body: "Bonjour Madame, Léa sera absente demain matin.".into(),
+            thread: None,
+            reply_to: None,
+        },
+    };
+    for enc in [Encoding::Json, Encoding::MsgPack] {
+        g.bench_function(format!("encode_event/{enc:?}"), |b| b.iter(|| encode_server(enc, black_box(&frame))));
+        let bytes = encode_client(enc, &send);
+        g.bench_function(format!("decode_send/{enc:?}"), |b| b.iter(|| decode_client(enc, black_box(&bytes))));
+    }
+    g.finish();
+}
+
+fn policy_checks(c: &mut Criterion) {
+    let dir = Directory::from_docs([demo::demo_doc()]).expect("demo");
+    let pairs: Vec<(&str, &str)> =
+        vec![("t01", "e001"), ("e001", "e002"), ("e001", "t03"), ("pa001", "e002"), ("pa001", "t01"), ("pa051", "t01")];
+    let recs: Vec<_> = pairs.iter().map(|(a, b)| (dir.user(a).expect("a"), dir.user(b).expect("b"))).collect();
+    let mut g = c.benchmark_group("policy");
+    g.throughput(Throughput::Elements(recs.len() as u64));
+    g.bench_function("may_write_first", |b| {
+        b.iter(|| recs.iter().filter(|(a, b)| policy::may_write_first(&dir, a, b)).count())
+    });
+    let users: Vec<_> =
+        ["t01", "e001", "pa001", "s01", "pa051", "e026"].iter().map(|u| dir.user(u).expect("u")).collect();
+    g.throughput(Throughput::Elements(users.len() as u64));
+    g.bench_function("class_access", |b| {
+        b.iter(|| users.iter().filter(|u| policy::class_access(&dir, u, black_box("6A"), true).read).count())
+    });
+    g.finish();
+}
+
+fn fanout(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let _guard = rt.enter();
+    let mut g = c.benchmark_group("hub_fanout");
+    for n in [100usize, 1000, 10_000] {
+        let hub = Hub::new(8, (5, 30));
+        let ch = ChannelId::announcements("6A");
+        let mut rxs = Vec::with_capacity(n);
+        for i in 0..n {
+            let (h, rx) = SessionHandle::new(i as u64, Arc::from(format!("u{i}").as_str()), 64);
+            let _ = hub.register(&h);
+            hub.subscribe(&h, &ch);
+            rxs.push(rx);
+        }
+        let frame = Arc::new(SharedFrame::new(event()));
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("deliver_channel/{n}"), |b| {
+            b.iter_batched(
+                || {
+                    for rx in rxs.iter_mut() {
+                        while rx.try_recv().is_ok() {}
+                    }
+                },
+                |_| hub.deliver_channel(&ch, &frame),
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
+fn store_appends(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let mut g = c.benchmark_group("store_append");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(5));
+    for (sync_full, concurrency) in [(false, 1usize), (false, 64), (true, 1), (true, 64)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut opts = SqliteOptions::new(dir.path().join("bench.db"));
+        opts.sync_full = sync_full;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(opts, Box::new(|_| {})).expect("open"));
+        g.throughput(Throughput::Elements(concurrency as u64));
+        let name = format!("{}/concurrent_{concurrency}", if sync_full { "fsync" } else { "no_fsync" });
+        let mut n = 0u64;
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                rt.block_on(async {
+                    for _ in 0..iters {
+                        let mut tasks = Vec::with_capacity(concurrency);
+                        for k in 0..concurrency {
+                            n += 1;
+                            let (s, ch) = (store.clone(), ChannelId::group(&format!("g{}", k % 16)));
+                            let cid = format!("c{n}");
+                            tasks.push(tokio::spawn(async move {
+                                s.write(contract::post(&ch, "u", &cid, "message")).await
+                            }));
+                        }
+                        for t in tasks {
+                            let _ = t.await;
+                        }
+                    }
+                });
+                start.elapsed()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, codecs, policy_checks, fanout, store_appends);
+criterion_main!(benches);
