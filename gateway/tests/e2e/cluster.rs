@@ -340,3 +340,30 @@ async fn a_rolling_restart_under_load_moves_clients_and_keeps_latency_bounded() 
     assert!(!during.is_empty(), "deliveries were measured during the drain");
     assert!(took < Duration::from_secs(8), "drain bounded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_import_on_one_gateway_applies_on_the_others() {
+    let redis = Redis::start();
+    let root = tempfile::tempdir().expect("tempdir");
+    let gws = cluster(&redis, root.path(), 2);
+    let mut e001 = gws[1].connect("e001").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut doc = preau_directory::demo::demo_doc();
+    for u in doc.users.iter_mut().filter(|u| u.id == "e001") {
+        u.classes = vec!["4C".into()];
+    }
+    let admin = gws[0].token("ad01").await;
+    let (status, body) = preau_client::http_post(&gws[0].addr, "/admin/directory", &admin, &serde_json::to_string(&doc).expect("json"))
+        .await
+        .expect("import");
+    assert_eq!(status, 200, "{body}");
+    let mut removed = Vec::new();
+    while removed.len() < 2 {
+        match e001.next_event(Duration::from_secs(10)).await.expect("the other node re-checks") {
+            ServerFrame::ChannelRemoved { channel } => removed.push(channel.to_string()),
+            _ => {}
+        }
+    }
+    removed.sort();
+    assert_eq!(removed, vec!["ann:6A", "forum:6A"]);
+}
