@@ -223,26 +223,33 @@ impl Hub {
         self.users[self.shard(user)].lock().get(user).map_or(0, |s| s.sessions.len())
     }
 
-    fn push(h: &SessionHandle, frame: &Arc<SharedFrame>) {
+    /// Queues a frame on one session; returns whether it was queued. Metrics are counted
+    /// by the caller once per fan-out, not per recipient.
+    fn push(h: &SessionHandle, frame: &Arc<SharedFrame>) -> bool {
         match h.tx.try_send(frame.clone()) {
-            Ok(()) => metrics::counter!(m::DELIVERIES).increment(1),
+            Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 metrics::counter!(m::QUEUE_DROPS).increment(1);
                 if !h.overflowed.swap(true, Ordering::AcqRel) {
                     h.wake.notify_one();
                 }
+                false
             }
             // The session is closing; it will resume elsewhere.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
     /// Queues a frame on every session subscribed to `ch`.
     pub fn deliver_channel(&self, ch: &ChannelId, frame: &Arc<SharedFrame>) {
+        let mut queued = 0u64;
         if let Some(subs) = self.channels[self.shard(ch)].lock().get(ch) {
             for h in subs.values() {
-                Hub::push(h, frame);
+                queued += u64::from(Hub::push(h, frame));
             }
+        }
+        if queued > 0 {
+            metrics::counter!(m::DELIVERIES).increment(queued);
         }
     }
 
@@ -254,13 +261,17 @@ impl Hub {
             .get(user)
             .map(|s| s.sessions.values().cloned().collect())
             .unwrap_or_default();
+        let mut queued = 0u64;
         for h in &sessions {
             match frame.frame() {
                 ServerFrame::ChannelAdded { info } => self.subscribe(h, &info.channel),
                 ServerFrame::ChannelRemoved { channel } => self.unsubscribe(h, channel),
                 _ => {}
             }
-            Hub::push(h, frame);
+            queued += u64::from(Hub::push(h, frame));
+        }
+        if queued > 0 {
+            metrics::counter!(m::DELIVERIES).increment(queued);
         }
     }
 

@@ -58,6 +58,9 @@ struct Args {
     /// fanout: the class whose announcements carry the traffic.
     #[arg(long, default_value = "6A")]
     class: String,
+    /// fanout: the target is `preau-ref-broadcast` (no users, no tokens).
+    #[arg(long)]
+    reference: bool,
 }
 
 /// Resident memory (bytes) and CPU seconds (user + system) of a process.
@@ -189,34 +192,39 @@ async fn fanout(a: Args) -> anyhow::Result<()> {
     use preau_client::SeqTracker;
     use preau_proto::{ChannelId, ServerFrame};
     let enc = if a.encoding == "json" { Encoding::Json } else { Encoding::MsgPack };
-    let all = users(&a.addr).await?;
-    let in_class = |u: &serde_json::Value| u["classes"].as_array().is_some_and(|c| c.iter().any(|c| c == &a.class));
-    let pupils: Vec<String> = all
-        .iter()
-        .filter(|u| u["profile"] == "pupil" && in_class(u))
-        .filter_map(|u| u["id"].as_str().map(str::to_owned))
-        .collect();
-    let readers: Vec<String> = all
-        .iter()
-        .filter(|u| {
-            (u["profile"] == "pupil" && in_class(u))
-                || (u["profile"] == "parent"
-                    && u["children"].as_array().is_some_and(|c| c.iter().any(|c| pupils.iter().any(|p| c == p))))
-        })
-        .filter_map(|u| u["id"].as_str().map(str::to_owned))
-        .collect();
-    let sender_id = all
-        .iter()
-        .find(|u| u["profile"] == "teacher" && in_class(u))
-        .and_then(|u| u["id"].as_str())
-        .context("no teacher of that class")?
-        .to_owned();
-    let mut tokens = Vec::new();
-    for r in &readers {
-        tokens.push(dev_token(&a.addr, r).await?);
-    }
+    let (tokens, sender_token) = if a.reference {
+        (vec![String::new()], String::new())
+    } else {
+        let all = users(&a.addr).await?;
+        let in_class = |u: &serde_json::Value| u["classes"].as_array().is_some_and(|c| c.iter().any(|c| c == &a.class));
+        let pupils: Vec<String> = all
+            .iter()
+            .filter(|u| u["profile"] == "pupil" && in_class(u))
+            .filter_map(|u| u["id"].as_str().map(str::to_owned))
+            .collect();
+        let readers: Vec<String> = all
+            .iter()
+            .filter(|u| {
+                (u["profile"] == "pupil" && in_class(u))
+                    || (u["profile"] == "parent"
+                        && u["children"].as_array().is_some_and(|c| c.iter().any(|c| pupils.iter().any(|p| c == p))))
+            })
+            .filter_map(|u| u["id"].as_str().map(str::to_owned))
+            .collect();
+        let sender_id = all
+            .iter()
+            .find(|u| u["profile"] == "teacher" && in_class(u))
+            .and_then(|u| u["id"].as_str())
+            .context("no teacher of that class")?
+            .to_owned();
+        let mut tokens = Vec::new();
+        for r in &readers {
+            tokens.push(dev_token(&a.addr, r).await?);
+        }
+        (tokens, dev_token(&a.addr, &sender_id).await?)
+    };
     let ch = ChannelId::announcements(&a.class);
-    let sender = Client::connect(&a.addr, &dev_token(&a.addr, &sender_id).await?, enc).await?;
+    let sender = Client::connect(&a.addr, &sender_token, enc).await?;
     let start_seq = sender
         .request(Command::Sync { positions: vec![], limit: None })
         .await?
@@ -303,6 +311,7 @@ async fn fanout(a: Args) -> anyhow::Result<()> {
     let (rss1, cpu1) = proc_sample(a.pid)?;
     let report = serde_json::json!({
         "scenario": "fanout",
+        "target": if a.reference { "preau-ref-broadcast" } else { "preau-gateway" },
         "channel": ch.to_string(),
         "listeners": a.listeners,
         "messages": a.messages,

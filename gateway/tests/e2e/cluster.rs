@@ -353,9 +353,10 @@ async fn a_directory_import_on_one_gateway_applies_on_the_others() {
         u.classes = vec!["4C".into()];
     }
     let admin = gws[0].token("ad01").await;
-    let (status, body) = preau_client::http_post(&gws[0].addr, "/admin/directory", &admin, &serde_json::to_string(&doc).expect("json"))
-        .await
-        .expect("import");
+    let (status, body) =
+        preau_client::http_post(&gws[0].addr, "/admin/directory", &admin, &serde_json::to_string(&doc).expect("json"))
+            .await
+            .expect("import");
     assert_eq!(status, 200, "{body}");
     let mut removed = Vec::new();
     while removed.len() < 2 {
