@@ -360,9 +360,9 @@ async fn a_directory_import_on_one_gateway_applies_on_the_others() {
     assert_eq!(status, 200, "{body}");
     let mut removed = Vec::new();
     while removed.len() < 2 {
-        match e001.next_event(Duration::from_secs(10)).await.expect("the other node re-checks") {
-            ServerFrame::ChannelRemoved { channel } => removed.push(channel.to_string()),
-            _ => {}
+        let ev = e001.next_event(Duration::from_secs(10)).await.expect("the other node re-checks");
+        if let ServerFrame::ChannelRemoved { channel } = ev {
+            removed.push(channel.to_string());
         }
     }
     removed.sort();
