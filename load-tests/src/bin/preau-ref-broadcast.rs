@@ -33,6 +33,8 @@ async fn main() -> anyhow::Result<()> {
         let (tx, seqs) = (tx.clone(), seqs.clone());
         tokio::spawn(async move {
             let mut enc = Encoding::Json;
+            // The error type is tungstenite's callback signature, not ours to shrink.
+            #[allow(clippy::result_large_err)]
             let cb = |req: &Request, mut resp: Response| {
                 let offered = req.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).unwrap_or("");
                 if offered.contains(SUBPROTOCOL_MSGPACK) {
