@@ -583,20 +583,7 @@ impl Gateway {
                 if set.is_empty() {
                     return Err(bad("a group needs at least one other member"));
                 }
-                if set.len() + 1 > self.cfg.max_group_members {
-                    return Err(CmdError::new(
-                        ErrorCode::GroupFull,
-                        format!("a group has at most {} members", self.cfg.max_group_members),
-                    ));
-                }
-                let denied: Vec<&str> = set
-                    .iter()
-                    .filter(|m| !dir.user(m).is_some_and(|u| may_write_first(&dir, me, u)))
-                    .map(String::as_str)
-                    .collect();
-                if !denied.is_empty() {
-                    return Err(forbidden(format!("you may not write to: {}", denied.join(", "))));
-                }
+                self.check_new_members(&dir, me, 1, &set)?;
                 self.take_send(&me.id)?;
                 let gid: String = {
                     let mut r = rand::rng();
@@ -629,20 +616,7 @@ impl Gateway {
                 if new.is_empty() {
                     return Ok(ack);
                 }
-                if conv.members.len() + new.len() > self.cfg.max_group_members {
-                    return Err(CmdError::new(
-                        ErrorCode::GroupFull,
-                        format!("a group has at most {} members", self.cfg.max_group_members),
-                    ));
-                }
-                let denied: Vec<&str> = new
-                    .iter()
-                    .filter(|m| !dir.user(m).is_some_and(|u| may_write_first(&dir, me, u)))
-                    .map(String::as_str)
-                    .collect();
-                if !denied.is_empty() {
-                    return Err(forbidden(format!("you may not write to: {}", denied.join(", "))));
-                }
+                self.check_new_members(&dir, me, conv.members.len(), &new)?;
                 let w = Write::Membership {
                     channel: channel.clone(),
                     author: me.id.clone(),
@@ -775,6 +749,23 @@ impl Gateway {
                 Ok(ack)
             }
         }
+    }
+
+    /// A group of `current` members may take `new` ones: under the size limit, and `me`
+    /// may write to each (one answer for unknown and forbidden users).
+    fn check_new_members(&self, dir: &Directory, me: &UserRec, current: usize, new: &[String]) -> Result<(), CmdError> {
+        if current + new.len() > self.cfg.max_group_members {
+            return Err(CmdError::new(
+                ErrorCode::GroupFull,
+                format!("a group has at most {} members", self.cfg.max_group_members),
+            ));
+        }
+        let denied: Vec<&str> = new
+            .iter()
+            .filter(|m| !dir.user(m).is_some_and(|u| may_write_first(dir, me, u)))
+            .map(String::as_str)
+            .collect();
+        if denied.is_empty() { Ok(()) } else { Err(forbidden(format!("you may not write to: {}", denied.join(", ")))) }
     }
 
     /// Tells each of `to` (members of `conv`) that they now see it; their sessions on

@@ -236,6 +236,34 @@ pub enum EntryKind {
     Membership,
 }
 
+impl EntryKind {
+    /// The kind's name on the wire and in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Message => "message",
+            EntryKind::Thread => "thread",
+            EntryKind::Edit => "edit",
+            EntryKind::Delete => "delete",
+            EntryKind::ThreadState => "thread_state",
+            EntryKind::Membership => "membership",
+        }
+    }
+
+    /// Parses a kind's name; `None` for an unknown one.
+    pub fn parse(s: &str) -> Option<EntryKind> {
+        [
+            EntryKind::Message,
+            EntryKind::Thread,
+            EntryKind::Edit,
+            EntryKind::Delete,
+            EntryKind::ThreadState,
+            EntryKind::Membership,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
 /// One entry of a channel's log. Message entries read from history carry their current
 /// state (edited text, `deleted`); the `edit` and `delete` entries after them say when.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

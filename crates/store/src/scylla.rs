@@ -140,26 +140,9 @@ struct EntryRow {
     client_id: Option<String>,
 }
 
-fn kind_str(k: EntryKind) -> &'static str {
-    match k {
-        EntryKind::Message => "message",
-        EntryKind::Thread => "thread",
-        EntryKind::Edit => "edit",
-        EntryKind::Delete => "delete",
-        EntryKind::ThreadState => "thread_state",
-        EntryKind::Membership => "membership",
-    }
-}
-
+/// Stored kinds are written by this code; an unknown one reads as a message.
 fn kind_parse(s: &str) -> EntryKind {
-    match s {
-        "thread" => EntryKind::Thread,
-        "edit" => EntryKind::Edit,
-        "delete" => EntryKind::Delete,
-        "thread_state" => EntryKind::ThreadState,
-        "membership" => EntryKind::Membership,
-        _ => EntryKind::Message,
-    }
+    EntryKind::parse(s).unwrap_or(EntryKind::Message)
 }
 
 impl EntryRow {
@@ -168,7 +151,7 @@ impl EntryRow {
             channel: ch.as_str().to_owned(),
             bucket: bucket(e.seq),
             seq: e.seq as i64,
-            kind: kind_str(e.kind).to_owned(),
+            kind: e.kind.as_str().to_owned(),
             author: e.author.clone(),
             at: e.at,
             body: e.body.clone(),

@@ -109,26 +109,9 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-fn kind_str(k: EntryKind) -> &'static str {
-    match k {
-        EntryKind::Message => "message",
-        EntryKind::Thread => "thread",
-        EntryKind::Edit => "edit",
-        EntryKind::Delete => "delete",
-        EntryKind::ThreadState => "thread_state",
-        EntryKind::Membership => "membership",
-    }
-}
-
+/// Stored kinds are written by this code; an unknown one reads as a message.
 fn kind_parse(s: &str) -> EntryKind {
-    match s {
-        "thread" => EntryKind::Thread,
-        "edit" => EntryKind::Edit,
-        "delete" => EntryKind::Delete,
-        "thread_state" => EntryKind::ThreadState,
-        "membership" => EntryKind::Membership,
-        _ => EntryKind::Message,
-    }
+    EntryKind::parse(s).unwrap_or(EntryKind::Message)
 }
 
 fn conv_kind_str(k: ChannelKind) -> &'static str {
@@ -502,7 +485,7 @@ impl Writer {
                     &format!("INSERT INTO entries ({COLS}, channel) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"),
                     params![
                         e.seq as i64,
-                        kind_str(e.kind),
+                        e.kind.as_str(),
                         e.author,
                         e.at,
                         e.body,
