@@ -28,9 +28,14 @@ struct Args {
     /// Gateway address (loopback only).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: String,
-    /// Gateway process id, to sample its memory and CPU from /proc.
-    #[arg(long)]
-    pid: u32,
+    /// Server process ids (comma-separated), to sample memory and CPU from /proc; several
+    /// gateways of one machine are summed.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pid: Vec<u32>,
+    /// Source addresses start at 127.0.0.<first-source> (so several load processes use
+    /// distinct ones).
+    #[arg(long, default_value_t = 2)]
+    first_source: u8,
     /// Connections to open.
     #[arg(long, default_value_t = 1000)]
     connections: usize,
@@ -63,8 +68,19 @@ struct Args {
     reference: bool,
 }
 
+/// Resident memory (bytes) and CPU seconds (user + system), summed over processes.
+fn proc_sample(pids: &[u32]) -> anyhow::Result<(u64, f64)> {
+    let mut total = (0u64, 0f64);
+    for p in pids {
+        let (rss, cpu) = proc_sample_one(*p)?;
+        total.0 += rss;
+        total.1 += cpu;
+    }
+    Ok(total)
+}
+
 /// Resident memory (bytes) and CPU seconds (user + system) of a process.
-fn proc_sample(pid: u32) -> anyhow::Result<(u64, f64)> {
+fn proc_sample_one(pid: u32) -> anyhow::Result<(u64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("read /proc status")?;
     let rss_kb: u64 = status
         .lines()
@@ -109,13 +125,14 @@ async fn connections(a: Args) -> anyhow::Result<()> {
         tokens.push(dev_token(&a.addr, id).await?);
     }
     let tokens = Arc::new(tokens);
-    let (rss0, cpu0) = proc_sample(a.pid)?;
+    let (rss0, cpu0) = proc_sample(&a.pid)?;
     let started = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency));
     let mut tasks = Vec::with_capacity(a.connections);
     for i in 0..a.connections {
         let (tokens, addr, sem) = (tokens.clone(), a.addr.clone(), sem.clone());
-        let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % a.sources.max(1) as usize) as u8));
+        let src =
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, a.first_source.saturating_add((i % a.sources.max(1) as usize) as u8)));
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire().await.ok();
             let t = Instant::now();
@@ -142,7 +159,7 @@ async fn connections(a: Args) -> anyhow::Result<()> {
     }
     let connect_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(a.hold)).await;
-    let (rss1, cpu1) = proc_sample(a.pid)?;
+    let (rss1, cpu1) = proc_sample(&a.pid)?;
     // Every connection still answers.
     let mut alive = 0usize;
     for c in &clients {
@@ -237,11 +254,12 @@ async fn fanout(a: Args) -> anyhow::Result<()> {
     let base = Instant::now();
     let mut listeners = Vec::with_capacity(a.listeners);
     for i in 0..a.listeners {
-        let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % a.sources.max(1) as usize) as u8));
+        let src =
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, a.first_source.saturating_add((i % a.sources.max(1) as usize) as u8)));
         let c = Client::connect_from(&a.addr, &tokens[i % tokens.len()], enc, Some(src)).await?;
         listeners.push((c, tokens[i % tokens.len()].clone(), src));
     }
-    let (rss0, cpu0) = proc_sample(a.pid)?;
+    let (rss0, cpu0) = proc_sample(&a.pid)?;
     let mut tasks = Vec::new();
     for (mut c, token, src) in listeners {
         let (ch, addr) = (ch.clone(), a.addr.clone());
@@ -308,7 +326,7 @@ async fn fanout(a: Args) -> anyhow::Result<()> {
         deliver.add(&h)?;
     }
     let elapsed = send_start.elapsed().as_secs_f64();
-    let (rss1, cpu1) = proc_sample(a.pid)?;
+    let (rss1, cpu1) = proc_sample(&a.pid)?;
     let report = serde_json::json!({
         "scenario": "fanout",
         "target": if a.reference { "preau-ref-broadcast" } else { "preau-gateway" },
