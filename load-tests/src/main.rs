@@ -5,6 +5,10 @@
 //! - `connections`: open N WebSockets (spread over 127.0.0.x source addresses, demo users
 //!   round-robin), hold them, and report connect latency and the gateway's resident
 //!   memory per connection; then check every connection still answers.
+//! - `morning-storm`: teachers post the morning's announcements; then N users (the
+//!   school's profile mix, round-robin) connect within T seconds, `sync`, read every
+//!   unread message page by page and mark it read. Each user must read exactly the seqs
+//!   after their marker, up to the channel's end: a gap or a missing page fails the run.
 //! - `fanout`: N listeners on one class's announcements, one teacher sending M messages at
 //!   a set rate; reports send-to-ack and send-to-deliver latency, deliveries per second,
 //!   gateway CPU per delivered message, and fails on any message lost or duplicated
@@ -66,6 +70,12 @@ struct Args {
     /// fanout: the target is `preau-ref-broadcast` (no users, no tokens).
     #[arg(long)]
     reference: bool,
+    /// morning-storm: seconds over which the connections arrive.
+    #[arg(long, default_value_t = 10)]
+    within: u64,
+    /// morning-storm: announcements each teacher posts to each of their classes first.
+    #[arg(long, default_value_t = 5)]
+    posts: u64,
 }
 
 /// Resident memory (bytes) and CPU seconds (user + system), summed over processes.
@@ -106,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
     match a.scenario.as_str() {
         "connections" => connections(a).await,
         "fanout" => fanout(a).await,
+        "morning-storm" => morning_storm(a).await,
         other => bail!("unknown scenario `{other}`"),
     }
 }
@@ -353,6 +364,125 @@ async fn fanout(a: Args) -> anyhow::Result<()> {
     // Duplicates can follow a resume and clients drop them by seq; a loss fails the run.
     if lost > 0 {
         bail!("{lost} messages lost");
+    }
+    Ok(())
+}
+
+async fn morning_storm(a: Args) -> anyhow::Result<()> {
+    use preau_proto::ChannelId;
+    let enc = if a.encoding == "json" { Encoding::Json } else { Encoding::MsgPack };
+    let all = users(&a.addr).await?;
+    // The morning's announcements, from every teacher to each of their classes.
+    let mut posted = 0u64;
+    for t in all.iter().filter(|u| u["profile"] == "teacher") {
+        let id = t["id"].as_str().context("id")?;
+        let c = Client::connect(&a.addr, &dev_token(&a.addr, id).await?, enc).await?;
+        for class in t["classes"].as_array().into_iter().flatten().filter_map(|c| c.as_str()) {
+            for k in 0..a.posts {
+                let body = format!("Annonce {k} de {id} : travail à faire pour aujourd'hui");
+                match c.send_message(&ChannelId::announcements(class), &body).await {
+                    Ok(_) => posted += 1,
+                    Err(e) if e.code() == Some(preau_proto::ErrorCode::RateLimited) => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => bail!("posting: {e}"),
+                }
+            }
+        }
+    }
+    let ids: Vec<String> = all.iter().filter_map(|u| u["id"].as_str().map(str::to_owned)).collect();
+    let mut tokens = Vec::with_capacity(ids.len());
+    for id in &ids {
+        tokens.push(dev_token(&a.addr, id).await?);
+    }
+    let tokens = Arc::new(tokens);
+    let (rss0, cpu0) = proc_sample(&a.pid)?;
+    let started = Instant::now();
+    let gap = Duration::from_secs_f64(a.within as f64 / a.connections.max(1) as f64);
+    let mut tasks = Vec::with_capacity(a.connections);
+    for i in 0..a.connections {
+        let (tokens, addr) = (tokens.clone(), a.addr.clone());
+        let src =
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, a.first_source.saturating_add((i % a.sources.max(1) as usize) as u8)));
+        let at = started + gap * i as u32;
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let t0 = Instant::now();
+            let c = Client::connect_from(&addr, &tokens[i % tokens.len()], enc, Some(src)).await?;
+            let connected = t0.elapsed();
+            let sync = c.request(Command::Sync { positions: vec![], limit: None }).await?;
+            let mut read = 0u64;
+            let mut wrong = 0u64;
+            for info in sync.channels.iter().filter(|i| i.last_seq > i.read_seq) {
+                let mut expect = info.read_seq + 1;
+                while expect <= info.last_seq {
+                    let page = c
+                        .request(Command::History {
+                            channel: info.channel.clone(),
+                            after: Some(expect - 1),
+                            before: None,
+                            limit: None,
+                        })
+                        .await?;
+                    if page.entries.is_empty() {
+                        break;
+                    }
+                    for e in &page.entries {
+                        if e.seq != expect {
+                            wrong += 1;
+                        }
+                        expect = e.seq + 1;
+                        read += 1;
+                    }
+                }
+                wrong += info.last_seq.saturating_sub(expect - 1);
+                c.request(Command::MarkRead { channel: info.channel.clone(), seq: info.last_seq }).await?;
+            }
+            Ok::<_, preau_client::ClientError>((connected, t0.elapsed(), read, wrong, c))
+        }));
+    }
+    let mut connect = Histogram::<u64>::new(3)?;
+    let mut ready = Histogram::<u64>::new(3)?;
+    let (mut read, mut wrong, mut failed) = (0u64, 0u64, 0u64);
+    let mut first_error = None;
+    let mut clients = Vec::new();
+    for t in tasks {
+        match t.await? {
+            Ok((c, r, n, w, client)) => {
+                connect.record(c.as_micros() as u64)?;
+                ready.record(r.as_micros() as u64)?;
+                read += n;
+                wrong += w;
+                clients.push(client);
+            }
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (rss1, cpu1) = proc_sample(&a.pid)?;
+    let report = serde_json::json!({
+        "scenario": "morning-storm",
+        "connections": a.connections,
+        "within_seconds": a.within,
+        "announcements_posted": posted,
+        "connections_failed": failed,
+        "first_error": first_error,
+        "messages_read": read,
+        "messages_missing_or_out_of_order": wrong,
+        "connect_latency_us": percentiles(&connect),
+        "connect_to_all_read_us": percentiles(&ready),
+        "seconds": elapsed,
+        "gateway_cpu_seconds": cpu1 - cpu0,
+        "gateway_cpu_ms_per_user_morning": (cpu1 - cpu0) * 1000.0 / clients.len().max(1) as f64,
+        "gateway_rss_bytes": rss1,
+        "gateway_rss_growth_bytes": rss1 as i64 - rss0 as i64,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if failed > 0 || wrong > 0 {
+        bail!("{failed} users failed, {wrong} messages missing or out of order");
     }
     Ok(())
 }
