@@ -9,6 +9,9 @@
 //!   school's profile mix, round-robin) connect within T seconds, `sync`, read every
 //!   unread message page by page and mark it read. Each user must read exactly the seqs
 //!   after their marker, up to the channel's end: a gap or a missing page fails the run.
+//! - `forums`: a thread in every class forum; the pupils of every class post replies at
+//!   once (M per class at R per second per class) while N class members listen; the same
+//!   latency and loss checks as `fanout`, over many channels and many senders.
 //! - `fanout`: N listeners on one class's announcements, one teacher sending M messages at
 //!   a set rate; reports send-to-ack and send-to-deliver latency, deliveries per second,
 //!   gateway CPU per delivered message, and fails on any message lost or duplicated
@@ -117,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
         "connections" => connections(a).await,
         "fanout" => fanout(a).await,
         "morning-storm" => morning_storm(a).await,
+        "forums" => forums(a).await,
         other => bail!("unknown scenario `{other}`"),
     }
 }
@@ -216,9 +220,68 @@ fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
     })
 }
 
+/// One listening connection: follows a channel from `start` to `target`, recording
+/// send-to-deliver latency (bodies carry their send time), repairing gaps with `history`,
+/// and reconnecting and resuming if cut off.
+struct Listener {
+    ch: preau_proto::ChannelId,
+    start: preau_proto::Seq,
+    target: preau_proto::Seq,
+    base: Instant,
+    addr: String,
+    token: String,
+    src: IpAddr,
+    enc: Encoding,
+}
+
+impl Listener {
+    async fn follow(self, mut c: Client) -> (preau_client::SeqTracker, Histogram<u64>, u32) {
+        use preau_client::Observed;
+        use preau_proto::ServerFrame;
+        let ch = &self.ch;
+        let mut t = preau_client::SeqTracker::default();
+        t.track(ch, self.start);
+        let mut h = Histogram::<u64>::new(3).expect("histogram");
+        let mut cut = 0u32;
+        while t.last(ch) < self.target {
+            match c.next_event(Duration::from_secs(20)).await {
+                Some(ServerFrame::Event { channel, entry }) if channel == *ch => {
+                    let now = self.base.elapsed().as_micros() as u64;
+                    let sent = entry.body.as_deref().and_then(|b| b.parse::<u64>().ok());
+                    match t.observe(&channel, entry.seq) {
+                        Observed::Next => {
+                            if let Some(sent) = sent {
+                                let _ = h.record(now.saturating_sub(sent));
+                            }
+                        }
+                        // Arrived ahead of a missing one: fetch what is missing.
+                        Observed::Gap { .. } => {
+                            let _ = c.catch_up(&mut t, ch).await;
+                        }
+                        Observed::Duplicate => {}
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    // Cut off (slow consumer) or stalled: reconnect and resume.
+                    cut += 1;
+                    if cut > 5 {
+                        break;
+                    }
+                    let Ok(n) = Client::connect_from(&self.addr, &self.token, self.enc, Some(self.src)).await else {
+                        continue;
+                    };
+                    c = n;
+                    let _ = c.resume(&mut t).await;
+                }
+            }
+        }
+        (t, h, cut)
+    }
+}
+
 async fn fanout(a: Args) -> anyhow::Result<()> {
-    use preau_client::SeqTracker;
-    use preau_proto::{ChannelId, ServerFrame};
+    use preau_proto::ChannelId;
     let enc = if a.encoding == "json" { Encoding::Json } else { Encoding::MsgPack };
     let (tokens, sender_token) = if a.reference {
         (vec![String::new()], String::new())
@@ -272,46 +335,9 @@ async fn fanout(a: Args) -> anyhow::Result<()> {
     }
     let (rss0, cpu0) = proc_sample(&a.pid)?;
     let mut tasks = Vec::new();
-    for (mut c, token, src) in listeners {
-        let (ch, addr) = (ch.clone(), a.addr.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut t = SeqTracker::default();
-            t.track(&ch, start_seq);
-            let mut h = Histogram::<u64>::new(3).expect("histogram");
-            let mut cut = 0u32;
-            while t.last(&ch) < target {
-                match c.next_event(Duration::from_secs(20)).await {
-                    Some(ServerFrame::Event { channel, entry }) if channel == ch => {
-                        let now = base.elapsed().as_micros() as u64;
-                        let sent = entry.body.as_deref().and_then(|b| b.parse::<u64>().ok());
-                        match t.observe(&channel, entry.seq) {
-                            preau_client::Observed::Next => {
-                                if let Some(sent) = sent {
-                                    let _ = h.record(now.saturating_sub(sent));
-                                }
-                            }
-                            preau_client::Observed::Gap { .. } => {
-                                // Arrived ahead of a missing one: fetch what is missing.
-                                let _ = c.catch_up(&mut t, &ch).await;
-                            }
-                            preau_client::Observed::Duplicate => {}
-                        }
-                    }
-                    Some(_) => {}
-                    None => {
-                        // Cut off (slow consumer) or stalled: reconnect and resume.
-                        cut += 1;
-                        if cut > 5 {
-                            break;
-                        }
-                        let Ok(n) = Client::connect_from(&addr, &token, enc, Some(src)).await else { continue };
-                        c = n;
-                        let _ = c.resume(&mut t).await;
-                    }
-                }
-            }
-            (t, h, cut)
-        }));
+    for (c, token, src) in listeners {
+        let l = Listener { ch: ch.clone(), start: start_seq, target, base, addr: a.addr.clone(), token, src, enc };
+        tasks.push(tokio::spawn(l.follow(c)));
     }
     // Send at the set rate; each body is the send time, so listeners measure delivery.
     let mut acks = Histogram::<u64>::new(3)?;
@@ -483,6 +509,155 @@ async fn morning_storm(a: Args) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&report)?);
     if failed > 0 || wrong > 0 {
         bail!("{failed} users failed, {wrong} messages missing or out of order");
+    }
+    Ok(())
+}
+
+async fn forums(a: Args) -> anyhow::Result<()> {
+    use preau_proto::ChannelId;
+    let enc = if a.encoding == "json" { Encoding::Json } else { Encoding::MsgPack };
+    let all = users(&a.addr).await?;
+    let mut classes: Vec<String> = all
+        .iter()
+        .filter(|u| u["profile"] == "pupil")
+        .flat_map(|u| u["classes"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect();
+    classes.sort();
+    classes.dedup();
+    let of = |profile: &str, class: &str| -> Vec<String> {
+        all.iter()
+            .filter(|u| {
+                u["profile"] == profile && u["classes"].as_array().is_some_and(|c| c.iter().any(|c| c == class))
+            })
+            .filter_map(|u| u["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let base = Instant::now();
+    // One thread per class forum, opened by one of its teachers.
+    let mut plan = Vec::new();
+    for class in &classes {
+        let (teachers, pupils) = (of("teacher", class), of("pupil", class));
+        let Some(teacher) = teachers.first() else { continue };
+        let ch = ChannelId::forum(class);
+        let t = Client::connect(&a.addr, &dev_token(&a.addr, teacher).await?, enc).await?;
+        let thread = t
+            .request(Command::CreateThread {
+                channel: ch.clone(),
+                client_id: preau_client::new_client_id(),
+                title: "Questions du jour".into(),
+                body: "Posez vos questions ici.".into(),
+            })
+            .await?
+            .seq
+            .context("thread seq")?;
+        let mut members = pupils.clone();
+        members.extend(teachers.iter().cloned());
+        plan.push((ch, thread, pupils, members));
+    }
+    // Listeners, round-robin over (member, class).
+    let pairs: Vec<(usize, String)> =
+        plan.iter().enumerate().flat_map(|(i, (_, _, _, m))| m.iter().map(move |u| (i, u.clone()))).collect();
+    let mut tokens = std::collections::HashMap::new();
+    for (_, u) in &pairs {
+        if !tokens.contains_key(u) {
+            tokens.insert(u.clone(), dev_token(&a.addr, u).await?);
+        }
+    }
+    let mut tasks = Vec::with_capacity(a.listeners);
+    for i in 0..a.listeners {
+        let (k, u) = &pairs[i % pairs.len()];
+        let (ch, thread) = (&plan[*k].0, plan[*k].1);
+        let src =
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, a.first_source.saturating_add((i % a.sources.max(1) as usize) as u8)));
+        let token = tokens[u].clone();
+        let c = Client::connect_from(&a.addr, &token, enc, Some(src)).await?;
+        let target = thread + a.messages;
+        let l = Listener { ch: ch.clone(), start: thread, target, base, addr: a.addr.clone(), token, src, enc };
+        tasks.push((thread, target, tokio::spawn(l.follow(c))));
+    }
+    let (rss0, cpu0) = proc_sample(&a.pid)?;
+    // Posters: every pupil of a class takes turns, each class at `rate` per second.
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    for (ch, thread, pupils, _) in &plan {
+        let mut clients = Vec::new();
+        for p in pupils {
+            clients.push(Client::connect(&a.addr, &tokens[p], enc).await?);
+        }
+        let (ch, thread, messages, rate) = (ch.clone(), *thread, a.messages, a.rate.max(1));
+        senders.push(tokio::spawn(async move {
+            let mut acks = Histogram::<u64>::new(3).expect("histogram");
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+            for k in 0..messages {
+                tick.tick().await;
+                let c = &clients[k as usize % clients.len()];
+                let sent = base.elapsed().as_micros() as u64;
+                let cmd = Command::Send {
+                    channel: ch.clone(),
+                    client_id: preau_client::new_client_id(),
+                    body: sent.to_string(),
+                    thread: Some(thread),
+                    reply_to: None,
+                };
+                loop {
+                    let t = Instant::now();
+                    match c.request(cmd.clone()).await {
+                        Ok(_) => {
+                            let _ = acks.record(t.elapsed().as_micros() as u64);
+                            break;
+                        }
+                        Err(e) if e.code().is_some_and(|c| c.retryable()) => {
+                            tokio::time::sleep(Duration::from_millis(200)).await
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Ok(acks)
+        }));
+    }
+    let mut acks = Histogram::<u64>::new(3)?;
+    for s in senders {
+        acks.add(&s.await??)?;
+    }
+    let mut deliver = Histogram::<u64>::new(3)?;
+    let (mut lost, mut dups, mut gaps, mut cut_total, mut received) = (0u64, 0u64, 0u64, 0u32, 0u64);
+    for (start, target, t) in tasks {
+        let (tr, h, cut) = t.await?;
+        // One channel is tracked: its position is everything seen without a hole.
+        let last = tr.positions().first().map(|p| p.seq).unwrap_or(start);
+        deliver.add(&h)?;
+        dups += tr.duplicates;
+        gaps += tr.gaps;
+        cut_total += cut;
+        received += last.saturating_sub(start);
+        lost += target.saturating_sub(last);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (rss1, cpu1) = proc_sample(&a.pid)?;
+    let report = serde_json::json!({
+        "scenario": "forums",
+        "forums": plan.len(),
+        "listeners": a.listeners,
+        "posts_per_forum": a.messages,
+        "rate_per_forum_per_second": a.rate,
+        "deliveries": received,
+        "lost": lost,
+        "duplicated": dups,
+        "gaps_repaired": gaps,
+        "listeners_cut_off_and_resumed": cut_total,
+        "send_to_ack_us": percentiles(&acks),
+        "send_to_deliver_us": percentiles(&deliver),
+        "gateway_cpu_seconds": cpu1 - cpu0,
+        "gateway_cpu_us_per_delivery": (cpu1 - cpu0) * 1e6 / received.max(1) as f64,
+        "gateway_rss_bytes": rss1,
+        "gateway_rss_growth_bytes": rss1 as i64 - rss0 as i64,
+        "seconds": elapsed,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if lost > 0 {
+        bail!("{lost} posts lost");
     }
     Ok(())
 }
