@@ -35,7 +35,7 @@ pub enum Role {
 }
 
 /// A kind of track.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Media {
     /// Microphone.

@@ -237,6 +237,76 @@ impl RedisBus {
     pub fn node_id(&self) -> &str {
         &self.id
     }
+
+    /// The SFU node hosting live room `room`: the node holding it while it lives, else
+    /// the least loaded live SFU node, claimed for it. `None` when no SFU node is live.
+    pub async fn place_room(&self, room: &str) -> Result<Option<NodeInfo>, RedisBusError> {
+        let mut c = self.conn.clone();
+        let sfus: Vec<NodeInfo> = self.nodes().await.into_iter().filter(|n| n.kind == "sfu").collect();
+        let key = room_key(room);
+        for _ in 0..3 {
+            let owner: Option<String> = c.get(&key).await?;
+            if let Some(o) = owner {
+                if let Some(n) = sfus.iter().find(|n| n.id == o) {
+                    return Ok(Some(n.clone()));
+                }
+                // Its node stopped heartbeating: the room is placed again.
+                c.del::<_, ()>(&key).await?;
+            }
+            let Some(n) = least_loaded(&sfus) else { return Ok(None) };
+            let set: Option<String> =
+                redis::cmd("SET").arg(&key).arg(&n.id).arg("NX").arg("EX").arg(ROOM_TTL_S).query_async(&mut c).await?;
+            if set.is_some() {
+                return Ok(Some(n.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// An SFU node holds `room` while it lives (claims or refreshes it). False when a
+    /// live node holds it already: its members must go there.
+    pub async fn hold_room(&self, room: &str) -> Result<bool, RedisBusError> {
+        let mut c = self.conn.clone();
+        let key = room_key(room);
+        let set: Option<String> =
+            redis::cmd("SET").arg(&key).arg(&self.id).arg("NX").arg("EX").arg(ROOM_TTL_S).query_async(&mut c).await?;
+        if set.is_some() {
+            return Ok(true);
+        }
+        let owner: Option<String> = c.get(&key).await?;
+        match owner {
+            Some(o) if o == self.id => {
+                c.expire::<_, ()>(&key, ROOM_TTL_S as i64).await?;
+                Ok(true)
+            }
+            Some(o) if self.nodes().await.iter().any(|n| n.id == o) => Ok(false),
+            _ => {
+                c.set_ex::<_, _, ()>(&key, &self.id, ROOM_TTL_S).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// An SFU node's room ended: the next class may be placed anywhere.
+    pub async fn release_room(&self, room: &str) {
+        let mut c = self.conn.clone();
+        let key = room_key(room);
+        if c.get::<_, Option<String>>(&key).await.ok().flatten().as_deref() == Some(self.id.as_str()) {
+            let _ = c.del::<_, ()>(&key).await;
+        }
+    }
+}
+
+/// How long a room stays placed without its node refreshing it.
+const ROOM_TTL_S: u64 = 60;
+
+fn room_key(room: &str) -> String {
+    format!("preau:room:{room}")
+}
+
+/// The least loaded node (ties go to the smallest id, so concurrent placers agree).
+pub fn least_loaded(nodes: &[NodeInfo]) -> Option<&NodeInfo> {
+    nodes.iter().min_by(|a, b| a.load.cmp(&b.load).then_with(|| a.id.cmp(&b.id)))
 }
 
 async fn heartbeats(bus: Weak<RedisBus>) {
@@ -360,6 +430,16 @@ impl Bus for RedisBus {
 mod tests {
     use super::*;
     use preau_proto::ServerFrame;
+
+    #[test]
+    fn placement_picks_the_least_loaded_node() {
+        let n =
+            |id: &str, load| NodeInfo { id: id.into(), kind: "sfu".into(), addr: String::new(), load, updated_ms: 0 };
+        let nodes = [n("b", 10), n("a", 10), n("c", 3)];
+        assert_eq!(least_loaded(&nodes).map(|n| n.id.as_str()), Some("c"));
+        assert_eq!(least_loaded(&nodes[..2]).map(|n| n.id.as_str()), Some("a"), "ties: smallest id");
+        assert_eq!(least_loaded(&[]), None);
+    }
 
     #[test]
     fn wire_roundtrip_and_own_messages_skipped() {

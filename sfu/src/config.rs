@@ -1,0 +1,76 @@
+//! Settings of `preau-sfu`: flags, each with a `PREAU_SFU_*` (or shared `PREAU_*`)
+//! environment variable, as deploy/ uses them.
+
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// SFU settings.
+#[derive(Args, Clone, Debug)]
+pub struct SfuConfig {
+    /// HTTP and WebSocket signaling address.
+    #[arg(long, env = "PREAU_SFU_LISTEN", default_value = "127.0.0.1:8090")]
+    pub listen: SocketAddr,
+    /// The one UDP port all media of this node uses (school firewalls and Kubernetes
+    /// open one port, not a range).
+    #[arg(long, env = "PREAU_SFU_UDP", default_value = "127.0.0.1:8091")]
+    pub udp: SocketAddr,
+    /// Addresses announced in ICE candidates instead of the local ones (the node's public
+    /// address behind 1:1 NAT or a Kubernetes hostPort). Comma-separated.
+    #[arg(long, env = "PREAU_SFU_PUBLIC_IP", value_delimiter = ',')]
+    pub public_ip: Vec<String>,
+    /// The signaling URL clients use to reach this node (the registry hands it out).
+    /// Defaults to `ws://<listen>/ws`.
+    #[arg(long, env = "PREAU_SFU_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// HS256 secret shared with the gateway (development: the gateway's
+    /// `data/dev-signing-key`).
+    #[arg(long, env = "PREAU_SFU_ROOM_KEY_FILE", default_value = "data/dev-signing-key")]
+    pub room_key_file: PathBuf,
+    /// Public key (PEM) verifying room tokens (production); replaces `--room-key-file`.
+    #[arg(long, env = "PREAU_SFU_ROOM_PUBLIC_KEY")]
+    pub room_public_key: Option<PathBuf>,
+    /// Algorithm of `--room-public-key`: RS256, ES256 or EdDSA.
+    #[arg(long, env = "PREAU_SFU_ROOM_ALG", default_value = "ES256")]
+    pub room_alg: String,
+    /// STUN/TURN URLs handed to browsers, e.g. `turn:turn.example.fr:3478?transport=tcp`
+    /// for networks that block UDP. Comma-separated.
+    #[arg(long, env = "PREAU_SFU_ICE_SERVERS", value_delimiter = ',')]
+    pub ice_servers: Vec<String>,
+    /// coturn's `static-auth-secret`: browsers get time-limited TURN credentials.
+    #[arg(long, env = "PREAU_SFU_TURN_SECRET")]
+    pub turn_secret: Option<String>,
+    /// Redis URL: announce this node and its load, and hold its rooms in the registry.
+    #[arg(long, env = "PREAU_REDIS_URL")]
+    pub redis: Option<String>,
+    /// This node's id in the registry.
+    #[arg(long, env = "PREAU_NODE_ID", default_value = "sfu-1")]
+    pub node_id: String,
+    /// In rooms with more video publishers than this, a subscriber receives the hosts'
+    /// video and that of the latest speakers only.
+    #[arg(long, env = "PREAU_SFU_LAST_N", default_value_t = 6)]
+    pub last_n: usize,
+    /// Most members of a class room, waiting room included.
+    #[arg(long, env = "PREAU_SFU_CLASS_CAPACITY", default_value_t = 40)]
+    pub class_capacity: usize,
+    /// Most members of an assembly room (`assembly:` rooms: a head teacher and a school).
+    #[arg(long, env = "PREAU_SFU_ASSEMBLY_CAPACITY", default_value_t = 400)]
+    pub assembly_capacity: usize,
+    /// Seconds a room outlives its last host.
+    #[arg(long, env = "PREAU_SFU_HOST_GRACE", default_value_t = 120)]
+    pub host_grace: u64,
+    /// Most peers on this node; joins beyond get `node_full` (the gateway places on
+    /// another node).
+    #[arg(long, env = "PREAU_SFU_MAX_PEERS", default_value_t = 2000)]
+    pub max_peers: u64,
+    /// Logs as JSON lines.
+    #[arg(long, env = "PREAU_LOG_JSON")]
+    pub log_json: bool,
+}
+
+impl SfuConfig {
+    /// The URL clients use for signaling.
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("ws://{bound}/ws"))
+    }
+}

@@ -1,0 +1,271 @@
+//! Per-subscriber forwarding decisions, without IO: which simulcast layer a subscriber
+//! gets, when it may switch (on a keyframe of the new layer only), and the sequence
+//! numbers and timestamps it sees, continuous across switches and pauses.
+//!
+//! The media code ([`crate::media`]) asks [`Forward::on_packet`] for every packet of
+//! every layer of a source, once per subscriber, and writes what it is told to.
+
+use crate::signal::Quality;
+use std::time::Instant;
+
+/// Whether a VP8 RTP payload starts a keyframe (RFC 7741: the payload descriptor, then
+/// the first partition's header, whose P bit is 0 on keyframes).
+pub fn vp8_is_keyframe(payload: &[u8]) -> bool {
+    let Some(&b0) = payload.first() else { return false };
+    let start = b0 & 0x10 != 0;
+    let pid = b0 & 0x07;
+    if !start || pid != 0 {
+        return false;
+    }
+    let mut i = 1;
+    if b0 & 0x80 != 0 {
+        let Some(&x) = payload.get(i) else { return false };
+        i += 1;
+        if x & 0x80 != 0 {
+            // I: picture id, 7 or 15 bits.
+            let Some(&p) = payload.get(i) else { return false };
+            i += if p & 0x80 != 0 { 2 } else { 1 };
+        }
+        if x & 0x40 != 0 {
+            i += 1; // L: TL0PICIDX
+        }
+        if x & 0x30 != 0 {
+            i += 1; // T or K: TID/Y/KEYIDX
+        }
+    }
+    payload.get(i).is_some_and(|h| h & 0x01 == 0)
+}
+
+/// What one layer of a source carries now, as measured on arrival.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LayerStat {
+    /// Whether packets arrived lately (a browser stops its top layers when it lacks
+    /// bandwidth or CPU).
+    pub active: bool,
+    /// Measured bitrate, bits per second.
+    pub bitrate: u64,
+}
+
+/// Picks the layer (index into `layers`, lowest quality first) for a subscriber: the
+/// highest active layer no higher than `want` whose bitrate fits in `estimate` (the
+/// subscriber's bandwidth estimate from REMB), else the lowest active one.
+pub fn pick_layer(layers: &[LayerStat], want: Quality, estimate: Option<u64>) -> Option<usize> {
+    let cap = match want {
+        Quality::Low => 0,
+        Quality::Medium => 1,
+        Quality::High => usize::MAX,
+    };
+    let active: Vec<usize> = (0..layers.len()).filter(|&i| layers[i].active).collect();
+    let lowest = *active.first()?;
+    let fits = |i: usize| estimate.is_none_or(|e| layers[i].bitrate.saturating_mul(10) <= e.saturating_mul(9));
+    Some(active.iter().copied().filter(|&i| i <= cap && fits(i)).max().unwrap_or(lowest))
+}
+
+/// What to do with one packet for one subscriber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not for this subscriber.
+    Drop,
+    /// Send it with these header values.
+    Send {
+        /// Rewritten sequence number.
+        seq: u16,
+        /// Rewritten timestamp.
+        ts: u32,
+        /// This packet switched the subscriber to a new layer (count it).
+        switched: bool,
+    },
+}
+
+/// One subscriber's view of one video source (or of an audio source, with one layer and
+/// no keyframe rule).
+#[derive(Clone, Debug)]
+pub struct Forward {
+    clock_rate: u32,
+    keyframes: bool,
+    current: Option<usize>,
+    target: Option<usize>,
+    paused: bool,
+    seq_offset: u16,
+    ts_offset: u32,
+    last: Option<(u16, u32, Instant)>,
+}
+
+impl Forward {
+    /// A video forward: switches wait for a keyframe of the new layer.
+    pub fn video(clock_rate: u32) -> Self {
+        Forward {
+            clock_rate,
+            keyframes: true,
+            current: None,
+            target: None,
+            paused: false,
+            seq_offset: 0,
+            ts_offset: 0,
+            last: None,
+        }
+    }
+
+    /// An audio forward: one layer, any packet may start.
+    pub fn audio(clock_rate: u32) -> Self {
+        Forward { keyframes: false, target: Some(0), ..Forward::video(clock_rate) }
+    }
+
+    /// The layer being sent, if any.
+    pub fn current(&self) -> Option<usize> {
+        self.current
+    }
+
+    /// The layer wanted.
+    pub fn target(&self) -> Option<usize> {
+        self.target
+    }
+
+    /// Asks for `layer`. Returns true when a keyframe of it must be requested (PLI).
+    pub fn set_target(&mut self, layer: Option<usize>) -> bool {
+        let changed = self.target != layer;
+        self.target = layer;
+        changed && layer.is_some() && layer != self.current && self.keyframes && !self.paused
+    }
+
+    /// Stops sending (last-N, or the source is not granted): the stream stays continuous
+    /// for when it resumes.
+    pub fn pause(&mut self) {
+        self.paused = true;
+        if self.keyframes {
+            self.current = None;
+        }
+    }
+
+    /// Resumes after [`Forward::pause`]. True when a keyframe must be requested.
+    pub fn resume(&mut self) -> bool {
+        let was = self.paused;
+        self.paused = false;
+        was && self.keyframes && self.target.is_some()
+    }
+
+    /// Whether sending is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Decides for one packet of `layer`.
+    pub fn on_packet(&mut self, now: Instant, layer: usize, seq: u16, ts: u32, keyframe: bool) -> Verdict {
+        if self.paused {
+            return Verdict::Drop;
+        }
+        let mut switched = false;
+        if self.current != Some(layer) {
+            let starts = Some(layer) == self.target && (keyframe || !self.keyframes);
+            if !starts {
+                return Verdict::Drop;
+            }
+            // Make the new layer continue the stream the subscriber already has.
+            match self.last {
+                Some((ls, lt, at)) => {
+                    let elapsed = now.saturating_duration_since(at).as_millis() as u64;
+                    let step = ((elapsed * self.clock_rate as u64) / 1000).max(1) as u32;
+                    self.seq_offset = ls.wrapping_add(1).wrapping_sub(seq);
+                    self.ts_offset = lt.wrapping_add(step).wrapping_sub(ts);
+                }
+                None => {
+                    self.seq_offset = 0;
+                    self.ts_offset = 0;
+                }
+            }
+            switched = self.current.is_some() || self.last.is_some();
+            self.current = Some(layer);
+        }
+        let out_seq = seq.wrapping_add(self.seq_offset);
+        let out_ts = ts.wrapping_add(self.ts_offset);
+        let newer = match self.last {
+            Some((ls, _, _)) => out_seq.wrapping_sub(ls) < 0x8000 && out_seq != ls,
+            None => true,
+        };
+        if newer {
+            self.last = Some((out_seq, out_ts, now));
+        }
+        Verdict::Send { seq: out_seq, ts: out_ts, switched }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn recognises_vp8_keyframes_with_and_without_extensions() {
+        // S=1, PID=0, no X; then P=0.
+        assert!(vp8_is_keyframe(&[0x10, 0x00]));
+        assert!(!vp8_is_keyframe(&[0x10, 0x01]), "P=1 is an interframe");
+        assert!(!vp8_is_keyframe(&[0x00, 0x00]), "not the start of a partition");
+        // X, I with a 15-bit picture id, L, T: 1 + 1 + 2 + 1 + 1 bytes of descriptor.
+        assert!(vp8_is_keyframe(&[0x90, 0xe0, 0x80, 0x01, 0x05, 0x20, 0x9c]));
+        assert!(!vp8_is_keyframe(&[0x90, 0xe0, 0x80, 0x01, 0x05, 0x20, 0x9d]));
+        assert!(!vp8_is_keyframe(&[]));
+        assert!(!vp8_is_keyframe(&[0x90, 0xe0]), "truncated: never a panic");
+    }
+
+    #[test]
+    fn picks_the_highest_layer_that_fits_the_estimate_and_the_tile() {
+        let l = |b| LayerStat { active: true, bitrate: b };
+        let layers = [l(150_000), l(500_000), l(1_500_000)];
+        assert_eq!(pick_layer(&layers, Quality::High, None), Some(2));
+        assert_eq!(pick_layer(&layers, Quality::High, Some(1_000_000)), Some(1));
+        assert_eq!(pick_layer(&layers, Quality::Medium, Some(10_000_000)), Some(1));
+        assert_eq!(pick_layer(&layers, Quality::Low, None), Some(0));
+        assert_eq!(pick_layer(&layers, Quality::High, Some(50_000)), Some(0), "the lowest when nothing fits");
+        let off = [l(150_000), LayerStat { active: false, bitrate: 0 }, l(1_500_000)];
+        assert_eq!(pick_layer(&off, Quality::Medium, None), Some(0), "inactive layers are skipped");
+        assert_eq!(pick_layer(&[], Quality::High, None), None);
+    }
+
+    #[test]
+    fn switches_layers_on_a_keyframe_only_and_keeps_the_stream_continuous() {
+        let t0 = Instant::now();
+        let mut f = Forward::video(90_000);
+        assert!(f.set_target(Some(2)), "the first layer needs a keyframe");
+        assert_eq!(f.on_packet(t0, 2, 100, 9000, false), Verdict::Drop, "waits for a keyframe");
+        assert_eq!(f.on_packet(t0, 2, 101, 9000, true), Verdict::Send { seq: 101, ts: 9000, switched: false });
+        assert_eq!(f.on_packet(t0, 0, 5000, 1, true), Verdict::Drop, "other layers are not sent");
+        assert_eq!(f.on_packet(t0, 2, 102, 12000, false), Verdict::Send { seq: 102, ts: 12000, switched: false });
+
+        assert!(f.set_target(Some(0)), "a switch asks for a keyframe");
+        let t1 = t0 + Duration::from_millis(33);
+        assert_eq!(f.on_packet(t1, 0, 7000, 500, false), Verdict::Drop, "no switch before the keyframe");
+        assert_eq!(f.on_packet(t1, 2, 103, 12000, false), Verdict::Send { seq: 103, ts: 12000, switched: false });
+        let t2 = t0 + Duration::from_millis(66);
+        match f.on_packet(t2, 0, 7001, 600, true) {
+            Verdict::Send { seq, ts, switched } => {
+                assert_eq!(seq, 104, "the sequence continues");
+                assert_eq!(ts, 12000 + 90 * 33, "the clock advances by the time elapsed");
+                assert!(switched);
+            }
+            v => panic!("{v:?}"),
+        }
+        assert_eq!(f.on_packet(t2, 2, 104, 15000, false), Verdict::Drop, "the old layer stops");
+        assert!(matches!(f.on_packet(t2, 0, 7002, 600, false), Verdict::Send { seq: 105, .. }));
+        // Wrapping sequence numbers.
+        assert!(matches!(f.on_packet(t2, 0, 7002u16.wrapping_add(65535), 600, false), Verdict::Send { .. }));
+    }
+
+    #[test]
+    fn a_pause_holds_the_stream_and_a_resume_asks_for_a_keyframe() {
+        let t0 = Instant::now();
+        let mut f = Forward::video(90_000);
+        f.set_target(Some(1));
+        assert!(matches!(f.on_packet(t0, 1, 10, 0, true), Verdict::Send { seq: 10, .. }));
+        f.pause();
+        assert_eq!(f.on_packet(t0, 1, 11, 0, true), Verdict::Drop);
+        assert!(!f.set_target(Some(1)), "no keyframe while paused");
+        assert!(f.resume());
+        assert_eq!(f.on_packet(t0, 1, 300, 50, false), Verdict::Drop, "waits for the keyframe");
+        assert!(matches!(f.on_packet(t0, 1, 301, 50, true), Verdict::Send { seq: 11, .. }));
+
+        let mut a = Forward::audio(48_000);
+        assert!(matches!(a.on_packet(t0, 0, 1, 0, false), Verdict::Send { seq: 1, .. }), "audio needs no keyframe");
+        a.pause();
+        assert!(!a.resume(), "audio never asks for keyframes");
+    }
+}

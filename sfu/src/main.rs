@@ -1,0 +1,44 @@
+//! `preau-sfu`: the live-class media node.
+
+use clap::Parser;
+use preau_sfu::config::SfuConfig;
+use preau_sfu::server::{Sfu, router};
+use std::io::Write;
+
+/// Préau live-class SFU.
+#[derive(Parser)]
+#[command(name = "preau-sfu", version, about)]
+struct Cli {
+    #[command(flatten)]
+    config: SfuConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = Cli::parse().config;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,webrtc=warn,webrtc_ice=warn,webrtc_srtp=error"));
+    if cfg.log_json {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let prom = preau_sfu::metrics::install()?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    let url = cfg.public_url(addr);
+    let sfu = Sfu::start(cfg, url.clone(), Some(prom)).await?;
+    // Tests and scripts read this line to find the ports when listening on :0.
+    println!("preau-sfu listening on http://{addr} udp {} signaling {url}", sfu.udp_addr());
+    std::io::stdout().flush()?;
+    axum::serve(listener, router(sfu))
+        .with_graceful_shutdown(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,519 @@
+//! Media on webrtc-rs 0.17: the peer connection factories (one UDP port for every peer,
+//! through `UDPMux`), published sources and their forwarding to subscribers.
+//!
+//! A [`Source`] is one published track (a pupil's microphone, the teacher's camera with
+//! its three simulcast layers, a screen). One reader task per layer reads RTP and, for
+//! each subscriber, asks that subscriber's [`Forward`] what to send; no lock is shared
+//! between sources, and a source's subscriber list is a snapshot swapped on change, so
+//! the packet path takes only the subscriber's own small lock.
+
+use crate::forward::{Forward, LayerStat, Verdict, pick_layer, vp8_is_keyframe};
+use crate::metrics as m;
+use crate::room::{Media, PeerId};
+use crate::signal::Quality;
+use crate::speaker::{LevelReport, LevelWindow};
+use parking_lot::{Mutex, RwLock};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use webrtc::api::API;
+use webrtc::api::APIBuilder;
+use webrtc::api::interceptor_registry::{configure_nack, configure_rtcp_reports, configure_twcc_receiver_only};
+use webrtc::api::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::ice::network_type::NetworkType;
+use webrtc::ice::udp_mux::{UDPMux, UDPMuxDefault, UDPMuxParams};
+use webrtc::ice::udp_network::UDPNetwork;
+use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
+use webrtc::interceptor::registry::Registry;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtp_transceiver::RTCPFeedback;
+use webrtc::rtp_transceiver::rtp_codec::{
+    RTCRtpCodecCapability, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RTPCodecType,
+};
+use webrtc::track::track_local::TrackLocalWriter;
+use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
+use webrtc::track::track_remote::TrackRemote;
+
+/// The audio level header extension (RFC 6464).
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+const SIMULCAST_URIS: [&str; 3] = [
+    "urn:ietf:params:rtp-hdrext:sdes:mid",
+    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+];
+
+/// How peer connections reach the network.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// The one UDP socket's address (all peers of the node share it).
+    pub udp: std::net::SocketAddr,
+    /// Addresses to announce instead of the local ones (1:1 NAT, a Kubernetes node's
+    /// public address).
+    pub public_ips: Vec<String>,
+}
+
+/// The two webrtc-rs factories of a node, over one shared UDP socket.
+pub struct Engines {
+    /// For `pub` connections: receives simulcast, sends TWCC feedback to the browser's
+    /// congestion control, asks for retransmissions (NACK) and keyframes.
+    pub publish: API,
+    /// For `sub` connections: sends with RTX and answers NACKs from a buffer; the
+    /// browser's REMB gives the bandwidth estimate that chooses layers.
+    pub subscribe: API,
+    /// The UDP address actually bound.
+    pub udp_addr: std::net::SocketAddr,
+}
+
+fn codecs(m: &mut MediaEngine, twcc: bool) -> webrtc::error::Result<()> {
+    m.register_codec(
+        RTCRtpCodecParameters {
+            capability: RTCRtpCodecCapability {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: 111,
+            ..Default::default()
+        },
+        RTPCodecType::Audio,
+    )?;
+    let mut fb = vec![RTCPFeedback { typ: "ccm".into(), parameter: "fir".into() }];
+    if !twcc {
+        fb.push(RTCPFeedback { typ: "goog-remb".into(), parameter: String::new() });
+    }
+    m.register_codec(
+        RTCRtpCodecParameters {
+            capability: RTCRtpCodecCapability {
+                mime_type: MIME_TYPE_VP8.to_owned(),
+                clock_rate: 90000,
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: fb,
+            },
+            payload_type: 96,
+            ..Default::default()
+        },
+        RTPCodecType::Video,
+    )?;
+    m.register_codec(
+        RTCRtpCodecParameters {
+            capability: RTCRtpCodecCapability {
+                mime_type: "video/rtx".to_owned(),
+                clock_rate: 90000,
+                channels: 0,
+                sdp_fmtp_line: "apt=96".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: 97,
+            ..Default::default()
+        },
+        RTPCodecType::Video,
+    )?;
+    for uri in SIMULCAST_URIS {
+        m.register_header_extension(
+            RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
+            RTPCodecType::Video,
+            None,
+        )?;
+    }
+    m.register_header_extension(
+        RTCRtpHeaderExtensionCapability { uri: AUDIO_LEVEL_URI.to_owned() },
+        RTPCodecType::Audio,
+        None,
+    )?;
+    Ok(())
+}
+
+impl Engines {
+    /// Binds the node's UDP socket and builds both factories.
+    pub async fn new(net: &NetConfig) -> anyhow::Result<Engines> {
+        let sock = tokio::net::UdpSocket::bind(net.udp).await?;
+        let udp_addr = sock.local_addr()?;
+        let mux: Arc<dyn UDPMux + Send + Sync> = UDPMuxDefault::new(UDPMuxParams::new(sock));
+        let build = |publish: bool| -> anyhow::Result<API> {
+            let mut me = MediaEngine::default();
+            codecs(&mut me, publish)?;
+            let mut reg = Registry::new();
+            reg = configure_nack(reg, &mut me);
+            reg = configure_rtcp_reports(reg);
+            if publish {
+                reg = configure_twcc_receiver_only(reg, &mut me)?;
+            }
+            let mut s = SettingEngine::default();
+            s.set_udp_network(UDPNetwork::Muxed(mux.clone()));
+            s.set_network_types(vec![NetworkType::Udp4, NetworkType::Udp6]);
+            s.enable_sender_rtx(true);
+            let ip = udp_addr.ip();
+            if ip.is_loopback() {
+                s.set_include_loopback_candidate(true);
+            }
+            if !ip.is_unspecified() {
+                // Only announce the address the socket is bound to.
+                s.set_ip_filter(Box::new(move |c: IpAddr| c == ip));
+            }
+            if !net.public_ips.is_empty() {
+                s.set_nat_1to1_ips(net.public_ips.clone(), RTCIceCandidateType::Host);
+            }
+            Ok(APIBuilder::new().with_media_engine(me).with_interceptor_registry(reg).with_setting_engine(s).build())
+        };
+        Ok(Engines { publish: build(true)?, subscribe: build(false)?, udp_addr })
+    }
+}
+
+/// Where a source's readers report audio levels (to the room).
+pub type LevelSink = mpsc::Sender<(PeerId, LevelReport)>;
+
+/// One simulcast layer (or the only layer) of a source.
+#[derive(Debug)]
+struct Layer {
+    rid: String,
+    ssrc: AtomicU64,
+    bytes: AtomicU64,
+    packets: AtomicU64,
+    stat: Mutex<(LayerStat, u64, u64, Instant)>,
+    last_pli: Mutex<Option<Instant>>,
+}
+
+/// A subscriber's output for one source.
+pub struct SubOut {
+    /// Subscriber.
+    pub peer: PeerId,
+    /// The track on the subscriber's `sub` connection.
+    pub track: Arc<TrackLocalStaticRTP>,
+    fwd: Mutex<Forward>,
+    want: Mutex<Quality>,
+    estimate: Arc<AtomicU64>,
+}
+
+/// One published track.
+pub struct Source {
+    /// `p<peer>-<media>`, also the track id subscribers see.
+    pub id: String,
+    /// Publisher.
+    pub peer: PeerId,
+    /// Kind.
+    pub media: Media,
+    /// Codec, for subscribers' tracks.
+    pub codec: RTCRtpCodecCapability,
+    /// Whether the room lets this source through (grants); checked per packet.
+    pub allowed: AtomicBool,
+    layers: RwLock<Vec<Arc<Layer>>>,
+    subs: RwLock<Arc<Vec<Arc<SubOut>>>>,
+    publisher: std::sync::Weak<RTCPeerConnection>,
+    closed: AtomicBool,
+    readers: AtomicU64,
+}
+
+fn rid_rank(rid: &str) -> u8 {
+    match rid {
+        "q" | "l" | "low" => 0,
+        "h" | "m" | "mid" => 1,
+        _ => 2,
+    }
+}
+
+impl Source {
+    /// A source of `peer`, published on `publisher`.
+    pub fn new(
+        peer: PeerId,
+        media: Media,
+        codec: RTCRtpCodecCapability,
+        publisher: &Arc<RTCPeerConnection>,
+        allowed: bool,
+    ) -> Arc<Source> {
+        Arc::new(Source {
+            id: crate::signal::source_id(peer, media),
+            peer,
+            media,
+            codec,
+            allowed: AtomicBool::new(allowed),
+            layers: RwLock::new(Vec::new()),
+            subs: RwLock::new(Arc::new(Vec::new())),
+            publisher: Arc::downgrade(publisher),
+            closed: AtomicBool::new(false),
+            readers: AtomicU64::new(0),
+        })
+    }
+
+    fn is_video(&self) -> bool {
+        self.media != Media::Audio
+    }
+
+    /// Whether every reader stopped (the publisher left or stopped the track).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Marks the source closed; its readers stop at their next packet.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Adds a layer as its track arrives; layers stay ordered lowest first.
+    fn add_layer(&self, rid: &str, ssrc: u32) -> Arc<Layer> {
+        let mut layers = self.layers.write();
+        if let Some(l) = layers.iter().find(|l| l.rid == rid) {
+            l.ssrc.store(u64::from(ssrc), Ordering::Relaxed);
+            return l.clone();
+        }
+        let l = Arc::new(Layer {
+            rid: rid.to_owned(),
+            ssrc: AtomicU64::new(u64::from(ssrc)),
+            bytes: AtomicU64::new(0),
+            packets: AtomicU64::new(0),
+            stat: Mutex::new((LayerStat::default(), 0, 0, Instant::now())),
+            last_pli: Mutex::new(None),
+        });
+        layers.push(l.clone());
+        layers.sort_by_key(|l| rid_rank(&l.rid));
+        l
+    }
+
+    fn layer_index(&self, layer: &Arc<Layer>) -> usize {
+        self.layers.read().iter().position(|l| Arc::ptr_eq(l, layer)).unwrap_or(0)
+    }
+
+    fn layer_stats(&self) -> Vec<LayerStat> {
+        self.layers.read().iter().map(|l| l.stat.lock().0).collect()
+    }
+
+    /// Asks the publisher for a keyframe of layer `idx` (at most every 300 ms per layer).
+    pub async fn request_keyframe(&self, idx: usize) {
+        let Some(layer) = self.layers.read().get(idx).cloned() else { return };
+        {
+            let mut last = layer.last_pli.lock();
+            if last.is_some_and(|t| t.elapsed() < Duration::from_millis(300)) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let Some(pc) = self.publisher.upgrade() else { return };
+        let media_ssrc = layer.ssrc.load(Ordering::Relaxed) as u32;
+        metrics::counter!(m::PLIS, "dir" => "sent").increment(1);
+        if let Err(e) = pc.write_rtcp(&[Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc })]).await {
+            tracing::debug!(source = %self.id, error = %e, "keyframe request not sent");
+        }
+    }
+
+    /// Starts forwarding to a subscriber. `estimate` is the subscriber connection's
+    /// bandwidth estimate (bits per second, 0 when unknown), shared by its sources.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        peer: PeerId,
+        track: Arc<TrackLocalStaticRTP>,
+        paused: bool,
+        estimate: Arc<AtomicU64>,
+    ) {
+        let clock = self.codec.clock_rate;
+        let mut fwd = if self.is_video() { Forward::video(clock) } else { Forward::audio(clock) };
+        if paused {
+            fwd.pause();
+        }
+        let want = if self.media == Media::Video { Quality::Medium } else { Quality::High };
+        let sub = Arc::new(SubOut { peer, track, fwd: Mutex::new(fwd), want: Mutex::new(want), estimate });
+        {
+            let mut subs = self.subs.write();
+            let mut v: Vec<Arc<SubOut>> = subs.iter().filter(|s| s.peer != peer).cloned().collect();
+            v.push(sub.clone());
+            *subs = Arc::new(v);
+        }
+        self.retarget(&sub).await;
+    }
+
+    /// Stops forwarding to `peer`.
+    pub fn unsubscribe(&self, peer: PeerId) {
+        let mut subs = self.subs.write();
+        if subs.iter().any(|s| s.peer == peer) {
+            *subs = Arc::new(subs.iter().filter(|s| s.peer != peer).cloned().collect());
+        }
+    }
+
+    fn sub(&self, peer: PeerId) -> Option<Arc<SubOut>> {
+        self.subs.read().iter().find(|s| s.peer == peer).cloned()
+    }
+
+    /// Pauses or resumes a subscriber's video (last-N).
+    pub async fn set_forwarded(&self, peer: PeerId, on: bool) {
+        let Some(sub) = self.sub(peer) else { return };
+        let pli = {
+            let mut f = sub.fwd.lock();
+            if on {
+                f.resume().then(|| f.target()).flatten()
+            } else {
+                f.pause();
+                None
+            }
+        };
+        if let Some(l) = pli {
+            self.request_keyframe(l).await;
+        }
+    }
+
+    /// A subscriber's wanted quality for this source (its tile's size).
+    pub async fn set_quality(&self, peer: PeerId, q: Quality) {
+        if let Some(sub) = self.sub(peer) {
+            *sub.want.lock() = q;
+            self.retarget(&sub).await;
+        }
+    }
+
+    /// Re-chooses the layer of every subscriber (after an estimate or layer change).
+    pub async fn retarget_all(&self) {
+        let subs = self.subs.read().clone();
+        for s in subs.iter() {
+            self.retarget(s).await;
+        }
+    }
+
+    async fn retarget(&self, sub: &SubOut) {
+        if !self.is_video() {
+            return;
+        }
+        let stats = self.layer_stats();
+        let est = sub.estimate.load(Ordering::Relaxed);
+        let want = *sub.want.lock();
+        let target = pick_layer(&stats, want, (est > 0).then_some(est));
+        let pli = {
+            let mut f = sub.fwd.lock();
+            f.set_target(target).then_some(target).flatten()
+        };
+        if let Some(l) = pli {
+            self.request_keyframe(l).await;
+        }
+    }
+
+    /// Refreshes each layer's bitrate and activity from the byte counters; returns
+    /// whether a layer turned on or off (then subscribers are re-targeted).
+    fn measure(&self) -> bool {
+        let now = Instant::now();
+        let mut changed = false;
+        for l in self.layers.read().iter() {
+            let bytes = l.bytes.load(Ordering::Relaxed);
+            let packets = l.packets.load(Ordering::Relaxed);
+            let mut st = l.stat.lock();
+            let dt = now.saturating_duration_since(st.3).as_secs_f64();
+            if dt < 0.2 {
+                continue;
+            }
+            let active = packets > st.2;
+            let bitrate = (((bytes - st.1) as f64 * 8.0) / dt) as u64;
+            if active != st.0.active {
+                changed = true;
+            }
+            // Smoothed: one keyframe burst must not look like a new bitrate.
+            let br = if st.0.bitrate == 0 { bitrate } else { (st.0.bitrate * 7 + bitrate * 3) / 10 };
+            *st = (LayerStat { active, bitrate: if active { br } else { 0 } }, bytes, packets, now);
+        }
+        changed
+    }
+
+    /// Reads one layer of the published track until it ends, forwarding every packet.
+    pub async fn read_layer(self: Arc<Self>, track: Arc<TrackRemote>, levels: Option<(u8, LevelSink)>) {
+        let layer = self.add_layer(track.rid(), track.ssrc());
+        self.readers.fetch_add(1, Ordering::AcqRel);
+        let kind = if self.is_video() { "video" } else { "audio" };
+        let mut window = LevelWindow::default();
+        let mut window_start = Instant::now();
+        let mut next_measure = Instant::now() + Duration::from_millis(500);
+        tracing::info!(source = %self.id, rid = track.rid(), ssrc = track.ssrc(), "layer started");
+        while !self.is_closed() {
+            let pkt = match track.read_rtp().await {
+                Ok((p, _)) => p,
+                Err(e) => {
+                    tracing::debug!(source = %self.id, error = %e, "layer ended");
+                    break;
+                }
+            };
+            let now = Instant::now();
+            let size = pkt.payload.len() as u64 + 12;
+            layer.bytes.fetch_add(size, Ordering::Relaxed);
+            layer.packets.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(m::PACKETS_IN, "kind" => kind).increment(1);
+            metrics::counter!(m::BYTES_IN, "kind" => kind).increment(size);
+            if now >= next_measure {
+                next_measure = now + Duration::from_millis(500);
+                if self.measure() {
+                    self.retarget_all().await;
+                }
+            }
+            if !self.allowed.load(Ordering::Acquire) {
+                metrics::counter!(m::PACKETS_DROPPED, "reason" => "not_granted").increment(1);
+                continue;
+            }
+            if let Some((ext_id, sink)) = &levels {
+                if let Some(b) = pkt.header.get_extension(*ext_id)
+                    && let Some(&level) = b.first()
+                {
+                    window.add(level);
+                }
+                if now.saturating_duration_since(window_start) >= Duration::from_millis(200) {
+                    window_start = now;
+                    if let Some(r) = window.take() {
+                        // The room is told at most five times a second; if it is busy
+                        // the report is dropped, never the media.
+                        let _ = sink.try_send((self.peer, r));
+                    }
+                }
+            }
+            let idx = if self.is_video() { self.layer_index(&layer) } else { 0 };
+            let keyframe = self.is_video() && vp8_is_keyframe(&pkt.payload);
+            let subs = self.subs.read().clone();
+            for s in subs.iter() {
+                let v = s.fwd.lock().on_packet(now, idx, pkt.header.sequence_number, pkt.header.timestamp, keyframe);
+                if let Verdict::Send { seq, ts, switched } = v {
+                    if switched {
+                        metrics::counter!(m::LAYER_SWITCHES).increment(1);
+                    }
+                    let mut out = pkt.clone();
+                    out.header.sequence_number = seq;
+                    out.header.timestamp = ts;
+                    // The publisher's extension ids mean nothing on the subscriber's
+                    // connection; the track adds the ones negotiated there.
+                    out.header.extension = false;
+                    out.header.extensions.clear();
+                    out.header.extension_profile = 0;
+                    match s.track.write_rtp(&out).await {
+                        Ok(_) => {
+                            metrics::counter!(m::PACKETS_OUT, "kind" => kind).increment(1);
+                            metrics::counter!(m::BYTES_OUT, "kind" => kind).increment(size);
+                        }
+                        Err(e) => tracing::trace!(error = %e, "write to subscriber failed"),
+                    }
+                }
+            }
+        }
+        if self.readers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.close();
+        }
+    }
+
+    /// The layer a subscriber receives (or waits for).
+    pub fn current_layer(&self, peer: PeerId) -> Option<usize> {
+        let s = self.sub(peer)?;
+        let f = s.fwd.lock();
+        f.current().or(f.target())
+    }
+
+    /// Re-chooses one subscriber's layer (its bandwidth estimate changed).
+    pub async fn retarget_peer(&self, peer: PeerId) {
+        if let Some(s) = self.sub(peer) {
+            self.retarget(&s).await;
+        }
+    }
+
+    /// Ids of the subscribers.
+    pub fn subscribers(&self) -> Vec<PeerId> {
+        self.subs.read().iter().map(|s| s.peer).collect()
+    }
+}
+
+/// The header extension id negotiated for `uri` on a receiver's parameters.
+pub fn extension_id(params: &webrtc::rtp_transceiver::rtp_codec::RTCRtpParameters, uri: &str) -> Option<u8> {
+    params.header_extensions.iter().find(|h| h.uri == uri).map(|h| h.id as u8)
+}

@@ -1,0 +1,41 @@
+//! Metric names of the SFU and its Prometheus recorder. Names are constants so the
+//! dashboards in deploy/ and the deploy checks can grep them.
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Rooms open on this node (gauge).
+pub const ROOMS: &str = "preau_sfu_rooms";
+/// Peers (WebSocket sessions) on this node (gauge).
+pub const PEERS: &str = "preau_sfu_peers";
+/// Published tracks (sources) on this node (gauge).
+pub const TRACKS: &str = "preau_sfu_tracks";
+/// RTP packets received from publishers, by kind (counter).
+pub const PACKETS_IN: &str = "preau_sfu_packets_in_total";
+/// RTP bytes received from publishers, by kind (counter).
+pub const BYTES_IN: &str = "preau_sfu_bytes_in_total";
+/// RTP packets forwarded to subscribers, by kind (counter).
+pub const PACKETS_OUT: &str = "preau_sfu_packets_out_total";
+/// RTP bytes forwarded to subscribers, by kind (counter).
+pub const BYTES_OUT: &str = "preau_sfu_bytes_out_total";
+/// Packets not forwarded, by reason (counter).
+pub const PACKETS_DROPPED: &str = "preau_sfu_packets_dropped_total";
+/// NACKs received from subscribers (counter); the responder resends from its buffer.
+pub const NACKS: &str = "preau_sfu_nacks_total";
+/// Keyframe requests, `dir` = `sent` to publishers or `received` from subscribers (counter).
+pub const PLIS: &str = "preau_sfu_plis_total";
+/// Simulcast layer switches done for subscribers (counter).
+pub const LAYER_SWITCHES: &str = "preau_sfu_layer_switches_total";
+/// Signaling requests refused, by code (counter).
+pub const ERRORS: &str = "preau_sfu_errors_total";
+
+/// Installs the global recorder and returns the handle rendering /metrics.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new().install_recorder()?;
+    for g in [ROOMS, PEERS, TRACKS] {
+        metrics::gauge!(g).set(0.0);
+    }
+    for c in [NACKS, LAYER_SWITCHES] {
+        metrics::counter!(c).increment(0);
+    }
+    Ok(handle)
+}

@@ -1,0 +1,342 @@
+//! The signaling protocol, without IO: what a browser and the SFU say to each other over
+//! the WebSocket (docs/protocol.md, "Live classes").
+//!
+//! Same conventions as the messaging protocol: JSON text frames, a `type` tag, an optional
+//! client `id` echoed by `ack` or `error`, errors with a stable `code` and a plain message.
+//!
+//! Two peer connections per member, as most SFUs do: `pub` carries what the member sends
+//! (the browser offers, the SFU answers) and `sub` what it receives (the SFU offers, the
+//! browser answers). Neither side ever offers on the other's connection, so offers never
+//! collide.
+
+use crate::room::{Media, PeerId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Which of a member's two peer connections a message is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pc {
+    /// What the member publishes (browser offers).
+    Pub,
+    /// What the member receives (SFU offers).
+    Sub,
+}
+
+/// A trickled ICE candidate, as the browser's `RTCIceCandidateInit`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Candidate {
+    /// The `candidate:` line.
+    pub candidate: String,
+    /// Media section id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    /// Media section index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_m_line_index: Option<u16>,
+}
+
+/// Simulcast layer a subscriber asks for, lowest first (`q`, `h`, `f` in the browser's
+/// encodings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quality {
+    /// Quarter resolution (a thumbnail).
+    Low,
+    /// Half resolution.
+    Medium,
+    /// Full resolution (the speaker, the screen).
+    High,
+}
+
+/// What a client sends.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct ClientMsg {
+    /// Echoed by the answer.
+    #[serde(default)]
+    pub id: Option<u64>,
+    /// The command.
+    #[serde(flatten)]
+    pub cmd: ClientCmd,
+}
+
+/// Client commands.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientCmd {
+    /// First message: the room token from the gateway.
+    Join {
+        /// Room token (JWT, audience `preau-sfu`).
+        token: String,
+    },
+    /// An offer on the `pub` connection, naming what each track is (by track id).
+    Publish {
+        /// SDP offer.
+        sdp: String,
+        /// Track id (`MediaStreamTrack.id`) to what it is.
+        #[serde(default)]
+        tracks: BTreeMap<String, Media>,
+    },
+    /// The browser's answer to an SFU offer on the `sub` connection.
+    Answer {
+        /// SDP answer.
+        sdp: String,
+    },
+    /// A trickled candidate.
+    Candidate {
+        /// Which connection.
+        pc: Pc,
+        /// The candidate.
+        candidate: Candidate,
+    },
+    /// The `sub` connection needs new ICE credentials (the network changed); the SFU
+    /// sends a new offer. The `pub` connection restarts with a new `publish` offer.
+    RestartIce,
+    /// The quality wanted for a source's video (the tile's size).
+    Quality {
+        /// Source id (`p<peer>-video`, `p<peer>-screen`).
+        source: String,
+        /// Highest layer wanted.
+        quality: Quality,
+    },
+    /// Host: admit a waiting pupil.
+    Admit {
+        /// Peer.
+        peer: PeerId,
+    },
+    /// Host: turn a waiting pupil away.
+    Deny {
+        /// Peer.
+        peer: PeerId,
+    },
+    /// Raise one's hand.
+    RaiseHand,
+    /// Lower one's hand, or (host) someone's.
+    LowerHand {
+        /// Whose; one's own when absent.
+        #[serde(default)]
+        peer: Option<PeerId>,
+    },
+    /// Host: grant or withdraw microphone, camera or screen. Withdrawing audio mutes.
+    Grant {
+        /// Peer.
+        peer: PeerId,
+        /// What.
+        media: Media,
+        /// Granted or withdrawn.
+        allow: bool,
+    },
+    /// Host: mute every pupil.
+    MuteAll,
+    /// Host: remove a member.
+    Remove {
+        /// Peer.
+        peer: PeerId,
+    },
+    /// Host: lock or unlock.
+    Lock {
+        /// Locked.
+        locked: bool,
+    },
+    /// Host: end the class for everyone.
+    End,
+    /// Leave.
+    Leave,
+}
+
+/// Why a message was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignalError {
+    /// Stable code.
+    pub code: &'static str,
+    /// Plain message.
+    pub message: String,
+}
+
+impl SignalError {
+    /// An error.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        SignalError { code, message: message.into() }
+    }
+}
+
+/// Largest signaling message accepted (an SDP offer with simulcast is a few KB).
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Decodes a client message; errors carry the stable codes of the messaging protocol
+/// (`bad_frame`, `unknown_command`, `bad_request`, `too_large`) and the `id` when it
+/// could be read, so the client can match the error to its request.
+pub fn decode(text: &str) -> Result<ClientMsg, (Option<u64>, SignalError)> {
+    if text.len() > MAX_MESSAGE {
+        return Err((None, SignalError::new("too_large", format!("messages are limited to {MAX_MESSAGE} bytes"))));
+    }
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| (None, SignalError::new("bad_frame", format!("not a JSON message: {e}"))))?;
+    let id = v.get("id").and_then(|i| i.as_u64());
+    let Some(ty) = v.get("type").and_then(|t| t.as_str()).map(str::to_owned) else {
+        return Err((id, SignalError::new("bad_frame", "a message needs a string `type`")));
+    };
+    const KNOWN: &[&str] = &[
+        "join",
+        "publish",
+        "answer",
+        "candidate",
+        "restart_ice",
+        "quality",
+        "admit",
+        "deny",
+        "raise_hand",
+        "lower_hand",
+        "grant",
+        "mute_all",
+        "remove",
+        "lock",
+        "end",
+        "leave",
+    ];
+    if !KNOWN.contains(&ty.as_str()) {
+        return Err((id, SignalError::new("unknown_command", format!("unknown message type `{ty}`"))));
+    }
+    serde_json::from_value(v).map_err(|e| (id, SignalError::new("bad_request", format!("malformed `{ty}`: {e}"))))
+}
+
+/// What the SFU sends besides room events ([`crate::room::Event`], sent as they are).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// The request `id` succeeded.
+    Ack {
+        /// Echo.
+        id: u64,
+    },
+    /// A request failed, or something went wrong.
+    Error {
+        /// Echo, when the request had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Stable code.
+        code: String,
+        /// Plain message.
+        message: String,
+    },
+    /// Joined (maybe into the waiting room): who you are here.
+    Welcome {
+        /// Your peer id in this room.
+        peer: PeerId,
+        /// Your role.
+        role: crate::room::Role,
+        /// ICE servers to use (STUN/TURN), as `RTCIceServer` objects.
+        ice_servers: Vec<serde_json::Value>,
+    },
+    /// The answer to a `publish` offer.
+    Answer {
+        /// SDP answer.
+        sdp: String,
+    },
+    /// An offer on the `sub` connection (tracks came or went, or ICE restarts).
+    Offer {
+        /// SDP offer.
+        sdp: String,
+    },
+    /// A trickled SFU candidate.
+    Candidate {
+        /// Which connection.
+        pc: Pc,
+        /// The candidate.
+        candidate: Candidate,
+    },
+    /// The sources now sent to you on `sub`: track id to who and what.
+    Sources {
+        /// Source id to its owner and kind; a source left out is gone.
+        sources: BTreeMap<String, SourceInfo>,
+    },
+    /// Who speaks, loudest first (from the audio level header extension).
+    Speakers {
+        /// Peers speaking now.
+        active: Vec<PeerId>,
+        /// The loudest one, if anyone speaks.
+        dominant: Option<PeerId>,
+    },
+}
+
+/// A source as a subscriber sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SourceInfo {
+    /// Publisher.
+    pub peer: PeerId,
+    /// Kind.
+    pub media: Media,
+    /// Whether its video reaches you now (last-N may hold it back in large rooms).
+    pub forwarded: bool,
+}
+
+/// The id of a publisher's source of one kind (also the track id subscribers see).
+pub fn source_id(peer: PeerId, media: Media) -> String {
+    let m = match media {
+        Media::Audio => "audio",
+        Media::Video => "video",
+        Media::Screen => "screen",
+    };
+    format!("p{peer}-{m}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_every_command_and_refuses_bad_input_with_stable_codes() {
+        let ok = [
+            r#"{"type":"join","token":"t"}"#,
+            r#"{"id":3,"type":"publish","sdp":"v=0","tracks":{"abc":"screen"}}"#,
+            r#"{"type":"answer","sdp":"v=0"}"#,
+            r#"{"type":"candidate","pc":"sub","candidate":{"candidate":"candidate:1 1 udp 1 1.2.3.4 5 typ host","sdpMid":"0","sdpMLineIndex":0}}"#,
+            r#"{"type":"restart_ice"}"#,
+            r#"{"type":"quality","source":"p1-video","quality":"low"}"#,
+            r#"{"type":"admit","peer":4}"#,
+            r#"{"type":"deny","peer":4}"#,
+            r#"{"type":"raise_hand"}"#,
+            r#"{"type":"lower_hand"}"#,
+            r#"{"type":"lower_hand","peer":2}"#,
+            r#"{"type":"grant","peer":2,"media":"audio","allow":false}"#,
+            r#"{"type":"mute_all"}"#,
+            r#"{"type":"remove","peer":2}"#,
+            r#"{"type":"lock","locked":true}"#,
+            r#"{"type":"end"}"#,
+            r#"{"type":"leave"}"#,
+        ];
+        for s in ok {
+            assert!(decode(s).is_ok(), "{s}: {:?}", decode(s));
+        }
+        let m = decode(r#"{"id":3,"type":"publish","sdp":"v=0","tracks":{"abc":"screen"}}"#).expect("publish");
+        assert_eq!(m.id, Some(3));
+        assert!(matches!(m.cmd, ClientCmd::Publish { ref tracks, .. } if tracks["abc"] == Media::Screen));
+
+        let bad = [
+            ("nope", None, "bad_frame"),
+            (r#"{"id":1}"#, Some(1), "bad_frame"),
+            (r#"{"id":1,"type":"fly"}"#, Some(1), "unknown_command"),
+            (r#"{"id":2,"type":"grant","peer":"x","media":"audio","allow":true}"#, Some(2), "bad_request"),
+            (r#"{"id":2,"type":"grant","peer":1,"media":"smell","allow":true}"#, Some(2), "bad_request"),
+            (r#"{"type":"join"}"#, None, "bad_request"),
+        ];
+        for (s, id, code) in bad {
+            let (eid, e) = decode(s).expect_err(s);
+            assert_eq!((eid, e.code), (id, code), "{s}");
+            assert!(!e.message.is_empty());
+        }
+        let huge = format!(r#"{{"type":"answer","sdp":"{}"}}"#, "a".repeat(MAX_MESSAGE));
+        assert_eq!(decode(&huge).expect_err("huge").1.code, "too_large");
+    }
+
+    #[test]
+    fn server_messages_have_the_documented_shape() {
+        let v = serde_json::to_value(ServerMsg::Speakers { active: vec![3, 1], dominant: Some(3) }).expect("json");
+        assert_eq!(v, serde_json::json!({"type":"speakers","active":[3,1],"dominant":3}));
+        let v =
+            serde_json::to_value(ServerMsg::Error { id: None, code: "x".into(), message: "y".into() }).expect("json");
+        assert_eq!(v, serde_json::json!({"type":"error","code":"x","message":"y"}));
+        assert_eq!(source_id(7, Media::Screen), "p7-screen");
+    }
+}
