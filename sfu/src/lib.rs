@@ -16,9 +16,11 @@
 //!   reader tasks.
 //! - [`server`]: HTTP and signaling; one task per room, one per peer.
 //! - [`config`], [`metrics`]: flags and metric names.
+//! - [`client`]: a Rust live-class client publishing generated VP8 and Opus (tests, load).
 //!
 //! The `preau-sfu` binary (src/main.rs) parses the flags and serves.
 
+pub mod client;
 pub mod config;
 pub mod forward;
 pub mod media;

@@ -1,0 +1,190 @@
+//! Live classes over loopback with Rust WebRTC clients: a teacher publishes VP8 in three
+//! simulcast layers and Opus; pupils receive it, switch layers (the keyframe request
+//! reaches the publisher), see who speaks; a pupil publishes only once granted, and a
+//! mute stops their audio reaching the others.
+
+use clap::Parser;
+use preau_auth::Issuer;
+use preau_sfu::client::LiveClient;
+use preau_sfu::config::SfuConfig;
+use preau_sfu::server::{Sfu, router};
+use serde_json::json;
+use std::time::Duration;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    c: SfuConfig,
+}
+
+const KEY: &[u8] = b"a loopback test key of 32 bytes!";
+
+struct Node {
+    url: String,
+    issuer: Issuer,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    async fn start() -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("key");
+        std::fs::write(&key, KEY).expect("key");
+        let cfg = Cli::parse_from([
+            "preau-sfu",
+            "--listen",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+            "--room-key-file",
+            key.to_str().expect("utf-8"),
+            "--host-grace",
+            "5",
+        ])
+        .c;
+        let listener = tokio::net::TcpListener::bind(cfg.listen).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let url = format!("ws://{addr}/ws");
+        let sfu = Sfu::start(cfg, url.clone(), None).await.expect("sfu");
+        tokio::spawn(async move { axum::serve(listener, router(sfu)).await });
+        Node { url, issuer: Issuer::hs256(KEY), _dir: dir }
+    }
+
+    fn token(&self, user: &str, role: &str) -> String {
+        self.issuer.issue_room(user, user, "0750001A", "class:6A", role, 60)
+    }
+
+    async fn join(&self, user: &str, role: &str) -> LiveClient {
+        LiveClient::join(&self.url, &self.token(user, role)).await.expect("join")
+    }
+}
+
+/// Polls `f` every 100 ms until it holds, for at most `secs`.
+async fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..secs * 10 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+async fn admit(host: &mut LiveClient, pupil: &LiveClient) {
+    host.request(json!({"type":"admit","peer":pupil.peer})).await.expect("admit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_reaches_subscribers_who_switch_layers_on_keyframes() {
+    let node = Node::start().await;
+    let mut host = node.join("t01", "host").await;
+    assert_eq!(host.role, "host");
+    let publication = host.publish(&[("q", 200), ("h", 600), ("f", 1200)], Some(20)).await.expect("publish");
+
+    let a = node.join("e001", "participant").await;
+    let b = node.join("e002", "participant").await;
+    admit(&mut host, &a).await;
+    admit(&mut host, &b).await;
+
+    let video = format!("p{}-video", host.peer);
+    let audio = format!("p{}-audio", host.peer);
+    for p in [&a, &b] {
+        until(20, "video and audio reach both pupils", || p.track(&video).packets > 30 && p.track(&audio).packets > 30)
+            .await;
+        assert!(p.track(&video).keyframes >= 1, "a subscriber starts on a keyframe");
+        assert_eq!(p.track(&video).last_size, 600, "without a bandwidth estimate, a tile gets the middle layer");
+    }
+
+    // A small tile: the low layer, switched on one of its keyframes, requested by PLI.
+    let before = publication.keyframe_requests.lock().get("q").copied().unwrap_or(0);
+    a.request(json!({"type":"quality","source":video,"quality":"low"})).await.expect("quality");
+    until(10, "pupil A on the low layer", || a.track(&video).last_size == 200).await;
+    assert!(
+        publication.keyframe_requests.lock().get("q").copied().unwrap_or(0) > before,
+        "the switch asked the publisher for a keyframe of the low layer"
+    );
+    // The speaker's full layer for B.
+    b.request(json!({"type":"quality","source":video,"quality":"high"})).await.expect("quality");
+    until(10, "pupil B on the high layer", || b.track(&video).last_size == 1200).await;
+    assert!(publication.keyframe_requests.lock().get("f").copied().unwrap_or(0) >= 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.track(&video).last_size, 1200, "B stays on its layer");
+    assert_eq!(a.track(&video).last_size, 200, "A stays on its layer");
+    for p in [&a, &b] {
+        assert_eq!(p.track(&video).gaps, 0, "sequence numbers stay continuous across switches");
+    }
+
+    // The teacher speaks (level -20 dBov): everyone hears who.
+    let mut a = a;
+    let ev = a.event("speakers", Duration::from_secs(5)).await.expect("speakers event");
+    assert_eq!(ev["dominant"], json!(host.peer), "{ev}");
+
+    // Unknown sources and bad input get clear errors.
+    let e = a.request(json!({"type":"quality","source":"p999-video","quality":"low"})).await.expect_err("unknown");
+    assert!(e.to_string().contains("unknown_source"), "{e}");
+    let e = a.request(json!({"type":"grant","peer":b.peer,"media":"audio","allow":true})).await.expect_err("not host");
+    assert!(e.to_string().contains("not_host"), "{e}");
+    publication.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pupil_speaks_only_when_granted_and_a_mute_stops_their_audio_reaching_others() {
+    let node = Node::start().await;
+    let mut host = node.join("t01", "host").await;
+    let a = node.join("e001", "participant").await;
+    let b = node.join("e002", "participant").await;
+    admit(&mut host, &a).await;
+    admit(&mut host, &b).await;
+
+    let e = a.publish(&[], Some(30)).await.err().expect("publishing without a grant is refused");
+    assert!(e.to_string().contains("not_granted"), "{e}");
+
+    host.request(json!({"type":"grant","peer":a.peer,"media":"audio","allow":true})).await.expect("grant");
+    let a2 = node.join("e001", "participant").await; // a second tab of the same pupil waits
+    let _publication = a.publish(&[], Some(30)).await.expect("publish once granted");
+    let audio = format!("p{}-audio", a.peer);
+    until(15, "A's voice reaches B and the teacher", || {
+        b.track(&audio).packets > 20 && host.track(&audio).packets > 20
+    })
+    .await;
+
+    host.request(json!({"type":"grant","peer":a.peer,"media":"audio","allow":false})).await.expect("mute");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let muted_at = b.track(&audio).packets;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(b.track(&audio).packets, muted_at, "after the mute, nothing of A's audio reaches B");
+    assert_eq!(host.track(&audio).packets, host.track(&audio).packets);
+
+    // Granted again: heard again.
+    host.request(json!({"type":"grant","peer":a.peer,"media":"audio","allow":true})).await.expect("unmute");
+    until(10, "A heard again", || b.track(&audio).packets > muted_at + 20).await;
+
+    // Removal closes the pupil's connection; the lock keeps newcomers out.
+    host.request(json!({"type":"remove","peer":b.peer})).await.expect("remove");
+    until(5, "B disconnected", || b.is_closed()).await;
+    host.request(json!({"type":"lock","locked":true})).await.expect("lock");
+    let refused = LiveClient::join(&node.url, &node.token("e003", "participant")).await;
+    assert!(refused.err().expect("locked").to_string().contains("room_locked"));
+    drop(a2);
+
+    // The end closes everyone.
+    host.request(json!({"type":"end"})).await.expect("end");
+    until(5, "A disconnected at the end", || a.is_closed()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_checked_before_anything_else() {
+    let node = Node::start().await;
+    let forged =
+        Issuer::hs256(b"another key, not the gateway one").issue_room("x", "x", "0750001A", "class:6A", "host", 60);
+    let e = LiveClient::join(&node.url, &forged).await.err().expect("forged token refused");
+    assert!(e.to_string().contains("unauthorized"), "{e}");
+    let user_token = Issuer::hs256(KEY).issue("t01", "teacher", "0750001A", 60);
+    let e = LiveClient::join(&node.url, &user_token).await.err().expect("a user token is no room token");
+    assert!(e.to_string().contains("unauthorized"), "{e}");
+    let e = LiveClient::join(&node.url, &node.issuer.issue_room("x", "x", "0750001A", "class:6A", "king", 60))
+        .await
+        .err()
+        .expect("unknown role");
+    assert!(e.to_string().contains("unauthorized"), "{e}");
+}
