@@ -139,6 +139,10 @@ pub struct Config {
     /// Lifetime of room tokens, seconds (they only serve to join).
     #[arg(long, env = "PREAU_ROOM_TOKEN_TTL", default_value_t = 300, global = true)]
     pub room_token_ttl: u64,
+    /// Signaling URL of the live-class SFU when no registry places rooms (without
+    /// `--redis`, or while no SFU node is registered).
+    #[arg(long, env = "PREAU_SFU_URL", default_value = "ws://127.0.0.1:8090/ws", global = true)]
+    pub sfu_url: String,
     /// Logs as JSON lines.
     #[arg(long, env = "PREAU_LOG_JSON", global = true)]
     pub log_json: bool,

@@ -75,7 +75,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
         .route("/admin/directory", post(import))
-        .route("/rooms/{class}/token", post(room_token));
+        .route("/rooms/{class}/token", post(room_token))
+        // The live classroom page (the same file the SFU serves).
+        .route("/classroom", get(|| async { Html(include_str!("../../sfu/static/classroom.html")) }));
     if state.g.cfg.dev_mode() {
         r = r
             .route("/dev/users", get(dev_users))
@@ -160,9 +162,9 @@ async fn room_token(
             "the token's user is not in the directory",
         );
     };
-    match s.g.room_token(&user.id, &class) {
-        Ok((token, role)) => Json(json!({
-            "token": token, "room": format!("class:{class}"), "role": role, "expires_in": s.g.cfg.room_token_ttl,
+    match s.g.room_token(&user.id, &class).await {
+        Ok(t) => Json(json!({
+            "token": t.token, "room": t.room, "role": t.role, "sfu": t.sfu, "expires_in": s.g.cfg.room_token_ttl,
         }))
         .into_response(),
         Err(e) => {

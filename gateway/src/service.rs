@@ -806,9 +806,10 @@ impl Gateway {
         }
     }
 
-    /// A room token for `user` in the live session of `class`, after the directory says
+    /// A room token for `user` in the live session of `class`, and the SFU node to
+    /// present it to, after the directory says
     /// which role they get. `forbidden` for everyone else, and for unknown classes alike.
-    pub fn room_token(&self, user: &str, class: &str) -> Result<(String, &'static str), CmdError> {
+    pub async fn room_token(&self, user: &str, class: &str) -> Result<RoomTicket, CmdError> {
         let dir = self.dir();
         let me = dir.user(user).ok_or_else(|| forbidden("your account is no longer in the directory"))?;
         let role = preau_directory::live_role(&dir, me, class)
@@ -818,8 +819,11 @@ impl Gateway {
             .as_ref()
             .ok_or_else(|| CmdError::new(ErrorCode::Unavailable, "live classes are not configured on this server"))?;
         let room = format!("class:{class}");
-        let t = issuer.issue_room(&me.id, &me.name, &me.school, &room, role.as_str(), self.cfg.room_token_ttl);
-        Ok((t, role.as_str()))
+        let token = issuer.issue_room(&me.id, &me.name, &me.school, &room, role.as_str(), self.cfg.room_token_ttl);
+        // The SFU keys rooms by school and room, as the registry does.
+        let key = format!("{}/{room}", me.school);
+        let sfu = self.bus.place_room(&key).await.unwrap_or_else(|| self.cfg.sfu_url.clone());
+        Ok(RoomTicket { token, role: role.as_str(), room, sfu })
     }
 
     /// A development token for a directory user.
@@ -882,6 +886,19 @@ fn keys(cfg: &Config) -> anyhow::Result<(Verifier, Option<Issuer>)> {
     let v = v.with_issuer(cfg.jwt_issuer.clone()).with_audience(cfg.jwt_audience.clone());
     let i = i.map(|i| i.with_claims(cfg.jwt_issuer.clone(), cfg.jwt_audience.clone()));
     Ok((v, if cfg.dev_mode() { i } else { None }))
+}
+
+/// What a member needs to join a live class.
+#[derive(Debug, Clone)]
+pub struct RoomTicket {
+    /// Room token (audience `preau-sfu`).
+    pub token: String,
+    /// `host`, `participant` or `observer`.
+    pub role: &'static str,
+    /// Room id (`class:<class>`).
+    pub room: String,
+    /// Signaling URL of the SFU node hosting the room.
+    pub sfu: String,
 }
 
 /// The development HS256 key, created in the data folder on first start so tokens

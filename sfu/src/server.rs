@@ -617,17 +617,17 @@ impl PeerTask {
 
     async fn publish(&mut self, sdp: String, tracks: BTreeMap<String, Media>) -> Result<(), SignalError> {
         let offer = RTCSessionDescription::offer(sdp).map_err(|e| SignalError::new("bad_sdp", e.to_string()))?;
+        // The grants checked are those of the tracks this offer adds (named in `tracks`);
+        // an offer naming none is judged by what its SDP sends. A track whose grant is
+        // withdrawn later is dropped packet by packet, whatever the browser does.
         let mut kinds: Vec<Media> = tracks.values().copied().collect();
-        // Tracks not named are taken by kind.
         let parsed = offer.unmarshal().map_err(|e| SignalError::new("bad_sdp", format!("unreadable offer: {e}")))?;
-        for md in &parsed.media_descriptions {
-            let sends = md.attribute("sendonly").is_some() || md.attribute("sendrecv").is_some();
-            if sends {
+        if tracks.is_empty() {
+            for md in &parsed.media_descriptions {
+                let sends = md.attribute("sendonly").is_some() || md.attribute("sendrecv").is_some();
                 match md.media_name.media.as_str() {
-                    "audio" => kinds.push(Media::Audio),
-                    "video" if !tracks.values().any(|m| *m == Media::Video || *m == Media::Screen) => {
-                        kinds.push(Media::Video)
-                    }
+                    "audio" if sends => kinds.push(Media::Audio),
+                    "video" if sends => kinds.push(Media::Video),
                     _ => {}
                 }
             }

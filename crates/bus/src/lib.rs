@@ -91,6 +91,12 @@ pub trait Bus: Send + Sync {
     }
     /// Reports this node's load to the registry.
     fn set_load(&self, _load: u64) {}
+    /// The signaling URL of the SFU node hosting live room `room`, placing the room on the
+    /// least loaded live SFU node when it is not live yet. `None` without a registry (the
+    /// gateway then uses its configured SFU).
+    fn place_room<'a>(&'a self, _room: &'a str) -> BoxFut<'a, Option<String>> {
+        Box::pin(async { None })
+    }
     /// Every live node of the registry (none for an in-process bus).
     fn nodes(&self) -> BoxFut<'_, Vec<NodeInfo>> {
         Box::pin(async { Vec::new() })

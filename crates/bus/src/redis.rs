@@ -240,7 +240,7 @@ impl RedisBus {
 
     /// The SFU node hosting live room `room`: the node holding it while it lives, else
     /// the least loaded live SFU node, claimed for it. `None` when no SFU node is live.
-    pub async fn place_room(&self, room: &str) -> Result<Option<NodeInfo>, RedisBusError> {
+    pub async fn place_room_node(&self, room: &str) -> Result<Option<NodeInfo>, RedisBusError> {
         let mut c = self.conn.clone();
         let sfus: Vec<NodeInfo> = self.nodes().await.into_iter().filter(|n| n.kind == "sfu").collect();
         let key = room_key(room);
@@ -410,6 +410,18 @@ impl Bus for RedisBus {
             }
             let nodes: Vec<Vec<String>> = p.query_async(&mut c).await.unwrap_or_else(|_| vec![Vec::new(); users.len()]);
             nodes.into_iter().map(|ns| ns.iter().any(|n| *n != self.id)).collect()
+        })
+    }
+
+    fn place_room<'a>(&'a self, room: &'a str) -> BoxFut<'a, Option<String>> {
+        Box::pin(async move {
+            match self.place_room_node(room).await {
+                Ok(n) => n.map(|n| n.addr),
+                Err(e) => {
+                    tracing::warn!(error = %e, "room placement failed");
+                    None
+                }
+            }
         })
     }
 

@@ -368,3 +368,37 @@ async fn a_directory_import_on_one_gateway_applies_on_the_others() {
     removed.sort();
     assert_eq!(removed, vec!["ann:6A", "forum:6A"]);
 }
+
+/// Registers a fake SFU node in the registry the way `preau-sfu --redis` does.
+fn register_sfu(redis: &Redis, id: &str, load: u64) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
+    let info = serde_json::json!({"id": id, "kind": "sfu", "addr": format!("ws://{id}/ws"), "load": load, "updated_ms": now as i64});
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "HSET", "preau:nodes", id, &info.to_string()])
+        .output()
+        .expect("redis-cli (installed with redis-server)");
+    assert!(out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_rooms_go_to_the_least_loaded_sfu_and_stay_there() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gws = cluster(&redis, dir.path(), 2);
+    register_sfu(&redis, "sfu-a", 10);
+    register_sfu(&redis, "sfu-b", 2);
+    let place = |gw: usize, user: &'static str, class: &'static str| {
+        let s = &gws[gw];
+        async move {
+            let token = s.token(user).await;
+            let (status, body) =
+                preau_client::http_post(&s.addr, &format!("/rooms/{class}/token"), &token, "").await.expect("post");
+            assert_eq!(status, 200, "{body}");
+            serde_json::from_str::<serde_json::Value>(&body).expect("json")["sfu"].as_str().expect("sfu").to_owned()
+        }
+    };
+    assert_eq!(place(0, "t01", "6A").await, "ws://sfu-b/ws", "the least loaded node");
+    register_sfu(&redis, "sfu-b", 50);
+    assert_eq!(place(1, "e001", "6A").await, "ws://sfu-b/ws", "the whole class goes where its room lives");
+    assert_eq!(place(0, "t04", "5B").await, "ws://sfu-a/ws", "a new room goes to the now least loaded node");
+}

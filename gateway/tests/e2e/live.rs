@@ -29,6 +29,7 @@ async fn room_tokens_follow_the_directory() {
                 let claims = sfu_side.verify_room(v["token"].as_str().expect("token")).expect("the SFU accepts it");
                 assert_eq!((claims.sub.as_str(), claims.role.as_str()), (user, role));
                 assert_eq!(claims.room, format!("class:{class}"));
+                assert_eq!(v["sfu"], "ws://127.0.0.1:8090/ws", "without a registry: the configured SFU");
                 assert!(claims.exp <= preau_auth::now_secs() + 300, "short-lived");
                 // It is not a user token.
                 let c = preau_client::Client::connect(
