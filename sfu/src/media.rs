@@ -296,6 +296,7 @@ impl Source {
         let Some(pc) = self.publisher.upgrade() else { return };
         let media_ssrc = layer.ssrc.load(Ordering::Relaxed) as u32;
         metrics::counter!(m::PLIS, "dir" => "sent").increment(1);
+        tracing::debug!(source = %self.id, layer = idx, media_ssrc, "keyframe requested");
         if let Err(e) = pc.write_rtcp(&[Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc })]).await {
             tracing::debug!(source = %self.id, error = %e, "keyframe request not sent");
         }
@@ -463,6 +464,9 @@ impl Source {
             }
             let idx = if self.is_video() { self.layer_index(&layer) } else { 0 };
             let keyframe = self.is_video() && vp8_is_keyframe(&pkt.payload);
+            if keyframe {
+                tracing::debug!(source = %self.id, rid = track.rid(), "keyframe in");
+            }
             let subs = self.subs.read().clone();
             for s in subs.iter() {
                 let v = s.fwd.lock().on_packet(now, idx, pkt.header.sequence_number, pkt.header.timestamp, keyframe);
@@ -470,20 +474,16 @@ impl Source {
                     if switched {
                         metrics::counter!(m::LAYER_SWITCHES).increment(1);
                     }
-                    let mut out = pkt.clone();
-                    out.header.sequence_number = seq;
-                    out.header.timestamp = ts;
-                    // The publisher's extension ids mean nothing on the subscriber's
-                    // connection; the track adds the ones negotiated there.
-                    out.header.extension = false;
-                    out.header.extensions.clear();
-                    out.header.extension_profile = 0;
+                    if keyframe {
+                        tracing::debug!(source = %self.id, peer = s.peer, layer = idx, seq, "keyframe forwarded");
+                    }
+                    let out = crate::forward::rewrite(&pkt, seq, ts);
                     match s.track.write_rtp(&out).await {
                         Ok(_) => {
                             metrics::counter!(m::PACKETS_OUT, "kind" => kind).increment(1);
                             metrics::counter!(m::BYTES_OUT, "kind" => kind).increment(size);
                         }
-                        Err(e) => tracing::trace!(error = %e, "write to subscriber failed"),
+                        Err(e) => tracing::debug!(error = %e, "write to subscriber failed"),
                     }
                 }
             }

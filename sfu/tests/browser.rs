@@ -1,0 +1,246 @@
+//! A live class in real browsers: headless Chromium (Debian's `chromium`, installed by
+//! scripts/test) opens the classroom page three times. The teacher publishes camera and
+//! microphone (fake devices) in simulcast, two pupils receive and decode it
+//! (`getStats()`), the teacher opens a pupil's microphone, the other pupil hears it,
+//! then the teacher mutes it and nothing more of it reaches the other pupil.
+//!
+//! The browser is driven over the Chrome DevTools Protocol (a WebSocket), with no
+//! other dependency.
+
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use preau_auth::Issuer;
+use preau_sfu::config::SfuConfig;
+use preau_sfu::server::{Sfu, router};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    c: SfuConfig,
+}
+
+const KEY: &[u8] = b"a browser test key of 32 bytes!!";
+
+/// Headless Chromium, killed on drop.
+struct Chromium {
+    child: Child,
+    _profile: tempfile::TempDir,
+    out: mpsc::Sender<String>,
+    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>,
+    next: AtomicU64,
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Chromium {
+    async fn launch() -> Chromium {
+        let bin = ["chromium", "chromium-browser"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
+            .expect("Chromium is missing: scripts/test installs it (apt-get install chromium)");
+        let profile = tempfile::tempdir().expect("profile dir");
+        let child = Command::new(bin)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+                "--disable-background-networking",
+                "--disable-dev-shm-usage",
+                "--disable-gpu",
+                "--autoplay-policy=no-user-gesture-required",
+                "--disable-background-timer-throttling",
+                "--disable-renderer-backgrounding",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium");
+        // Chromium writes its DevTools port and browser path there once listening.
+        let file = profile.path().join("DevToolsActivePort");
+        let mut url = None;
+        for _ in 0..300 {
+            if let Ok(s) = std::fs::read_to_string(&file) {
+                let mut l = s.lines();
+                if let (Some(port), Some(path)) = (l.next(), l.next()) {
+                    url = Some(format!("ws://127.0.0.1:{port}{path}"));
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let url = url.expect("chromium did not open its DevTools port within 30 s");
+        let (ws, _) = tokio_tungstenite::connect_async(&url).await.expect("devtools");
+        let (mut sink, mut stream) = ws.split();
+        let (out, mut rx) = mpsc::channel::<String>(64);
+        tokio::spawn(async move {
+            while let Some(t) = rx.recv().await {
+                if sink.send(Message::Text(t.into())).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>> = Arc::new(Mutex::new(HashMap::new()));
+        let p2 = pending.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(Message::Text(t))) = stream.next().await {
+                let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
+                if let Some(tx) = v["id"].as_u64().and_then(|id| p2.lock().remove(&id)) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Chromium { child, _profile: profile, out, pending, next: AtomicU64::new(1) }
+    }
+
+    async fn call(&self, session: Option<&str>, method: &str, params: Value) -> Value {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut msg = json!({"id": id, "method": method, "params": params});
+        if let Some(s) = session {
+            msg["sessionId"] = json!(s);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().insert(id, tx);
+        self.out.send(msg.to_string()).await.expect("devtools closed");
+        let v = tokio::time::timeout(Duration::from_secs(30), rx).await.expect("devtools answer").expect("answer");
+        assert!(v.get("error").is_none(), "{method}: {v}");
+        v["result"].clone()
+    }
+
+    /// Opens a tab; returns its session id.
+    async fn open(&self, url: &str) -> String {
+        let t = self.call(None, "Target.createTarget", json!({"url": url})).await;
+        let target = t["targetId"].as_str().expect("target").to_owned();
+        let a = self.call(None, "Target.attachToTarget", json!({"targetId": target, "flatten": true})).await;
+        a["sessionId"].as_str().expect("session").to_owned()
+    }
+
+    /// Evaluates `expr` in a tab (awaiting promises) and returns its value.
+    async fn eval(&self, tab: &str, expr: &str) -> Value {
+        let r = self
+            .call(
+                Some(tab),
+                "Runtime.evaluate",
+                json!({"expression": expr, "awaitPromise": true, "returnByValue": true}),
+            )
+            .await;
+        if let Some(e) = r.get("exceptionDetails") {
+            panic!("{expr}: {e}");
+        }
+        r["result"]["value"].clone()
+    }
+
+    /// Evaluates `expr` every 250 ms until `ok` holds, for at most `secs`.
+    async fn until(&self, tab: &str, expr: &str, secs: u64, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..secs * 4 {
+            last = self.eval(tab, expr).await;
+            if ok(&last) {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("timed out waiting for {what}; last value: {last}");
+    }
+}
+
+fn num(v: &Value, path: &[&str]) -> u64 {
+    let mut v = v;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_in_real_browsers_decodes_video_and_a_mute_stops_a_pupils_audio() {
+    // RUST_LOG=preau_sfu=debug shows the SFU's side.
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("key");
+    std::fs::write(&key, KEY).expect("key");
+    let cfg = Cli::parse_from([
+        "preau-sfu",
+        "--listen",
+        "127.0.0.1:0",
+        "--udp",
+        "127.0.0.1:0",
+        "--room-key-file",
+        key.to_str().expect("utf-8"),
+    ])
+    .c;
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let sfu_url = format!("ws://{addr}/ws");
+    let sfu = Sfu::start(cfg, sfu_url.clone(), None).await.expect("sfu");
+    tokio::spawn(async move { axum::serve(listener, router(sfu)).await });
+    let issuer = Issuer::hs256(KEY);
+    let page = |user: &str, role: &str| {
+        let t = issuer.issue_room(user, user, "0750001A", "class:6A", role, 300);
+        format!("http://{addr}/classroom?sfu={sfu_url}&token={t}")
+    };
+
+    let chrome = Chromium::launch().await;
+    let teacher = chrome.open(&page("t01", "host")).await;
+    let state = "(window.preau && preau.state.peer) || 0";
+    let host_peer = num(&chrome.until(&teacher, state, 30, "the teacher joined", |v| v.as_u64() > Some(0)).await, &[]);
+    let a = chrome.open(&page("e001", "participant")).await;
+    let b = chrome.open(&page("e002", "participant")).await;
+    let pa = num(&chrome.until(&a, state, 30, "pupil A joined", |v| v.as_u64() > Some(0)).await, &[]);
+    let pb = num(&chrome.until(&b, state, 30, "pupil B joined", |v| v.as_u64() > Some(0)).await, &[]);
+    chrome.until(&teacher, "preau.state.waiting.length", 20, "both pupils waiting", |v| v.as_u64() == Some(2)).await;
+    chrome.eval(&teacher, "preau.admitAll().then(() => true)").await;
+
+    // Both pupils decode the teacher's camera.
+    let video = format!("p{host_peer}-video");
+    for (tab, who) in [(&a, "A"), (&b, "B")] {
+        let s = chrome
+            .until(tab, "preau.stats()", 60, &format!("pupil {who} decoding the teacher's video"), |v| {
+                num(v, &[&video, "framesDecoded"]) > 0
+            })
+            .await;
+        println!("pupil {who} (peer {}): {s}", if who == "A" { pa } else { pb });
+    }
+
+    // The teacher opens pupil A's microphone: B hears A.
+    chrome.eval(&teacher, &format!("preau.grant({pa}, 'audio', true).then(() => true)")).await;
+    let a_audio = format!("p{pa}-audio");
+    chrome
+        .until(&b, "preau.stats()", 30, "pupil B receiving pupil A's audio", |v| {
+            num(v, &[&a_audio, "packetsReceived"]) > 25
+        })
+        .await;
+
+    // The teacher mutes pupil A: nothing more of A's audio reaches B.
+    chrome.eval(&teacher, &format!("preau.grant({pa}, 'audio', false).then(() => true)")).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let before = num(&chrome.eval(&b, "preau.stats()").await, &[&a_audio, "packetsReceived"]);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = num(&chrome.eval(&b, "preau.stats()").await, &[&a_audio, "packetsReceived"]);
+    println!("pupil A's audio at pupil B: {before} packets at the mute (+1 s), {after} 2.5 s later");
+    assert_eq!(after, before, "pupil A's audio still reaches pupil B after the mute");
+    let notice = chrome.eval(&a, "document.getElementById('notice').textContent").await;
+    assert_eq!(notice, "Votre micro est coupé.", "pupil A is told");
+    // The teacher's video keeps flowing.
+    let f1 = num(&chrome.eval(&b, "preau.stats()").await, &[&video, "framesDecoded"]);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let f2 = num(&chrome.eval(&b, "preau.stats()").await, &[&video, "framesDecoded"]);
+    assert!(f2 > f1, "the teacher's video still decodes ({f1} then {f2} frames)");
+}
