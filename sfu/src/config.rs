@@ -63,6 +63,10 @@ pub struct SfuConfig {
     /// another node).
     #[arg(long, env = "PREAU_SFU_MAX_PEERS", default_value_t = 2000)]
     pub max_peers: u64,
+    /// On SIGTERM, how long running classes may go on before the node exits (new rooms
+    /// go elsewhere at once).
+    #[arg(long, env = "PREAU_SFU_DRAIN_SECONDS", default_value_t = 3600)]
+    pub drain_seconds: u64,
     /// Logs as JSON lines.
     #[arg(long, env = "PREAU_LOG_JSON")]
     pub log_json: bool,

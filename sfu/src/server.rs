@@ -107,6 +107,7 @@ pub struct Sfu {
     bus: Option<Arc<preau_bus::redis::RedisBus>>,
     ice_servers: Vec<serde_json::Value>,
     prom: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    draining: std::sync::atomic::AtomicBool,
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Arc<str> {
@@ -153,6 +154,7 @@ impl Sfu {
             bus,
             ice_servers,
             prom,
+            draining: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -165,8 +167,21 @@ impl Sfu {
         let peers = self.peers.load(Ordering::Relaxed);
         metrics::gauge!(m::PEERS).set(peers as f64);
         if let Some(b) = &self.bus {
-            b.set_load(peers);
+            // A draining node looks full, so placement sends new classes elsewhere.
+            b.set_load(if self.draining.load(Ordering::Relaxed) { u64::MAX / 2 } else { peers });
         }
+    }
+
+    /// Peers connected now.
+    pub fn peer_count(&self) -> u64 {
+        self.peers.load(Ordering::Relaxed)
+    }
+
+    /// Stops taking new rooms (SIGTERM): readiness fails, placement avoids this node;
+    /// running classes go on until they end or the drain time runs out.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.set_load();
     }
 
     /// The room task for `key`, started on first use. `None` when the registry places the
@@ -174,6 +189,9 @@ impl Sfu {
     async fn room(self: &Arc<Self>, key: &str) -> Result<Arc<RoomRef>, SignalError> {
         if let Some(r) = self.rooms.lock().get(key).filter(|r| !r.tx.is_closed()) {
             return Ok(r.clone());
+        }
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(SignalError::new("elsewhere", "this node is restarting: ask the gateway again"));
         }
         if let Some(bus) = &self.bus {
             match bus.hold_room(key).await {
@@ -1039,10 +1057,12 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(sfu): State<Arc<Sfu>>) -> Response {
     let registry_ok = sfu.bus.as_ref().is_none_or(|b| b.healthy());
-    if registry_ok && sfu.peers.load(Ordering::Relaxed) < sfu.cfg.max_peers {
-        "ready".into_response()
+    let draining = sfu.draining.load(Ordering::Relaxed);
+    if registry_ok && !draining && sfu.peers.load(Ordering::Relaxed) < sfu.cfg.max_peers {
+        axum::Json(serde_json::json!({"ready": true})).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"ready": false, "draining": draining})))
+            .into_response()
     }
 }
 
