@@ -150,5 +150,54 @@ fn store_appends(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codecs, policy_checks, fanout, store_appends);
+/// The SFU's per-packet work for one subscriber, without the socket: the forwarding
+/// decision (layer, keyframe gate, seq/ts rewrite), the packet rewrite, and SRTP-free
+/// marshalling (what `TrackLocalStaticRTP` does before encrypting).
+fn rtp_forwarding(c: &mut Criterion) {
+    use preau_sfu::forward::{Forward, rewrite, vp8_is_keyframe};
+    use webrtc::util::Marshal;
+    let mut g = c.benchmark_group("rtp_forward");
+    let payload = {
+        let mut p = vec![0u8; 1100];
+        p[0] = 0x90;
+        p[1] = 0x80;
+        p[2] = 0x81;
+        p[3] = 0x23;
+        p
+    };
+    let pkt = webrtc::rtp::packet::Packet {
+        header: webrtc::rtp::header::Header { version: 2, payload_type: 96, ssrc: 1, ..Default::default() },
+        payload: payload.into(),
+    };
+    for subs in [1usize, 30, 300] {
+        g.throughput(Throughput::Elements(subs as u64));
+        g.bench_function(format!("per_packet_to_{subs}_subscribers"), |b| {
+            let now = std::time::Instant::now();
+            let mut fwd: Vec<Forward> = (0..subs)
+                .map(|_| {
+                    let mut f = Forward::video(90_000);
+                    f.set_target(Some(1));
+                    f.on_packet(now, 1, 0, 0, true);
+                    f
+                })
+                .collect();
+            let mut seq = 1u16;
+            b.iter(|| {
+                seq = seq.wrapping_add(1);
+                let key = vp8_is_keyframe(&pkt.payload);
+                let mut bytes = 0;
+                for f in fwd.iter_mut() {
+                    if let preau_sfu::forward::Verdict::Send { seq, ts, .. } = f.on_packet(now, 1, seq, 3000, key) {
+                        let out = rewrite(&pkt, seq, ts);
+                        bytes += out.marshal().map(|b| b.len()).unwrap_or(0);
+                    }
+                }
+                std::hint::black_box(bytes)
+            });
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, codecs, policy_checks, fanout, store_appends, rtp_forwarding);
 criterion_main!(benches);

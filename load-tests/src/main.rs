@@ -12,10 +12,14 @@
 //! - `forums`: a thread in every class forum; the pupils of every class post replies at
 //!   once (M per class at R per second per class) while N class members listen; the same
 //!   latency and loss checks as `fanout`, over many channels and many senders.
+//! - `live-class`: K rooms against `preau-sfu`, a teacher publishing simulcast video and
+//!   audio, P pupils receiving, S of them speaking (see `live.rs`).
 //! - `fanout`: N listeners on one class's announcements, one teacher sending M messages at
 //!   a set rate; reports send-to-ack and send-to-deliver latency, deliveries per second,
 //!   gateway CPU per delivered message, and fails on any message lost or duplicated
 //!   (checked from the gapless sequences; a listener cut off as slow resumes and counts).
+
+mod live;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -79,6 +83,24 @@ struct Args {
     /// morning-storm: announcements each teacher posts to each of their classes first.
     #[arg(long, default_value_t = 5)]
     posts: u64,
+    /// live-class: the SFU's signaling URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8090/ws")]
+    sfu: String,
+    /// live-class: the HS256 key the SFU checks room tokens with.
+    #[arg(long, default_value = "data/dev-signing-key")]
+    room_key: std::path::PathBuf,
+    /// live-class: rooms.
+    #[arg(long, default_value_t = 2)]
+    rooms: usize,
+    /// live-class: pupils per room.
+    #[arg(long, default_value_t = 30)]
+    pupils: usize,
+    /// live-class: pupils speaking per room.
+    #[arg(long, default_value_t = 2)]
+    speakers: usize,
+    /// live-class: seconds measured.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
 }
 
 /// Resident memory (bytes) and CPU seconds (user + system), summed over processes.
@@ -113,7 +135,7 @@ fn proc_sample_one(pid: u32) -> anyhow::Result<(u64, f64)> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    if !a.addr.starts_with("127.") {
+    if !a.addr.starts_with("127.") || !a.sfu.starts_with("ws://127.") {
         bail!("load tests target 127.0.0.0/8 only");
     }
     match a.scenario.as_str() {
@@ -121,6 +143,20 @@ async fn main() -> anyhow::Result<()> {
         "fanout" => fanout(a).await,
         "morning-storm" => morning_storm(a).await,
         "forums" => forums(a).await,
+        "live-class" => {
+            let report = live::live_class(live::LiveArgs {
+                sfu: a.sfu.clone(),
+                pid: a.pid.clone(),
+                room_key: a.room_key.clone(),
+                rooms: a.rooms,
+                pupils: a.pupils,
+                speakers: a.speakers,
+                seconds: a.seconds,
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         other => bail!("unknown scenario `{other}`"),
     }
 }

@@ -54,6 +54,29 @@ pub struct TrackStats {
 /// Everything a client received, by track id (`p<peer>-<media>`).
 pub type Received = Arc<Mutex<HashMap<String, TrackStats>>>;
 
+/// Publisher-to-subscriber latency of generated packets, microseconds (HDR histogram).
+pub type Latency = Arc<Mutex<hdrhistogram::Histogram<u64>>>;
+
+/// Generated payloads carry this marker and their send time (microseconds since the
+/// epoch) after the codec's first two bytes, so a subscriber measures latency.
+const STAMP: &[u8; 2] = b"PR";
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+fn stamp(payload: &mut [u8]) {
+    if payload.len() >= 12 {
+        payload[2..4].copy_from_slice(STAMP);
+        payload[4..12].copy_from_slice(&now_us().to_le_bytes());
+    }
+}
+
+fn stamped_at(payload: &[u8]) -> Option<u64> {
+    (payload.len() >= 12 && &payload[2..4] == STAMP)
+        .then(|| u64::from_le_bytes(payload[4..12].try_into().unwrap_or_default()))
+}
+
 fn api() -> anyhow::Result<API> {
     let mut m = MediaEngine::default();
     m.register_default_codecs()?;
@@ -94,6 +117,8 @@ pub struct LiveClient {
     answer_tx: Arc<Mutex<Option<oneshot::Sender<String>>>>,
     /// What arrived on the `sub` connection.
     pub received: Received,
+    /// Latency of what arrived (generated media only).
+    pub latency: Latency,
     api: Arc<API>,
     closed: Arc<AtomicBool>,
 }
@@ -143,14 +168,18 @@ impl LiveClient {
         let answer_tx: Arc<Mutex<Option<oneshot::Sender<String>>>> = Arc::new(Mutex::new(None));
         let received: Received = Arc::new(Mutex::new(HashMap::new()));
         let closed = Arc::new(AtomicBool::new(false));
+        let latency: Latency = Arc::new(Mutex::new(hdrhistogram::Histogram::new(3)?));
         watch_candidates(&sub_pc, Pc::Sub, out.clone());
-        let rec = received.clone();
+        let (rec, lat) = (received.clone(), latency.clone());
         sub_pc.on_track(Box::new(move |track, _, _| {
-            let rec = rec.clone();
+            let (rec, lat) = (rec.clone(), lat.clone());
             Box::pin(async move {
                 tokio::spawn(async move {
                     let id = track.id();
                     while let Ok((p, _)) = track.read_rtp().await {
+                        if let Some(sent) = stamped_at(&p.payload) {
+                            let _ = lat.lock().record(now_us().saturating_sub(sent).max(1));
+                        }
                         let mut r = rec.lock();
                         let s = r.entry(id.clone()).or_default();
                         if let Some(last) = s.last_seq {
@@ -237,6 +266,7 @@ impl LiveClient {
             publish_pc,
             answer_tx,
             received,
+            latency,
             api,
             closed,
         })
@@ -401,6 +431,7 @@ async fn pump_video(
         let mut payload = vec![0u8; size.max(3)];
         payload[0] = 0x10; // S=1, PID=0, no extensions
         payload[1] = if key { 0x00 } else { 0x01 };
+        stamp(&mut payload);
         let p = webrtc::rtp::packet::Packet {
             header: webrtc::rtp::header::Header {
                 version: 2,
@@ -434,7 +465,11 @@ async fn pump_audio(track: Arc<TrackLocalStaticRTP>, level: u8, stop: Arc<Atomic
                 timestamp: ts,
                 ..Default::default()
             },
-            payload: vec![0xf8u8; 80].into(),
+            payload: {
+                let mut b = vec![0xf8u8; 80];
+                stamp(&mut b);
+                b.into()
+            },
         };
         let ext = [HeaderExtension::AudioLevel(AudioLevelExtension { level, voice: level < 127 })];
         if track.write_rtp_with_extensions(&p, &ext).await.is_ok() {

@@ -144,6 +144,15 @@ impl Forward {
         was && self.keyframes && self.target.is_some()
     }
 
+    /// Forgets the layer being sent and the one wanted (the source's layers were
+    /// renumbered); the next target starts on a keyframe, continuing the stream.
+    pub fn reset(&mut self) {
+        if self.keyframes {
+            self.current = None;
+            self.target = None;
+        }
+    }
+
     /// Whether sending is paused.
     pub fn is_paused(&self) -> bool {
         self.paused
@@ -297,6 +306,10 @@ mod tests {
         assert!(f.resume());
         assert_eq!(f.on_packet(t0, 1, 300, 50, false), Verdict::Drop, "waits for the keyframe");
         assert!(matches!(f.on_packet(t0, 1, 301, 50, true), Verdict::Send { seq: 11, .. }));
+        f.reset();
+        assert!(f.set_target(Some(2)), "after a renumbering the target is chosen again, with a keyframe");
+        assert_eq!(f.on_packet(t0, 2, 900, 60, false), Verdict::Drop);
+        assert!(matches!(f.on_packet(t0, 2, 901, 60, true), Verdict::Send { seq: 12, .. }));
 
         let mut a = Forward::audio(48_000);
         assert!(matches!(a.on_packet(t0, 0, 1, 0, false), Verdict::Send { seq: 1, .. }), "audio needs no keyframe");

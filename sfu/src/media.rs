@@ -166,6 +166,9 @@ impl Engines {
     }
 }
 
+/// Shortest time between two keyframe requests for one layer.
+const PLI_INTERVAL: Duration = Duration::from_millis(300);
+
 /// Where a source's readers report audio levels (to the room).
 pub type LevelSink = mpsc::Sender<(PeerId, LevelReport)>;
 
@@ -178,6 +181,8 @@ struct Layer {
     packets: AtomicU64,
     stat: Mutex<(LayerStat, u64, u64, Instant)>,
     last_pli: Mutex<Option<Instant>>,
+    /// A request came within the throttle window: one more is sent when it ends.
+    pli_pending: AtomicBool,
 }
 
 /// A subscriber's output for one source.
@@ -255,12 +260,13 @@ impl Source {
         self.closed.store(true, Ordering::Release);
     }
 
-    /// Adds a layer as its track arrives; layers stay ordered lowest first.
-    fn add_layer(&self, rid: &str, ssrc: u32) -> Arc<Layer> {
+    /// Adds a layer as its track arrives; layers stay ordered lowest first. True when an
+    /// existing layer's index moved (subscribers must choose again).
+    fn add_layer(&self, rid: &str, ssrc: u32) -> (Arc<Layer>, bool) {
         let mut layers = self.layers.write();
         if let Some(l) = layers.iter().find(|l| l.rid == rid) {
             l.ssrc.store(u64::from(ssrc), Ordering::Relaxed);
-            return l.clone();
+            return (l.clone(), false);
         }
         let l = Arc::new(Layer {
             rid: rid.to_owned(),
@@ -269,10 +275,12 @@ impl Source {
             packets: AtomicU64::new(0),
             stat: Mutex::new((LayerStat::default(), 0, 0, Instant::now())),
             last_pli: Mutex::new(None),
+            pli_pending: AtomicBool::new(false),
         });
         layers.push(l.clone());
         layers.sort_by_key(|l| rid_rank(&l.rid));
-        l
+        let moved = !Arc::ptr_eq(&layers[layers.len() - 1], &l);
+        (l, moved)
     }
 
     fn layer_index(&self, layer: &Arc<Layer>) -> usize {
@@ -283,16 +291,37 @@ impl Source {
         self.layers.read().iter().map(|l| l.stat.lock().0).collect()
     }
 
-    /// Asks the publisher for a keyframe of layer `idx` (at most every 300 ms per layer).
-    pub async fn request_keyframe(&self, idx: usize) {
+    /// Asks the publisher for a keyframe of layer `idx`, at most every 300 ms per layer; a
+    /// request inside that window is sent when it closes (browsers send keyframes only
+    /// when asked, so a dropped request would leave a subscriber without picture).
+    pub async fn request_keyframe(self: &Arc<Self>, idx: usize) {
         let Some(layer) = self.layers.read().get(idx).cloned() else { return };
-        {
+        let wait = {
             let mut last = layer.last_pli.lock();
-            if last.is_some_and(|t| t.elapsed() < Duration::from_millis(300)) {
-                return;
+            match *last {
+                Some(t) if t.elapsed() < PLI_INTERVAL => Some(PLI_INTERVAL - t.elapsed()),
+                _ => {
+                    *last = Some(Instant::now());
+                    None
+                }
             }
-            *last = Some(Instant::now());
+        };
+        if let Some(wait) = wait {
+            if !layer.pli_pending.swap(true, Ordering::AcqRel) {
+                let (me, layer) = (self.clone(), layer.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    layer.pli_pending.store(false, Ordering::Release);
+                    *layer.last_pli.lock() = Some(Instant::now());
+                    me.send_pli(&layer, idx).await;
+                });
+            }
+            return;
         }
+        self.send_pli(&layer, idx).await;
+    }
+
+    async fn send_pli(&self, layer: &Layer, idx: usize) {
         let Some(pc) = self.publisher.upgrade() else { return };
         let media_ssrc = layer.ssrc.load(Ordering::Relaxed) as u32;
         metrics::counter!(m::PLIS, "dir" => "sent").increment(1);
@@ -340,7 +369,7 @@ impl Source {
     }
 
     /// Pauses or resumes a subscriber's video (last-N).
-    pub async fn set_forwarded(&self, peer: PeerId, on: bool) {
+    pub async fn set_forwarded(self: &Arc<Self>, peer: PeerId, on: bool) {
         let Some(sub) = self.sub(peer) else { return };
         let pli = {
             let mut f = sub.fwd.lock();
@@ -357,7 +386,7 @@ impl Source {
     }
 
     /// A subscriber's wanted quality for this source (its tile's size).
-    pub async fn set_quality(&self, peer: PeerId, q: Quality) {
+    pub async fn set_quality(self: &Arc<Self>, peer: PeerId, q: Quality) {
         if let Some(sub) = self.sub(peer) {
             *sub.want.lock() = q;
             self.retarget(&sub).await;
@@ -365,14 +394,14 @@ impl Source {
     }
 
     /// Re-chooses the layer of every subscriber (after an estimate or layer change).
-    pub async fn retarget_all(&self) {
+    pub async fn retarget_all(self: &Arc<Self>) {
         let subs = self.subs.read().clone();
         for s in subs.iter() {
             self.retarget(s).await;
         }
     }
 
-    async fn retarget(&self, sub: &SubOut) {
+    async fn retarget(self: &Arc<Self>, sub: &SubOut) {
         if !self.is_video() {
             return;
         }
@@ -416,7 +445,15 @@ impl Source {
 
     /// Reads one layer of the published track until it ends, forwarding every packet.
     pub async fn read_layer(self: Arc<Self>, track: Arc<TrackRemote>, levels: Option<(u8, LevelSink)>) {
-        let layer = self.add_layer(track.rid(), track.ssrc());
+        let (layer, moved) = self.add_layer(track.rid(), track.ssrc());
+        if moved {
+            // Layers arrive in any order: indices held by subscribers are stale.
+            let subs = self.subs.read().clone();
+            for s in subs.iter() {
+                s.fwd.lock().reset();
+            }
+            self.retarget_all().await;
+        }
         self.readers.fetch_add(1, Ordering::AcqRel);
         let kind = if self.is_video() { "video" } else { "audio" };
         let mut window = LevelWindow::default();
@@ -501,7 +538,7 @@ impl Source {
     }
 
     /// Re-chooses one subscriber's layer (its bandwidth estimate changed).
-    pub async fn retarget_peer(&self, peer: PeerId) {
+    pub async fn retarget_peer(self: &Arc<Self>, peer: PeerId) {
         if let Some(s) = self.sub(peer) {
             self.retarget(&s).await;
         }

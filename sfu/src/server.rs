@@ -593,6 +593,9 @@ struct PeerTask {
     offering: bool,
     dirty: bool,
     restart: bool,
+    /// Candidates that came before the `publish` offer they belong to (a browser starts
+    /// trickling as soon as it sets its local description).
+    early: Vec<webrtc::ice_transport::ice_candidate::RTCIceCandidateInit>,
 }
 
 impl PeerTask {
@@ -714,6 +717,9 @@ impl PeerTask {
             }
         };
         pc.set_remote_description(offer).await.map_err(|e| SignalError::new("bad_sdp", e.to_string()))?;
+        for c in std::mem::take(&mut self.early) {
+            let _ = pc.add_ice_candidate(c).await;
+        }
         let answer = pc.create_answer(None).await.map_err(|e| SignalError::new("bad_sdp", e.to_string()))?;
         pc.set_local_description(answer).await.map_err(|e| SignalError::new("internal", e.to_string()))?;
         let sdp = pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
@@ -800,20 +806,26 @@ impl PeerTask {
                 Ok(())
             }
             ClientCmd::Candidate { pc, candidate } => {
-                let target = match pc {
-                    Pc::Pub => self.publish.clone(),
-                    Pc::Sub => self.subscribe.clone(),
-                };
-                let Some(target) = target else {
-                    return Err(SignalError::new("no_connection", "that connection is not negotiated yet"));
-                };
                 let init = webrtc::ice_transport::ice_candidate::RTCIceCandidateInit {
                     candidate: candidate.candidate,
                     sdp_mid: candidate.sdp_mid,
                     sdp_mline_index: candidate.sdp_m_line_index,
                     username_fragment: None,
                 };
-                target.add_ice_candidate(init).await.map_err(|e| SignalError::new("bad_candidate", e.to_string()))
+                let target = match pc {
+                    Pc::Pub => self.publish.clone(),
+                    Pc::Sub => self.subscribe.clone(),
+                };
+                match target {
+                    Some(t) if t.remote_description().await.is_some() => {
+                        t.add_ice_candidate(init).await.map_err(|e| SignalError::new("bad_candidate", e.to_string()))
+                    }
+                    _ if pc == Pc::Pub && self.early.len() < 64 => {
+                        self.early.push(init);
+                        Ok(())
+                    }
+                    _ => Err(SignalError::new("no_connection", "that connection is not negotiated yet")),
+                }
             }
             ClientCmd::RestartIce => {
                 self.restart = true;
@@ -843,7 +855,7 @@ impl PeerTask {
 impl Source {
     /// A subscriber asked for a keyframe: ask the publisher for one of the layer that
     /// subscriber receives.
-    pub async fn keyframe_for(&self, peer: PeerId) {
+    pub async fn keyframe_for(self: &Arc<Self>, peer: PeerId) {
         if let Some(l) = self.current_layer(peer) {
             self.request_keyframe(l).await;
         }
@@ -971,6 +983,7 @@ async fn peer_session(sfu: Arc<Sfu>, ws: WebSocket, token: Option<String>) {
         offering: false,
         dirty: false,
         restart: false,
+        early: Vec::new(),
     };
     p.text(&ServerMsg::Welcome { peer, role, ice_servers: sfu.ice_servers.clone() }).await;
     if let Some(id) = join_id {
