@@ -812,13 +812,12 @@ impl Gateway {
     pub async fn room_token(&self, user: &str, class: &str) -> Result<RoomTicket, CmdError> {
         let dir = self.dir();
         let me = dir.user(user).ok_or_else(|| forbidden("your account is no longer in the directory"))?;
-        let role = preau_directory::live_role(&dir, me, class)
+        let (room, role) = preau_directory::room_role(&dir, me, class)
             .ok_or_else(|| forbidden("you may not join this class's live session"))?;
         let issuer = self
             .room_issuer
             .as_ref()
             .ok_or_else(|| CmdError::new(ErrorCode::Unavailable, "live classes are not configured on this server"))?;
-        let room = format!("class:{class}");
         let token = issuer.issue_room(&me.id, &me.name, &me.school, &room, role.as_str(), self.cfg.room_token_ttl);
         // The SFU keys rooms by school and room, as the registry does.
         let key = format!("{}/{room}", me.school);

@@ -117,8 +117,11 @@ pub struct LiveClient {
     answer_tx: Arc<Mutex<Option<oneshot::Sender<String>>>>,
     /// What arrived on the `sub` connection.
     pub received: Received,
+    sub_pc: Arc<RTCPeerConnection>,
     /// Latency of what arrived (generated media only).
     pub latency: Latency,
+    /// SFU offers answered on `sub` (one per renegotiation or ICE restart).
+    pub offers: Arc<AtomicU64>,
     api: Arc<API>,
     closed: Arc<AtomicBool>,
 }
@@ -201,8 +204,16 @@ impl LiveClient {
         }));
         // Reader: answers the SFU's offers, applies candidates, settles requests, passes
         // the rest on as events.
-        let (p2, pub2, ans2, out2, sub2, closed2) =
-            (pending.clone(), publish_pc.clone(), answer_tx.clone(), out.clone(), sub_pc.clone(), closed.clone());
+        let offers = Arc::new(AtomicU64::new(0));
+        let (p2, pub2, ans2, out2, sub2, closed2, offers2) = (
+            pending.clone(),
+            publish_pc.clone(),
+            answer_tx.clone(),
+            out.clone(),
+            sub_pc.clone(),
+            closed.clone(),
+            offers.clone(),
+        );
         tokio::spawn(async move {
             while let Some(Ok(msg)) = stream.next().await {
                 let Message::Text(t) = msg else { continue };
@@ -221,8 +232,11 @@ impl LiveClient {
                     }
                     "offer" => {
                         let sdp = v["sdp"].as_str().unwrap_or_default().to_owned();
-                        if let Err(e) = answer_offer(&sub2, sdp, &out2).await {
-                            tracing::warn!(error = %e, "answering the SFU's offer failed");
+                        match answer_offer(&sub2, sdp, &out2).await {
+                            Ok(()) => {
+                                offers2.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "answering the SFU's offer failed"),
                         }
                     }
                     "answer" => {
@@ -266,10 +280,19 @@ impl LiveClient {
             publish_pc,
             answer_tx,
             received,
+            sub_pc,
             latency,
+            offers,
             api,
             closed,
         })
+    }
+
+    /// The ICE username fragment of the `sub` connection's current remote description.
+    pub async fn sub_ufrag(&self) -> Option<String> {
+        let pc = self.sub_pc.clone();
+        let sdp = pc.remote_description().await?.sdp;
+        sdp.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")).map(str::to_owned)
     }
 
     /// Whether the SFU closed the connection.

@@ -86,9 +86,17 @@ enum RoomMsg {
 /// Messages to a peer task.
 enum PeerCmd {
     Text(Arc<str>),
-    Subscribe { source: Arc<Source>, forwarded: bool },
+    Subscribe {
+        source: Arc<Source>,
+        forwarded: bool,
+    },
     Unsubscribe(String),
-    Close { code: u16, reason: String },
+    /// Last-N turned a source's video on or off for this member.
+    Forward(String, bool),
+    Close {
+        code: u16,
+        reason: String,
+    },
 }
 
 struct RoomRef {
@@ -391,7 +399,7 @@ impl RoomTask {
             }
             if !changed.is_empty() {
                 for (s, on) in changed {
-                    s.set_forwarded(peer, on).await;
+                    self.send(peer, PeerCmd::Forward(s.id.clone(), on));
                 }
                 self.tell_sources(peer);
             }
@@ -575,6 +583,7 @@ async fn room_task(
 
 enum Internal {
     Candidate(Pc, Candidate),
+    Connected(Pc),
     Failed(Pc),
 }
 
@@ -587,6 +596,11 @@ struct PeerTask {
     publish: Option<Arc<RTCPeerConnection>>,
     subscribe: Option<Arc<RTCPeerConnection>>,
     senders: HashMap<String, Arc<RTCRtpSender>>,
+    /// What this member receives, and whether the room forwards it (last-N).
+    receiving: HashMap<String, (Arc<Source>, bool)>,
+    /// Whether `sub` is connected: forwarding starts then, on a fresh keyframe (one sent
+    /// before the connection is up would be lost, and the picture with it).
+    sub_connected: bool,
     labels: Arc<Mutex<HashMap<String, Media>>>,
     by_track: Arc<Mutex<HashMap<String, Arc<Source>>>>,
     estimate: Arc<AtomicU64>,
@@ -629,8 +643,14 @@ impl PeerTask {
             let internal = internal.clone();
             tracing::debug!(peer, pc = ?which, state = %s, "peer connection state");
             Box::pin(async move {
-                if s == RTCPeerConnectionState::Failed {
-                    let _ = internal.send(Internal::Failed(which)).await;
+                match s {
+                    RTCPeerConnectionState::Failed => {
+                        let _ = internal.send(Internal::Failed(which)).await;
+                    }
+                    RTCPeerConnectionState::Connected => {
+                        let _ = internal.send(Internal::Connected(which)).await;
+                    }
+                    _ => {}
                 }
             })
         }));
@@ -761,13 +781,28 @@ impl PeerTask {
                 }
             }
         });
-        source.subscribe(self.peer, track, !forwarded, self.estimate.clone()).await;
+        source.subscribe(self.peer, track, !(forwarded && self.sub_connected), self.estimate.clone()).await;
+        self.receiving.insert(source.id.clone(), (source.clone(), forwarded));
         self.senders.insert(source.id.clone(), sender);
         self.dirty = true;
         Ok(())
     }
 
+    /// `sub` connected: start what the room forwards, each on a keyframe.
+    async fn sub_up(&mut self) {
+        if self.sub_connected {
+            return;
+        }
+        self.sub_connected = true;
+        for (source, forwarded) in self.receiving.values() {
+            if *forwarded {
+                source.set_forwarded(self.peer, true).await;
+            }
+        }
+    }
+
     async fn remove_subscription(&mut self, id: &str) {
+        self.receiving.remove(id);
         if let (Some(sender), Some(pc)) = (self.senders.remove(id), &self.subscribe) {
             let _ = pc.remove_track(&sender).await;
             self.dirty = true;
@@ -977,6 +1012,8 @@ async fn peer_session(sfu: Arc<Sfu>, ws: WebSocket, token: Option<String>) {
         publish: None,
         subscribe: None,
         senders: HashMap::new(),
+        receiving: HashMap::new(),
+        sub_connected: false,
         labels: Arc::new(Mutex::new(HashMap::new())),
         by_track: Arc::new(Mutex::new(HashMap::new())),
         estimate: Arc::new(AtomicU64::new(0)),
@@ -1000,11 +1037,21 @@ async fn peer_session(sfu: Arc<Sfu>, ws: WebSocket, token: Option<String>) {
                     }
                 }
                 Some(PeerCmd::Unsubscribe(id)) => p.remove_subscription(&id).await,
+                Some(PeerCmd::Forward(id, on)) => {
+                    if let Some((source, fwd)) = p.receiving.get_mut(&id) {
+                        *fwd = on;
+                        if p.sub_connected {
+                            source.set_forwarded(p.peer, on).await;
+                        }
+                    }
+                }
                 Some(PeerCmd::Close { code, reason }) => break (code, reason),
                 None => break (close::SLOW, "dropped by the room".into()),
             },
             i = irx.recv() => match i {
                 Some(Internal::Candidate(pc, candidate)) => p.text(&ServerMsg::Candidate { pc, candidate }).await,
+                Some(Internal::Connected(Pc::Sub)) => p.sub_up().await,
+                Some(Internal::Connected(Pc::Pub)) => {}
                 Some(Internal::Failed(pc)) => {
                     tracing::info!(peer, ?pc, "peer connection failed");
                     p.text(&ServerMsg::Error { id: None, code: "connection_failed".into(), message: format!("the {pc:?} connection failed: restart ICE") }).await;

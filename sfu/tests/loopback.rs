@@ -27,6 +27,8 @@ struct Node {
 
 impl Node {
     async fn start() -> Node {
+        // RUST_LOG=preau_sfu=debug shows the SFU's side.
+        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
         let dir = tempfile::tempdir().expect("tempdir");
         let key = dir.path().join("key");
         std::fs::write(&key, KEY).expect("key");
@@ -114,6 +116,17 @@ async fn simulcast_reaches_subscribers_who_switch_layers_on_keyframes() {
         assert_eq!(p.track(&video).gaps, 0, "sequence numbers stay continuous across switches");
     }
 
+    // Pupil A's network changes: an ICE restart on `sub` brings a new offer with new
+    // credentials, and the media goes on.
+    let ufrag = a.sub_ufrag().await.expect("ufrag");
+    let offers = a.offers.load(std::sync::atomic::Ordering::Relaxed);
+    a.request(json!({"type":"restart_ice"})).await.expect("restart");
+    until(10, "a new offer after the ICE restart", || a.offers.load(std::sync::atomic::Ordering::Relaxed) > offers)
+        .await;
+    assert_ne!(a.sub_ufrag().await.expect("ufrag"), ufrag, "new ICE credentials");
+    let got = a.track(&video).packets;
+    until(10, "media flowing after the restart", || a.track(&video).packets > got + 30).await;
+
     // The teacher speaks (level -20 dBov): everyone hears who.
     let mut a = a;
     let ev = a.event("speakers", Duration::from_secs(5)).await.expect("speakers event");
@@ -158,6 +171,22 @@ async fn a_pupil_speaks_only_when_granted_and_a_mute_stops_their_audio_reaching_
     // Granted again: heard again.
     host.request(json!({"type":"grant","peer":a.peer,"media":"audio","allow":true})).await.expect("unmute");
     until(10, "A heard again", || b.track(&audio).packets > muted_at + 20).await;
+
+    // A publisher who leaves takes their track away from the others: the SFU
+    // renegotiates their `sub` connections.
+    let c = node.join("e004", "participant").await;
+    admit(&mut host, &c).await;
+    host.request(json!({"type":"grant","peer":c.peer,"media":"audio","allow":true})).await.expect("grant");
+    let c_pub = c.publish(&[], Some(40)).await.expect("publish");
+    let c_audio = format!("p{}-audio", c.peer);
+    until(10, "C heard by the teacher", || host.track(&c_audio).packets > 10).await;
+    let offers = host.offers.load(std::sync::atomic::Ordering::Relaxed);
+    c.leave().await;
+    drop(c_pub);
+    until(10, "the teacher's connection renegotiated without C's track", || {
+        host.offers.load(std::sync::atomic::Ordering::Relaxed) > offers
+    })
+    .await;
 
     // Removal closes the pupil's connection; the lock keeps newcomers out.
     host.request(json!({"type":"remove","peer":b.peer})).await.expect("remove");

@@ -20,4 +20,6 @@ pub use index::{Directory, DirectoryError, UserRec};
 pub use model::{
     ClassDoc, DirectoryDoc, GroupDoc, LinkDoc, Override, PolicyConfig, Profile, Reach, SchoolDoc, UserDoc,
 };
-pub use policy::{ChannelAccess, LiveRole, class_access, class_channels, live_role, may_write_first};
+pub use policy::{
+    ASSEMBLY, ChannelAccess, LiveRole, class_access, class_channels, live_role, may_write_first, room_role,
+};

@@ -144,6 +144,24 @@ pub fn live_role(dir: &Directory, u: &UserRec, class: &str) -> Option<LiveRole> 
     }
 }
 
+/// The live room `class` names: `assembly` is the whole school's assembly, where the head
+/// teacher (staff or admin) hosts and teachers and pupils take part; any other name is a
+/// class ([`live_role`]). Parents never join either.
+pub fn room_role(dir: &Directory, u: &UserRec, class: &str) -> Option<(String, LiveRole)> {
+    if class == ASSEMBLY {
+        let role = match u.profile {
+            Profile::Staff | Profile::Admin => LiveRole::Host,
+            Profile::Teacher | Profile::Pupil => LiveRole::Participant,
+            _ => return None,
+        };
+        return Some((format!("assembly:{}", u.school), role));
+    }
+    live_role(dir, u, class).map(|r| (format!("class:{class}"), r))
+}
+
+/// The name of the school assembly's live room in `POST /rooms/{class}/token`.
+pub const ASSEMBLY: &str = "assembly";
+
 /// The classes whose channels `u` may read: (class id, forum readable, announcements
 /// readable).
 pub fn class_channels(dir: &Directory, u: &UserRec) -> Vec<(String, bool, bool)> {
@@ -311,6 +329,19 @@ mod tests {
         for (u, c, want, what) in rows {
             assert_eq!(role(u, c), want, "{what}");
         }
+    }
+
+    #[test]
+    fn assembly_roles() {
+        let d = dir_with(demo::demo_doc());
+        let role = |u: &str| room_role(&d, d.user(u).expect("user"), ASSEMBLY);
+        assert_eq!(role("s01"), Some(("assembly:0750001A".into(), LiveRole::Host)), "the head teacher hosts");
+        assert_eq!(role("ad01").map(|r| r.1), Some(LiveRole::Host));
+        assert_eq!(role("t05").map(|r| r.1), Some(LiveRole::Participant));
+        assert_eq!(role("e070").map(|r| r.1), Some(LiveRole::Participant), "every pupil of the school");
+        assert_eq!(role("pa001"), None, "parents are not in the assembly");
+        let class = room_role(&d, d.user("t01").expect("user"), "6A");
+        assert_eq!(class, Some(("class:6A".into(), LiveRole::Host)));
     }
 
     #[test]

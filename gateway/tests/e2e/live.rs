@@ -17,6 +17,9 @@ async fn room_tokens_follow_the_directory() {
         ("t03", "6A", None),
         ("e026", "6A", None),
         ("t01", "nope", None),
+        ("s01", "assembly", Some("host")),
+        ("e070", "assembly", Some("participant")),
+        ("pa002", "assembly", None),
     ];
     let mut refusals = Vec::new();
     for (user, class, role) in rows {
@@ -28,7 +31,8 @@ async fn room_tokens_follow_the_directory() {
                 let v: serde_json::Value = serde_json::from_str(&body).expect("json");
                 let claims = sfu_side.verify_room(v["token"].as_str().expect("token")).expect("the SFU accepts it");
                 assert_eq!((claims.sub.as_str(), claims.role.as_str()), (user, role));
-                assert_eq!(claims.room, format!("class:{class}"));
+                let room = if class == "assembly" { "assembly:0750001A".to_owned() } else { format!("class:{class}") };
+                assert_eq!(claims.room, room);
                 assert_eq!(v["sfu"], "ws://127.0.0.1:8090/ws", "without a registry: the configured SFU");
                 assert!(claims.exp <= preau_auth::now_secs() + 300, "short-lived");
                 // It is not a user token.
