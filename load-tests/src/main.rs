@@ -12,6 +12,8 @@
 //! - `forums`: a thread in every class forum; the pupils of every class post replies at
 //!   once (M per class at R per second per class) while N class members listen; the same
 //!   latency and loss checks as `fanout`, over many channels and many senders.
+//! - `chat`: teacher–parent direct conversations and pupil groups, every member posting
+//!   and listening; each member must see every seq of their conversation (`chat.rs`).
 //! - `live-class`: K rooms against `preau-sfu`, a teacher publishing simulcast video and
 //!   audio, P pupils receiving, S of them speaking (see `live.rs`).
 //! - `fanout`: N listeners on one class's announcements, one teacher sending M messages at
@@ -19,7 +21,11 @@
 //!   gateway CPU per delivered message, and fails on any message lost or duplicated
 //!   (checked from the gapless sequences; a listener cut off as slow resumes and counts).
 
+mod chat;
 mod live;
+mod nats;
+mod report;
+mod summary;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -33,6 +39,16 @@ use std::time::{Duration, Instant};
 #[derive(Parser, Debug)]
 #[command(name = "preau-load", about = "Préau load generator")]
 struct Args {
+    /// A scenario file (TOML): its keys are these flags (`listeners = 2000`); flags given
+    /// on the command line win.
+    #[arg(long)]
+    file: Option<std::path::PathBuf>,
+    /// Folder to write `<name>.json`, `<name>.md` and `<name>.svg` into.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Name of the run's files (default: the scenario).
+    #[arg(long)]
+    name: Option<String>,
     /// Scenario: `connections`.
     #[arg(long, default_value = "connections")]
     scenario: String,
@@ -41,7 +57,7 @@ struct Args {
     addr: String,
     /// Server process ids (comma-separated), to sample memory and CPU from /proc; several
     /// gateways of one machine are summed.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',')]
     pid: Vec<u32>,
     /// Source addresses start at 127.0.0.<first-source> (so several load processes use
     /// distinct ones).
@@ -77,12 +93,22 @@ struct Args {
     /// fanout: the target is `preau-ref-broadcast` (no users, no tokens).
     #[arg(long)]
     reference: bool,
+    /// fanout: the target is a NATS server's WebSocket port at `--addr` (the reference of
+    /// a mature broker).
+    #[arg(long)]
+    nats: bool,
     /// morning-storm: seconds over which the connections arrive.
     #[arg(long, default_value_t = 10)]
     within: u64,
     /// morning-storm: announcements each teacher posts to each of their classes first.
     #[arg(long, default_value_t = 5)]
     posts: u64,
+    /// chat: teacher–parent direct conversations.
+    #[arg(long, default_value_t = 50)]
+    conversations: usize,
+    /// chat: pupil groups of five classmates.
+    #[arg(long, default_value_t = 10)]
+    groups: usize,
     /// live-class: the SFU's signaling URL.
     #[arg(long, default_value = "ws://127.0.0.1:8090/ws")]
     sfu: String,
@@ -132,9 +158,68 @@ fn proc_sample_one(pid: u32) -> anyhow::Result<(u64, f64)> {
     Ok((rss_kb * 1024, ticks / 100.0))
 }
 
+/// The command line, with a scenario file's keys put before the flags given.
+fn args_with_file() -> anyhow::Result<Args> {
+    let argv: Vec<String> = std::env::args().collect();
+    let Some(i) = argv.iter().position(|a| a == "--file") else { return Ok(Args::parse()) };
+    let path = argv.get(i + 1).context("--file needs a path")?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("scenario file {path}"))?;
+    let table: toml::Table = text.parse().with_context(|| format!("{path}: not TOML"))?;
+    let mut merged = vec![argv[0].clone()];
+    for (k, v) in table {
+        let flag = format!("--{}", k.replace('_', "-"));
+        match v {
+            toml::Value::Boolean(true) => merged.push(flag),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(s) => merged.extend([flag, s]),
+            toml::Value::Array(a) => merged.extend([flag, a.iter().map(scalar).collect::<Vec<_>>().join(",")]),
+            other => merged.extend([flag, scalar(&other)]),
+        }
+    }
+    merged.extend(argv[1..].iter().cloned());
+    Ok(Args::try_parse_from(merged)?)
+}
+
+fn scalar(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+static TIMELINE: std::sync::OnceLock<report::Timeline> = std::sync::OnceLock::new();
+
+/// Prints a run's report and, with `--out`, writes it with its timeline and plot.
+fn emit(a: &Args, report: &serde_json::Value) -> anyhow::Result<()> {
+    let samples = TIMELINE.get().map(|t| t.samples()).unwrap_or_default();
+    let mut full = report.clone();
+    full["timeline"] = serde_json::to_value(&samples)?;
+    full["machine"] = serde_json::json!(report::machine());
+    println!("{}", serde_json::to_string_pretty(report)?);
+    if let Some(dir) = &a.out {
+        let name = a.name.clone().unwrap_or_else(|| a.scenario.clone());
+        let command = std::env::args().collect::<Vec<_>>().join(" ");
+        report::write(dir, &name, &command, &full, &samples)?;
+        eprintln!("report written to {}/{name}.{{json,md,svg}}", dir.display());
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let a = Args::parse();
+    let a = args_with_file()?;
+    if a.scenario == "summary" {
+        let dir = a.out.clone().context("summary needs --out <folder of reports>")?;
+        summary::summarize(&dir)?;
+        return Ok(());
+    }
+    if a.pid.is_empty() {
+        bail!("--pid: the server process ids to sample");
+    }
+    let _ = TIMELINE.set(report::Timeline::start(a.pid.clone()));
     if !a.addr.starts_with("127.") || !a.sfu.starts_with("ws://127.") {
         bail!("load tests target 127.0.0.0/8 only");
     }
@@ -143,6 +228,7 @@ async fn main() -> anyhow::Result<()> {
         "fanout" => fanout(a).await,
         "morning-storm" => morning_storm(a).await,
         "forums" => forums(a).await,
+        "chat" => chat::chat(a).await,
         "live-class" => {
             let report = live::live_class(live::LiveArgs {
                 sfu: a.sfu.clone(),
@@ -154,8 +240,7 @@ async fn main() -> anyhow::Result<()> {
                 seconds: a.seconds,
             })
             .await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(())
+            emit(&a, &report)
         }
         other => bail!("unknown scenario `{other}`"),
     }
@@ -235,7 +320,7 @@ async fn connections(a: Args) -> anyhow::Result<()> {
         "gateway_cpu_seconds": cpu1 - cpu0,
         "gateway_cpu_ms_per_connection": (cpu1 - cpu0) * 1000.0 / n,
     });
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    emit(&a, &report)?;
     if failed > 0 || alive != clients.len() {
         bail!("{failed} connections failed, {} of {} alive", alive, clients.len());
     }
@@ -318,6 +403,15 @@ impl Listener {
 
 async fn fanout(a: Args) -> anyhow::Result<()> {
     use preau_proto::ChannelId;
+    if a.nats {
+        let report = nats::fanout(&format!("ws://{}", a.addr), &a.pid, a.listeners, a.messages, a.rate).await?;
+        emit(&a, &report)?;
+        let lost = report["lost"].as_u64().unwrap_or(0);
+        if lost > 0 {
+            bail!("{lost} messages lost");
+        }
+        return Ok(());
+    }
     let enc = if a.encoding == "json" { Encoding::Json } else { Encoding::MsgPack };
     let (tokens, sender_token) = if a.reference {
         (vec![String::new()], String::new())
@@ -422,7 +516,7 @@ async fn fanout(a: Args) -> anyhow::Result<()> {
         "gateway_rss_growth_bytes": rss1 as i64 - rss0 as i64,
         "seconds": elapsed,
     });
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    emit(&a, &report)?;
     // Duplicates can follow a resume and clients drop them by seq; a loss fails the run.
     if lost > 0 {
         bail!("{lost} messages lost");
@@ -542,7 +636,7 @@ async fn morning_storm(a: Args) -> anyhow::Result<()> {
         "gateway_rss_bytes": rss1,
         "gateway_rss_growth_bytes": rss1 as i64 - rss0 as i64,
     });
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    emit(&a, &report)?;
     if failed > 0 || wrong > 0 {
         bail!("{failed} users failed, {wrong} messages missing or out of order");
     }
@@ -691,7 +785,7 @@ async fn forums(a: Args) -> anyhow::Result<()> {
         "gateway_rss_growth_bytes": rss1 as i64 - rss0 as i64,
         "seconds": elapsed,
     });
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    emit(&a, &report)?;
     if lost > 0 {
         bail!("{lost} posts lost");
     }

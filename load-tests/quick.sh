@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The short command (README): a reduced run of every scenario and reference, on loopback,
+# in a few minutes. It starts a gateway (fresh data folder), the bare broadcast reference,
+# a NATS server with WebSocket, and an SFU; runs load-tests/scenarios/quick/*.toml; writes
+# each run's JSON, Markdown and SVG and a report.md with the ratios into
+# load-tests/results/<date>-quick/ (or $OUT), and prints the ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v nats-server >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nats-server
+fi
+cargo build --release --locked -p preau-gateway -p preau-sfu -p preau-load
+B=target/release
+OUT=${OUT:-load-tests/results/$(date +%F)-quick}
+mkdir -p "$OUT"
+W=$(mktemp -d)
+cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT INT TERM
+
+wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; return 1; }
+
+$B/preau-gateway --listen 127.0.0.1:18380 --data-dir "$W/gw" --max-connections 19000 \
+  --max-connections-per-user 400 --sends-per-second 10000 --send-burst 10000 >"$W/gateway.log" 2>&1 &
+GW=$!
+$B/preau-ref-broadcast 127.0.0.1:18381 >"$W/ref.log" 2>&1 &
+REF=$!
+cat >"$W/nats.conf" <<CONF
+listen: 127.0.0.1:18382
+websocket { listen: "127.0.0.1:18383", no_tls: true }
+max_connections: 20000
+CONF
+nats-server -c "$W/nats.conf" >"$W/nats.log" 2>&1 &
+NATS=$!
+head -c 32 /dev/urandom >"$W/room.key"
+$B/preau-sfu --listen 127.0.0.1:18390 --udp 127.0.0.1:18391 --room-key-file "$W/room.key" >"$W/sfu.log" 2>&1 &
+SFU=$!
+for p in 18380 18381 18383 18390; do wait_port $p; done
+
+L() { echo "== $*" >&2; $B/preau-load --out "$OUT" "$@" >"$W/last.json"; }
+S=load-tests/scenarios/quick
+L --file $S/connections.toml --addr 127.0.0.1:18380 --pid $GW
+L --file $S/morning-storm.toml --addr 127.0.0.1:18380 --pid $GW
+L --file $S/forums.toml --addr 127.0.0.1:18380 --pid $GW
+L --file $S/chat.toml --addr 127.0.0.1:18380 --pid $GW
+L --file $S/fanout.toml --name fanout-gateway --addr 127.0.0.1:18380 --pid $GW
+L --file $S/fanout.toml --name fanout-reference --reference --addr 127.0.0.1:18381 --pid $REF
+L --file $S/fanout.toml --name fanout-nats --nats --addr 127.0.0.1:18383 --pid $NATS
+L --file $S/live-class.toml --sfu ws://127.0.0.1:18390/ws --room-key "$W/room.key" --pid $SFU
+$B/preau-load --scenario summary --out "$OUT"
+echo "report: $OUT/report.md"
