@@ -28,7 +28,7 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 
 fn num(x: Option<f64>) -> String {
     match x {
-        Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
+        Some(x) if x.abs() >= 100.0 || x.fract() == 0.0 => format!("{x:.0}"),
         Some(x) => format!("{x:.2}"),
         None => "n/a".into(),
     }
