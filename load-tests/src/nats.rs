@@ -42,8 +42,7 @@ async fn listen(mut ws: Ws, messages: u64, base: Instant) -> (Vec<bool>, u64, Hi
         let now = base.elapsed().as_micros() as u64;
         pending.push_str(&String::from_utf8_lossy(&m.into_data()));
         // Frames may split or join protocol lines: parse complete `MSG` blocks only.
-        loop {
-            let Some(eol) = pending.find("\r\n") else { break };
+        while let Some(eol) = pending.find("\r\n") {
             let line = pending[..eol].to_owned();
             if line == "PING" {
                 pending.drain(..eol + 2);
