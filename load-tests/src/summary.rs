@@ -174,7 +174,7 @@ pub fn summarize(dir: &Path) -> anyhow::Result<String> {
     }
     let _ = writeln!(
         md,
-        "\nThe live-class scenario has no reference in this run: Janus (Debian `janus`) is not yet driven by `preau-load` (see load-tests/README.md)."
+        "\nThe live-class scenario has no reference: Janus's ICE (libnice) never offers loopback candidates, so it cannot be driven within 127.0.0.0/8 (see load-tests/README.md)."
     );
     std::fs::write(dir.join("report.md"), &md).context("write report.md")?;
     for p in printed {

@@ -58,26 +58,29 @@ pub type Received = Arc<Mutex<HashMap<String, TrackStats>>>;
 pub type Latency = Arc<Mutex<hdrhistogram::Histogram<u64>>>;
 
 /// Generated payloads carry this marker and their send time (microseconds since the
-/// epoch) after the codec's first two bytes, so a subscriber measures latency.
+/// epoch) after the first 11 bytes (a VP8 payload descriptor and keyframe header), so a
+/// subscriber measures latency.
 const STAMP: &[u8; 2] = b"PR";
+const STAMP_AT: usize = 11;
 
 fn now_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 fn stamp(payload: &mut [u8]) {
-    if payload.len() >= 12 {
-        payload[2..4].copy_from_slice(STAMP);
-        payload[4..12].copy_from_slice(&now_us().to_le_bytes());
+    if payload.len() >= STAMP_AT + 10 {
+        payload[STAMP_AT..STAMP_AT + 2].copy_from_slice(STAMP);
+        payload[STAMP_AT + 2..STAMP_AT + 10].copy_from_slice(&now_us().to_le_bytes());
     }
 }
 
 fn stamped_at(payload: &[u8]) -> Option<u64> {
-    (payload.len() >= 12 && &payload[2..4] == STAMP)
-        .then(|| u64::from_le_bytes(payload[4..12].try_into().unwrap_or_default()))
+    (payload.len() >= STAMP_AT + 10 && &payload[STAMP_AT..STAMP_AT + 2] == STAMP)
+        .then(|| u64::from_le_bytes(payload[STAMP_AT + 2..STAMP_AT + 10].try_into().unwrap_or_default()))
 }
 
-fn api() -> anyhow::Result<API> {
+/// The client's webrtc-rs factory (loopback only, simulcast and audio-level extensions).
+pub fn api() -> anyhow::Result<API> {
     let mut m = MediaEngine::default();
     m.register_default_codecs()?;
     for uri in [
@@ -173,35 +176,7 @@ impl LiveClient {
         let closed = Arc::new(AtomicBool::new(false));
         let latency: Latency = Arc::new(Mutex::new(hdrhistogram::Histogram::new(3)?));
         watch_candidates(&sub_pc, Pc::Sub, out.clone());
-        let (rec, lat) = (received.clone(), latency.clone());
-        sub_pc.on_track(Box::new(move |track, _, _| {
-            let (rec, lat) = (rec.clone(), lat.clone());
-            Box::pin(async move {
-                tokio::spawn(async move {
-                    let id = track.id();
-                    while let Ok((p, _)) = track.read_rtp().await {
-                        if let Some(sent) = stamped_at(&p.payload) {
-                            let _ = lat.lock().record(now_us().saturating_sub(sent).max(1));
-                        }
-                        let mut r = rec.lock();
-                        let s = r.entry(id.clone()).or_default();
-                        if let Some(last) = s.last_seq {
-                            let d = p.header.sequence_number.wrapping_sub(last);
-                            if d > 1 && d < 0x8000 {
-                                s.gaps += u64::from(d - 1);
-                            }
-                        }
-                        s.last_seq = Some(p.header.sequence_number);
-                        s.packets += 1;
-                        s.bytes += p.payload.len() as u64;
-                        s.last_size = p.payload.len();
-                        if vp8_is_keyframe(&p.payload) && track.kind() == RTPCodecType::Video {
-                            s.keyframes += 1;
-                        }
-                    }
-                });
-            })
-        }));
+        record_tracks(&sub_pc, received.clone(), latency.clone());
         // Reader: answers the SFU's offers, applies candidates, settles requests, passes
         // the rest on as events.
         let offers = Arc::new(AtomicU64::new(0));
@@ -415,6 +390,38 @@ impl LiveClient {
     }
 }
 
+/// Counts what arrives on `pc` into `received` (by track id) and `latency`.
+pub fn record_tracks(pc: &Arc<RTCPeerConnection>, received: Received, latency: Latency) {
+    pc.on_track(Box::new(move |track, _, _| {
+        let (rec, lat) = (received.clone(), latency.clone());
+        Box::pin(async move {
+            tokio::spawn(async move {
+                let id = track.id();
+                while let Ok((p, _)) = track.read_rtp().await {
+                    if let Some(sent) = stamped_at(&p.payload) {
+                        let _ = lat.lock().record(now_us().saturating_sub(sent).max(1));
+                    }
+                    let mut r = rec.lock();
+                    let s = r.entry(id.clone()).or_default();
+                    if let Some(last) = s.last_seq {
+                        let d = p.header.sequence_number.wrapping_sub(last);
+                        if d > 1 && d < 0x8000 {
+                            s.gaps += u64::from(d - 1);
+                        }
+                    }
+                    s.last_seq = Some(p.header.sequence_number);
+                    s.packets += 1;
+                    s.bytes += p.payload.len() as u64;
+                    s.last_size = p.payload.len();
+                    if vp8_is_keyframe(&p.payload) && track.kind() == RTPCodecType::Video {
+                        s.keyframes += 1;
+                    }
+                }
+            });
+        })
+    }));
+}
+
 fn watch_candidates(pc: &Arc<RTCPeerConnection>, which: Pc, out: mpsc::Sender<String>) {
     pc.on_ice_candidate(Box::new(move |c| {
         let out = out.clone();
@@ -439,7 +446,9 @@ async fn answer_offer(pc: &Arc<RTCPeerConnection>, sdp: String, out: &mpsc::Send
     Ok(())
 }
 
-async fn pump_video(
+/// Sends generated VP8 frames on `track` at 30 fps until `stop`; a keyframe every 2 s and
+/// whenever `want_key` is set.
+pub async fn pump_video(
     track: Arc<TrackLocalStaticRTP>,
     size: usize,
     want_key: Arc<AtomicBool>,
@@ -451,9 +460,13 @@ async fn pump_video(
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         let key = want_key.swap(false, Ordering::Relaxed) || frame.is_multiple_of(60);
-        let mut payload = vec![0u8; size.max(3)];
-        payload[0] = 0x10; // S=1, PID=0, no extensions
-        payload[1] = if key { 0x00 } else { 0x01 };
+        let mut payload = vec![0u8; size.max(STAMP_AT + 10)];
+        payload[0] = 0x10; // payload descriptor: S=1, PID=0, no extensions
+        // Frame tag (P bit 0 on keyframes, show_frame), then a keyframe's start code and
+        // size, as SFUs that parse further than the P bit (Janus) expect.
+        payload[1] = if key { 0x10 } else { 0x11 };
+        payload[4..7].copy_from_slice(&[0x9d, 0x01, 0x2a]);
+        payload[7..11].copy_from_slice(&[0x80, 0x02, 0xe0, 0x01]);
         stamp(&mut payload);
         let p = webrtc::rtp::packet::Packet {
             header: webrtc::rtp::header::Header {
@@ -475,7 +488,8 @@ async fn pump_video(
     }
 }
 
-async fn pump_audio(track: Arc<TrackLocalStaticRTP>, level: u8, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) {
+/// Sends generated Opus packets (50/s) with an audio level until `stop`.
+pub async fn pump_audio(track: Arc<TrackLocalStaticRTP>, level: u8, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) {
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
     while !stop.load(Ordering::Relaxed) {
