@@ -57,4 +57,8 @@ async fn room_tokens_follow_the_directory() {
     assert_eq!(refusals.len(), 1, "one answer for every refusal, unknown classes included");
     let (status, _) = http_post(&s.addr, "/rooms/6A/token", "forged", "").await.expect("post");
     assert_eq!(status, 401);
+    // The classroom page that uses all this.
+    let (status, page) = preau_client::http_get(&s.addr, "/classroom").await.expect("get");
+    assert_eq!(status, 200);
+    assert!(page.contains("/rooms/") && page.contains("window.preau"), "the classroom page");
 }
