@@ -34,6 +34,11 @@ fn num(x: Option<f64>) -> String {
     }
 }
 
+/// Deliveries per second, from the report or from its deliveries and duration.
+fn rate(v: &serde_json::Value) -> Option<f64> {
+    f(v, &["deliveries_per_second"]).or_else(|| Some(f(v, &["deliveries"])? / f(v, &["seconds"]).filter(|s| *s > 0.0)?))
+}
+
 /// Writes `dir/report.md` and returns it.
 pub fn summarize(dir: &Path) -> anyhow::Result<String> {
     let mut md = String::new();
@@ -138,8 +143,7 @@ pub fn summarize(dir: &Path) -> anyhow::Result<String> {
     }
     for name in ["forums", "chat", "fanout-gateway"] {
         if let Some(v) = load(dir, name) {
-            let head =
-                format!("{} deliveries ({}/s)", num(f(&v, &["deliveries"])), num(f(&v, &["deliveries_per_second"])));
+            let head = format!("{} deliveries ({}/s)", num(f(&v, &["deliveries"])), num(rate(&v)));
             line(
                 &mut md,
                 name,
