@@ -7,12 +7,10 @@
 //! The browser is driven over the Chrome DevTools Protocol (a WebSocket), with no
 //! other dependency.
 
-use clap::Parser;
+mod common;
+
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
-use preau_auth::Issuer;
-use preau_sfu::config::SfuConfig;
-use preau_sfu::server::{Sfu, router};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -21,14 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
-
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    c: SfuConfig,
-}
-
-const KEY: &[u8] = b"a browser test key of 32 bytes!!";
 
 /// Headless Chromium, killed on drop.
 struct Chromium {
@@ -171,30 +161,9 @@ fn num(v: &Value, path: &[&str]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_class_in_real_browsers_decodes_video_and_a_mute_stops_a_pupils_audio() {
-    // RUST_LOG=preau_sfu=debug shows the SFU's side.
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = dir.path().join("key");
-    std::fs::write(&key, KEY).expect("key");
-    let cfg = Cli::parse_from([
-        "preau-sfu",
-        "--listen",
-        "127.0.0.1:0",
-        "--udp",
-        "127.0.0.1:0",
-        "--room-key-file",
-        key.to_str().expect("utf-8"),
-    ])
-    .c;
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let sfu_url = format!("ws://{addr}/ws");
-    let sfu = Sfu::start(cfg, sfu_url.clone(), None).await.expect("sfu");
-    tokio::spawn(async move { axum::serve(listener, router(sfu)).await });
-    let issuer = Issuer::hs256(KEY);
+    let node = common::Node::start(&[]).await;
     let page = |user: &str, role: &str| {
-        let t = issuer.issue_room(user, user, "0750001A", "class:6A", role, 300);
-        format!("http://{addr}/classroom?sfu={sfu_url}&token={t}")
+        format!("http://{}/classroom?sfu={}&token={}", node.addr, node.url, node.token(user, role))
     };
 
     let chrome = Chromium::launch().await;

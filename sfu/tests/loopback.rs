@@ -3,62 +3,16 @@
 //! reaches the publisher), see who speaks; a pupil publishes only once granted, and a
 //! mute stops their audio reaching the others.
 
-use clap::Parser;
+mod common;
+
+use common::{KEY, Node};
 use preau_auth::Issuer;
 use preau_sfu::client::LiveClient;
-use preau_sfu::config::SfuConfig;
-use preau_sfu::server::{Sfu, router};
 use serde_json::json;
 use std::time::Duration;
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    c: SfuConfig,
-}
-
-const KEY: &[u8] = b"a loopback test key of 32 bytes!";
-
-struct Node {
-    url: String,
-    issuer: Issuer,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    async fn start() -> Node {
-        // RUST_LOG=preau_sfu=debug shows the SFU's side.
-        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let key = dir.path().join("key");
-        std::fs::write(&key, KEY).expect("key");
-        let cfg = Cli::parse_from([
-            "preau-sfu",
-            "--listen",
-            "127.0.0.1:0",
-            "--udp",
-            "127.0.0.1:0",
-            "--room-key-file",
-            key.to_str().expect("utf-8"),
-            "--host-grace",
-            "5",
-        ])
-        .c;
-        let listener = tokio::net::TcpListener::bind(cfg.listen).await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let url = format!("ws://{addr}/ws");
-        let sfu = Sfu::start(cfg, url.clone(), None).await.expect("sfu");
-        tokio::spawn(async move { axum::serve(listener, router(sfu)).await });
-        Node { url, issuer: Issuer::hs256(KEY), _dir: dir }
-    }
-
-    fn token(&self, user: &str, role: &str) -> String {
-        self.issuer.issue_room(user, user, "0750001A", "class:6A", role, 60)
-    }
-
-    async fn join(&self, user: &str, role: &str) -> LiveClient {
-        LiveClient::join(&self.url, &self.token(user, role)).await.expect("join")
-    }
+async fn join(node: &Node, user: &str, role: &str) -> LiveClient {
+    LiveClient::join(&node.url, &node.token(user, role)).await.expect("join")
 }
 
 /// Polls `f` every 100 ms until it holds, for at most `secs`.
@@ -78,13 +32,13 @@ async fn admit(host: &mut LiveClient, pupil: &LiveClient) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulcast_reaches_subscribers_who_switch_layers_on_keyframes() {
-    let node = Node::start().await;
-    let mut host = node.join("t01", "host").await;
+    let node = Node::start(&["--host-grace", "5"]).await;
+    let mut host = join(&node, "t01", "host").await;
     assert_eq!(host.role, "host");
     let publication = host.publish(&[("q", 200), ("h", 600), ("f", 1200)], Some(20)).await.expect("publish");
 
-    let a = node.join("e001", "participant").await;
-    let b = node.join("e002", "participant").await;
+    let a = join(&node, "e001", "participant").await;
+    let b = join(&node, "e002", "participant").await;
     admit(&mut host, &a).await;
     admit(&mut host, &b).await;
 
@@ -142,10 +96,10 @@ async fn simulcast_reaches_subscribers_who_switch_layers_on_keyframes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pupil_speaks_only_when_granted_and_a_mute_stops_their_audio_reaching_others() {
-    let node = Node::start().await;
-    let mut host = node.join("t01", "host").await;
-    let a = node.join("e001", "participant").await;
-    let b = node.join("e002", "participant").await;
+    let node = Node::start(&["--host-grace", "5"]).await;
+    let mut host = join(&node, "t01", "host").await;
+    let a = join(&node, "e001", "participant").await;
+    let b = join(&node, "e002", "participant").await;
     admit(&mut host, &a).await;
     admit(&mut host, &b).await;
 
@@ -153,7 +107,7 @@ async fn a_pupil_speaks_only_when_granted_and_a_mute_stops_their_audio_reaching_
     assert!(e.to_string().contains("not_granted"), "{e}");
 
     host.request(json!({"type":"grant","peer":a.peer,"media":"audio","allow":true})).await.expect("grant");
-    let a2 = node.join("e001", "participant").await; // a second tab of the same pupil waits
+    let a2 = join(&node, "e001", "participant").await; // a second tab of the same pupil waits
     let _publication = a.publish(&[], Some(30)).await.expect("publish once granted");
     let audio = format!("p{}-audio", a.peer);
     until(15, "A's voice reaches B and the teacher", || {
@@ -174,7 +128,7 @@ async fn a_pupil_speaks_only_when_granted_and_a_mute_stops_their_audio_reaching_
 
     // A publisher who leaves takes their track away from the others: the SFU
     // renegotiates their `sub` connections.
-    let c = node.join("e004", "participant").await;
+    let c = join(&node, "e004", "participant").await;
     admit(&mut host, &c).await;
     host.request(json!({"type":"grant","peer":c.peer,"media":"audio","allow":true})).await.expect("grant");
     let c_pub = c.publish(&[], Some(40)).await.expect("publish");
@@ -203,7 +157,7 @@ async fn a_pupil_speaks_only_when_granted_and_a_mute_stops_their_audio_reaching_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_checked_before_anything_else() {
-    let node = Node::start().await;
+    let node = Node::start(&["--host-grace", "5"]).await;
     let forged =
         Issuer::hs256(b"another key, not the gateway one").issue_room("x", "x", "0750001A", "class:6A", "host", 60);
     let e = LiveClient::join(&node.url, &forged).await.err().expect("forged token refused");

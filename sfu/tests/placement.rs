@@ -3,22 +3,12 @@
 //! node is refused with `elsewhere` while the room lives; once it ends, the room may be
 //! held anywhere.
 
-use clap::Parser;
-use preau_auth::Issuer;
+mod common;
+
 use preau_sfu::client::LiveClient;
-use preau_sfu::config::SfuConfig;
-use preau_sfu::server::{Sfu, router};
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    c: SfuConfig,
-}
-
-const KEY: &[u8] = b"a placement test key of 32 bytes";
 
 struct Redis(Child, u16);
 
@@ -50,38 +40,18 @@ impl Drop for Redis {
     }
 }
 
-async fn node(redis: &Redis, id: &str, key: &std::path::Path) -> String {
+async fn node(redis: &Redis, id: &str) -> common::Node {
     let url = format!("redis://127.0.0.1:{}", redis.1);
-    let cfg = Cli::parse_from([
-        "preau-sfu",
-        "--listen",
-        "127.0.0.1:0",
-        "--udp",
-        "127.0.0.1:0",
-        "--room-key-file",
-        key.to_str().expect("utf-8"),
-        "--redis",
-        &url,
-        "--node-id",
-        id,
-    ])
-    .c;
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.expect("bind");
-    let ws = format!("ws://{}/ws", listener.local_addr().expect("addr"));
-    let sfu = Sfu::start(cfg, ws.clone(), None).await.expect("sfu");
-    tokio::spawn(async move { axum::serve(listener, router(sfu)).await });
-    ws
+    common::Node::start(&["--redis", &url, "--node-id", id]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_lives_on_one_node_while_it_lives() {
     let redis = Redis::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = dir.path().join("key");
-    std::fs::write(&key, KEY).expect("key");
-    let (a, b) = (node(&redis, "sfu-a", &key).await, node(&redis, "sfu-b", &key).await);
-    let iss = Issuer::hs256(KEY);
-    let token = |user: &str, role: &str| iss.issue_room(user, user, "0750001A", "class:6A", role, 60);
+    let (na, nb) = (node(&redis, "sfu-a").await, node(&redis, "sfu-b").await);
+    let (a, b) = (na.url.clone(), nb.url.clone());
+    let iss = &na.issuer;
+    let token = |user: &str, role: &str| na.token(user, role);
 
     let host = LiveClient::join(&a, &token("t01", "host")).await.expect("the first node holds the room");
     let e = LiveClient::join(&b, &token("e001", "participant")).await.err().expect("the other node refuses");

@@ -1,0 +1,55 @@
+//! An in-process SFU node for the integration tests: loopback TCP and UDP ports, a room
+//! key of its own, optional extra flags.
+
+#![allow(dead_code)]
+
+use clap::Parser;
+use preau_auth::Issuer;
+use preau_sfu::config::SfuConfig;
+use preau_sfu::server::{Sfu, router};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    c: SfuConfig,
+}
+
+/// The HS256 key every test node checks room tokens with.
+pub const KEY: &[u8] = b"an SFU integration test key!!!!!";
+
+/// A running node.
+pub struct Node {
+    /// `ws://127.0.0.1:<port>/ws`.
+    pub url: String,
+    /// `127.0.0.1:<port>` (HTTP: the classroom page, probes).
+    pub addr: std::net::SocketAddr,
+    /// Signs room tokens the node accepts.
+    pub issuer: Issuer,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// Starts a node with `extra` flags (`--redis`, `--node-id`, `--host-grace`...).
+    pub async fn start(extra: &[&str]) -> Node {
+        // RUST_LOG=preau_sfu=debug shows the SFU's side.
+        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("key");
+        std::fs::write(&key, KEY).expect("key");
+        let mut args = vec!["preau-sfu", "--listen", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--room-key-file"];
+        args.push(key.to_str().expect("utf-8"));
+        args.extend_from_slice(extra);
+        let cfg = Cli::parse_from(args).c;
+        let listener = tokio::net::TcpListener::bind(cfg.listen).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let url = format!("ws://{addr}/ws");
+        let sfu = Sfu::start(cfg, url.clone(), None).await.expect("sfu");
+        tokio::spawn(async move { axum::serve(listener, router(sfu)).await });
+        Node { url, addr, issuer: Issuer::hs256(KEY), _dir: dir }
+    }
+
+    /// A room token for `user` in class 6A of the demo school.
+    pub fn token(&self, user: &str, role: &str) -> String {
+        self.issuer.issue_room(user, user, "0750001A", "class:6A", role, 300)
+    }
+}
