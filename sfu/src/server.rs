@@ -280,6 +280,8 @@ struct RoomTask {
     peers: HashMap<PeerId, PeerLink>,
     sources: Vec<Arc<Source>>,
     speakers: Speakers,
+    /// Who spoke last, as of the last last-N layout.
+    laid_out_for: Vec<PeerId>,
 }
 
 impl RoomTask {
@@ -482,11 +484,12 @@ impl RoomTask {
     }
 
     async fn speakers_tick(&mut self, now: Instant) {
-        let before = self.speakers.recent();
         if let Some((active, dominant)) = self.speakers.poll_change(now) {
             self.broadcast_admitted(json(&ServerMsg::Speakers { active, dominant }));
         }
-        if self.speakers.recent() != before {
+        let recent = self.speakers.recent();
+        if recent != self.laid_out_for {
+            self.laid_out_for = recent;
             self.relayout().await;
         }
     }
@@ -506,6 +509,7 @@ async fn room_task(
         peers: HashMap::new(),
         sources: Vec::new(),
         speakers: Speakers::default(),
+        laid_out_for: Vec::new(),
     };
     tracing::info!(room = %key, "room opened");
     let mut tick = tokio::time::interval(Duration::from_millis(250));

@@ -171,3 +171,56 @@ async fn tokens_are_checked_before_anything_else() {
         .expect("unknown role");
     assert!(e.to_string().contains("unauthorized"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_n_forwards_the_host_and_the_latest_speakers_video() {
+    // N = 1: besides the host, one pupil's video reaches each member.
+    let node = Node::start(&["--last-n", "1"]).await;
+    let mut host = join(&node, "t01", "host").await;
+    let _host_pub = host.publish(&[("", 400)], None).await.expect("host video");
+    let (a, b, mut c) = (
+        join(&node, "e001", "participant").await,
+        join(&node, "e002", "participant").await,
+        join(&node, "e003", "participant").await,
+    );
+    for p in [&a, &b, &c] {
+        admit(&mut host, p).await;
+    }
+    for (p, media) in [(&a, "video"), (&a, "audio"), (&b, "video"), (&b, "audio")] {
+        host.request(json!({"type":"grant","peer":p.peer,"media":media,"allow":true})).await.expect("grant");
+    }
+    // A is silent (level 127), B speaks (-30 dBov).
+    let _a_pub = a.publish(&[("", 300)], Some(127)).await.expect("A publishes");
+    let b_pub = b.publish(&[("", 300)], Some(30)).await.expect("B publishes");
+    let (host_v, a_v, b_v) =
+        (format!("p{}-video", host.peer), format!("p{}-video", a.peer), format!("p{}-video", b.peer));
+    for _ in 0..150 {
+        if c.track(&host_v).packets > 20 && c.track(&b_v).packets > 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got: Vec<(String, u64)> = c.received.lock().iter().map(|(k, v)| (k.clone(), v.packets)).collect();
+    assert!(
+        c.track(&host_v).packets > 20 && c.track(&b_v).packets > 20,
+        "C receives the host and B, the speaker: {got:?}"
+    );
+    let held = c.track(&a_v).packets;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(c.track(&a_v).packets, held, "A's video is held back: B spoke last");
+    let ev = c.event("sources", Duration::from_secs(2)).await;
+    let mut last = ev;
+    while let Some(e) = c.event("sources", Duration::from_millis(200)).await {
+        last = Some(e);
+    }
+    let sources = last.expect("sources")["sources"].clone();
+    assert_eq!(sources[&a_v]["forwarded"], json!(false), "{sources}");
+    assert_eq!(sources[&b_v]["forwarded"], json!(true), "{sources}");
+    assert_eq!(sources[&host_v]["forwarded"], json!(true), "the host is always seen");
+
+    // B leaves: A's video takes its place, starting on a keyframe.
+    b.leave().await;
+    drop(b_pub);
+    until(10, "A's video now reaches C", || c.track(&a_v).packets > held + 20).await;
+    assert!(c.track(&a_v).keyframes >= 1);
+}
