@@ -36,7 +36,8 @@ struct RoomLoad {
 }
 
 async fn join_room(a: &LiveArgs, issuer: &Issuer, r: usize) -> anyhow::Result<RoomLoad> {
-    let room = format!("class:load{r}");
+    // Classes hold 40; larger rooms are school assemblies (capacity 400, last-N).
+    let room = if a.pupils >= 40 { format!("assembly:load{r}") } else { format!("class:load{r}") };
     let token = |user: &str, role: &str| issuer.issue_room(user, user, "0750001A", &room, role, 600);
     let mut teacher = LiveClient::join(&a.sfu, &token(&format!("t{r}"), "host")).await.context("teacher join")?;
     let mut publications = vec![teacher.publish(&[("q", 250), ("h", 700), ("f", 1150)], Some(25)).await?];
