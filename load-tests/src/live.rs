@@ -4,10 +4,10 @@
 //! per peer (from /proc), publisher-to-subscriber latency (HDR), and packets lost
 //! (sequence gaps seen by subscribers).
 
-use crate::{percentiles, proc_sample};
+use crate::{janus, percentiles, proc_sample};
 use anyhow::{Context, bail};
 use preau_auth::Issuer;
-use preau_sfu::client::{LiveClient, Publication};
+use preau_sfu::client::{Latency, LiveClient, Publication, Received};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,15 @@ pub struct LiveArgs {
     pub speakers: usize,
     /// Seconds measured, after the warm-up.
     pub seconds: u64,
+    /// `sfu` is a Janus WebSocket API (the reference), not `preau-sfu`.
+    pub janus: bool,
+}
+
+/// What one receiving client gives the measurement.
+struct Rx {
+    received: Received,
+    latency: Latency,
+    pupil: bool,
 }
 
 struct RoomLoad {
@@ -57,41 +66,87 @@ async fn join_room(a: &LiveArgs, issuer: &Issuer, r: usize) -> anyhow::Result<Ro
     Ok(RoomLoad { teacher, pupils, _publications: publications })
 }
 
-fn received_packets(rooms: &[RoomLoad]) -> (u64, u64) {
+fn received_packets(rx: &[Rx]) -> (u64, u64) {
     let mut packets = 0;
     let mut gaps = 0;
-    for r in rooms {
-        for c in r.pupils.iter().chain(std::iter::once(&r.teacher)) {
-            for s in c.received.lock().values() {
-                packets += s.packets;
-                gaps += s.gaps;
-            }
+    for c in rx {
+        for s in c.received.lock().values() {
+            packets += s.packets;
+            gaps += s.gaps;
         }
     }
     (packets, gaps)
 }
 
+/// The rooms joined, on either server.
+enum Rooms {
+    Preau(Vec<RoomLoad>),
+    Janus(Vec<janus::JanusRoom>),
+}
+
+impl Rooms {
+    fn receivers(&self) -> Vec<Rx> {
+        let rx = |received: &Received, latency: &Latency, pupil| Rx {
+            received: received.clone(),
+            latency: latency.clone(),
+            pupil,
+        };
+        let mut out = Vec::new();
+        match self {
+            Rooms::Preau(rooms) => {
+                for r in rooms {
+                    out.extend(r.pupils.iter().map(|c| rx(&c.received, &c.latency, true)));
+                    out.push(rx(&r.teacher.received, &r.teacher.latency, false));
+                }
+            }
+            Rooms::Janus(rooms) => {
+                for r in rooms {
+                    out.extend(r.pupils.iter().map(|c| rx(&c.received, &c.latency, true)));
+                    out.extend(r.teacher.iter().map(|c| rx(&c.received, &c.latency, false)));
+                }
+            }
+        }
+        out
+    }
+
+    async fn leave(&self) {
+        if let Rooms::Preau(rooms) = self {
+            for r in rooms {
+                r.teacher.leave().await;
+            }
+        }
+    }
+}
+
 /// Runs the scenario and prints the JSON report.
 pub async fn live_class(a: LiveArgs) -> anyhow::Result<serde_json::Value> {
-    let key = std::fs::read(&a.room_key).with_context(|| format!("room key {}", a.room_key.display()))?;
-    let issuer = Issuer::hs256(&key);
     let (rss0, cpu0) = proc_sample(&a.pid)?;
     let t0 = Instant::now();
-    let mut rooms = Vec::with_capacity(a.rooms);
-    for r in 0..a.rooms {
-        rooms.push(join_room(&a, &issuer, r).await?);
-    }
+    let rooms = if a.janus {
+        let mut rooms = Vec::with_capacity(a.rooms);
+        for r in 0..a.rooms {
+            rooms.push(janus::join_room(&a.sfu, r, a.pupils, a.speakers).await.context("Janus room")?);
+        }
+        Rooms::Janus(rooms)
+    } else {
+        let key = std::fs::read(&a.room_key).with_context(|| format!("room key {}", a.room_key.display()))?;
+        let issuer = Issuer::hs256(&key);
+        let mut rooms = Vec::with_capacity(a.rooms);
+        for r in 0..a.rooms {
+            rooms.push(join_room(&a, &issuer, r).await?);
+        }
+        Rooms::Preau(rooms)
+    };
+    let rx = rooms.receivers();
     let setup_secs = t0.elapsed().as_secs_f64();
     let peers = a.rooms * (a.pupils + 1);
     // Warm-up: ICE, DTLS, first keyframes, layer choice.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    for r in &rooms {
-        for c in &r.pupils {
-            c.latency.lock().reset();
-        }
+    for c in rx.iter().filter(|c| c.pupil) {
+        c.latency.lock().reset();
     }
     let (rss1, cpu1) = proc_sample(&a.pid)?;
-    let (p1, g1) = received_packets(&rooms);
+    let (p1, g1) = received_packets(&rx);
     let mut rss_max = rss1;
     let mut samples = Vec::new();
     let start = Instant::now();
@@ -99,26 +154,23 @@ pub async fn live_class(a: LiveArgs) -> anyhow::Result<serde_json::Value> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (rss, cpu) = proc_sample(&a.pid)?;
         rss_max = rss_max.max(rss);
-        samples.push(json!({"t": start.elapsed().as_secs_f64(), "rss": rss, "cpu": cpu - cpu1, "packets": received_packets(&rooms).0 - p1}));
+        samples.push(json!({"t": start.elapsed().as_secs_f64(), "rss": rss, "cpu": cpu - cpu1, "packets": received_packets(&rx).0 - p1}));
     }
     let (rss2, cpu2) = proc_sample(&a.pid)?;
-    let (p2, g2) = received_packets(&rooms);
+    let (p2, g2) = received_packets(&rx);
+
     let secs = start.elapsed().as_secs_f64();
     let mut lat = hdrhistogram::Histogram::<u64>::new(3)?;
-    for r in &rooms {
-        for c in &r.pupils {
-            lat.add(&*c.latency.lock())?;
-        }
+    for c in rx.iter().filter(|c| c.pupil) {
+        lat.add(&*c.latency.lock())?;
     }
     let forwarded = p2 - p1;
     let cpu = cpu2 - cpu1;
-    let mut no_video = 0;
-    for r in &rooms {
-        let video = format!("p{}-video", r.teacher.peer);
-        no_video += r.pupils.iter().filter(|c| c.track(&video).packets == 0).count();
-    }
+    // Every pupil sees the teacher: some video track with keyframes.
+    let no_video = rx.iter().filter(|c| c.pupil && !c.received.lock().values().any(|t| t.keyframes > 0)).count();
     let report = json!({
         "scenario": "live-class",
+        "server": if a.janus { "janus" } else { "preau-sfu" },
         "rooms": a.rooms, "pupils_per_room": a.pupils, "speakers_per_room": a.speakers, "peers": peers,
         "setup_seconds": setup_secs,
         "measured_seconds": secs,
@@ -140,9 +192,7 @@ pub async fn live_class(a: LiveArgs) -> anyhow::Result<serde_json::Value> {
         "publish_to_receive_latency_us": percentiles(&lat),
         "samples": samples,
     });
-    for r in &rooms {
-        r.teacher.leave().await;
-    }
+    rooms.leave().await;
     if no_video > 0 {
         bail!("{no_video} pupils received no video: {report}");
     }

@@ -22,6 +22,7 @@
 //!   (checked from the gapless sequences; a listener cut off as slow resumes and counts).
 
 mod chat;
+mod janus;
 mod live;
 mod nats;
 mod report;
@@ -127,6 +128,9 @@ struct Args {
     /// live-class: seconds measured.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// live-class: `--sfu` is Janus's WebSocket API (the videoroom reference).
+    #[arg(long)]
+    janus: bool,
 }
 
 /// Resident memory (bytes) and CPU seconds (user + system), summed over processes.
@@ -238,6 +242,7 @@ async fn main() -> anyhow::Result<()> {
                 pupils: a.pupils,
                 speakers: a.speakers,
                 seconds: a.seconds,
+                janus: a.janus,
             })
             .await?;
             emit(&a, &report)

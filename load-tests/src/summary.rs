@@ -176,10 +176,48 @@ pub fn summarize(dir: &Path) -> anyhow::Result<String> {
             num(f(&v, &["sfu_bytes_per_peer"]).map(|b| b / 1e6))
         ));
     }
-    let _ = writeln!(
-        md,
-        "\nThe live-class scenario has no reference: Janus's ICE (libnice) never offers loopback candidates, so it cannot be driven within 127.0.0.0/8 (see load-tests/README.md)."
-    );
+    if let Some(v) = load(dir, "live-class-janus") {
+        let head = format!(
+            "{} rooms × {} pupils, {} packets/s forwarded, {} MB per peer",
+            num(f(&v, &["rooms"])),
+            num(f(&v, &["pupils_per_room"])),
+            num(f(&v, &["packets_forwarded_per_second"])),
+            num(f(&v, &["sfu_bytes_per_peer"]).map(|b| b / 1e6))
+        );
+        line(
+            &mut md,
+            "live-class on Janus (reference)",
+            head,
+            f(&v, &["packets_lost"]),
+            format!("{} packets per CPU-second", num(f(&v, &["sfu_packets_per_cpu_second"]))),
+            v.get("publish_to_receive_latency_us"),
+        );
+    }
+    let (p, j) = (load(dir, "live-class"), load(dir, "live-class-janus"));
+    if let (Some(p), Some(j)) = (&p, &j) {
+        let _ = writeln!(md, "\n## Live class against Janus videoroom (same run, same clients)\n");
+        let _ = writeln!(md, "| figure | preau-sfu | Janus | ratio |\n|---|---|---|---|");
+        let rows: [(&str, &[&str]); 6] = [
+            ("packets forwarded per second", &["packets_forwarded_per_second"]),
+            ("server CPU µs per forwarded packet", &["sfu_cpu_us_per_packet"]),
+            ("server memory per peer (bytes)", &["sfu_bytes_per_peer"]),
+            ("publish-to-receive p50 (µs)", &["publish_to_receive_latency_us", "p50"]),
+            ("publish-to-receive p99 (µs)", &["publish_to_receive_latency_us", "p99"]),
+            ("packets lost", &["packets_lost"]),
+        ];
+        for (label, path) in rows {
+            let (pv, jv) = (f(p, path), f(j, path));
+            let _ = writeln!(md, "| {label} | {} | {} | {} |", num(pv), num(jv), ratio(pv, jv));
+            if label != "packets lost" {
+                printed.push(format!("live-class {label}: preau-sfu/Janus {}", ratio(pv, jv)));
+            }
+        }
+    } else {
+        let _ = writeln!(
+            md,
+            "\nThe live-class reference (Janus) did not run: see quick.sh's output and load-tests/README.md."
+        );
+    }
     std::fs::write(dir.join("report.md"), &md).context("write report.md")?;
     for p in printed {
         println!("{p}");

@@ -313,65 +313,7 @@ impl LiveClient {
         let pc = Arc::new(self.api.new_peer_connection(RTCConfiguration::default()).await?);
         *self.publish_pc.lock() = Some(pc.clone());
         watch_candidates(&pc, Pc::Pub, self.out.clone());
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let requests: Arc<Mutex<HashMap<String, u64>>> = Arc::new(Mutex::new(HashMap::new()));
-        let stream = format!("client-{}", self.peer);
-        let mut labels = serde_json::Map::new();
-        let mut pumps = Vec::new();
-        if !layers.is_empty() {
-            let vp8 =
-                RTCRtpCodecCapability { mime_type: MIME_TYPE_VP8.into(), clock_rate: 90000, ..Default::default() };
-            let track_id = format!("video-{}", self.peer);
-            labels.insert(track_id.clone(), json!("video"));
-            let tracks: Vec<Arc<TrackLocalStaticRTP>> = layers
-                .iter()
-                .map(|(rid, _)| {
-                    Arc::new(if rid.is_empty() {
-                        TrackLocalStaticRTP::new(vp8.clone(), track_id.clone(), stream.clone())
-                    } else {
-                        TrackLocalStaticRTP::new_with_rid(vp8.clone(), track_id.clone(), (*rid).into(), stream.clone())
-                    })
-                })
-                .collect();
-            let sender = pc.add_track(tracks[0].clone()).await?;
-            for t in &tracks[1..] {
-                sender.add_encoding(t.clone()).await?;
-            }
-            for ((rid, size), track) in layers.iter().zip(tracks) {
-                let want_key = Arc::new(AtomicBool::new(true));
-                let (s2, rid2, w2, req2) = (sender.clone(), rid.to_string(), want_key.clone(), requests.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let r =
-                            if rid2.is_empty() { s2.read_rtcp().await } else { s2.read_rtcp_simulcast(&rid2).await };
-                        let Ok((pkts, _)) = r else { break };
-                        for p in pkts {
-                            let any = p.as_any();
-                            if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
-                                *req2.lock().entry(rid2.clone()).or_default() += 1;
-                                w2.store(true, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                });
-                pumps.push(tokio::spawn(pump_video(track, *size, want_key, stop.clone(), sent.clone())));
-            }
-        }
-        if let Some(level) = audio_level {
-            let opus = RTCRtpCodecCapability {
-                mime_type: MIME_TYPE_OPUS.into(),
-                clock_rate: 48000,
-                channels: 2,
-                ..Default::default()
-            };
-            let track_id = format!("audio-{}", self.peer);
-            labels.insert(track_id.clone(), json!("audio"));
-            let track = Arc::new(TrackLocalStaticRTP::new(opus, track_id, stream.clone()));
-            let sender = pc.add_track(track.clone()).await?;
-            tokio::spawn(async move { while sender.read_rtcp().await.is_ok() {} });
-            pumps.push(tokio::spawn(pump_audio(track, level, stop.clone(), sent.clone())));
-        }
+        let (publication, labels) = add_generated_tracks(&pc, self.peer, layers, audio_level).await?;
         let offer = pc.create_offer(None).await?;
         pc.set_local_description(offer).await?;
         let sdp = pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
@@ -380,14 +322,86 @@ impl LiveClient {
         self.request(json!({"type":"publish","sdp":sdp,"tracks":labels})).await?;
         let answer = tokio::time::timeout(Duration::from_secs(10), rx).await??;
         pc.set_remote_description(RTCSessionDescription::answer(answer)?).await?;
-        drop(pumps);
-        Ok(Publication { keyframe_requests: requests, sent, stop })
+        Ok(publication)
     }
 
     /// Leaves the room.
     pub async fn leave(&self) {
         let _ = self.out.send(json!({"type":"leave"}).to_string()).await;
     }
+}
+
+/// Adds generated media to `pc` and starts sending it (packets are dropped until the
+/// connection is up): Opus at 50 packets/s with a voice level of `audio_level` (-dBov;
+/// `None`: no audio), and VP8 at 30 frames/s in the given simulcast layers (`(rid, bytes
+/// per frame)`, lowest first; one unnamed layer when a single one is given with an empty
+/// rid). Keyframes every 2 s and on request. Returns the publication and the track
+/// labels (track id to `video` or `audio`).
+pub async fn add_generated_tracks(
+    pc: &Arc<RTCPeerConnection>,
+    peer: u64,
+    layers: &[(&str, usize)],
+    audio_level: Option<u8>,
+) -> anyhow::Result<(Publication, serde_json::Map<String, Value>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let requests: Arc<Mutex<HashMap<String, u64>>> = Arc::new(Mutex::new(HashMap::new()));
+    let stream = format!("client-{}", peer);
+    let mut labels = serde_json::Map::new();
+    let mut pumps = Vec::new();
+    if !layers.is_empty() {
+        let vp8 = RTCRtpCodecCapability { mime_type: MIME_TYPE_VP8.into(), clock_rate: 90000, ..Default::default() };
+        let track_id = format!("video-{}", peer);
+        labels.insert(track_id.clone(), json!("video"));
+        let tracks: Vec<Arc<TrackLocalStaticRTP>> = layers
+            .iter()
+            .map(|(rid, _)| {
+                Arc::new(if rid.is_empty() {
+                    TrackLocalStaticRTP::new(vp8.clone(), track_id.clone(), stream.clone())
+                } else {
+                    TrackLocalStaticRTP::new_with_rid(vp8.clone(), track_id.clone(), (*rid).into(), stream.clone())
+                })
+            })
+            .collect();
+        let sender = pc.add_track(tracks[0].clone()).await?;
+        for t in &tracks[1..] {
+            sender.add_encoding(t.clone()).await?;
+        }
+        for ((rid, size), track) in layers.iter().zip(tracks) {
+            let want_key = Arc::new(AtomicBool::new(true));
+            let (s2, rid2, w2, req2) = (sender.clone(), rid.to_string(), want_key.clone(), requests.clone());
+            tokio::spawn(async move {
+                loop {
+                    let r = if rid2.is_empty() { s2.read_rtcp().await } else { s2.read_rtcp_simulcast(&rid2).await };
+                    let Ok((pkts, _)) = r else { break };
+                    for p in pkts {
+                        let any = p.as_any();
+                        if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                            *req2.lock().entry(rid2.clone()).or_default() += 1;
+                            w2.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+            pumps.push(tokio::spawn(pump_video(track, *size, want_key, stop.clone(), sent.clone())));
+        }
+    }
+    if let Some(level) = audio_level {
+        let opus = RTCRtpCodecCapability {
+            mime_type: MIME_TYPE_OPUS.into(),
+            clock_rate: 48000,
+            channels: 2,
+            ..Default::default()
+        };
+        let track_id = format!("audio-{}", peer);
+        labels.insert(track_id.clone(), json!("audio"));
+        let track = Arc::new(TrackLocalStaticRTP::new(opus, track_id, stream.clone()));
+        let sender = pc.add_track(track.clone()).await?;
+        tokio::spawn(async move { while sender.read_rtcp().await.is_ok() {} });
+        pumps.push(tokio::spawn(pump_audio(track, level, stop.clone(), sent.clone())));
+    }
+    drop(pumps);
+    Ok((Publication { keyframe_requests: requests, sent, stop }, labels))
 }
 
 /// Counts what arrives on `pc` into `received` (by track id) and `latency`.
