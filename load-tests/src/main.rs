@@ -169,9 +169,20 @@ fn args_with_file() -> anyhow::Result<Args> {
     let path = argv.get(i + 1).context("--file needs a path")?;
     let text = std::fs::read_to_string(path).with_context(|| format!("scenario file {path}"))?;
     let table: toml::Table = text.parse().with_context(|| format!("{path}: not TOML"))?;
-    let mut merged = vec![argv[0].clone()];
+    Ok(Args::try_parse_from(merge_scenario(&argv, table))?)
+}
+
+/// The command line `argv` with the scenario file's keys put first as flags, except
+/// those the command line gives itself (they win).
+fn merge_scenario(argv: &[String], table: toml::Table) -> Vec<String> {
+    let (program, given) = argv.split_first().map(|(p, g)| (p.clone(), g)).unwrap_or_default();
+    let mut merged = vec![program];
     for (k, v) in table {
         let flag = format!("--{}", k.replace('_', "-"));
+        // A flag given on the command line wins over the file's key.
+        if given.iter().any(|a| *a == flag || a.starts_with(&format!("{flag}="))) {
+            continue;
+        }
         match v {
             toml::Value::Boolean(true) => merged.push(flag),
             toml::Value::Boolean(false) => {}
@@ -180,8 +191,8 @@ fn args_with_file() -> anyhow::Result<Args> {
             other => merged.extend([flag, scalar(&other)]),
         }
     }
-    merged.extend(argv[1..].iter().cloned());
-    Ok(Args::try_parse_from(merged)?)
+    merged.extend(given.iter().cloned());
+    merged
 }
 
 fn scalar(v: &toml::Value) -> String {
@@ -245,7 +256,11 @@ async fn main() -> anyhow::Result<()> {
                 janus: a.janus,
             })
             .await?;
-            emit(&a, &report)
+            emit(&a, &report)?;
+            match live::failure(&report) {
+                Some(why) => bail!("live-class failed: {why}"),
+                None => Ok(()),
+            }
         }
         other => bail!("unknown scenario `{other}`"),
     }
@@ -795,4 +810,25 @@ async fn forums(a: Args) -> anyhow::Result<()> {
         bail!("{lost} posts lost");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn scenario_keys_become_flags_and_the_command_line_wins() {
+        let table: toml::Table =
+            "scenario = \"live-class\"\nrooms = 4\npupils = 30\njanus = false\nreference = true".parse().expect("toml");
+        let line = argv("preau-load --file f.toml --rooms 1 --pupils=300 --pid 7");
+        let merged = merge_scenario(&line, table);
+        let a = Args::try_parse_from(&merged).expect("parses");
+        assert_eq!((a.scenario.as_str(), a.rooms, a.pupils), ("live-class", 1, 300));
+        assert!(a.reference && !a.janus);
+        assert_eq!(merged.iter().filter(|x| x.starts_with("--rooms")).count(), 1);
+    }
 }

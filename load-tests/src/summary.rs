@@ -21,6 +21,8 @@ fn f(v: &serde_json::Value, path: &[&str]) -> Option<f64> {
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
+        // Tiny ratios as fractions, so that they do not read as zero.
+        (Some(a), Some(b)) if b > 0.0 && a > 0.0 && a / b < 0.05 => format!("1/{:.0}", b / a),
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
         _ => "n/a".into(),
     }
@@ -49,48 +51,49 @@ pub fn summarize(dir: &Path) -> anyhow::Result<String> {
         crate::report::machine()
     );
 
-    let _ = writeln!(md, "## Fan-out against its references (same run, same tool)\n");
-    let _ = writeln!(
-        md,
-        "| figure | preau-gateway | bare broadcast | ratio | NATS (WebSocket) | ratio |\n|---|---|---|---|---|---|"
-    );
-    let (g, r, n) = (load(dir, "fanout-gateway"), load(dir, "fanout-reference"), load(dir, "fanout-nats"));
-    let rows: [(&str, &[&str]); 4] = [
-        ("server CPU µs per delivery", &["gateway_cpu_us_per_delivery"]),
-        ("send-to-deliver p50 (µs)", &["send_to_deliver_us", "p50"]),
-        ("send-to-deliver p99 (µs)", &["send_to_deliver_us", "p99"]),
-        ("send-to-deliver p99.9 (µs)", &["send_to_deliver_us", "p999"]),
-    ];
     let mut printed = Vec::new();
-    for (label, path) in rows {
-        let (gv, rv, nv) = (
-            g.as_ref().and_then(|v| f(v, path)),
-            r.as_ref().and_then(|v| f(v, path)),
-            n.as_ref().and_then(|v| f(v, path)),
-        );
+    let (g, r, n) = (load(dir, "fanout-gateway"), load(dir, "fanout-reference"), load(dir, "fanout-nats"));
+    if g.is_some() || r.is_some() || n.is_some() {
+        let _ = writeln!(md, "## Fan-out against its references (same run, same tool)\n");
         let _ = writeln!(
             md,
-            "| {label} | {} | {} | {} | {} | {} |",
-            num(gv),
-            num(rv),
-            ratio(gv, rv),
-            num(nv),
-            ratio(gv, nv)
+            "| figure | preau-gateway | bare broadcast | ratio | NATS (WebSocket) | ratio |\n|---|---|---|---|---|---|"
         );
-        printed.push(format!("fanout {label}: gateway/bare {} gateway/NATS {}", ratio(gv, rv), ratio(gv, nv)));
-    }
-    for (name, v) in [("gateway", &g), ("bare broadcast", &r), ("NATS", &n)] {
-        if let Some(v) = v {
+        let rows: [(&str, &[&str]); 4] = [
+            ("server CPU µs per delivery", &["gateway_cpu_us_per_delivery"]),
+            ("send-to-deliver p50 (µs)", &["send_to_deliver_us", "p50"]),
+            ("send-to-deliver p99 (µs)", &["send_to_deliver_us", "p99"]),
+            ("send-to-deliver p99.9 (µs)", &["send_to_deliver_us", "p999"]),
+        ];
+        for (label, path) in rows {
+            let (gv, rv, nv) = (
+                g.as_ref().and_then(|v| f(v, path)),
+                r.as_ref().and_then(|v| f(v, path)),
+                n.as_ref().and_then(|v| f(v, path)),
+            );
             let _ = writeln!(
                 md,
-                "\n{name}: {} deliveries, {} lost, {} duplicated.",
-                num(f(v, &["deliveries"])),
-                num(f(v, &["lost"])),
-                num(f(v, &["duplicated"]))
+                "| {label} | {} | {} | {} | {} | {} |",
+                num(gv),
+                num(rv),
+                ratio(gv, rv),
+                num(nv),
+                ratio(gv, nv)
             );
+            printed.push(format!("fanout {label}: gateway/bare {} gateway/NATS {}", ratio(gv, rv), ratio(gv, nv)));
+        }
+        for (name, v) in [("gateway", &g), ("bare broadcast", &r), ("NATS", &n)] {
+            if let Some(v) = v {
+                let _ = writeln!(
+                    md,
+                    "\n{name}: {} deliveries, {} lost, {} duplicated.",
+                    num(f(v, &["deliveries"])),
+                    num(f(v, &["lost"])),
+                    num(f(v, &["duplicated"]))
+                );
+            }
         }
     }
-
     let _ = writeln!(md, "\n## Scenarios\n");
     let _ =
         writeln!(md, "| scenario | headline | lost | server CPU | latency p50 / p99 / p99.9 |\n|---|---|---|---|---|");
