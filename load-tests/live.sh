@@ -10,16 +10,12 @@ cargo build --release --locked -p preau-sfu -p preau-load
 B=target/release
 OUT=${OUT:-load-tests/results/$(date +%F)-live-class-vs-janus}
 mkdir -p "$OUT"
-W=$(mktemp -d)
-. load-tests/janus.sh
-cleanup() { stop_janus; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT INT TERM
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; return 1; }
+. load-tests/lib.sh
 
 head -c 32 /dev/urandom >"$W/room.key"
 $B/preau-sfu --listen 127.0.0.1:18390 --udp 127.0.0.1:18391 --room-key-file "$W/room.key" >"$W/sfu.log" 2>&1 &
 SFU=$!
-start_janus "$W" 18392
+start_janus 18392
 [ -n "$JANUS_PID" ] || { echo "Janus did not start: no reference" >&2; exit 1; }
 wait_port 18390; wait_port 18392
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The short command (README): a reduced run of every scenario and reference, on loopback,
 # in a few minutes. It starts a gateway (fresh data folder), the bare broadcast reference,
-# a NATS server with WebSocket, an SFU and Janus (janus.sh); runs load-tests/scenarios/quick/*.toml; writes
+# a NATS server with WebSocket, an SFU and Janus (lib.sh); runs load-tests/scenarios/quick/*.toml; writes
 # each run's JSON, Markdown and SVG and a report.md with the ratios into
 # load-tests/results/<date>-quick/ (or $OUT), and prints the ratios.
 set -euo pipefail
@@ -14,12 +14,7 @@ cargo build --release --locked -p preau-gateway -p preau-sfu -p preau-load
 B=target/release
 OUT=${OUT:-load-tests/results/$(date +%F)-quick}
 mkdir -p "$OUT"
-W=$(mktemp -d)
-. load-tests/janus.sh
-cleanup() { stop_janus; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT INT TERM
-
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; return 1; }
+. load-tests/lib.sh
 
 $B/preau-gateway --listen 127.0.0.1:18380 --data-dir "$W/gw" --max-connections 19000 \
   --max-connections-per-user 400 --sends-per-second 10000 --send-burst 10000 >"$W/gateway.log" 2>&1 &
@@ -36,7 +31,7 @@ NATS=$!
 head -c 32 /dev/urandom >"$W/room.key"
 $B/preau-sfu --listen 127.0.0.1:18390 --udp 127.0.0.1:18391 --room-key-file "$W/room.key" >"$W/sfu.log" 2>&1 &
 SFU=$!
-start_janus "$W" 18392
+start_janus 18392
 for p in 18380 18381 18383 18390 ${JANUS_PID:+18392}; do wait_port $p; done
 
 L() { echo "== $*" >&2; $B/preau-load --out "$OUT" "$@" >"$W/last.json"; }

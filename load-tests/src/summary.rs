@@ -157,46 +157,32 @@ pub fn summarize(dir: &Path) -> anyhow::Result<String> {
             );
         }
     }
-    if let Some(v) = load(dir, "live-class") {
+    let (p, j) = (load(dir, "live-class"), load(dir, "live-class-janus"));
+    for (name, v) in [("live-class", &p), ("live-class on Janus (reference)", &j)] {
+        let Some(v) = v else { continue };
         let head = format!(
             "{} rooms × {} pupils, {} packets/s forwarded, {} MB per peer",
-            num(f(&v, &["rooms"])),
-            num(f(&v, &["pupils_per_room"])),
-            num(f(&v, &["packets_forwarded_per_second"])),
-            num(f(&v, &["sfu_bytes_per_peer"]).map(|b| b / 1e6))
+            num(f(v, &["rooms"])),
+            num(f(v, &["pupils_per_room"])),
+            num(f(v, &["packets_forwarded_per_second"])),
+            num(f(v, &["sfu_bytes_per_peer"]).map(|b| b / 1e6))
         );
         line(
             &mut md,
-            "live-class",
+            name,
             head,
-            f(&v, &["packets_lost"]),
-            format!("{} packets per CPU-second", num(f(&v, &["sfu_packets_per_cpu_second"]))),
+            f(v, &["packets_lost"]),
+            format!("{} packets per CPU-second", num(f(v, &["sfu_packets_per_cpu_second"]))),
             v.get("publish_to_receive_latency_us"),
         );
+    }
+    if let Some(v) = &p {
         printed.push(format!(
             "live-class: {} packets per SFU CPU-second, {} MB per peer",
-            num(f(&v, &["sfu_packets_per_cpu_second"])),
-            num(f(&v, &["sfu_bytes_per_peer"]).map(|b| b / 1e6))
+            num(f(v, &["sfu_packets_per_cpu_second"])),
+            num(f(v, &["sfu_bytes_per_peer"]).map(|b| b / 1e6))
         ));
     }
-    if let Some(v) = load(dir, "live-class-janus") {
-        let head = format!(
-            "{} rooms × {} pupils, {} packets/s forwarded, {} MB per peer",
-            num(f(&v, &["rooms"])),
-            num(f(&v, &["pupils_per_room"])),
-            num(f(&v, &["packets_forwarded_per_second"])),
-            num(f(&v, &["sfu_bytes_per_peer"]).map(|b| b / 1e6))
-        );
-        line(
-            &mut md,
-            "live-class on Janus (reference)",
-            head,
-            f(&v, &["packets_lost"]),
-            format!("{} packets per CPU-second", num(f(&v, &["sfu_packets_per_cpu_second"]))),
-            v.get("publish_to_receive_latency_us"),
-        );
-    }
-    let (p, j) = (load(dir, "live-class"), load(dir, "live-class-janus"));
     if let (Some(p), Some(j)) = (&p, &j) {
         let _ = writeln!(md, "\n## Live class against Janus videoroom (same run, same clients)\n");
         let _ = writeln!(md, "| figure | preau-sfu | Janus | ratio |\n|---|---|---|---|");

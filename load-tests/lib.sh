@@ -1,8 +1,8 @@
-# Sourced by quick.sh (and usable by hand): starts Janus (Debian `janus`, videoroom
-# plugin, WebSocket API) on loopback as the live-class reference.
+# Sourced by quick.sh and live.sh: a work folder ($W) removed at exit with every
+# background job, `wait_port`, and Janus (Debian `janus`, videoroom plugin, WebSocket API)
+# on loopback as the live-class reference:
 #
-#   . load-tests/janus.sh; start_janus <work dir> <ws port>   # sets JANUS_PID
-#   stop_janus
+#   start_janus <ws port>   # sets JANUS_PID (empty when the reference cannot run)
 #
 # Why the interface: Janus's ICE skips loopback interfaces, so on its own it offers only
 # the machine's external addresses, and load tests stay within 127.0.0.0/8. A TUN
@@ -16,8 +16,17 @@ JANUS_IF=preau-janus0
 JANUS_PID=""
 JANUS_HOLDER=""
 
+W=$(mktemp -d)
+cleanup() { stop_janus; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT INT TERM
+
+wait_port() {
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "port $1 did not open" >&2; return 1
+}
+
 start_janus() {
-  local dir=$1 port=$2
+  local dir=$W port=$1
   JANUS_PID=""
   if ! command -v janus >/dev/null 2>&1; then
     local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
