@@ -9,9 +9,9 @@
 //! candidates in the SDP (no trickle), which Janus accepts.
 
 use anyhow::{Context, anyhow, bail};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use parking_lot::Mutex;
-use preau_sfu::client::{Latency, Publication, Received, add_generated_tracks, api, record_tracks};
+use preau_sfu::client::{Latency, Publication, Received, add_generated_tracks, api, record_tracks, spawn_text_writer};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,15 +41,8 @@ impl Session {
         let mut req = url.into_client_request()?;
         req.headers_mut().insert("Sec-WebSocket-Protocol", "janus-protocol".parse()?);
         let (ws, _) = tokio_tungstenite::connect_async(req).await.context("Janus WebSocket")?;
-        let (mut sink, mut stream) = ws.split();
-        let (out, mut out_rx) = mpsc::channel::<String>(256);
-        tokio::spawn(async move {
-            while let Some(t) = out_rx.recv().await {
-                if sink.send(Message::Text(t.into())).await.is_err() {
-                    break;
-                }
-            }
-        });
+        let (sink, mut stream) = ws.split();
+        let out = spawn_text_writer(sink, 256);
         let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
         let w2 = waiters.clone();
         tokio::spawn(async move {

@@ -155,16 +155,8 @@ impl LiveClient {
     /// Connects to the SFU's signaling URL and joins with `token`.
     pub async fn join(url: &str, token: &str) -> anyhow::Result<LiveClient> {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.context("signaling connect")?;
-        let (mut sink, mut stream) = ws.split();
-        let (out, mut out_rx) = mpsc::channel::<String>(256);
-        tokio::spawn(async move {
-            while let Some(t) = out_rx.recv().await {
-                if sink.send(Message::Text(t.into())).await.is_err() {
-                    break;
-                }
-            }
-            let _ = sink.close().await;
-        });
+        let (sink, mut stream) = ws.split();
+        let out = spawn_text_writer(sink, 256);
         out.send(json!({"type":"join","token":token}).to_string()).await?;
         let (events_tx, mut events) = mpsc::channel::<Value>(1024);
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
@@ -221,12 +213,7 @@ impl LiveClient {
                     }
                     "candidate" => {
                         let Ok(c) = serde_json::from_value::<Candidate>(v["candidate"].clone()) else { continue };
-                        let init = RTCIceCandidateInit {
-                            candidate: c.candidate,
-                            sdp_mid: c.sdp_mid,
-                            sdp_mline_index: c.sdp_m_line_index,
-                            username_fragment: None,
-                        };
+                        let init = RTCIceCandidateInit::from(c);
                         let pc = if v["pc"] == "pub" { pub2.lock().clone() } else { Some(sub2.clone()) };
                         if let Some(pc) = pc {
                             let _ = pc.add_ice_candidate(init).await;
@@ -404,6 +391,24 @@ pub async fn add_generated_tracks(
     Ok((Publication { keyframe_requests: requests, sent, stop }, labels))
 }
 
+/// Spawns the task that writes a WebSocket's text frames from a queue of `depth` (so that
+/// several tasks can send), and closes the socket when every sender is gone.
+pub fn spawn_text_writer<S>(mut sink: S, depth: usize) -> mpsc::Sender<String>
+where
+    S: futures_util::Sink<Message> + Unpin + Send + 'static,
+{
+    let (out, mut rx) = mpsc::channel::<String>(depth);
+    tokio::spawn(async move {
+        while let Some(t) = rx.recv().await {
+            if sink.send(Message::Text(t.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    out
+}
+
 /// Counts what arrives on `pc` into `received` (by track id) and `latency`.
 pub fn record_tracks(pc: &Arc<RTCPeerConnection>, received: Received, latency: Latency) {
     pc.on_track(Box::new(move |track, _, _| {
@@ -443,8 +448,7 @@ fn watch_candidates(pc: &Arc<RTCPeerConnection>, which: Pc, out: mpsc::Sender<St
             if let Some(c) = c
                 && let Ok(j) = c.to_json()
             {
-                let cand =
-                    Candidate { candidate: j.candidate, sdp_mid: j.sdp_mid, sdp_m_line_index: j.sdp_mline_index };
+                let cand = Candidate::from(j);
                 let _ = out.send(json!({"type":"candidate","pc":which,"candidate":cand}).to_string()).await;
             }
         })

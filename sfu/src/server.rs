@@ -635,9 +635,7 @@ impl PeerTask {
                 if let Some(c) = c
                     && let Ok(j) = c.to_json()
                 {
-                    let cand =
-                        Candidate { candidate: j.candidate, sdp_mid: j.sdp_mid, sdp_m_line_index: j.sdp_mline_index };
-                    let _ = internal.send(Internal::Candidate(which, cand)).await;
+                    let _ = internal.send(Internal::Candidate(which, j.into())).await;
                 }
             })
         }));
@@ -845,12 +843,7 @@ impl PeerTask {
                 Ok(())
             }
             ClientCmd::Candidate { pc, candidate } => {
-                let init = webrtc::ice_transport::ice_candidate::RTCIceCandidateInit {
-                    candidate: candidate.candidate,
-                    sdp_mid: candidate.sdp_mid,
-                    sdp_mline_index: candidate.sdp_m_line_index,
-                    username_fragment: None,
-                };
+                let init = webrtc::ice_transport::ice_candidate::RTCIceCandidateInit::from(candidate);
                 let target = match pc {
                     Pc::Pub => self.publish.clone(),
                     Pc::Sub => self.subscribe.clone(),

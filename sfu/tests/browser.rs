@@ -9,7 +9,7 @@
 
 mod common;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -78,15 +78,8 @@ impl Chromium {
         }
         let url = url.expect("chromium did not open its DevTools port within 30 s");
         let (ws, _) = tokio_tungstenite::connect_async(&url).await.expect("devtools");
-        let (mut sink, mut stream) = ws.split();
-        let (out, mut rx) = mpsc::channel::<String>(64);
-        tokio::spawn(async move {
-            while let Some(t) = rx.recv().await {
-                if sink.send(Message::Text(t.into())).await.is_err() {
-                    break;
-                }
-            }
-        });
+        let (sink, mut stream) = ws.split();
+        let out = preau_sfu::client::spawn_text_writer(sink, 64);
         let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>> = Arc::new(Mutex::new(HashMap::new()));
         let p2 = pending.clone();
         tokio::spawn(async move {
