@@ -170,12 +170,13 @@ impl Config {
     }
 
     /// The ScyllaDB options, when ScyllaDB is configured.
-    pub fn scylla(&self) -> Option<preau_store::scylla::ScyllaOptions> {
-        (!self.scylla_nodes.is_empty()).then(|| preau_store::scylla::ScyllaOptions {
+    pub fn scylla(&self) -> Option<preau_store::ScyllaOptions> {
+        (!self.scylla_nodes.is_empty()).then(|| preau_store::ScyllaOptions {
             nodes: self.scylla_nodes.clone(),
             keyspace: self.scylla_keyspace.clone(),
             replication_factor: self.scylla_replication,
             retention_days: self.retention_days,
+            clock: preau_proto::clock::system(),
         })
     }
 
@@ -201,6 +202,10 @@ impl Config {
             self.scylla_keyspace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !self.scylla_keyspace.is_empty(),
             "--scylla-keyspace must be letters, digits and _"
+        );
+        anyhow::ensure!(
+            cfg!(feature = "scylla") || self.scylla_nodes.is_empty(),
+            "this preau-gateway was built without ScyllaDB support: rebuild with `--features scylla`"
         );
         anyhow::ensure!(
             !(self.jwt_public_key.is_some() && self.jwks.is_some()),

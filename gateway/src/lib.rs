@@ -4,8 +4,10 @@
 //!
 //! # Layout
 //! - [`config`]: flags and `PREAU_*` variables, validated at startup.
-//! - [`service`]: [`Gateway`], the node's state, and the handling of each command
-//!   (authorise with the policy, store, publish).
+//! - [`service`]: [`Gateway`], the node's state (directory, store, bus, hub, keys) and
+//!   the store's commit hook.
+//! - [`cmd`]: the commands, one file per family: gather facts, decide with a pure
+//!   function, apply.
 //! - [`hub`]: the sharded registry of sessions and subscriptions, and fan-out.
 //! - [`session`]: the driver task of one WebSocket connection.
 //! - [`http`]: the HTTP routes, including the WebSocket upgrade.
@@ -13,6 +15,7 @@
 //!
 //! [`run`] serves a listener until a shutdown future resolves, then drains.
 
+pub mod cmd;
 pub mod config;
 pub mod http;
 pub mod hub;

@@ -61,9 +61,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let so = cfg.scylla().ok_or_else(|| anyhow::anyhow!("migrate needs --scylla-nodes"))?;
-            preau_store::scylla::ScyllaStore::migrate(&so).await?;
-            println!("keyspace {} is at schema version {}", so.keyspace, preau_store::scylla::SCHEMA_VERSION);
-            Ok(())
+            migrate(&so).await
         }
         Command::Token { user } => {
             anyhow::ensure!(cfg.dev_mode(), "tokens are issued in development mode only");
@@ -73,4 +71,16 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+#[cfg(feature = "scylla")]
+async fn migrate(so: &preau_store::ScyllaOptions) -> anyhow::Result<()> {
+    preau_store::scylla::ScyllaStore::migrate(so).await?;
+    println!("keyspace {} is at schema version {}", so.keyspace, preau_store::scylla::SCHEMA_VERSION);
+    Ok(())
+}
+
+#[cfg(not(feature = "scylla"))]
+async fn migrate(_: &preau_store::ScyllaOptions) -> anyhow::Result<()> {
+    anyhow::bail!("this preau-gateway was built without ScyllaDB support: rebuild with `--features scylla`")
 }

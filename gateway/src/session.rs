@@ -3,11 +3,12 @@
 //! heartbeat and the node's shutdown. Commands are handled in order, one at a time, so a
 //! client that floods only slows itself.
 
+use crate::cmd::{Access, CmdError, access};
 use crate::hub::{Flag, SessionHandle};
 use crate::limits::TokenBucket;
 use crate::metrics as m;
 use crate::pii::Pii;
-use crate::service::{CmdError, Gateway, reconnect_delay};
+use crate::service::{Gateway, reconnect_delay};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -149,10 +150,10 @@ impl Session {
     }
 
     /// Subscribes to every channel the user sees; returns false if the user is gone.
-    async fn subscribe_visible(&mut self) -> Result<Vec<(ChannelId, String, crate::service::Access)>, CmdError> {
+    async fn subscribe_visible(&mut self) -> Result<Vec<(ChannelId, String, Access)>, CmdError> {
         let dir = self.g.dir();
         let me = dir.user(&self.user).ok_or_else(|| CmdError::new(ErrorCode::Forbidden, "account removed"))?;
-        let vis = self.g.visible(&dir, me).await?;
+        let vis = access::visible(&self.g, &dir, me).await?;
         self.convs = vis
             .iter()
             .filter(|(c, _, _)| matches!(c.kind(), ChannelKind::Direct | ChannelKind::Group))
@@ -340,11 +341,7 @@ impl Session {
             return Ok(false);
         }
         if let Err(wait) = frames.try_take(Instant::now()) {
-            let e = CmdError {
-                code: ErrorCode::RateLimited,
-                message: "too many frames; slow down".into(),
-                retry_after_ms: Some(wait.as_millis().max(1) as u64),
-            };
+            let e = CmdError::rate_limited("too many frames; slow down", wait);
             self.send(sink, &error_frame(None, &e)).await?;
             return Ok(false);
         }
@@ -388,7 +385,7 @@ impl Session {
         for (ch, title, a) in vis {
             if !had.contains(&ch) {
                 self.g.hub.subscribe(&self.handle, &ch);
-                let info = self.g.channel_info(&self.user, &ch, title, &a).await;
+                let info = access::channel_info(&self.g, &self.user, &ch, title, &a).await;
                 self.send(sink, &ServerFrame::ChannelAdded { info }).await?;
             }
         }

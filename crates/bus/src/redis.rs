@@ -23,13 +23,14 @@
 
 use crate::{BoxFut, Bus, BusMessage, Deliver, NodeInfo, Topic};
 use bytes::Bytes;
+use preau_proto::clock::Clock as _;
 use preau_proto::{ChannelId, Encoding, SharedFrame, decode_server};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, PushInfo, PushKind, Value};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Messages waiting for the publisher task. Bounded: while Redis is down, publishing
@@ -54,8 +55,9 @@ pub enum RedisBusError {
     Timeout(Duration),
 }
 
+/// Presence and registry stamps are compared across nodes: the system clock.
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    preau_proto::clock::SystemClock.now_ms()
 }
 
 fn topic_key(t: &Topic) -> String {

@@ -71,6 +71,16 @@ pub fn may_write_first(dir: &Directory, from: &UserRec, to: &UserRec) -> bool {
     }
 }
 
+/// Whether `me` may post in their direct conversation with `other`: they may write to
+/// `other` first, or `other` has written in it ("anyone may answer a message sent to
+/// them"). A conversation whose other member left the directory takes no more posts.
+///
+/// The one home of this rule: `send`, `sync`, `channel_added` and `open_direct` all
+/// answer from it.
+pub fn may_post_direct(dir: &Directory, me: &UserRec, other: Option<&UserRec>, other_has_posted: bool) -> bool {
+    other.is_some_and(|o| other_has_posted || may_write_first(dir, me, o))
+}
+
 /// What a user may do in a class's forum or announcements channel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChannelAccess {
@@ -236,6 +246,18 @@ mod tests {
         for (from, to, allowed, what) in rows {
             assert_eq!(check(&d, from, to), *allowed, "{what}: {from} -> {to}");
         }
+    }
+
+    #[test]
+    fn direct_posting_is_writing_first_or_answering() {
+        let d = dir_with(demo::demo_doc());
+        let u = |id: &str| d.user(id).expect("user");
+        // pa051 may not write first to t01, but may answer once t01 has written.
+        assert!(!may_post_direct(&d, u("pa051"), Some(u("t01")), false));
+        assert!(may_post_direct(&d, u("pa051"), Some(u("t01")), true));
+        assert!(may_post_direct(&d, u("t01"), Some(u("pa051")), false));
+        // The other member left the directory: no more posts, even as an answer.
+        assert!(!may_post_direct(&d, u("t01"), None, true));
     }
 
     #[test]

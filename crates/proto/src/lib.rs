@@ -11,9 +11,12 @@
 //!   [`SharedFrame`], a server frame encoded at most once per encoding and shared by every
 //!   recipient.
 //! - [`error`]: the stable error codes a client sees.
+//! - [`clock`]: the wall clock as an input ([`clock::Clock`]), so rules are tested on
+//!   simulated time.
 //!
 //! The protocol is documented for implementers in `docs/protocol.md`.
 
+pub mod clock;
 pub mod codec;
 pub mod error;
 pub mod frames;

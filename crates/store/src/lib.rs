@@ -3,8 +3,11 @@
 //!
 //! # Layout
 //! - [`Store`]: the contract every backend keeps (an `Arc<dyn Store>` in the gateway).
+//! - `scylla` (cargo feature `scylla`): ScyllaDB, for a region's deployment.
 //! - [`sqlite`]: the embedded default, SQLite in WAL mode: one writer thread that groups
 //!   the writes waiting for it into one transaction (group commit), a pool of readers.
+//! - [`rules`]: the entry rules (threads, locks, replies, who edits and deletes what,
+//!   idempotency keys), written once and applied by every backend.
 //! - [`types`]: what goes in and comes out.
 //!
 //! # Ordering contract
@@ -14,6 +17,8 @@
 //! entries in order and a send is acknowledged only once durable.
 
 pub mod contract;
+pub mod rules;
+#[cfg(feature = "scylla")]
 pub mod scylla;
 pub mod sqlite;
 pub mod types;

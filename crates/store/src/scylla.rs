@@ -29,8 +29,10 @@
 //! Tested by the storage contract (`contract.rs`) when `PREAU_SCYLLA_NODES` names a live
 //! cluster (`crates/store/tests/scylla_contract.rs`); see deploy/README.md.
 
+use crate::rules;
 use crate::types::*;
 use crate::{BoxFut, CommitHook, Store};
+use preau_proto::clock::SharedClock;
 use preau_proto::{ChannelId, ChannelKind, Entry, EntryKind, Seq};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -40,7 +42,6 @@ use scylla::value::{CqlValue, Row};
 use scylla::{DeserializeRow, SerializeRow};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
 
 /// Entries per partition.
@@ -52,22 +53,7 @@ const MAX_SEQ_ATTEMPTS: u32 = 64;
 /// The schema version [`ScyllaStore::migrate`] brings a keyspace to.
 pub const SCHEMA_VERSION: i32 = 1;
 
-/// Options of the ScyllaDB store.
-#[derive(Clone, Debug)]
-pub struct ScyllaOptions {
-    /// Contact points, `host:port`.
-    pub nodes: Vec<String>,
-    /// Keyspace.
-    pub keyspace: String,
-    /// Replication factor used when `migrate` creates the keyspace.
-    pub replication_factor: u32,
-    /// Retention of messages in days (table TTL); 0 keeps them.
-    pub retention_days: u32,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+pub use crate::types::ScyllaOptions;
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -236,6 +222,7 @@ pub struct ScyllaStore {
     session: Arc<Session>,
     st: Arc<Stmts>,
     hook: CommitHook,
+    clock: SharedClock,
     /// Serialises this node's writes per channel (hook order, less Paxos contention).
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
@@ -362,6 +349,7 @@ impl ScyllaStore {
             session: Arc::new(session),
             st: Arc::new(st),
             hook,
+            clock: opts.clock.clone(),
             locks: std::sync::Mutex::new(HashMap::new()),
         })
     }
@@ -450,14 +438,16 @@ impl ScyllaStore {
     }
 
     async fn post(&self, w: Write) -> Result<Appended, StoreError> {
-        let Write::Post { channel, kind, author, client_id, body, title, thread, reply_to, respect_lock } = w else {
+        let Write::Post { channel, kind, author, client_id, .. } = &w else {
             return Err(StoreError::Invalid("not a post"));
         };
+        let (channel, kind, author, client_id) = (channel.clone(), *kind, author.clone(), client_id.clone());
         let ch = channel.as_str().to_owned();
         let key = (ch.as_str(), author.as_str(), client_id.as_str());
         let token = format!("{:016x}", rand::random::<u64>());
         // Claim the idempotency key, or find the entry it already names.
-        let claim = self.rows(&self.st.claim_client_id, (key.0, key.1, key.2, token.as_str(), now_ms())).await?;
+        let claim =
+            self.rows(&self.st.claim_client_id, (key.0, key.1, key.2, token.as_str(), self.clock.now_ms())).await?;
         if !applied(&claim) {
             let cur = self.rows(&self.st.get_client_id, key).await?;
             let cols = cur.first().map(|r| r.columns.clone()).unwrap_or_default();
@@ -473,11 +463,14 @@ impl ScyllaStore {
                 (Some(Some(CqlValue::Text(t))), Some(Some(CqlValue::BigInt(at)))) => (t.clone(), *at),
                 _ => (String::new(), 0),
             };
-            if now_ms() - claimed_at < CLAIM_TIMEOUT_MS {
+            if self.clock.now_ms() - claimed_at < CLAIM_TIMEOUT_MS {
                 return Err(unavailable("a retry of this message is already in progress"));
             }
             let took = self
-                .rows(&self.st.take_over_client_id, (token.as_str(), now_ms(), key.0, key.1, key.2, old_token.as_str()))
+                .rows(
+                    &self.st.take_over_client_id,
+                    (token.as_str(), self.clock.now_ms(), key.0, key.1, key.2, old_token.as_str()),
+                )
                 .await?;
             if !applied(&took) {
                 return Err(unavailable("a retry of this message is already in progress"));
@@ -494,46 +487,13 @@ impl ScyllaStore {
                 return Ok(Appended { channel, entry, duplicate: true });
             }
         }
-        if let Some(t) = thread {
-            match self.get_entry(&ch, t).await? {
-                Some(te) if te.kind == EntryKind::Thread && !te.deleted => {
-                    if respect_lock && te.locked == Some(true) {
-                        return Err(StoreError::Locked);
-                    }
-                }
-                _ => return Err(StoreError::NotFound),
+        let mut found = Vec::new();
+        for t in rules::targets(&w) {
+            if let Some(e) = self.get_entry(&ch, t).await? {
+                found.push(e);
             }
         }
-        if let Some(r) = reply_to {
-            match self.get_entry(&ch, r).await? {
-                Some(re) if matches!(re.kind, EntryKind::Message | EntryKind::Thread) && !re.deleted => {
-                    let re_thread = if re.kind == EntryKind::Thread { Some(re.seq) } else { re.thread };
-                    if re_thread != thread {
-                        return Err(StoreError::Invalid("reply_to is in another thread"));
-                    }
-                }
-                _ => return Err(StoreError::NotFound),
-            }
-        }
-        let is_thread = kind == EntryKind::Thread;
-        let e = Entry {
-            seq: 0,
-            kind,
-            author: author.clone(),
-            at: now_ms(),
-            body: Some(body),
-            title,
-            thread,
-            reply_to,
-            target: None,
-            locked: is_thread.then_some(false),
-            pinned: is_thread.then_some(false),
-            members: Vec::new(),
-            joined: None,
-            edited: false,
-            deleted: false,
-            client_id: Some(client_id.clone()),
-        };
+        let e = rules::decide(&w, |s| found.iter().find(|e| e.seq == s), self.clock.now_ms())?;
         let entry = self.append(&channel, e).await?;
         self.rows(&self.st.complete_client_id, (entry.seq as i64, key.0, key.1, key.2, token.as_str())).await?;
         if kind == EntryKind::Message {
@@ -545,95 +505,43 @@ impl ScyllaStore {
         Ok(Appended { channel, entry, duplicate: false })
     }
 
-    fn event(author: String, kind: EntryKind, target: Option<Seq>) -> Entry {
-        Entry {
-            seq: 0,
-            kind,
-            author,
-            at: now_ms(),
-            body: None,
-            title: None,
-            thread: None,
-            reply_to: None,
-            target,
-            locked: None,
-            pinned: None,
-            members: Vec::new(),
-            joined: None,
-            edited: false,
-            deleted: false,
-            client_id: None,
-        }
-    }
-
     /// Edits, deletes, thread states and membership: the log entry is appended first (the
     /// log is the truth a resuming client replays), then the target row updated.
     async fn change(&self, w: Write) -> Result<Appended, StoreError> {
         let channel = w.channel().clone();
         let ch = channel.as_str().to_owned();
-        let target_of = |t: &Option<Entry>, thread_only: bool| -> Result<Entry, StoreError> {
-            match t {
-                Some(e)
-                    if !e.deleted
-                        && (if thread_only {
-                            e.kind == EntryKind::Thread
-                        } else {
-                            matches!(e.kind, EntryKind::Message | EntryKind::Thread)
-                        }) =>
-                {
-                    Ok(e.clone())
-                }
-                _ => Err(StoreError::NotFound),
+        let mut found = Vec::new();
+        for t in rules::targets(&w) {
+            if let Some(e) = self.get_entry(&ch, t).await? {
+                found.push(e);
             }
-        };
-        let entry = match w {
-            Write::Edit { author, target, body, .. } => {
-                let t = target_of(&self.get_entry(&ch, target).await?, false)?;
-                if t.author != author {
-                    return Err(StoreError::NotAuthor);
-                }
-                let mut e = ScyllaStore::event(author, EntryKind::Edit, Some(target));
-                e.body = Some(body.clone());
-                let e = self.append(&channel, e).await?;
+        }
+        let e = rules::decide(&w, |s| found.iter().find(|e| e.seq == s), self.clock.now_ms())?;
+        // The log entry first (the truth a resuming client replays), then the target row.
+        let entry = self.append(&channel, e).await?;
+        match &w {
+            Write::Edit { target, body, .. } => {
                 self.session
-                    .execute_unpaged(&self.st.set_body, (body.as_str(), ch.as_str(), bucket(target), target as i64))
+                    .execute_unpaged(&self.st.set_body, (body.as_str(), ch.as_str(), bucket(*target), *target as i64))
                     .await
                     .map_err(unavailable)?;
-                e
             }
-            Write::Delete { author, target, moderator, .. } => {
-                let t = target_of(&self.get_entry(&ch, target).await?, false)?;
-                if t.author != author && !moderator {
-                    return Err(StoreError::NotAuthor);
-                }
-                let e = self.append(&channel, ScyllaStore::event(author, EntryKind::Delete, Some(target))).await?;
+            Write::Delete { target, .. } => {
                 self.session
-                    .execute_unpaged(&self.st.set_deleted, (ch.as_str(), bucket(target), target as i64))
+                    .execute_unpaged(&self.st.set_deleted, (ch.as_str(), bucket(*target), *target as i64))
                     .await
                     .map_err(unavailable)?;
-                e
             }
-            Write::ThreadState { author, thread, locked, pinned, .. } => {
-                let t = target_of(&self.get_entry(&ch, thread).await?, true)?;
-                let l = locked.or(t.locked).unwrap_or(false);
-                let p = pinned.or(t.pinned).unwrap_or(false);
-                let mut e = ScyllaStore::event(author, EntryKind::ThreadState, Some(thread));
-                e.locked = Some(l);
-                e.pinned = Some(p);
-                let e = self.append(&channel, e).await?;
+            Write::ThreadState { thread, .. } => {
+                let (l, p) = (entry.locked.unwrap_or(false), entry.pinned.unwrap_or(false));
                 self.session
-                    .execute_unpaged(&self.st.set_thread_state, (l, p, ch.as_str(), bucket(thread), thread as i64))
+                    .execute_unpaged(&self.st.set_thread_state, (l, p, ch.as_str(), bucket(*thread), *thread as i64))
                     .await
                     .map_err(unavailable)?;
-                e
             }
-            Write::Membership { author, members, joined, .. } => {
-                let mut e = ScyllaStore::event(author, EntryKind::Membership, None);
-                e.members = members.clone();
-                e.joined = Some(joined);
-                let e = self.append(&channel, e).await?;
-                for m in &members {
-                    let (a, b) = if joined {
+            Write::Membership { members, joined, .. } => {
+                for m in members {
+                    let (a, b) = if *joined {
                         (&self.st.insert_member, &self.st.insert_user_channel)
                     } else {
                         (&self.st.delete_member, &self.st.delete_user_channel)
@@ -641,10 +549,9 @@ impl ScyllaStore {
                     self.session.execute_unpaged(a, (ch.as_str(), m.as_str())).await.map_err(unavailable)?;
                     self.session.execute_unpaged(b, (m.as_str(), ch.as_str())).await.map_err(unavailable)?;
                 }
-                e
             }
             Write::Post { .. } => return Err(StoreError::Invalid("not a change")),
-        };
+        }
         Ok(Appended { channel, entry, duplicate: false })
     }
 
@@ -772,7 +679,14 @@ impl Store for ScyllaStore {
             let kind = if c.channel.kind() == ChannelKind::Direct { "direct" } else { "group" };
             self.rows(
                 &self.st.insert_conversation_lwt,
-                (channel.as_str(), kind, c.title.as_str(), c.creator.as_str(), c.client_id.as_deref(), now_ms()),
+                (
+                    channel.as_str(),
+                    kind,
+                    c.title.as_str(),
+                    c.creator.as_str(),
+                    c.client_id.as_deref(),
+                    self.clock.now_ms(),
+                ),
             )
             .await?;
             for m in &c.members {
@@ -918,7 +832,7 @@ impl Store for ScyllaStore {
         let school = school.to_owned();
         Box::pin(async move {
             self.session
-                .execute_unpaged(&self.st.save_directory, (doc_json.as_str(), now_ms(), school.as_str()))
+                .execute_unpaged(&self.st.save_directory, (doc_json.as_str(), self.clock.now_ms(), school.as_str()))
                 .await
                 .map_err(unavailable)?;
             Ok(())

@@ -9,15 +9,16 @@
 //! Reads run on a small pool of read-only connections on tokio's blocking threads; WAL
 //! lets them proceed while the writer commits.
 
+use crate::rules;
 use crate::types::*;
 use crate::{BoxFut, CommitHook, Store};
+use preau_proto::clock::SharedClock;
 use preau_proto::{ChannelId, ChannelKind, Entry, EntryKind, Seq};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 /// Options of the embedded store.
@@ -36,12 +37,21 @@ pub struct SqliteOptions {
     /// Other processes write the same database (several gateways on one host): every seq
     /// is read from the table inside the write transaction instead of a cache.
     pub shared: bool,
+    /// The wall clock that stamps entries.
+    pub clock: SharedClock,
 }
 
 impl SqliteOptions {
     /// Defaults for a database at `path`.
     pub fn new(path: impl AsRef<Path>) -> Self {
-        SqliteOptions { path: path.as_ref().to_path_buf(), sync_full: true, max_batch: 512, queue: 8192, shared: false }
+        SqliteOptions {
+            path: path.as_ref().to_path_buf(),
+            sync_full: true,
+            max_batch: 512,
+            queue: 8192,
+            shared: false,
+            clock: preau_proto::clock::system(),
+        }
     }
 }
 
@@ -100,10 +110,6 @@ CREATE TABLE IF NOT EXISTS directory (
 ";
 
 const COLS: &str = "seq, kind, author, at, body, title, thread, reply_to, target, locked, pinned, members, joined, edited, deleted, client_id";
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -174,9 +180,10 @@ impl SqliteStore {
         let h = healthy.clone();
         let max_batch = opts.max_batch.max(1);
         let shared = opts.shared;
+        let clock = opts.clock.clone();
         std::thread::Builder::new()
             .name("preau-store-writer".into())
-            .spawn(move || Writer { conn, next: HashMap::new(), shared, hook, healthy: h }.run(rx, max_batch))
+            .spawn(move || Writer { conn, next: HashMap::new(), shared, hook, healthy: h, clock }.run(rx, max_batch))
             .map_err(unavailable)?;
         Ok(SqliteStore { tx, readers: Arc::new(ReaderPool { path: opts.path, idle: Mutex::new(Vec::new()) }), healthy })
     }
@@ -231,6 +238,8 @@ struct Writer {
     shared: bool,
     hook: CommitHook,
     healthy: Arc<AtomicBool>,
+    /// Stamps entries (`at`) and saved documents.
+    clock: SharedClock,
 }
 
 /// A job's effect, kept until the commit succeeds.
@@ -334,138 +343,60 @@ impl Writer {
                 let channel = w.channel().clone();
                 let ch = channel.as_str().to_owned();
                 let seq = self.next_seq(&ch)?;
-                let mut e = Entry {
-                    seq,
-                    kind: EntryKind::Message,
-                    author: String::new(),
-                    at: now_ms(),
-                    body: None,
-                    title: None,
-                    thread: None,
-                    reply_to: None,
-                    target: None,
-                    locked: None,
-                    pinned: None,
-                    members: Vec::new(),
-                    joined: None,
-                    edited: false,
-                    deleted: false,
-                    client_id: None,
-                };
-                match w {
-                    Write::Post { kind, author, client_id, body, title, thread, reply_to, respect_lock, .. } => {
-                        let dup = self
-                            .conn
-                            .query_row(
-                                &format!(
-                                    "SELECT {COLS} FROM entries WHERE channel = ?1 AND author = ?2 AND client_id = ?3"
-                                ),
-                                params![ch, author, client_id],
-                                row_entry,
-                            )
-                            .optional()?;
-                        if let Some(entry) = dup {
-                            return Ok(Done {
-                                out: Ok(Out::Appended(Appended { channel, entry, duplicate: true })),
-                                next: None,
-                                event: None,
-                            });
-                        }
-                        if let Some(t) = thread {
-                            match get_entry(&self.conn, &ch, t)? {
-                                Some(te) if te.kind == EntryKind::Thread && !te.deleted => {
-                                    if respect_lock && te.locked == Some(true) {
-                                        return Ok(refuse(StoreError::Locked));
-                                    }
-                                }
-                                _ => return Ok(refuse(StoreError::NotFound)),
-                            }
-                        }
-                        if let Some(r) = reply_to {
-                            match get_entry(&self.conn, &ch, r)? {
-                                Some(re)
-                                    if matches!(re.kind, EntryKind::Message | EntryKind::Thread) && !re.deleted =>
-                                {
-                                    let re_thread = if re.kind == EntryKind::Thread { Some(re.seq) } else { re.thread };
-                                    if re_thread != thread {
-                                        return Ok(refuse(StoreError::Invalid("reply_to is in another thread")));
-                                    }
-                                }
-                                _ => return Ok(refuse(StoreError::NotFound)),
-                            }
-                        }
-                        e.kind = kind;
-                        e.author = author;
-                        e.body = Some(body);
-                        e.title = title;
-                        e.thread = thread;
-                        e.reply_to = reply_to;
-                        e.client_id = Some(client_id);
-                        if kind == EntryKind::Thread {
-                            e.locked = Some(false);
-                            e.pinned = Some(false);
-                        }
+                if let Some((_, author, client_id)) = rules::idempotency_key(&w) {
+                    let dup = self
+                        .conn
+                        .query_row(
+                            &format!(
+                                "SELECT {COLS} FROM entries WHERE channel = ?1 AND author = ?2 AND client_id = ?3"
+                            ),
+                            params![ch, author, client_id],
+                            row_entry,
+                        )
+                        .optional()?;
+                    if let Some(entry) = dup {
+                        return Ok(Done {
+                            out: Ok(Out::Appended(Appended { channel, entry, duplicate: true })),
+                            next: None,
+                            event: None,
+                        });
                     }
-                    Write::Edit { author, target, body, .. } => {
-                        let Some(t) = get_entry(&self.conn, &ch, target)? else {
-                            return Ok(refuse(StoreError::NotFound));
-                        };
-                        if !matches!(t.kind, EntryKind::Message | EntryKind::Thread) || t.deleted {
-                            return Ok(refuse(StoreError::NotFound));
-                        }
-                        if t.author != author {
-                            return Ok(refuse(StoreError::NotAuthor));
-                        }
+                }
+                let mut found = Vec::new();
+                for t in rules::targets(&w) {
+                    if let Some(e) = get_entry(&self.conn, &ch, t)? {
+                        found.push(e);
+                    }
+                }
+                let mut e = match rules::decide(&w, |s| found.iter().find(|e| e.seq == s), self.clock.now_ms()) {
+                    Ok(e) => e,
+                    Err(why) => return Ok(refuse(why)),
+                };
+                e.seq = seq;
+                // The target row changes in the same transaction as the entry appended.
+                match &w {
+                    Write::Edit { target, body, .. } => {
                         self.conn.execute(
                             "UPDATE entries SET body = ?3, edited = 1 WHERE channel = ?1 AND seq = ?2",
-                            params![ch, target as i64, body],
+                            params![ch, *target as i64, body],
                         )?;
-                        e.kind = EntryKind::Edit;
-                        e.author = author;
-                        e.target = Some(target);
-                        e.body = Some(body);
                     }
-                    Write::Delete { author, target, moderator, .. } => {
-                        let Some(t) = get_entry(&self.conn, &ch, target)? else {
-                            return Ok(refuse(StoreError::NotFound));
-                        };
-                        if !matches!(t.kind, EntryKind::Message | EntryKind::Thread) || t.deleted {
-                            return Ok(refuse(StoreError::NotFound));
-                        }
-                        if t.author != author && !moderator {
-                            return Ok(refuse(StoreError::NotAuthor));
-                        }
+                    Write::Delete { target, .. } => {
                         // The text goes; the entry stays so seqs remain gapless.
                         self.conn.execute(
                             "UPDATE entries SET body = NULL, title = NULL, deleted = 1 WHERE channel = ?1 AND seq = ?2",
-                            params![ch, target as i64],
+                            params![ch, *target as i64],
                         )?;
-                        e.kind = EntryKind::Delete;
-                        e.author = author;
-                        e.target = Some(target);
                     }
-                    Write::ThreadState { author, thread, locked, pinned, .. } => {
-                        let Some(t) = get_entry(&self.conn, &ch, thread)? else {
-                            return Ok(refuse(StoreError::NotFound));
-                        };
-                        if t.kind != EntryKind::Thread || t.deleted {
-                            return Ok(refuse(StoreError::NotFound));
-                        }
-                        let l = locked.or(t.locked).unwrap_or(false);
-                        let p = pinned.or(t.pinned).unwrap_or(false);
+                    Write::ThreadState { thread, .. } => {
                         self.conn.execute(
                             "UPDATE entries SET locked = ?3, pinned = ?4 WHERE channel = ?1 AND seq = ?2",
-                            params![ch, thread as i64, l, p],
+                            params![ch, *thread as i64, e.locked, e.pinned],
                         )?;
-                        e.kind = EntryKind::ThreadState;
-                        e.author = author;
-                        e.target = Some(thread);
-                        e.locked = Some(l);
-                        e.pinned = Some(p);
                     }
-                    Write::Membership { author, members, joined, .. } => {
-                        for m in &members {
-                            if joined {
+                    Write::Membership { members, joined, .. } => {
+                        for m in members {
+                            if *joined {
                                 self.conn.execute(
                                     "INSERT OR IGNORE INTO members (channel, user) VALUES (?1, ?2)",
                                     params![ch, m],
@@ -475,11 +406,8 @@ impl Writer {
                                     .execute("DELETE FROM members WHERE channel = ?1 AND user = ?2", params![ch, m])?;
                             }
                         }
-                        e.kind = EntryKind::Membership;
-                        e.author = author;
-                        e.members = members;
-                        e.joined = Some(joined);
                     }
+                    Write::Post { .. } => {}
                 }
                 self.conn.execute(
                     &format!("INSERT INTO entries ({COLS}, channel) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"),
@@ -560,7 +488,7 @@ impl Writer {
                         c.title,
                         c.creator,
                         c.client_id,
-                        now_ms()
+                        self.clock.now_ms()
                     ],
                 )?;
                 for m in &c.members {
@@ -591,7 +519,7 @@ impl Writer {
                 self.conn.execute(
                     "INSERT INTO directory (school, doc, updated_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT (school) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at",
-                    params![school, doc, now_ms()],
+                    params![school, doc, self.clock.now_ms()],
                 )?;
                 Ok(Done { out: Ok(Out::Unit), next: None, event: None })
             }

@@ -1,5 +1,6 @@
 //! Values exchanged with a store.
 
+use preau_proto::clock::SharedClock;
 use preau_proto::{ChannelId, ChannelKind, Entry, EntryKind, Seq, UserId};
 
 /// Why a store operation failed.
@@ -173,4 +174,20 @@ pub struct ChannelState {
     pub read_seq: Seq,
     /// Messages after the marker not written by the user and not deleted.
     pub unread: u64,
+}
+
+/// Options of the ScyllaDB store (defined in every build, so configuration parses the
+/// same with or without the `scylla` feature).
+#[derive(Clone, Debug)]
+pub struct ScyllaOptions {
+    /// Contact points, `host:port`.
+    pub nodes: Vec<String>,
+    /// Keyspace.
+    pub keyspace: String,
+    /// Replication factor used when `migrate` creates the keyspace.
+    pub replication_factor: u32,
+    /// Retention of messages in days (table TTL); 0 keeps them.
+    pub retention_days: u32,
+    /// The wall clock that stamps entries and idempotency claims.
+    pub clock: SharedClock,
 }

@@ -18,6 +18,7 @@ fn options() -> ScyllaOptions {
         keyspace: format!("preau_test_{:08x}", rand::random::<u32>()),
         replication_factor: std::env::var("PREAU_SCYLLA_REPLICATION").ok().and_then(|r| r.parse().ok()).unwrap_or(1),
         retention_days: 1,
+        clock: preau_proto::clock::system(),
     }
 }
 

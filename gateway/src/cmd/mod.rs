@@ -1,0 +1,101 @@
+//! The commands of a session, one file per family, in the way of mini-redis's `cmd/`:
+//! each command gathers the facts it needs (store reads: IO), decides with a pure
+//! function of (directory snapshot, user, command, facts, `now`) that returns a plan or a
+//! refusal, then applies the plan (store write, bus). The pure deciders are table-tested
+//! in each file; this module only routes.
+//!
+//! # Layout
+//! - [`error`]: [`CmdError`], the stable code and plain message a client sees.
+//! - [`access`]: what a user may do in a channel ([`Access`]) and every channel they see.
+//! - [`post`]: `send`, `create_thread`, `edit`, `delete`.
+//! - [`forum`]: `set_thread`, `mute`.
+//! - [`conversation`]: `open_direct`, `create_group`, `add_members`, `leave`, `members`,
+//!   `typing`.
+//! - [`read`]: `sync`, `history`, `mark_read`, `receipts`.
+//! - [`room`]: room tickets for live classes.
+
+pub mod access;
+pub mod conversation;
+pub mod error;
+pub mod forum;
+pub mod post;
+pub mod read;
+pub mod room;
+
+pub use access::Access;
+pub use error::CmdError;
+
+use crate::service::Gateway;
+use preau_directory::{Directory, UserRec};
+use preau_proto::{Ack, Command, ErrorCode};
+
+/// What every decision reads: the directory snapshot the command runs against, the user,
+/// and the wall clock at its start.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    /// The directory when the command arrived.
+    pub dir: &'a Directory,
+    /// Who runs the command.
+    pub me: &'a UserRec,
+    /// Milliseconds since the epoch.
+    pub now_ms: i64,
+}
+
+/// Commands whose result other nodes must hear of: refused while the bus is down.
+pub fn publishes(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Send { .. }
+            | Command::CreateThread { .. }
+            | Command::Edit { .. }
+            | Command::Delete { .. }
+            | Command::SetThread { .. }
+            | Command::OpenDirect { .. }
+            | Command::CreateGroup { .. }
+            | Command::AddMembers { .. }
+            | Command::Leave { .. }
+    )
+}
+
+/// Handles one command of `user`: routes it to its file.
+pub async fn handle(g: &Gateway, user: &str, id: u64, cmd: Command) -> Result<Ack, CmdError> {
+    let dir = g.dir();
+    let Some(me) = dir.user(user) else {
+        return Err(error::forbidden("your account is no longer in the directory"));
+    };
+    if publishes(&cmd) && !g.bus.healthy() {
+        // Its events could not reach members on other nodes: refuse before storing.
+        return Err(CmdError::new(ErrorCode::Unavailable, "messaging is briefly unavailable; retry shortly"));
+    }
+    let cx = Ctx { dir: &dir, me, now_ms: g.clock.now_ms() };
+    let ack = Ack { id, ..Ack::default() };
+    match cmd {
+        Command::Ping {} => Ok(ack),
+        Command::Send { channel, client_id, body, thread, reply_to } => {
+            post::send(g, cx, ack, post::Send { channel, client_id, body, thread, reply_to }).await
+        }
+        Command::CreateThread { channel, client_id, title, body } => {
+            post::create_thread(g, cx, ack, channel, client_id, title, body).await
+        }
+        Command::Edit { channel, seq, body } => post::edit(g, cx, ack, channel, seq, body).await,
+        Command::Delete { channel, seq } => post::delete(g, cx, ack, channel, seq).await,
+        Command::SetThread { channel, thread, locked, pinned } => {
+            forum::set_thread(g, cx, ack, channel, thread, locked, pinned).await
+        }
+        Command::Mute { channel, user, minutes } => forum::mute(g, cx, ack, channel, user, minutes).await,
+        Command::OpenDirect { user } => conversation::open_direct(g, cx, ack, user).await,
+        Command::CreateGroup { client_id, name, members } => {
+            conversation::create_group(g, cx, ack, client_id, name, members).await
+        }
+        Command::AddMembers { channel, members } => conversation::add_members(g, cx, ack, channel, members).await,
+        Command::Leave { channel } => conversation::leave(g, cx, ack, channel).await,
+        Command::Members { channel } => conversation::members(g, cx, ack, channel).await,
+        Command::Typing { channel } => conversation::typing(g, cx, ack, channel).await,
+        Command::Sync { positions, limit } => read::sync(g, cx, ack, positions, limit).await,
+        Command::History { channel, after, before, limit } => {
+            read::history(g, cx, ack, channel, after, before, limit).await
+        }
+        Command::MarkRead { channel, seq } => read::mark_read(g, cx, ack, channel, seq).await,
+        Command::Receipts { channel, seq } => read::receipts(g, cx, ack, channel, seq).await,
+    }
+}

@@ -1,0 +1,181 @@
+//! Reading: `sync` (what changed since the client's positions), `history` (pages of a
+//! channel), `mark_read`, and `receipts` (who read a message, for its author).
+
+use super::access::{self, info};
+use super::error::{bad, forbidden};
+use super::{Access, CmdError, Ctx};
+use crate::service::{Gateway, timed};
+use preau_proto::{Ack, ChannelId, ChannelKind, Entry, EntryKind, ErrorCode, Position, Receipt, Seq};
+use std::collections::{HashMap, HashSet};
+
+/// Most entries per page of history or sync.
+pub const MAX_PAGE: u32 = 200;
+
+/// A page size from the client's `limit`: [`MAX_PAGE`] when absent, within 1..=MAX_PAGE.
+pub fn page_limit(limit: Option<u32>) -> u32 {
+    limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE)
+}
+
+/// The channels named in `positions` that the user no longer sees.
+pub fn removed(positions: &[Position], seen: &[ChannelId]) -> Vec<ChannelId> {
+    let seen: HashSet<&ChannelId> = seen.iter().collect();
+    positions.iter().filter(|p| !seen.contains(&p.channel)).map(|p| p.channel.clone()).collect()
+}
+
+/// `sync`.
+pub async fn sync(
+    g: &Gateway,
+    cx: Ctx<'_>,
+    ack: Ack,
+    positions: Vec<Position>,
+    limit: Option<u32>,
+) -> Result<Ack, CmdError> {
+    let limit = page_limit(limit);
+    let vis = access::visible(g, cx.dir, cx.me).await?;
+    let chans: Vec<ChannelId> = vis.iter().map(|(c, _, _)| c.clone()).collect();
+    let states = timed("summaries", g.store.summaries(&cx.me.id, &chans)).await?;
+    let pos: HashMap<&ChannelId, Seq> = positions.iter().map(|p| (&p.channel, p.seq)).collect();
+    let mut infos = Vec::with_capacity(vis.len());
+    for ((ch, title, a), st) in vis.iter().zip(states.iter()) {
+        let mut info = info(ch, title.clone(), a, st);
+        if let Some(after) = pos.get(ch).copied()
+            && after < st.last_seq
+        {
+            let (entries, more) = timed("history", g.store.history(ch, Some(after), None, limit)).await?;
+            info.entries = entries;
+            info.more = more;
+        }
+        infos.push(info);
+    }
+    Ok(Ack { channels: infos, removed: removed(&positions, &chans), ..ack })
+}
+
+/// `history`.
+pub async fn history(
+    g: &Gateway,
+    cx: Ctx<'_>,
+    ack: Ack,
+    channel: ChannelId,
+    after: Option<Seq>,
+    before: Option<Seq>,
+    limit: Option<u32>,
+) -> Result<Ack, CmdError> {
+    if after.is_some() && before.is_some() {
+        return Err(bad("give `after` or `before`, not both"));
+    }
+    let limit = page_limit(limit);
+    access::of(g, cx, &channel).await?;
+    let (entries, more) = timed("history", g.store.history(&channel, after, before, limit)).await?;
+    Ok(Ack { entries, more, ..ack })
+}
+
+/// `mark_read`.
+pub async fn mark_read(g: &Gateway, cx: Ctx<'_>, ack: Ack, channel: ChannelId, seq: Seq) -> Result<Ack, CmdError> {
+    access::of(g, cx, &channel).await?;
+    let s = timed("mark_read", g.store.mark_read(&cx.me.id, &channel, seq)).await?;
+    Ok(Ack { seq: Some(s), ..ack })
+}
+
+/// Decides `receipts`: who should have read `entry` (the readers whose markers the
+/// author sees), or why the asker may not see them. Authors see theirs; class
+/// moderators see any class message's.
+pub fn receipt_readers(
+    cx: Ctx<'_>,
+    a: &Access,
+    channel: &ChannelId,
+    entry: Option<Entry>,
+) -> Result<Vec<String>, CmdError> {
+    let Some(entry) = entry.filter(|e| matches!(e.kind, EntryKind::Message | EntryKind::Thread)) else {
+        return Err(CmdError::new(ErrorCode::NotFound, "no such message"));
+    };
+    if entry.author != cx.me.id && !(a.moderate && a.conv.is_none()) {
+        return Err(forbidden("read receipts are for the message's author"));
+    }
+    let mut readers: Vec<String> = match (&a.conv, channel.class().and_then(|c| cx.dir.class(c))) {
+        (Some(conv), _) => conv.members.clone(),
+        (None, Some(class)) => {
+            let mut v: Vec<String> = class.pupils.iter().cloned().collect();
+            if channel.kind() == ChannelKind::Announcements {
+                for p in &class.pupils {
+                    if let Some(u) = cx.dir.user(p) {
+                        v.extend(u.parents.iter().cloned());
+                    }
+                }
+            }
+            v
+        }
+        _ => Vec::new(),
+    };
+    readers.retain(|u| *u != entry.author);
+    readers.sort();
+    readers.dedup();
+    Ok(readers)
+}
+
+/// `receipts`.
+pub async fn receipts(g: &Gateway, cx: Ctx<'_>, ack: Ack, channel: ChannelId, seq: Seq) -> Result<Ack, CmdError> {
+    let a = access::of(g, cx, &channel).await?;
+    let entry = timed("entry", g.store.entry(&channel, seq)).await?;
+    let readers = receipt_readers(cx, &a, &channel, entry)?;
+    let marks = timed("read_markers", g.store.read_markers(&channel, &readers)).await?;
+    let receipts = readers.into_iter().zip(marks).map(|(user, m)| Receipt { user, read: m >= seq }).collect();
+    Ok(Ack { receipts, ..ack })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use preau_directory::{Directory, demo};
+
+    #[test]
+    fn page_limits_and_removed_channels() {
+        assert_eq!(page_limit(None), MAX_PAGE);
+        assert_eq!(page_limit(Some(0)), 1);
+        assert_eq!(page_limit(Some(10_000)), MAX_PAGE);
+        let p = |c: ChannelId| Position { channel: c, seq: 3 };
+        let gone = removed(&[p(ChannelId::forum("6A")), p(ChannelId::forum("5B"))], &[ChannelId::forum("6A")]);
+        assert_eq!(gone, vec![ChannelId::forum("5B")]);
+    }
+
+    #[test]
+    fn receipts_are_for_authors_and_class_moderators() {
+        let d = Directory::from_docs([demo::demo_doc()]).expect("demo");
+        let entry = |author: &str, kind| Entry {
+            seq: 1,
+            kind,
+            author: author.into(),
+            at: 0,
+            body: Some("x".into()),
+            title: None,
+            thread: None,
+            reply_to: None,
+            target: None,
+            locked: None,
+            pinned: None,
+            members: vec![],
+            joined: None,
+            edited: false,
+            deleted: false,
+            client_id: None,
+        };
+        let ann = ChannelId::announcements("6A");
+        let teacher = Ctx { dir: &d, me: d.user("t01").expect("t"), now_ms: 0 };
+        let pupil = Ctx { dir: &d, me: d.user("e001").expect("p"), now_ms: 0 };
+        let moder = Access { read: true, post: true, create_thread: false, moderate: true, conv: None };
+        let reader = Access { post: false, moderate: false, ..moder.clone() };
+        let r = receipt_readers(teacher, &moder, &ann, Some(entry("t01", EntryKind::Message))).expect("author");
+        // 25 pupils of 6A and their linked parents, never the author.
+        assert!(r.len() > 25 && r.contains(&"e001".to_string()) && r.contains(&"pa001".to_string()));
+        assert!(!r.contains(&"t01".to_string()));
+        let code = |r: Result<Vec<String>, CmdError>| r.map_err(|e| e.code).err();
+        assert_eq!(
+            code(receipt_readers(pupil, &reader, &ann, Some(entry("t01", EntryKind::Message)))),
+            Some(ErrorCode::Forbidden)
+        );
+        assert_eq!(code(receipt_readers(teacher, &moder, &ann, None)), Some(ErrorCode::NotFound));
+        assert_eq!(
+            code(receipt_readers(teacher, &moder, &ann, Some(entry("t01", EntryKind::Edit)))),
+            Some(ErrorCode::NotFound)
+        );
+    }
+}

@@ -1,0 +1,39 @@
+//! Room tickets for live classes: the directory decides the role
+//! ([`preau_directory::room_role`]); the gateway signs a short room token and names the
+//! SFU node that holds (or now claims) the room.
+
+use super::CmdError;
+use super::error::forbidden;
+use crate::service::Gateway;
+use preau_proto::ErrorCode;
+
+/// What a member needs to join a live class.
+#[derive(Debug, Clone)]
+pub struct RoomTicket {
+    /// Room token (audience `preau-sfu`).
+    pub token: String,
+    /// `host`, `participant` or `observer`.
+    pub role: &'static str,
+    /// Room id (`class:<class>`).
+    pub room: String,
+    /// Signaling URL of the SFU node hosting the room.
+    pub sfu: String,
+}
+
+/// A room ticket for `user` in the live session of `class`. `forbidden` for everyone
+/// the directory does not give a role, and for unknown classes alike.
+pub async fn ticket(g: &Gateway, user: &str, class: &str) -> Result<RoomTicket, CmdError> {
+    let dir = g.dir();
+    let me = dir.user(user).ok_or_else(|| forbidden("your account is no longer in the directory"))?;
+    let (room, role) = preau_directory::room_role(&dir, me, class)
+        .ok_or_else(|| forbidden("you may not join this class's live session"))?;
+    let issuer = g
+        .room_issuer
+        .as_ref()
+        .ok_or_else(|| CmdError::new(ErrorCode::Unavailable, "live classes are not configured on this server"))?;
+    let token = issuer.issue_room(&me.id, &me.name, &me.school, &room, role.as_str(), g.cfg.room_token_ttl);
+    // The SFU keys rooms by school and room, as the registry does.
+    let key = format!("{}/{room}", me.school);
+    let sfu = g.bus.place_room(&key).await.unwrap_or_else(|| g.cfg.sfu_url.clone());
+    Ok(RoomTicket { token, role: role.as_str(), room, sfu })
+}
