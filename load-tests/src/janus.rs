@@ -11,7 +11,7 @@
 use anyhow::{Context, anyhow, bail};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
-use preau_sfu::client::{Latency, Publication, Received, add_generated_tracks, api, record_tracks, spawn_text_writer};
+use preau_live::client::{Latency, Publication, Received, add_generated_tracks, api, record_tracks, spawn_text_writer};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;

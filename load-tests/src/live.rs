@@ -7,7 +7,7 @@
 use crate::{janus, percentiles, proc_sample};
 use anyhow::Context;
 use preau_auth::Issuer;
-use preau_sfu::client::{Latency, LiveClient, Publication, Received};
+use preau_live::client::{Latency, LiveClient, Publication, Received};
 use serde_json::json;
 use std::time::{Duration, Instant};
 

@@ -6,26 +6,70 @@
 //! Without IO, tested on simulated time:
 //! - [`room`]: room control: roles, waiting room, hands, grants, mute, remove, lock, end,
 //!   the host's grace period, capacity.
-//! - [`signal`]: the signaling messages (docs/protocol.md, "Live classes").
 //! - [`forward`]: per-subscriber simulcast layer choice, keyframe-gated switches, and
 //!   the sequence and timestamp rewriting that keeps a subscriber's stream continuous.
 //! - [`speaker`]: active speakers from the audio level extension, and last-N.
+//! - [`negotiator`]: the `sub` connection's offer/answer state.
+//! - [`admission`] (its pure parts), [`turn`] (TURN credentials), [`error`] (what a
+//!   client sees of a failure).
 //!
 //! With IO (thin drivers of the above):
+//! - [`node`]: [`Sfu`], one node: engines, verifier, rooms, registry entry.
+//! - [`room_task`]: one task per room; [`peer`]: one task per member.
 //! - [`media`]: webrtc-rs factories over one UDP port, published sources and their
 //!   reader tasks.
-//! - [`server`]: HTTP and signaling; one task per room, one per peer.
-//! - [`config`], [`metrics`]: flags and metric names.
-//! - [`client`]: a Rust live-class client publishing generated VP8 and Opus (tests, load).
+//! - [`http`]: the routes; [`config`], [`metrics`]: flags and metric names.
 //!
-//! The `preau-sfu` binary (src/main.rs) parses the flags and serves.
+//! The signaling types and the Rust live client are in `preau-live`. The `preau-sfu`
+//! binary (src/main.rs) parses the flags and calls [`run`].
 
-pub mod client;
+pub mod admission;
 pub mod config;
+pub mod error;
 pub mod forward;
+pub mod http;
 pub mod media;
 pub mod metrics;
+pub mod negotiator;
+pub mod node;
+pub mod peer;
 pub mod room;
-pub mod server;
-pub mod signal;
+pub mod room_task;
 pub mod speaker;
+pub mod turn;
+
+pub use node::Sfu;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Serves `listener` until `shutdown` resolves; then drains: readiness fails, placement
+/// avoids the node, and running classes go on until they end, `drain` passes, or
+/// `shutdown_again` resolves.
+pub async fn run(
+    listener: TcpListener,
+    sfu: Arc<Sfu>,
+    drain: Duration,
+    shutdown: impl Future<Output = ()>,
+    shutdown_again: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let server = tokio::spawn(axum::serve(listener, http::router(sfu.clone())).into_future());
+    shutdown.await;
+    // Classes in progress finish; new ones go to other nodes.
+    sfu.drain();
+    tracing::info!(peers = sfu.peer_count(), "draining: waiting for running classes to end");
+    let deadline = tokio::time::Instant::now() + drain;
+    let wait = async {
+        while sfu.peer_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = wait => {}
+        _ = shutdown_again => tracing::info!("second signal: stopping now"),
+    }
+    server.abort();
+    Ok(())
+}

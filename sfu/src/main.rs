@@ -1,8 +1,9 @@
-//! `preau-sfu`: the live-class media node.
+//! `preau-sfu`: parses the flags, sets up logs and metrics, binds, and calls
+//! [`preau_sfu::run`].
 
 use clap::Parser;
+use preau_sfu::Sfu;
 use preau_sfu::config::SfuConfig;
-use preau_sfu::server::{Sfu, router};
 use std::io::Write;
 
 /// Préau live-class SFU.
@@ -27,27 +28,12 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     let url = cfg.public_url(addr);
-    let cfg_drain = cfg.drain_seconds;
+    let drain = std::time::Duration::from_secs(cfg.drain_seconds);
     let sfu = Sfu::start(cfg, url.clone(), Some(prom)).await?;
     // Tests and scripts read this line to find the ports when listening on :0.
     println!("preau-sfu listening on http://{addr} udp {} signaling {url}", sfu.udp_addr());
     std::io::stdout().flush()?;
-    let drain = std::time::Duration::from_secs(cfg_drain);
-    let app = router(sfu.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    shutdown_signal().await;
-    // Classes in progress finish; new ones go to other nodes.
-    sfu.drain();
-    tracing::info!(peers = sfu.peer_count(), "draining: waiting for running classes to end");
-    let deadline = tokio::time::Instant::now() + drain;
-    while sfu.peer_count() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
-            _ = shutdown_signal() => break, // a second signal: now
-        }
-    }
-    server.abort();
-    Ok(())
+    preau_sfu::run(listener, sfu, drain, shutdown_signal(), shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -10,9 +10,10 @@
 use crate::forward::{Forward, LayerStat, Verdict, pick_layer, vp8_is_keyframe};
 use crate::metrics as m;
 use crate::room::{Media, PeerId};
-use crate::signal::Quality;
+use crate::room_task::now;
 use crate::speaker::{LevelReport, LevelWindow};
 use parking_lot::{Mutex, RwLock};
+use preau_live::signal::Quality;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,26 +39,7 @@ use webrtc::track::track_local::TrackLocalWriter;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_remote::TrackRemote;
 
-// Signaling's candidate and webrtc-rs's, both ways (the SFU and the client use both).
-impl From<webrtc::ice_transport::ice_candidate::RTCIceCandidateInit> for crate::signal::Candidate {
-    fn from(c: webrtc::ice_transport::ice_candidate::RTCIceCandidateInit) -> Self {
-        crate::signal::Candidate { candidate: c.candidate, sdp_mid: c.sdp_mid, sdp_m_line_index: c.sdp_mline_index }
-    }
-}
-
-impl From<crate::signal::Candidate> for webrtc::ice_transport::ice_candidate::RTCIceCandidateInit {
-    fn from(c: crate::signal::Candidate) -> Self {
-        Self {
-            candidate: c.candidate,
-            sdp_mid: c.sdp_mid,
-            sdp_mline_index: c.sdp_m_line_index,
-            username_fragment: None,
-        }
-    }
-}
-
-/// The audio level header extension (RFC 6464).
-pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+pub use preau_live::signal::AUDIO_LEVEL_URI;
 const SIMULCAST_URIS: [&str; 3] = [
     "urn:ietf:params:rtp-hdrext:sdes:mid",
     "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
@@ -190,6 +172,9 @@ const PLI_INTERVAL: Duration = Duration::from_millis(300);
 /// Where a source's readers report audio levels (to the room).
 pub type LevelSink = mpsc::Sender<(PeerId, LevelReport)>;
 
+/// Where a source's last reader reports that the source closed (to the room).
+pub type ClosedSink = mpsc::Sender<String>;
+
 /// One simulcast layer (or the only layer) of a source.
 #[derive(Debug)]
 struct Layer {
@@ -251,7 +236,7 @@ impl Source {
         allowed: bool,
     ) -> Arc<Source> {
         Arc::new(Source {
-            id: crate::signal::source_id(peer, media),
+            id: preau_live::signal::source_id(peer, media),
             peer,
             media,
             codec,
@@ -291,7 +276,7 @@ impl Source {
             ssrc: AtomicU64::new(u64::from(ssrc)),
             bytes: AtomicU64::new(0),
             packets: AtomicU64::new(0),
-            stat: Mutex::new((LayerStat::default(), 0, 0, Instant::now())),
+            stat: Mutex::new((LayerStat::default(), 0, 0, now())),
             last_pli: Mutex::new(None),
             pli_pending: AtomicBool::new(false),
         });
@@ -319,7 +304,7 @@ impl Source {
             match *last {
                 Some(t) if t.elapsed() < PLI_INTERVAL => Some(PLI_INTERVAL - t.elapsed()),
                 _ => {
-                    *last = Some(Instant::now());
+                    *last = Some(now());
                     None
                 }
             }
@@ -330,7 +315,7 @@ impl Source {
                 tokio::spawn(async move {
                     tokio::time::sleep(wait).await;
                     layer.pli_pending.store(false, Ordering::Release);
-                    *layer.last_pli.lock() = Some(Instant::now());
+                    *layer.last_pli.lock() = Some(now());
                     me.send_pli(&layer, idx).await;
                 });
             }
@@ -439,7 +424,7 @@ impl Source {
     /// Refreshes each layer's bitrate and activity from the byte counters; returns
     /// whether a layer turned on or off (then subscribers are re-targeted).
     fn measure(&self) -> bool {
-        let now = Instant::now();
+        let now = now();
         let mut changed = false;
         for l in self.layers.read().iter() {
             let bytes = l.bytes.load(Ordering::Relaxed);
@@ -462,7 +447,12 @@ impl Source {
     }
 
     /// Reads one layer of the published track until it ends, forwarding every packet.
-    pub async fn read_layer(self: Arc<Self>, track: Arc<TrackRemote>, levels: Option<(u8, LevelSink)>) {
+    pub async fn read_layer(
+        self: Arc<Self>,
+        track: Arc<TrackRemote>,
+        levels: Option<(u8, LevelSink)>,
+        closed: ClosedSink,
+    ) {
         let (layer, moved) = self.add_layer(track.rid(), track.ssrc());
         if moved {
             // Layers arrive in any order: indices held by subscribers are stale.
@@ -475,8 +465,8 @@ impl Source {
         self.readers.fetch_add(1, Ordering::AcqRel);
         let kind = if self.is_video() { "video" } else { "audio" };
         let mut window = LevelWindow::default();
-        let mut window_start = Instant::now();
-        let mut next_measure = Instant::now() + Duration::from_millis(500);
+        let mut window_start = now();
+        let mut next_measure = now() + Duration::from_millis(500);
         tracing::info!(source = %self.id, rid = track.rid(), ssrc = track.ssrc(), "layer started");
         while !self.is_closed() {
             let pkt = match track.read_rtp().await {
@@ -486,7 +476,7 @@ impl Source {
                     break;
                 }
             };
-            let now = Instant::now();
+            let now = now();
             let size = pkt.payload.len() as u64 + 12;
             layer.bytes.fetch_add(size, Ordering::Relaxed);
             layer.packets.fetch_add(1, Ordering::Relaxed);
@@ -545,6 +535,8 @@ impl Source {
         }
         if self.readers.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.close();
+            // If the room is busy, its next timer sweeps the source instead.
+            let _ = closed.try_send(self.id.clone());
         }
     }
 
@@ -559,6 +551,14 @@ impl Source {
     pub async fn retarget_peer(self: &Arc<Self>, peer: PeerId) {
         if let Some(s) = self.sub(peer) {
             self.retarget(&s).await;
+        }
+    }
+
+    /// A subscriber asked for a keyframe: ask the publisher for one of the layer that
+    /// subscriber receives.
+    pub async fn keyframe_for(self: &Arc<Self>, peer: PeerId) {
+        if let Some(l) = self.current_layer(peer) {
+            self.request_keyframe(l).await;
         }
     }
 

@@ -19,32 +19,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// A peer's id in the room (one per connection).
-pub type PeerId = u64;
-
-/// What a member may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// The teacher: moderates, publishes anything.
-    Host,
-    /// A pupil: publishes only what the host grants.
-    Participant,
-    /// Staff looking on: never publishes.
-    Observer,
-}
-
-/// A kind of track.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Media {
-    /// Microphone.
-    Audio,
-    /// Camera.
-    Video,
-    /// Screen share.
-    Screen,
-}
+pub use preau_live::signal::{Media, PeerId, Role};
 
 /// What a member may publish now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -554,6 +529,7 @@ impl Room {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // one real instant as the origin of simulated time
 mod tests {
     use super::*;
 

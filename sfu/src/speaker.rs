@@ -117,6 +117,18 @@ impl Speakers {
         v.into_iter().map(|(p, _)| p).collect()
     }
 
+    /// When the speakers change by themselves (a shown speaker's hold runs out), if
+    /// anyone is shown speaking: the room's driver arms a timer for it and then calls
+    /// [`Speakers::poll_change`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.shown
+            .0
+            .iter()
+            .filter_map(|p| self.peers.get(p)?.last_voice)
+            .map(|at| at + self.hold + Duration::from_millis(1))
+            .min()
+    }
+
     /// The speakers and the dominant one, when they changed since the last call.
     pub fn poll_change(&mut self, now: Instant) -> Option<(Vec<PeerId>, Option<PeerId>)> {
         let active = self.active(now);
@@ -158,6 +170,7 @@ pub fn last_n(publishers: &[PeerId], hosts: &[PeerId], recent: &[PeerId], n: usi
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // one real instant as the origin of simulated time
 mod tests {
     use super::*;
 
@@ -195,8 +208,11 @@ mod tests {
         s.observe(t1, 1, voice(127, 10));
         s.observe(t1, 2, voice(127, 10));
         assert_eq!(s.poll_change(t1), None, "a pause between words keeps the floor");
+        // The driver's timer: when both holds run out.
+        assert_eq!(s.poll_timeout(), Some(t0 + s.hold + Duration::from_millis(1)), "silence since t0");
         let t2 = t0 + Duration::from_millis(1600);
         assert_eq!(s.poll_change(t2), Some((vec![], None)));
+        assert_eq!(s.poll_timeout(), None, "nobody shown speaking: no timer");
         assert_eq!(s.recent(), vec![1, 2]);
         s.observe(t2, 2, voice(30, 10));
         assert_eq!(s.recent(), vec![2, 1], "the latest speaker first");

@@ -79,7 +79,7 @@ impl Chromium {
         let url = url.expect("chromium did not open its DevTools port within 30 s");
         let (ws, _) = tokio_tungstenite::connect_async(&url).await.expect("devtools");
         let (sink, mut stream) = ws.split();
-        let out = preau_sfu::client::spawn_text_writer(sink, 64);
+        let out = preau_live::client::spawn_text_writer(sink, 64);
         let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>> = Arc::new(Mutex::new(HashMap::new()));
         let p2 = pending.clone();
         tokio::spawn(async move {

@@ -7,7 +7,7 @@ mod common;
 
 use common::{KEY, Node};
 use preau_auth::Issuer;
-use preau_sfu::client::LiveClient;
+use preau_live::client::LiveClient;
 use serde_json::json;
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use preau_sfu::client::LiveClient;
+use preau_live::client::LiveClient;
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

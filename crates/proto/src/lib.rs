@@ -34,18 +34,26 @@ pub const SUBPROTOCOL_JSON: &str = "preau.v1.json";
 /// WebSocket subprotocol for MessagePack binary frames.
 pub const SUBPROTOCOL_MSGPACK: &str = "preau.v1.msgpack";
 
-/// WebSocket close codes the gateway uses (4000-4999 is the private range).
+/// WebSocket close codes of the gateway and of the live-class SFU (4000-4999 is the
+/// private range). One list for both, so a code means the same everywhere.
 pub mod close {
+    /// Normal: the client left, or the live class ended.
+    pub const NORMAL: u16 = 1000;
     /// The client did not read fast enough; its outbound queue overflowed. Resume.
     pub const SLOW_CONSUMER: u16 = 4008;
-    /// The token expired during the session. Get a new token and reconnect.
+    /// The token expired during the session (or, at the SFU, the room token is invalid or
+    /// expired). Get a new token and reconnect.
     pub const TOKEN_EXPIRED: u16 = 4001;
-    /// The user was removed from the directory.
+    /// The user was removed: from the directory (messaging), or from the live class by
+    /// its host, or refused at its waiting room.
     pub const ACCOUNT_REMOVED: u16 = 4003;
     /// Too many connections for this user or node.
     pub const TOO_MANY_CONNECTIONS: u16 = 4029;
     /// Too many bad frames in a row; the client is misbehaving.
     pub const PROTOCOL_ABUSE: u16 = 4002;
+    /// The live class is on another SFU node, or this node is full or restarting: ask
+    /// the gateway for a new room ticket.
+    pub const ELSEWHERE: u16 = 4009;
     /// The node is restarting: reconnect after the delay given in the `reconnect` frame.
     pub const SERVICE_RESTART: u16 = 1012;
 }

@@ -206,7 +206,8 @@ mod tests {
         let dm_conv = conv(&dm, "t01", &["pa051", "t01"]);
         let grp_conv = conv(&grp, "t01", &["e001", "t01"]);
         // (who, channel, facts, Some((post, moderate)) or None for refused)
-        let rows: Vec<(&str, &ChannelId, Facts, Option<(bool, bool)>, &str)> = vec![
+        type Row<'a> = (&'a str, &'a ChannelId, Facts, Option<(bool, bool)>, &'a str);
+        let rows: Vec<Row> = vec![
             ("e001", &forum, Facts::default(), Some((true, false)), "pupil in own forum"),
             ("e026", &forum, Facts::default(), None, "pupil in another class's forum"),
             ("t01", &forum, Facts::default(), Some((true, true)), "teacher moderates"),

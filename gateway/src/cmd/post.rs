@@ -194,7 +194,8 @@ mod tests {
         let forum = ChannelId::forum("6A");
         let dm = ChannelId::direct("e001", "e002");
         let code = |r: Result<Write, CmdError>| r.map(|_| ()).map_err(|e| e.code);
-        let rows: Vec<(&str, Send, Access, i64, Result<(), ErrorCode>)> = vec![
+        type Row<'a> = (&'a str, Send, Access, i64, Result<(), ErrorCode>);
+        let rows: Vec<Row> = vec![
             ("post in a thread", send(forum.clone(), Some(1), None), acc(true, false), 0, Ok(())),
             ("no thread in a forum", send(forum.clone(), None, None), acc(true, false), 0, Err(ErrorCode::BadRequest)),
             ("muted", send(forum.clone(), Some(1), None), acc(true, false), 2_000_000, Err(ErrorCode::Muted)),

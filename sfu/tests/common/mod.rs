@@ -5,8 +5,9 @@
 
 use clap::Parser;
 use preau_auth::Issuer;
+use preau_sfu::Sfu;
 use preau_sfu::config::SfuConfig;
-use preau_sfu::server::{Sfu, router};
+use preau_sfu::http::router;
 
 #[derive(Parser)]
 struct Cli {

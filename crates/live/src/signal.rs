@@ -9,9 +9,38 @@
 //! browser answers). Neither side ever offers on the other's connection, so offers never
 //! collide.
 
-use crate::room::{Media, PeerId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// A peer's id in the room (one per connection).
+pub type PeerId = u64;
+
+/// What a member may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The teacher: moderates, publishes anything.
+    Host,
+    /// A pupil: publishes only what the host grants.
+    Participant,
+    /// Staff looking on: never publishes.
+    Observer,
+}
+
+/// A kind of track.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Media {
+    /// Microphone.
+    Audio,
+    /// Camera.
+    Video,
+    /// Screen share.
+    Screen,
+}
+
+/// The audio level header extension (RFC 6464): who speaks.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 /// Which of a member's two peer connections a message is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,18 +174,141 @@ pub enum ClientCmd {
     Leave,
 }
 
-/// Why a message was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The stable codes of signaling errors (docs/protocol.md, section 9). Clients match on
+/// these; the message beside them is for people.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalCode {
+    /// The room token is missing, invalid or expired (close 4001).
+    Unauthorized,
+    /// The first message was not `join`.
+    NotJoined,
+    /// `join` twice.
+    AlreadyJoined,
+    /// Only the host (the teacher) may do this.
+    NotHost,
+    /// That peer is not in the room (or not waiting).
+    NotInRoom,
+    /// The class is full.
+    RoomFull,
+    /// The class is locked: nobody new gets in.
+    RoomLocked,
+    /// The class has ended.
+    RoomEnded,
+    /// The host has not granted this (microphone, camera, screen).
+    NotGranted,
+    /// That member cannot be given this (observers never publish; hosts are not moderated).
+    WrongRole,
+    /// You receive no such source.
+    UnknownSource,
+    /// An `answer` came with no offer waiting for it.
+    NoOffer,
+    /// That peer connection is not negotiated yet.
+    NoConnection,
+    /// The SDP could not be read or applied.
+    BadSdp,
+    /// The ICE candidate could not be used.
+    BadCandidate,
+    /// Not a JSON text message with a string `type`.
+    BadFrame,
+    /// No such message type.
+    UnknownCommand,
+    /// A known message with missing or malformed fields.
+    BadRequest,
+    /// The message is over 64 KiB.
+    TooLarge,
+    /// The class is live on another node, or this one is restarting: ask the gateway again (close 4009).
+    Elsewhere,
+    /// This node is full (close 4009).
+    NodeFull,
+    /// A service the SFU needs (the room registry) is unreachable: retry shortly.
+    Unavailable,
+    /// A peer connection failed: restart ICE.
+    ConnectionFailed,
+    /// Something failed inside the SFU; the details are in its log, not here.
+    Internal,
+}
+
+impl SignalCode {
+    /// Every code, for documentation checks.
+    pub const ALL: &[SignalCode] = &[
+        SignalCode::Unauthorized,
+        SignalCode::NotJoined,
+        SignalCode::AlreadyJoined,
+        SignalCode::NotHost,
+        SignalCode::NotInRoom,
+        SignalCode::RoomFull,
+        SignalCode::RoomLocked,
+        SignalCode::RoomEnded,
+        SignalCode::NotGranted,
+        SignalCode::WrongRole,
+        SignalCode::UnknownSource,
+        SignalCode::NoOffer,
+        SignalCode::NoConnection,
+        SignalCode::BadSdp,
+        SignalCode::BadCandidate,
+        SignalCode::BadFrame,
+        SignalCode::UnknownCommand,
+        SignalCode::BadRequest,
+        SignalCode::TooLarge,
+        SignalCode::Elsewhere,
+        SignalCode::NodeFull,
+        SignalCode::Unavailable,
+        SignalCode::ConnectionFailed,
+        SignalCode::Internal,
+    ];
+
+    /// The code as sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalCode::Unauthorized => "unauthorized",
+            SignalCode::NotJoined => "not_joined",
+            SignalCode::AlreadyJoined => "already_joined",
+            SignalCode::NotHost => "not_host",
+            SignalCode::NotInRoom => "not_in_room",
+            SignalCode::RoomFull => "room_full",
+            SignalCode::RoomLocked => "room_locked",
+            SignalCode::RoomEnded => "room_ended",
+            SignalCode::NotGranted => "not_granted",
+            SignalCode::WrongRole => "wrong_role",
+            SignalCode::UnknownSource => "unknown_source",
+            SignalCode::NoOffer => "no_offer",
+            SignalCode::NoConnection => "no_connection",
+            SignalCode::BadSdp => "bad_sdp",
+            SignalCode::BadCandidate => "bad_candidate",
+            SignalCode::BadFrame => "bad_frame",
+            SignalCode::UnknownCommand => "unknown_command",
+            SignalCode::BadRequest => "bad_request",
+            SignalCode::TooLarge => "too_large",
+            SignalCode::Elsewhere => "elsewhere",
+            SignalCode::NodeFull => "node_full",
+            SignalCode::Unavailable => "unavailable",
+            SignalCode::ConnectionFailed => "connection_failed",
+            SignalCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for SignalCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a message was refused: a stable code and a plain message (never a library's
+/// error text).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
 pub struct SignalError {
     /// Stable code.
-    pub code: &'static str,
+    pub code: SignalCode,
     /// Plain message.
     pub message: String,
 }
 
 impl SignalError {
     /// An error.
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: SignalCode, message: impl Into<String>) -> Self {
         SignalError { code, message: message.into() }
     }
 }
@@ -169,13 +321,16 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 /// could be read, so the client can match the error to its request.
 pub fn decode(text: &str) -> Result<ClientMsg, (Option<u64>, SignalError)> {
     if text.len() > MAX_MESSAGE {
-        return Err((None, SignalError::new("too_large", format!("messages are limited to {MAX_MESSAGE} bytes"))));
+        return Err((
+            None,
+            SignalError::new(SignalCode::TooLarge, format!("messages are limited to {MAX_MESSAGE} bytes")),
+        ));
     }
     let v: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| (None, SignalError::new("bad_frame", format!("not a JSON message: {e}"))))?;
+        .map_err(|e| (None, SignalError::new(SignalCode::BadFrame, format!("not a JSON message: {e}"))))?;
     let id = v.get("id").and_then(|i| i.as_u64());
     let Some(ty) = v.get("type").and_then(|t| t.as_str()).map(str::to_owned) else {
-        return Err((id, SignalError::new("bad_frame", "a message needs a string `type`")));
+        return Err((id, SignalError::new(SignalCode::BadFrame, "a message needs a string `type`")));
     };
     const KNOWN: &[&str] = &[
         "join",
@@ -196,12 +351,13 @@ pub fn decode(text: &str) -> Result<ClientMsg, (Option<u64>, SignalError)> {
         "leave",
     ];
     if !KNOWN.contains(&ty.as_str()) {
-        return Err((id, SignalError::new("unknown_command", format!("unknown message type `{ty}`"))));
+        return Err((id, SignalError::new(SignalCode::UnknownCommand, format!("unknown message type `{ty}`"))));
     }
-    serde_json::from_value(v).map_err(|e| (id, SignalError::new("bad_request", format!("malformed `{ty}`: {e}"))))
+    serde_json::from_value(v)
+        .map_err(|e| (id, SignalError::new(SignalCode::BadRequest, format!("malformed `{ty}`: {e}"))))
 }
 
-/// What the SFU sends besides room events ([`crate::room::Event`], sent as they are).
+/// What the SFU sends besides room events (the SFU's `room::Event`, sent as they are).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
@@ -216,7 +372,7 @@ pub enum ServerMsg {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
         /// Stable code.
-        code: String,
+        code: SignalCode,
         /// Plain message.
         message: String,
     },
@@ -225,7 +381,7 @@ pub enum ServerMsg {
         /// Your peer id in this room.
         peer: PeerId,
         /// Your role.
-        role: crate::room::Role,
+        role: Role,
         /// ICE servers to use (STUN/TURN), as `RTCIceServer` objects.
         ice_servers: Vec<serde_json::Value>,
     },
@@ -323,20 +479,25 @@ mod tests {
         ];
         for (s, id, code) in bad {
             let (eid, e) = decode(s).expect_err(s);
-            assert_eq!((eid, e.code), (id, code), "{s}");
+            assert_eq!((eid, e.code.as_str()), (id, code), "{s}");
             assert!(!e.message.is_empty());
         }
+        // Every code is documented for client authors.
+        let doc = include_str!("../../../docs/protocol.md");
+        for c in SignalCode::ALL {
+            assert!(doc.contains(&format!("`{c}`")), "docs/protocol.md names `{c}`");
+        }
         let huge = format!(r#"{{"type":"answer","sdp":"{}"}}"#, "a".repeat(MAX_MESSAGE));
-        assert_eq!(decode(&huge).expect_err("huge").1.code, "too_large");
+        assert_eq!(decode(&huge).expect_err("huge").1.code, SignalCode::TooLarge);
     }
 
     #[test]
     fn server_messages_have_the_documented_shape() {
         let v = serde_json::to_value(ServerMsg::Speakers { active: vec![3, 1], dominant: Some(3) }).expect("json");
         assert_eq!(v, serde_json::json!({"type":"speakers","active":[3,1],"dominant":3}));
-        let v =
-            serde_json::to_value(ServerMsg::Error { id: None, code: "x".into(), message: "y".into() }).expect("json");
-        assert_eq!(v, serde_json::json!({"type":"error","code":"x","message":"y"}));
+        let v = serde_json::to_value(ServerMsg::Error { id: None, code: SignalCode::NotHost, message: "y".into() })
+            .expect("json");
+        assert_eq!(v, serde_json::json!({"type":"error","code":"not_host","message":"y"}));
         assert_eq!(source_id(7, Media::Screen), "p7-screen");
     }
 }

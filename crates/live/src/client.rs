@@ -5,8 +5,8 @@
 //! The frames are not real video: each is one RTP packet whose VP8 payload descriptor
 //! and keyframe bit are right (the SFU reads nothing else), padded to the layer's size.
 
-use crate::forward::vp8_is_keyframe;
 use crate::signal::{Candidate, Pc};
+use crate::vp8::is_keyframe as vp8_is_keyframe;
 use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
@@ -63,8 +63,10 @@ pub type Latency = Arc<Mutex<hdrhistogram::Histogram<u64>>>;
 const STAMP: &[u8; 2] = b"PR";
 const STAMP_AT: usize = 11;
 
+/// Latency stamps are compared across processes on one host: the system clock.
 fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    use preau_proto::clock::Clock as _;
+    preau_proto::clock::SystemClock.now_us()
 }
 
 fn stamp(payload: &mut [u8]) {
@@ -91,7 +93,7 @@ pub fn api() -> anyhow::Result<API> {
         m.register_header_extension(RTCRtpHeaderExtensionCapability { uri: uri.into() }, RTPCodecType::Video, None)?;
     }
     m.register_header_extension(
-        RTCRtpHeaderExtensionCapability { uri: crate::media::AUDIO_LEVEL_URI.into() },
+        RTCRtpHeaderExtensionCapability { uri: crate::signal::AUDIO_LEVEL_URI.into() },
         RTPCodecType::Audio,
         None,
     )?;

@@ -126,7 +126,18 @@ struct Session {
     convs: Vec<ChannelId>,
 }
 
-#[derive(Debug)]
+/// The reading side's state.
+struct Reader {
+    /// Frames per second from this connection.
+    frames: TokenBucket,
+    /// Last frame of any kind from the client (the idle timeout).
+    last_seen: Instant,
+    /// Refused frames in a row.
+    strikes: u32,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     ClientClosed,
     SocketError,
@@ -162,6 +173,37 @@ impl Session {
         Ok(vis)
     }
 
+    /// Subscribes, announces presence, says hello. Subscribing comes first, so nothing
+    /// published between the client's sync and its subscription can fall in between.
+    async fn greet<K: Sink<Message, Error = axum::Error> + Unpin>(
+        &mut self,
+        sink: &mut K,
+        me: &UserRec,
+        first: bool,
+    ) -> Result<(), End> {
+        let vis = match Box::pin(self.subscribe_visible()).await {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = self.send(sink, &error_frame(None, &e)).await;
+                return Err(End::AccountRemoved);
+            }
+        };
+        for (ch, _, _) in &vis {
+            self.g.hub.subscribe(&self.handle, ch);
+        }
+        if first {
+            self.g.publish_presence(&self.user, &self.convs, true);
+        }
+        let hello = ServerFrame::Hello {
+            version: PROTOCOL_VERSION,
+            user: me.id.clone(),
+            profile: me.profile.as_str().to_owned(),
+            school: me.school.clone(),
+            limits: self.g.limits(),
+        };
+        self.send(sink, &hello).await
+    }
+
     async fn drive<K, T>(
         &mut self,
         sink: &mut K,
@@ -174,38 +216,16 @@ impl Session {
         K: Sink<Message, Error = axum::Error> + Unpin,
         T: Stream<Item = Result<Message, axum::Error>> + Unpin,
     {
-        // Subscribe before saying hello, so nothing published between the client's sync
-        // and its subscription can fall in between.
-        let vis = match Box::pin(self.subscribe_visible()).await {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = self.send(sink, &error_frame(None, &e)).await;
-                return End::AccountRemoved;
-            }
-        };
-        for (ch, _, _) in &vis {
-            self.g.hub.subscribe(&self.handle, ch);
-        }
-        if first {
-            self.g.publish_presence(&self.user, &self.convs, true);
-        }
-        let me = start.user.clone();
-        let hello = ServerFrame::Hello {
-            version: PROTOCOL_VERSION,
-            user: me.id.clone(),
-            profile: me.profile.as_str().to_owned(),
-            school: me.school.clone(),
-            limits: self.g.limits(),
-        };
-        if let Err(e) = self.send(sink, &hello).await {
+        if let Err(e) = self.greet(sink, &start.user, first).await {
             return e;
         }
-        let now_secs = preau_auth::now_secs();
-        let expires = Instant::now() + Duration::from_secs(start.exp.saturating_sub(now_secs));
-        let mut frames =
-            TokenBucket::new(self.g.cfg.frames_per_second, self.g.cfg.frames_per_second * 4, Instant::now());
-        let mut last_seen = Instant::now();
-        let mut strikes = 0u32;
+        // The token's wall-clock expiry, turned into the session's (pausable) clock.
+        let expires = Instant::now() + Duration::from_secs(start.exp.saturating_sub(self.g.clock.now_secs()));
+        let mut reader = Reader {
+            frames: TokenBucket::new(self.g.cfg.frames_per_second, self.g.cfg.frames_per_second * 4, Instant::now()),
+            last_seen: Instant::now(),
+            strikes: 0,
+        };
         let mut heartbeat = tokio::time::interval(PING_AFTER);
         heartbeat.tick().await;
         // Created once, not per loop turn: a timer entry and a waiter registration per
@@ -216,85 +236,107 @@ impl Session {
         let wake = handle.wake.notified();
         tokio::pin!(wake);
         loop {
-            tokio::select! {
+            let turn = tokio::select! {
                 // Fixed order: control first, then queued frames, then the socket. A
                 // wake-up for a delivery then never polls the socket for reading, which in
                 // tungstenite costs zeroing the read buffer each time. Reading still runs
                 // whenever the queue is empty, which a batch of 64 makes frequent.
                 biased;
-                _ = start.shutdown.changed() => {
-                    let after = reconnect_delay(self.g.cfg.reconnect_jitter_ms);
-                    let f = ServerFrame::Reconnect { after_ms: after.as_millis() as u64, reason: "node restarting".into() };
-                    let _ = self.send(sink, &f).await;
-                    let _ = sink.send(close_msg(close::SERVICE_RESTART, "node restarting; reconnect")).await;
-                    return End::Shutdown;
-                }
+                _ = start.shutdown.changed() => Err(self.restarting(sink).await),
                 _ = &mut wake => {
                     wake.set(handle.wake.notified());
-                    if self.handle.flag() == Some(Flag::SlowConsumer) {
-                        return slow_consumer(sink).await;
-                    }
-                    if self.handle.take_recheck()
-                        && let Err(e) = Box::pin(self.recheck(sink)).await
-                    {
-                        return e;
-                    }
+                    self.woken(sink).await
                 }
-                Some(f) = rx.recv() => {
-                    // Most batches complete at once: only a write that has to wait gets the
-                    // stall timer.
-                    let done = {
-                        let mut write = std::pin::pin!(self.write_batch(sink, f, &mut rx));
-                        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
-                        match first {
-                            std::task::Poll::Ready(r) => Ok(r),
-                            std::task::Poll::Pending => tokio::time::timeout(WRITE_STALL, write).await,
-                        }
-                    };
-                    match done {
-                        Ok(Ok(())) => {}
-                        Ok(Err(End::SlowConsumer)) | Err(_) => return slow_consumer(sink).await,
-                        Ok(Err(e)) => return e,
-                    }
-                }
-                msg = stream.next() => {
-                    let msg = match msg {
-                        Some(Ok(m)) => m,
-                        Some(Err(e)) => return read_error(sink, e).await,
-                        None => return End::ClientClosed,
-                    };
-                    last_seen = Instant::now();
-                    let (bytes, enc) = match msg {
-                        Message::Text(t) => (Bytes::from(t), Encoding::Json),
-                        Message::Binary(b) => (b, self.enc),
-                        Message::Close(_) => return End::ClientClosed,
-                        Message::Ping(_) | Message::Pong(_) => continue,
-                    };
-                    metrics::counter!(m::FRAMES_IN).increment(1);
-                    let ok = match Box::pin(self.command(sink, &bytes, enc, &mut frames)).await {
-                        Ok(ok) => ok,
-                        Err(e) => return e,
-                    };
-                    strikes = if ok { 0 } else { strikes + 1 };
-                    if strikes >= ABUSE_LIMIT {
-                        let _ = sink.send(close_msg(close::PROTOCOL_ABUSE, "too many bad frames")).await;
-                        return End::Abuse;
-                    }
-                }
+                Some(f) = rx.recv() => self.queued(sink, f, &mut rx).await,
+                msg = stream.next() => self.read(sink, msg, &mut reader).await,
                 _ = &mut expiry => {
                     let _ = sink.send(close_msg(close::TOKEN_EXPIRED, "token expired; reconnect with a new one")).await;
-                    return End::TokenExpired;
+                    Err(End::TokenExpired)
                 }
                 _ = heartbeat.tick() => {
-                    if last_seen.elapsed() > IDLE_LIMIT {
-                        return End::Idle;
-                    }
-                    if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                        return End::SocketError;
+                    if reader.last_seen.elapsed() > IDLE_LIMIT {
+                        Err(End::Idle)
+                    } else {
+                        sink.send(Message::Ping(Bytes::new())).await.map_err(|_| End::SocketError)
                     }
                 }
+            };
+            if let Err(end) = turn {
+                return end;
             }
         }
+    }
+
+    /// The node is draining: a jittered `reconnect`, then 1012.
+    async fn restarting<K: Sink<Message, Error = axum::Error> + Unpin>(&self, sink: &mut K) -> End {
+        let after = reconnect_delay(self.g.cfg.reconnect_jitter_ms);
+        let f = ServerFrame::Reconnect { after_ms: after.as_millis() as u64, reason: "node restarting".into() };
+        let _ = self.send(sink, &f).await;
+        let _ = sink.send(close_msg(close::SERVICE_RESTART, "node restarting; reconnect")).await;
+        End::Shutdown
+    }
+
+    /// The hub woke the session: it overflowed (slow consumer), or the directory changed.
+    async fn woken<K: Sink<Message, Error = axum::Error> + Unpin>(&mut self, sink: &mut K) -> Result<(), End> {
+        if self.handle.flag() == Some(Flag::SlowConsumer) {
+            return Err(slow_consumer(sink).await);
+        }
+        if self.handle.take_recheck() {
+            Box::pin(self.recheck(sink)).await?;
+        }
+        Ok(())
+    }
+
+    /// Queued frames to write. Most batches complete at once: only a write that has to
+    /// wait gets the stall timer.
+    async fn queued<K: Sink<Message, Error = axum::Error> + Unpin>(
+        &self,
+        sink: &mut K,
+        f: Arc<SharedFrame>,
+        rx: &mut mpsc::Receiver<Arc<SharedFrame>>,
+    ) -> Result<(), End> {
+        let done = {
+            let mut write = std::pin::pin!(self.write_batch(sink, f, rx));
+            let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+            match first {
+                std::task::Poll::Ready(r) => Ok(r),
+                std::task::Poll::Pending => tokio::time::timeout(WRITE_STALL, write).await,
+            }
+        };
+        match done {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(End::SlowConsumer)) | Err(_) => Err(slow_consumer(sink).await),
+            Ok(Err(e)) => Err(e),
+        }
+    }
+
+    /// What the socket gave: a command to run, a close, or an error.
+    async fn read<K: Sink<Message, Error = axum::Error> + Unpin>(
+        &mut self,
+        sink: &mut K,
+        msg: Option<Result<Message, axum::Error>>,
+        r: &mut Reader,
+    ) -> Result<(), End> {
+        let msg = match msg {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return Err(read_error(sink, e).await),
+            None => return Err(End::ClientClosed),
+        };
+        r.last_seen = Instant::now();
+        let (bytes, enc) = match msg {
+            Message::Text(t) => (Bytes::from(t), Encoding::Json),
+            Message::Binary(b) => (b, self.enc),
+            Message::Close(_) => return Err(End::ClientClosed),
+            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+        };
+        metrics::counter!(m::FRAMES_IN).increment(1);
+        let ok = Box::pin(self.command(sink, &bytes, enc, &mut r.frames)).await?;
+        r.strikes = if ok { 0 } else { r.strikes + 1 };
+        if r.strikes >= ABUSE_LIMIT {
+            let _ = sink.send(close_msg(close::PROTOCOL_ABUSE, "too many bad frames")).await;
+            return Err(End::Abuse);
+        }
+        Ok(())
     }
 
     /// Writes a frame and whatever else is queued (up to a batch), then flushes once.
@@ -392,3 +434,6 @@ impl Session {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

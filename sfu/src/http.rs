@@ -1,0 +1,59 @@
+//! The node's HTTP routes: the signaling WebSocket, probes, metrics and the classroom
+//! page.
+
+use crate::node::Sfu;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use preau_live::signal;
+use std::sync::Arc;
+
+/// The classroom page (also served by the gateway).
+pub const CLASSROOM_HTML: &str = include_str!("../static/classroom.html");
+
+#[derive(serde::Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+}
+
+async fn ws(State(sfu): State<Arc<Sfu>>, Query(q): Query<WsQuery>, up: WebSocketUpgrade) -> Response {
+    up.max_message_size(signal::MAX_MESSAGE).on_upgrade(move |ws| crate::peer::session(sfu, ws, q.token))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(sfu): State<Arc<Sfu>>) -> Response {
+    if sfu.ready() {
+        axum::Json(serde_json::json!({"ready": true})).into_response()
+    } else {
+        let body = serde_json::json!({"ready": false, "draining": sfu.is_draining()});
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    }
+}
+
+async fn metrics_page(State(sfu): State<Arc<Sfu>>) -> Response {
+    match &sfu.prom {
+        Some(h) => h.render().into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are off").into_response(),
+    }
+}
+
+async fn classroom() -> Html<&'static str> {
+    Html(CLASSROOM_HTML)
+}
+
+/// The node's HTTP routes.
+pub fn router(sfu: Arc<Sfu>) -> axum::Router {
+    axum::Router::new()
+        .route("/ws", get(ws))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_page))
+        .route("/classroom", get(classroom))
+        .route("/", get(|| async { Redirect::temporary("/classroom") }))
+        .with_state(sfu)
+}

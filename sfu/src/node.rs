@@ -1,0 +1,169 @@
+//! One SFU node: its webrtc-rs engines over one UDP port, the room-token verifier, the
+//! live rooms (one task each, started on first join) and its entry in the registry.
+
+use crate::config::SfuConfig;
+use crate::error::registry_unavailable;
+use crate::media::{Engines, NetConfig};
+use crate::metrics as m;
+use crate::room::RoomConfig;
+use crate::room_task::{self, RoomRef};
+use parking_lot::Mutex;
+use preau_auth::Verifier;
+use preau_bus::Bus;
+use preau_live::signal::{SignalCode, SignalError};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// One SFU node.
+pub struct Sfu {
+    pub(crate) cfg: SfuConfig,
+    pub(crate) engines: Engines,
+    pub(crate) verifier: Verifier,
+    /// Live rooms by `school/room`. Locked only to find or start a room, never on the
+    /// media or signaling path.
+    rooms: Mutex<HashMap<String, Arc<RoomRef>>>,
+    next_peer: AtomicU64,
+    peers: AtomicU64,
+    pub(crate) bus: Option<Arc<preau_bus::redis::RedisBus>>,
+    pub(crate) prom: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    draining: AtomicBool,
+}
+
+impl Sfu {
+    /// Binds the UDP port, loads the room key, joins the registry when `--redis` is set.
+    pub async fn start(
+        cfg: SfuConfig,
+        public_url: String,
+        prom: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> anyhow::Result<Arc<Sfu>> {
+        let engines = Engines::new(&NetConfig { udp: cfg.udp, public_ips: cfg.public_ip.clone() }).await?;
+        let verifier = match &cfg.room_public_key {
+            Some(pem) => {
+                let alg = preau_auth::parse_algorithm(&cfg.room_alg)?;
+                let key = std::fs::read(pem).map_err(|e| anyhow::anyhow!("room public key {}: {e}", pem.display()))?;
+                Verifier::from_pem(alg, &key)?
+            }
+            None => {
+                let key = std::fs::read(&cfg.room_key_file).map_err(|e| {
+                    anyhow::anyhow!(
+                        "room key {}: {e} (start the gateway first in development mode, or pass --room-public-key)",
+                        cfg.room_key_file.display()
+                    )
+                })?;
+                Verifier::hs256(&key)
+            }
+        };
+        let bus = match &cfg.redis {
+            Some(url) => Some(preau_bus::redis::RedisBus::connect(url, &cfg.node_id, "sfu", &public_url).await?),
+            None => None,
+        };
+        Ok(Arc::new(Sfu {
+            cfg,
+            engines,
+            verifier,
+            rooms: Mutex::new(HashMap::new()),
+            next_peer: AtomicU64::new(1),
+            peers: AtomicU64::new(0),
+            bus,
+            prom,
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    /// The UDP address media uses.
+    pub fn udp_addr(&self) -> std::net::SocketAddr {
+        self.engines.udp_addr
+    }
+
+    fn set_load(&self) {
+        let peers = self.peers.load(Ordering::Relaxed);
+        metrics::gauge!(m::PEERS).set(peers as f64);
+        if let Some(b) = &self.bus {
+            // A draining node looks full, so placement sends new classes elsewhere.
+            b.set_load(if self.is_draining() { u64::MAX / 2 } else { peers });
+        }
+    }
+
+    /// Peers connected now.
+    pub fn peer_count(&self) -> u64 {
+        self.peers.load(Ordering::Relaxed)
+    }
+
+    /// Whether the node is full.
+    pub fn is_full(&self) -> bool {
+        self.peer_count() >= self.cfg.max_peers
+    }
+
+    /// Whether the node is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether the node takes new peers: registry reachable, not draining, not full.
+    pub fn ready(&self) -> bool {
+        self.bus.as_ref().is_none_or(|b| b.healthy()) && !self.is_draining() && !self.is_full()
+    }
+
+    /// Stops taking new rooms (SIGTERM): readiness fails, placement avoids this node;
+    /// running classes go on until they end or the drain time runs out.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.set_load();
+    }
+
+    /// A new peer id on this node.
+    pub(crate) fn new_peer(&self) -> u64 {
+        self.next_peer.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A peer joined a room (counted for load and readiness).
+    pub(crate) fn peer_joined(&self) {
+        self.peers.fetch_add(1, Ordering::Relaxed);
+        self.set_load();
+    }
+
+    /// A peer left.
+    pub(crate) fn peer_left(&self) {
+        self.peers.fetch_sub(1, Ordering::Relaxed);
+        self.set_load();
+    }
+
+    /// A room task ended.
+    pub(crate) fn room_closed(&self, key: &str) {
+        self.rooms.lock().remove(key);
+    }
+
+    /// The room task for `key`, started on first use; `elsewhere` when the registry
+    /// places the room on another node or this one is draining.
+    pub(crate) async fn room(self: &Arc<Self>, key: &str) -> Result<Arc<RoomRef>, SignalError> {
+        if let Some(r) = self.rooms.lock().get(key).filter(|r| r.is_open()) {
+            return Ok(r.clone());
+        }
+        if self.is_draining() {
+            return Err(SignalError::new(SignalCode::Elsewhere, "this node is restarting: ask the gateway again"));
+        }
+        if let Some(bus) = &self.bus {
+            match bus.hold_room(key).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(SignalError::new(
+                        SignalCode::Elsewhere,
+                        "this class is live on another node: ask the gateway again",
+                    ));
+                }
+                Err(e) => return Err(registry_unavailable(e)),
+            }
+        }
+        let mut rooms = self.rooms.lock();
+        if let Some(r) = rooms.get(key).filter(|r| r.is_open()) {
+            return Ok(r.clone());
+        }
+        let capacity = if key.contains("/assembly:") { self.cfg.assembly_capacity } else { self.cfg.class_capacity };
+        let rc = RoomConfig { capacity, host_grace: Duration::from_secs(self.cfg.host_grace), waiting_room: true };
+        let r = room_task::spawn(self.clone(), key.to_owned(), rc);
+        rooms.insert(key.to_owned(), r.clone());
+        Ok(r)
+    }
+}

@@ -1,0 +1,446 @@
+//! The room task: the only writer of a room's state. It owns the [`Room`] (control),
+//! the published sources, the speakers and last-N; peers talk to it through
+//! [`RoomRef`], and it talks back through each peer's channel. Media never goes through
+//! it: packets flow from a source's reader tasks straight to subscribers' tracks.
+//!
+//! It sleeps until the next thing due: the room's own deadline
+//! ([`Room::poll_timeout`], the host's grace period), a speaker's hold running out
+//! ([`Speakers::poll_timeout`]), or the registry claim's refresh.
+
+use crate::media::{ClosedSink, LevelSink, Source};
+use crate::metrics as m;
+use crate::node::Sfu;
+use crate::room::{Event, Media, PeerId, Role, Room, RoomConfig, RoomError};
+use crate::speaker::{LevelReport, Speakers, last_n};
+use preau_live::signal::{ClientCmd, ServerMsg, SignalCode, SignalError, SourceInfo};
+use preau_proto::close;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Messages waiting for the room task. Bounded: a peer that sends faster than the room
+/// handles waits on `send` (its own task only).
+const ROOM_QUEUE: usize = 1024;
+/// Audio level reports waiting (five per second per speaker); when full, readers drop
+/// reports, never media.
+const LEVEL_QUEUE: usize = 1024;
+/// Closed-source notices waiting; when full, the source is swept at the next timer.
+const CLOSED_QUEUE: usize = 256;
+/// Signaling messages waiting for a peer task; a peer this far behind is dropped (4008).
+pub const PEER_QUEUE: usize = 1024;
+/// How often a live room's claim in the registry is refreshed (it expires after 60 s).
+const HOLD_EVERY: Duration = Duration::from_secs(20);
+
+/// The room's clock: tokio's, so tests on paused time drive it.
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Messages to a room task.
+pub(crate) enum RoomMsg {
+    Join {
+        peer: PeerId,
+        user: String,
+        name: String,
+        role: Role,
+        tx: mpsc::Sender<PeerCmd>,
+        reply: oneshot::Sender<Result<(), RoomError>>,
+    },
+    Control {
+        peer: PeerId,
+        cmd: ClientCmd,
+        reply: oneshot::Sender<Result<(), SignalError>>,
+    },
+    MayPublish {
+        peer: PeerId,
+        media: Vec<Media>,
+        reply: oneshot::Sender<Result<(), RoomError>>,
+    },
+    SourceAdded(Arc<Source>),
+    Leave {
+        peer: PeerId,
+    },
+}
+
+/// Messages to a peer task.
+pub(crate) enum PeerCmd {
+    Text(Arc<str>),
+    Subscribe {
+        source: Arc<Source>,
+        forwarded: bool,
+    },
+    Unsubscribe(String),
+    /// Last-N turned a source's video on or off for this member.
+    Forward(String, bool),
+    Close {
+        code: u16,
+        reason: String,
+    },
+}
+
+/// How peers reach a room task.
+pub(crate) struct RoomRef {
+    pub tx: mpsc::Sender<RoomMsg>,
+    pub levels: LevelSink,
+    pub closed: ClosedSink,
+}
+
+impl RoomRef {
+    /// Whether the room task still runs.
+    pub fn is_open(&self) -> bool {
+        !self.tx.is_closed()
+    }
+}
+
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> Arc<str> {
+    serde_json::to_string(v)
+        .unwrap_or_else(|_| r#"{"type":"error","code":"internal","message":"encoding"}"#.into())
+        .into()
+}
+
+/// Starts the task of room `key`.
+pub(crate) fn spawn(sfu: Arc<Sfu>, key: String, cfg: RoomConfig) -> Arc<RoomRef> {
+    let (tx, rx) = mpsc::channel(ROOM_QUEUE);
+    let (levels, lrx) = mpsc::channel(LEVEL_QUEUE);
+    let (closed, crx) = mpsc::channel(CLOSED_QUEUE);
+    metrics::gauge!(m::ROOMS).increment(1.0);
+    let t = RoomTask {
+        sfu,
+        key,
+        room: Room::new(cfg, now()),
+        peers: HashMap::new(),
+        sources: Vec::new(),
+        speakers: Speakers::default(),
+        laid_out_for: Vec::new(),
+    };
+    tokio::spawn(t.run(rx, lrx, crx));
+    Arc::new(RoomRef { tx, levels, closed })
+}
+
+struct PeerLink {
+    tx: mpsc::Sender<PeerCmd>,
+    role: Role,
+    admitted: bool,
+    /// Source id to forwarded (last-N), as last told to the peer.
+    sources: BTreeMap<String, bool>,
+}
+
+struct RoomTask {
+    sfu: Arc<Sfu>,
+    key: String,
+    room: Room,
+    peers: HashMap<PeerId, PeerLink>,
+    sources: Vec<Arc<Source>>,
+    speakers: Speakers,
+    /// Who spoke last, as of the last last-N layout.
+    laid_out_for: Vec<PeerId>,
+}
+
+impl RoomTask {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<RoomMsg>,
+        mut levels: mpsc::Receiver<(PeerId, LevelReport)>,
+        mut closed: mpsc::Receiver<String>,
+    ) {
+        tracing::info!(room = %self.key, "room opened");
+        let mut next_hold = tokio::time::Instant::now() + HOLD_EVERY;
+        loop {
+            let due = [self.room.poll_timeout(), self.speakers.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .map(tokio::time::Instant::from_std)
+                .fold(next_hold, |a, b| a.min(b));
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    self.on_msg(msg).await;
+                }
+                Some((peer, r)) = levels.recv() => {
+                    let now = now();
+                    self.speakers.observe(now, peer, r);
+                    self.speakers_changed(now).await;
+                }
+                Some(id) = closed.recv() => self.remove_source(&id),
+                _ = tokio::time::sleep_until(due) => {
+                    let now = now();
+                    self.room.handle_timeout(now);
+                    self.sweep_closed();
+                    self.speakers_changed(now).await;
+                    if tokio::time::Instant::now() >= next_hold {
+                        next_hold = tokio::time::Instant::now() + HOLD_EVERY;
+                        if let Some(b) = &self.sfu.bus {
+                            let _ = b.hold_room(&self.key).await;
+                        }
+                    }
+                }
+            }
+            self.flush().await;
+            if self.room.is_ended().is_some() {
+                let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+                for id in ids {
+                    self.send(id, PeerCmd::Close { code: close::NORMAL, reason: "the class has ended".into() });
+                }
+                break;
+            }
+        }
+        for s in &self.sources {
+            s.close();
+        }
+        metrics::gauge!(m::TRACKS).decrement(self.sources.len() as f64);
+        self.sfu.room_closed(&self.key);
+        if let Some(b) = &self.sfu.bus {
+            b.release_room(&self.key).await;
+        }
+        metrics::gauge!(m::ROOMS).decrement(1.0);
+        tracing::info!(room = %self.key, "room closed");
+    }
+
+    async fn on_msg(&mut self, msg: RoomMsg) {
+        match msg {
+            RoomMsg::Join { peer, user, name, role, tx, reply } => {
+                self.peers.insert(peer, PeerLink { tx, role, admitted: false, sources: BTreeMap::new() });
+                let r = self.room.handle_join(now(), peer, &user, &name, role);
+                if r.is_err() {
+                    self.peers.remove(&peer);
+                }
+                let _ = reply.send(r);
+            }
+            RoomMsg::Control { peer, cmd, reply } => {
+                let r = self.control(peer, cmd).await;
+                let _ = reply.send(r);
+            }
+            RoomMsg::MayPublish { peer, media, reply } => {
+                let r = media.iter().try_for_each(|m| self.room.may_publish(peer, *m));
+                let _ = reply.send(r);
+            }
+            RoomMsg::SourceAdded(s) => self.add_source(s).await,
+            RoomMsg::Leave { peer } => {
+                self.peers.remove(&peer);
+                let _ = self.room.handle_leave(now(), peer);
+                self.drop_peer_media(peer);
+            }
+        }
+    }
+
+    fn send(&mut self, peer: PeerId, cmd: PeerCmd) {
+        let Some(p) = self.peers.get(&peer) else { return };
+        if let Err(mpsc::error::TrySendError::Full(_)) = p.tx.try_send(cmd) {
+            // A peer that does not read its signaling is dropped, not waited for.
+            tracing::warn!(peer, "peer too slow on signaling: dropped");
+            let _ = p.tx.try_send(PeerCmd::Close { code: close::SLOW_CONSUMER, reason: "too slow".into() });
+            self.peers.remove(&peer);
+            let _ = self.room.handle_leave(now(), peer);
+        }
+    }
+
+    fn broadcast_admitted(&mut self, text: Arc<str>) {
+        let ids: Vec<PeerId> = self.peers.iter().filter(|(_, p)| p.admitted).map(|(id, _)| *id).collect();
+        for id in ids {
+            self.send(id, PeerCmd::Text(text.clone()));
+        }
+    }
+
+    /// Sends the room's outputs and applies what they mean for media.
+    async fn flush(&mut self) {
+        while let Some(out) = self.room.poll_output() {
+            match &out.event {
+                Event::Admitted { .. } => {
+                    if let Some(to) = out.to
+                        && let Some(p) = self.peers.get_mut(&to)
+                    {
+                        p.admitted = true;
+                    }
+                }
+                Event::Grants { peer, grants } => {
+                    for s in self.sources.iter().filter(|s| s.peer == *peer) {
+                        let on = match s.media {
+                            Media::Audio => grants.audio,
+                            Media::Video => grants.video,
+                            Media::Screen => grants.screen,
+                        };
+                        s.allowed.store(on, Ordering::Release);
+                        if !on && s.media == Media::Audio {
+                            self.speakers.forget(*peer);
+                        }
+                    }
+                }
+                Event::Left { peer } => self.drop_peer_media(*peer),
+                _ => {}
+            }
+            let text = json(&out.event);
+            match out.to {
+                Some(to) => self.send(to, PeerCmd::Text(text)),
+                None => self.broadcast_admitted(text),
+            }
+            if let (Event::Admitted { .. }, Some(to)) = (&out.event, out.to) {
+                // Everything already published reaches the newcomer.
+                for s in self.sources.clone() {
+                    if s.peer != to {
+                        self.subscribe(to, &s);
+                    }
+                }
+                self.relayout().await;
+            }
+            if let (Event::Refused { .. }, Some(to)) = (&out.event, out.to) {
+                self.drop_peer_media(to);
+                self.send(to, PeerCmd::Close { code: close::ACCOUNT_REMOVED, reason: "refused".into() });
+                self.peers.remove(&to);
+            }
+        }
+    }
+
+    fn subscribe(&mut self, peer: PeerId, s: &Arc<Source>) {
+        let forwarded = s.media != Media::Video || self.video_chosen().contains(&s.peer);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.sources.insert(s.id.clone(), forwarded);
+        }
+        self.send(peer, PeerCmd::Subscribe { source: s.clone(), forwarded });
+        self.tell_sources(peer);
+    }
+
+    fn tell_sources(&mut self, peer: PeerId) {
+        let Some(p) = self.peers.get(&peer) else { return };
+        let sources = p
+            .sources
+            .iter()
+            .filter_map(|(id, fwd)| {
+                let s = self.sources.iter().find(|s| &s.id == id)?;
+                Some((id.clone(), SourceInfo { peer: s.peer, media: s.media, forwarded: *fwd }))
+            })
+            .collect();
+        self.send(peer, PeerCmd::Text(json(&ServerMsg::Sources { sources })));
+    }
+
+    /// Whose video is forwarded (last-N).
+    fn video_chosen(&self) -> Vec<PeerId> {
+        let publishers: Vec<PeerId> =
+            self.sources.iter().filter(|s| s.media == Media::Video && !s.is_closed()).map(|s| s.peer).collect();
+        let hosts: Vec<PeerId> = self.peers.iter().filter(|(_, p)| p.role == Role::Host).map(|(id, _)| *id).collect();
+        last_n(&publishers, &hosts, &self.speakers.recent(), self.sfu.cfg.last_n)
+    }
+
+    /// Applies last-N to every subscriber's video.
+    async fn relayout(&mut self) {
+        let chosen = self.video_chosen();
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for peer in ids {
+            let mut changed = Vec::new();
+            if let Some(p) = self.peers.get_mut(&peer) {
+                for s in self.sources.iter().filter(|s| s.media == Media::Video) {
+                    let on = chosen.contains(&s.peer);
+                    if let Some(f) = p.sources.get_mut(&s.id)
+                        && *f != on
+                    {
+                        *f = on;
+                        changed.push((s.clone(), on));
+                    }
+                }
+            }
+            if !changed.is_empty() {
+                for (s, on) in changed {
+                    self.send(peer, PeerCmd::Forward(s.id.clone(), on));
+                }
+                self.tell_sources(peer);
+            }
+        }
+    }
+
+    fn remove_source(&mut self, id: &str) {
+        let Some(i) = self.sources.iter().position(|s| s.id == id) else { return };
+        let s = self.sources.remove(i);
+        s.close();
+        metrics::gauge!(m::TRACKS).decrement(1.0);
+        for peer in s.subscribers() {
+            s.unsubscribe(peer);
+        }
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for peer in ids {
+            let had = self.peers.get_mut(&peer).is_some_and(|p| p.sources.remove(id).is_some());
+            if had {
+                self.send(peer, PeerCmd::Unsubscribe(id.to_owned()));
+                self.tell_sources(peer);
+            }
+        }
+    }
+
+    /// Sources whose readers all stopped, in case their notice did not fit the queue.
+    fn sweep_closed(&mut self) {
+        let closed: Vec<String> = self.sources.iter().filter(|s| s.is_closed()).map(|s| s.id.clone()).collect();
+        for id in closed {
+            self.remove_source(&id);
+        }
+    }
+
+    fn drop_peer_media(&mut self, peer: PeerId) {
+        let own: Vec<String> = self.sources.iter().filter(|s| s.peer == peer).map(|s| s.id.clone()).collect();
+        for id in own {
+            self.remove_source(&id);
+        }
+        for s in &self.sources {
+            s.unsubscribe(peer);
+        }
+        self.speakers.forget(peer);
+    }
+
+    async fn add_source(&mut self, s: Arc<Source>) {
+        if !self.peers.get(&s.peer).is_some_and(|p| p.admitted) {
+            s.close();
+            return;
+        }
+        self.remove_source(&s.id);
+        let allowed = self.room.may_publish(s.peer, s.media).is_ok();
+        s.allowed.store(allowed, Ordering::Release);
+        metrics::gauge!(m::TRACKS).increment(1.0);
+        tracing::info!(room = %self.key, source = %s.id, allowed, "source published");
+        self.sources.push(s.clone());
+        let ids: Vec<PeerId> =
+            self.peers.iter().filter(|(id, p)| p.admitted && **id != s.peer).map(|(id, _)| *id).collect();
+        for id in ids {
+            self.subscribe(id, &s);
+        }
+        self.relayout().await;
+    }
+
+    async fn control(&mut self, peer: PeerId, cmd: ClientCmd) -> Result<(), SignalError> {
+        let now = now();
+        let r = match cmd {
+            ClientCmd::Admit { peer: p } => self.room.handle_admit(now, peer, p),
+            ClientCmd::Deny { peer: p } => self.room.handle_deny(now, peer, p),
+            ClientCmd::RaiseHand => self.room.handle_raise_hand(now, peer),
+            ClientCmd::LowerHand { peer: p } => self.room.handle_lower_hand(now, peer, p.unwrap_or(peer)),
+            ClientCmd::Grant { peer: p, media, allow } => self.room.handle_grant(now, peer, p, media, allow),
+            ClientCmd::MuteAll => self.room.handle_mute_all(now, peer),
+            ClientCmd::Remove { peer: p } => self.room.handle_remove(now, peer, p),
+            ClientCmd::Lock { locked } => self.room.handle_lock(now, peer, locked),
+            ClientCmd::End => self.room.handle_end(now, peer),
+            ClientCmd::Quality { source, quality } => {
+                let s = self.sources.iter().find(|s| s.id == source).cloned();
+                return match s {
+                    Some(s) if s.subscribers().contains(&peer) => {
+                        s.set_quality(peer, quality).await;
+                        Ok(())
+                    }
+                    _ => Err(SignalError::new(SignalCode::UnknownSource, format!("you receive no source `{source}`"))),
+                };
+            }
+            _ => return Err(SignalError::new(SignalCode::BadRequest, "not a room command")),
+        };
+        r.map_err(SignalError::from)
+    }
+
+    /// The speakers may have changed: tell the room, and redo last-N if the latest
+    /// speakers did.
+    async fn speakers_changed(&mut self, now: Instant) {
+        if let Some((active, dominant)) = self.speakers.poll_change(now) {
+            self.broadcast_admitted(json(&ServerMsg::Speakers { active, dominant }));
+        }
+        let recent = self.speakers.recent();
+        if recent != self.laid_out_for {
+            self.laid_out_for = recent;
+            self.relayout().await;
+        }
+    }
+}
