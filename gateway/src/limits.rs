@@ -60,3 +60,39 @@ mod tests {
         assert!(b.try_take(later).is_err());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the pattern of takes, a bucket never gives more than its burst plus
+        /// what its rate refilled since it was full, and a refusal's wait is positive and
+        /// at most one token's time.
+        #[test]
+        fn a_bucket_never_exceeds_its_bounds(
+            rate in 1u32..100,
+            burst in 1u32..50,
+            steps in proptest::collection::vec((0u64..2_000, 1usize..5), 1..200),
+        ) {
+            let t0 = Instant::now();
+            let mut b = TokenBucket::new(rate, burst, t0);
+            let (mut now, mut taken) = (t0, 0u64);
+            for (dt_ms, takes) in steps {
+                now += Duration::from_millis(dt_ms);
+                for _ in 0..takes {
+                    match b.try_take(now) {
+                        Ok(()) => taken += 1,
+                        Err(wait) => {
+                            prop_assert!(wait > Duration::ZERO);
+                            prop_assert!(wait <= Duration::from_secs_f64(1.0 / f64::from(rate)) + Duration::from_micros(1));
+                        }
+                    }
+                }
+                let allowed = f64::from(burst) + now.duration_since(t0).as_secs_f64() * f64::from(rate);
+                prop_assert!(taken as f64 <= allowed + 1e-9, "{taken} taken, {allowed} allowed");
+            }
+        }
+    }
+}

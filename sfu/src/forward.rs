@@ -278,3 +278,88 @@ mod tests {
         assert!(!a.resume(), "audio never asks for keyframes");
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // one real instant as the origin of simulated time
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    /// What happens next to one subscriber of a three-layer source.
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// A packet of a layer (its own seq and ts run on), maybe a keyframe.
+        Packet {
+            layer: usize,
+            keyframe: bool,
+        },
+        /// The subscriber's target layer changes (bandwidth, tile size).
+        Target(Option<usize>),
+        Pause,
+        Resume,
+        /// Layers were renumbered.
+        Reset,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            8 => (0usize..3, proptest::bool::weighted(0.1)).prop_map(|(layer, keyframe)| Step::Packet { layer, keyframe }),
+            2 => proptest::option::of(0usize..3).prop_map(Step::Target),
+            1 => Just(Step::Pause),
+            1 => Just(Step::Resume),
+            1 => Just(Step::Reset),
+        ]
+    }
+
+    proptest! {
+        /// Across any layer switches, pauses and resets, what a subscriber receives is one
+        /// stream: each forwarded seq is the previous plus one, timestamps never go back,
+        /// and a video layer starts only on a keyframe.
+        #[test]
+        fn forwarded_sequence_numbers_stay_continuous(
+            starts in proptest::collection::vec((any::<u16>(), any::<u32>()), 3),
+            steps in proptest::collection::vec(step(), 1..400),
+        ) {
+            let t0 = Instant::now();
+            let mut f = Forward::video(90_000);
+            let mut next: Vec<(u16, u32)> = starts;
+            let mut last: Option<(u16, u32)> = None;
+            let mut current: Option<usize> = None;
+            for (i, s) in steps.into_iter().enumerate() {
+                let now = t0 + Duration::from_millis(i as u64 * 10);
+                match s {
+                    Step::Packet { layer, keyframe } => {
+                        let (seq, ts) = next[layer];
+                        next[layer] = (seq.wrapping_add(1), ts.wrapping_add(3000));
+                        if let Verdict::Send { seq: out, ts: out_ts, .. } = f.on_packet(now, layer, seq, ts, keyframe) {
+                            if current != Some(layer) {
+                                prop_assert!(keyframe, "layer {layer} started without a keyframe");
+                                current = Some(layer);
+                            }
+                            if let Some((ls, lt)) = last {
+                                prop_assert_eq!(out, ls.wrapping_add(1), "a gap or a repeat in the forwarded seqs");
+                                prop_assert!(out_ts.wrapping_sub(lt) < 0x8000_0000, "timestamp went back");
+                            }
+                            last = Some((out, out_ts));
+                        }
+                    }
+                    Step::Target(t) => {
+                        f.set_target(t);
+                    }
+                    Step::Pause => {
+                        f.pause();
+                        current = None;
+                    }
+                    Step::Resume => {
+                        f.resume();
+                    }
+                    Step::Reset => {
+                        f.reset();
+                        current = None;
+                    }
+                }
+            }
+        }
+    }
+}

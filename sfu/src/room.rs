@@ -524,7 +524,11 @@ impl Room {
         for w in std::mem::take(&mut self.waiting) {
             self.emit(Some(w.peer), Event::Ended { reason });
         }
+        // The queue and the members' flags go together (found by the property test).
         self.hands.clear();
+        for m in self.members.values_mut() {
+            m.hand = false;
+        }
     }
 }
 
@@ -740,6 +744,145 @@ mod tests {
                 assert_eq!(before, after, "a refused input changed the room");
             }
             r
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // one real instant as the origin of simulated time
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Peer 1 holds the class's host token, 2 to 6 participant tokens, 7 and 8 observer
+    /// tokens (as the gateway issues them).
+    fn role_of(p: PeerId) -> Role {
+        match p {
+            1 => Role::Host,
+            7 | 8 => Role::Observer,
+            _ => Role::Participant,
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Input {
+        Join(PeerId),
+        Admit(PeerId, PeerId),
+        Deny(PeerId, PeerId),
+        Leave(PeerId),
+        Raise(PeerId),
+        Lower(PeerId, PeerId),
+        Grant(PeerId, PeerId, Media, bool),
+        MuteAll(PeerId),
+        Remove(PeerId, PeerId),
+        Lock(PeerId, bool),
+        End(PeerId),
+        Wait(u64),
+    }
+
+    fn input() -> impl Strategy<Value = Input> {
+        let p = || 1u64..=8;
+        let media = prop_oneof![Just(Media::Audio), Just(Media::Video), Just(Media::Screen)];
+        prop_oneof![
+            6 => p().prop_map(Input::Join),
+            4 => (p(), p()).prop_map(|(a, b)| Input::Admit(a, b)),
+            1 => (p(), p()).prop_map(|(a, b)| Input::Deny(a, b)),
+            2 => p().prop_map(Input::Leave),
+            3 => p().prop_map(Input::Raise),
+            2 => (p(), p()).prop_map(|(a, b)| Input::Lower(a, b)),
+            3 => (p(), p(), media, any::<bool>()).prop_map(|(a, b, m, on)| Input::Grant(a, b, m, on)),
+            1 => p().prop_map(Input::MuteAll),
+            1 => (p(), p()).prop_map(|(a, b)| Input::Remove(a, b)),
+            1 => (p(), any::<bool>()).prop_map(|(a, l)| Input::Lock(a, l)),
+            1 => p().prop_map(Input::End),
+            1 => (0u64..200).prop_map(Input::Wait),
+        ]
+    }
+
+    type Snapshot = (Vec<Member>, Vec<PeerId>, Vec<PeerId>, bool, Option<EndReason>);
+
+    fn snapshot(r: &Room) -> Snapshot {
+        (r.members().cloned().collect(), r.waiting().collect(), r.hands().to_vec(), r.is_locked(), r.is_ended())
+    }
+
+    fn apply(r: &mut Room, now: Instant, i: &Input) -> Result<(), RoomError> {
+        match *i {
+            Input::Join(p) => r.handle_join(now, p, &format!("u{p}"), "Élève", role_of(p)),
+            Input::Admit(by, p) => r.handle_admit(now, by, p),
+            Input::Deny(by, p) => r.handle_deny(now, by, p),
+            Input::Leave(p) => r.handle_leave(now, p),
+            Input::Raise(p) => r.handle_raise_hand(now, p),
+            Input::Lower(by, p) => r.handle_lower_hand(now, by, p),
+            Input::Grant(by, p, m, on) => r.handle_grant(now, by, p, m, on),
+            Input::MuteAll(by) => r.handle_mute_all(now, by),
+            Input::Remove(by, p) => r.handle_remove(now, by, p),
+            Input::Lock(by, l) => r.handle_lock(now, by, l),
+            Input::End(by) => r.handle_end(now, by),
+            Input::Wait(_) => {
+                r.handle_timeout(now);
+                Ok(())
+            }
+        }
+    }
+
+    fn check(r: &Room, capacity: usize) -> Result<(), TestCaseError> {
+        let members: Vec<&Member> = r.members().collect();
+        let hosts = members.iter().filter(|m| m.role == Role::Host).count();
+        prop_assert!(hosts <= 1, "one host at most");
+        for m in &members {
+            prop_assert_eq!(m.role, role_of(m.peer), "a member keeps the role of its token");
+            if m.role == Role::Host {
+                prop_assert_eq!(m.grants, Grants::all());
+            }
+            if m.role == Role::Observer {
+                prop_assert_eq!(m.grants, Grants::default(), "observers never publish");
+            }
+            prop_assert_eq!(m.hand, r.hands().contains(&m.peer), "hand flag and queue agree");
+        }
+        let mut hands = r.hands().to_vec();
+        hands.sort_unstable();
+        hands.dedup();
+        prop_assert_eq!(hands.len(), r.hands().len(), "no duplicate in the hands queue");
+        for h in r.hands() {
+            prop_assert!(r.member(*h).is_some(), "only admitted members raise hands");
+        }
+        let waiting: Vec<PeerId> = r.waiting().collect();
+        for w in &waiting {
+            prop_assert_eq!(role_of(*w), Role::Participant, "only pupils wait");
+            prop_assert!(r.member(*w).is_none(), "waiting or admitted, not both");
+            for media in [Media::Audio, Media::Video, Media::Screen] {
+                prop_assert!(r.may_publish(*w, media).is_err(), "grants only for admitted members");
+            }
+        }
+        let non_hosts = members.len() - hosts + waiting.len();
+        prop_assert!(non_hosts <= capacity, "capacity holds for everyone but the host");
+        Ok(())
+    }
+
+    proptest! {
+        /// Any sequence of inputs keeps the room's invariants, and a refused input
+        /// changes nothing.
+        #[test]
+        fn any_sequence_of_inputs_keeps_the_invariants(inputs in proptest::collection::vec(input(), 1..300)) {
+            let capacity = 4;
+            let cfg = RoomConfig { capacity, host_grace: Duration::from_secs(30), waiting_room: true };
+            let mut now = Instant::now();
+            let mut r = Room::new(cfg, now);
+            let mut was_ended = false;
+            for i in &inputs {
+                if let Input::Wait(s) = i {
+                    now += Duration::from_secs(*s);
+                }
+                let before = snapshot(&r);
+                if apply(&mut r, now, i).is_err() {
+                    prop_assert_eq!(&before, &snapshot(&r), "a refused {:?} changed the room", i);
+                    prop_assert!(r.poll_output().is_none(), "a refused {:?} told someone something", i);
+                }
+                while r.poll_output().is_some() {}
+                check(&r, capacity)?;
+                prop_assert!(!was_ended || r.is_ended().is_some(), "an ended class stays ended");
+                was_ended = r.is_ended().is_some();
+            }
         }
     }
 }

@@ -8,12 +8,14 @@
 //! - [`LocalBus`]: the in-process default, for a single node: publishing is delivering.
 //! - [`redis::RedisBus`]: several nodes over Redis pub/sub, with presence and a registry
 //!   of nodes.
+//! - [`wire`]: the form messages take between nodes (pure, fuzzed).
 //!
 //! Frames travel as [`SharedFrame`]s so a node encodes each frame at most once per
 //! encoding, whatever the number of recipients. A cross-node bus ships the MessagePack
 //! encoding and rebuilds a `SharedFrame` on arrival.
 
 pub mod redis;
+pub mod wire;
 
 use preau_proto::{ChannelId, SharedFrame, UserId};
 use std::future::Future;

@@ -22,9 +22,7 @@
 //! between the two) would leave a hole. The store allocates them inside the durable write.
 
 use crate::{BoxFut, Bus, BusMessage, Deliver, NodeInfo, Topic};
-use bytes::Bytes;
 use preau_proto::clock::Clock as _;
-use preau_proto::{ChannelId, Encoding, SharedFrame, decode_server};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, PushInfo, PushKind, Value};
 use std::collections::HashSet;
@@ -42,7 +40,7 @@ const PRESENCE_TTL_MS: i64 = 60_000;
 /// Registry heartbeat, and the age after which a node is considered gone.
 const REGISTRY_EVERY: Duration = Duration::from_secs(5);
 const REGISTRY_STALE_MS: i64 = 20_000;
-const CONTROL: &str = "preau:ctl";
+use crate::wire::{CONTROL, decode, encode, topic_key};
 
 /// Why the Redis bus could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,58 +56,6 @@ pub enum RedisBusError {
 /// Presence and registry stamps are compared across nodes: the system clock.
 fn now_ms() -> i64 {
     preau_proto::clock::SystemClock.now_ms()
-}
-
-fn topic_key(t: &Topic) -> String {
-    match t {
-        Topic::Channel(c) => format!("preau:c:{c}"),
-        Topic::User(u) => format!("preau:u:{u}"),
-    }
-}
-
-/// Wire form: `[origin len][origin][kind][payload]`; kind 0 channel frame, 1 user frame
-/// (payload: MessagePack frame, the topic comes from the Redis channel name), 2 directory
-/// change (payload: JSON list of UAIs).
-fn encode(origin: &str, msg: &BusMessage) -> Option<(String, Vec<u8>)> {
-    let mut out = Vec::with_capacity(64);
-    out.push(origin.len().min(255) as u8);
-    out.extend_from_slice(&origin.as_bytes()[..origin.len().min(255)]);
-    match msg {
-        BusMessage::Frame { topic, frame } => {
-            out.push(if matches!(topic, Topic::Channel(_)) { 0 } else { 1 });
-            out.extend_from_slice(&frame.encoded(Encoding::MsgPack));
-            Some((topic_key(topic), out))
-        }
-        BusMessage::DirectoryChanged { schools } => {
-            out.push(2);
-            out.extend_from_slice(&serde_json::to_vec(schools).ok()?);
-            Some((CONTROL.to_owned(), out))
-        }
-    }
-}
-
-/// Decodes a message from Redis; `None` for our own, or for anything malformed.
-fn decode(me: &str, redis_channel: &str, payload: &[u8]) -> Option<BusMessage> {
-    let (&olen, rest) = payload.split_first()?;
-    let origin = rest.get(..olen as usize)?;
-    if origin == me.as_bytes() {
-        return None;
-    }
-    let (&kind, body) = rest.get(olen as usize..)?.split_first()?;
-    match kind {
-        0 | 1 => {
-            let frame = decode_server(Encoding::MsgPack, body).ok()?;
-            let topic = if kind == 0 {
-                Topic::Channel(ChannelId::parse(redis_channel.strip_prefix("preau:c:")?).ok()?)
-            } else {
-                Topic::User(redis_channel.strip_prefix("preau:u:")?.to_owned())
-            };
-            let frame = Arc::new(SharedFrame::with_encoded(frame, Encoding::MsgPack, Bytes::copy_from_slice(body)));
-            Some(BusMessage::Frame { topic, frame })
-        }
-        2 => Some(BusMessage::DirectoryChanged { schools: serde_json::from_slice(body).ok()? }),
-        _ => None,
-    }
 }
 
 enum Sub {
@@ -443,7 +389,6 @@ impl Bus for RedisBus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use preau_proto::ServerFrame;
 
     #[test]
     fn placement_picks_the_least_loaded_node() {
@@ -453,30 +398,5 @@ mod tests {
         assert_eq!(least_loaded(&nodes).map(|n| n.id.as_str()), Some("c"));
         assert_eq!(least_loaded(&nodes[..2]).map(|n| n.id.as_str()), Some("a"), "ties: smallest id");
         assert_eq!(least_loaded(&[]), None);
-    }
-
-    #[test]
-    fn wire_roundtrip_and_own_messages_skipped() {
-        let frame =
-            Arc::new(SharedFrame::new(ServerFrame::Typing { channel: ChannelId::group("g"), user: "u".into() }));
-        let msg = BusMessage::Frame { topic: Topic::Channel(ChannelId::group("g")), frame };
-        let (ch, bytes) = encode("gw1", &msg).expect("encode");
-        assert_eq!(ch, "preau:c:grp:g");
-        assert!(decode("gw1", &ch, &bytes).is_none(), "own message");
-        match decode("gw2", &ch, &bytes) {
-            Some(BusMessage::Frame { topic: Topic::Channel(c), frame }) => {
-                assert_eq!(c, ChannelId::group("g"));
-                assert!(matches!(frame.frame(), ServerFrame::Typing { .. }));
-            }
-            other => panic!("{other:?}"),
-        }
-        let ctl = BusMessage::DirectoryChanged { schools: vec!["S".into()] };
-        let (ch, bytes) = encode("gw1", &ctl).expect("encode");
-        assert!(
-            matches!(decode("gw3", &ch, &bytes), Some(BusMessage::DirectoryChanged { schools }) if schools == ["S"])
-        );
-        for junk in [&b""[..], b"\xff", b"\x03gw", b"\x03gw2\x09xx", b"\x03gw2\x00\xc1"] {
-            assert!(decode("gw1", "preau:c:grp:g", junk).is_none());
-        }
     }
 }

@@ -99,3 +99,6 @@ pub async fn handle(g: &Gateway, user: &str, id: u64, cmd: Command) -> Result<Ac
         Command::Receipts { channel, seq } => read::receipts(g, cx, ack, channel, seq).await,
     }
 }
+
+#[cfg(test)]
+mod tests;
