@@ -16,8 +16,8 @@
 //! With IO (thin drivers of the above):
 //! - [`node`]: [`Sfu`], one node: engines, verifier, rooms, registry entry.
 //! - [`room_task`]: one task per room; [`peer`]: one task per member.
-//! - [`media`]: webrtc-rs factories over one UDP port, published sources and their
-//!   reader tasks.
+//! - [`engines`]: webrtc-rs factories over one UDP port; [`media`]: published sources
+//!   and their reader tasks.
 //! - [`http`]: the routes; [`config`], [`metrics`]: flags and metric names.
 //!
 //! The signaling types and the Rust live client are in `preau-live`. The `preau-sfu`
@@ -25,6 +25,7 @@
 
 pub mod admission;
 pub mod config;
+pub mod engines;
 pub mod error;
 pub mod forward;
 pub mod http;

@@ -1,5 +1,5 @@
-//! Media on webrtc-rs 0.17: the peer connection factories (one UDP port for every peer,
-//! through `UDPMux`), published sources and their forwarding to subscribers.
+//! Published media on webrtc-rs 0.17: sources and their forwarding to subscribers (the
+//! factories are in [`crate::engines`]).
 //!
 //! A [`Source`] is one published track (a pupil's microphone, the teacher's camera with
 //! its three simulcast layers, a screen). One reader task per layer reads RTP and, for
@@ -14,158 +14,19 @@ use crate::room_task::now;
 use crate::speaker::{LevelReport, LevelWindow};
 use parking_lot::{Mutex, RwLock};
 use preau_live::signal::Quality;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use webrtc::api::API;
-use webrtc::api::APIBuilder;
-use webrtc::api::interceptor_registry::{configure_nack, configure_rtcp_reports, configure_twcc_receiver_only};
-use webrtc::api::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
-use webrtc::api::setting_engine::SettingEngine;
-use webrtc::ice::network_type::NetworkType;
-use webrtc::ice::udp_mux::{UDPMux, UDPMuxDefault, UDPMuxParams};
-use webrtc::ice::udp_network::UDPNetwork;
-use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
-use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use webrtc::rtp_transceiver::RTCPFeedback;
-use webrtc::rtp_transceiver::rtp_codec::{
-    RTCRtpCodecCapability, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RTPCodecType,
-};
+use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::track::track_local::TrackLocalWriter;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_remote::TrackRemote;
 
+pub use crate::engines::{Engines, NetConfig, extension_id};
 pub use preau_live::signal::AUDIO_LEVEL_URI;
-const SIMULCAST_URIS: [&str; 3] = [
-    "urn:ietf:params:rtp-hdrext:sdes:mid",
-    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
-    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
-];
-
-/// How peer connections reach the network.
-#[derive(Clone, Debug)]
-pub struct NetConfig {
-    /// The one UDP socket's address (all peers of the node share it).
-    pub udp: std::net::SocketAddr,
-    /// Addresses to announce instead of the local ones (1:1 NAT, a Kubernetes node's
-    /// public address).
-    pub public_ips: Vec<String>,
-}
-
-/// The two webrtc-rs factories of a node, over one shared UDP socket.
-pub struct Engines {
-    /// For `pub` connections: receives simulcast, sends TWCC feedback to the browser's
-    /// congestion control, asks for retransmissions (NACK) and keyframes.
-    pub publish: API,
-    /// For `sub` connections: sends with RTX and answers NACKs from a buffer; the
-    /// browser's REMB gives the bandwidth estimate that chooses layers.
-    pub subscribe: API,
-    /// The UDP address actually bound.
-    pub udp_addr: std::net::SocketAddr,
-}
-
-fn codecs(m: &mut MediaEngine, twcc: bool) -> webrtc::error::Result<()> {
-    m.register_codec(
-        RTCRtpCodecParameters {
-            capability: RTCRtpCodecCapability {
-                mime_type: MIME_TYPE_OPUS.to_owned(),
-                clock_rate: 48000,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                rtcp_feedback: vec![],
-            },
-            payload_type: 111,
-            ..Default::default()
-        },
-        RTPCodecType::Audio,
-    )?;
-    let mut fb = vec![RTCPFeedback { typ: "ccm".into(), parameter: "fir".into() }];
-    if !twcc {
-        fb.push(RTCPFeedback { typ: "goog-remb".into(), parameter: String::new() });
-    }
-    m.register_codec(
-        RTCRtpCodecParameters {
-            capability: RTCRtpCodecCapability {
-                mime_type: MIME_TYPE_VP8.to_owned(),
-                clock_rate: 90000,
-                channels: 0,
-                sdp_fmtp_line: String::new(),
-                rtcp_feedback: fb,
-            },
-            payload_type: 96,
-            ..Default::default()
-        },
-        RTPCodecType::Video,
-    )?;
-    m.register_codec(
-        RTCRtpCodecParameters {
-            capability: RTCRtpCodecCapability {
-                mime_type: "video/rtx".to_owned(),
-                clock_rate: 90000,
-                channels: 0,
-                sdp_fmtp_line: "apt=96".to_owned(),
-                rtcp_feedback: vec![],
-            },
-            payload_type: 97,
-            ..Default::default()
-        },
-        RTPCodecType::Video,
-    )?;
-    for uri in SIMULCAST_URIS {
-        m.register_header_extension(
-            RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
-            RTPCodecType::Video,
-            None,
-        )?;
-    }
-    m.register_header_extension(
-        RTCRtpHeaderExtensionCapability { uri: AUDIO_LEVEL_URI.to_owned() },
-        RTPCodecType::Audio,
-        None,
-    )?;
-    Ok(())
-}
-
-impl Engines {
-    /// Binds the node's UDP socket and builds both factories.
-    pub async fn new(net: &NetConfig) -> anyhow::Result<Engines> {
-        let sock = tokio::net::UdpSocket::bind(net.udp).await?;
-        let udp_addr = sock.local_addr()?;
-        let mux: Arc<dyn UDPMux + Send + Sync> = UDPMuxDefault::new(UDPMuxParams::new(sock));
-        let build = |publish: bool| -> anyhow::Result<API> {
-            let mut me = MediaEngine::default();
-            codecs(&mut me, publish)?;
-            let mut reg = Registry::new();
-            reg = configure_nack(reg, &mut me);
-            reg = configure_rtcp_reports(reg);
-            if publish {
-                reg = configure_twcc_receiver_only(reg, &mut me)?;
-            }
-            let mut s = SettingEngine::default();
-            s.set_udp_network(UDPNetwork::Muxed(mux.clone()));
-            s.set_network_types(vec![NetworkType::Udp4, NetworkType::Udp6]);
-            s.enable_sender_rtx(true);
-            let ip = udp_addr.ip();
-            if ip.is_loopback() {
-                s.set_include_loopback_candidate(true);
-            }
-            if !ip.is_unspecified() {
-                // Only announce the address the socket is bound to.
-                s.set_ip_filter(Box::new(move |c: IpAddr| c == ip));
-            }
-            if !net.public_ips.is_empty() {
-                s.set_nat_1to1_ips(net.public_ips.clone(), RTCIceCandidateType::Host);
-            }
-            Ok(APIBuilder::new().with_media_engine(me).with_interceptor_registry(reg).with_setting_engine(s).build())
-        };
-        Ok(Engines { publish: build(true)?, subscribe: build(false)?, udp_addr })
-    }
-}
-
 /// Shortest time between two keyframe requests for one layer.
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
 
@@ -493,50 +354,68 @@ impl Source {
                 continue;
             }
             if let Some((ext_id, sink)) = &levels {
-                if let Some(b) = pkt.header.get_extension(*ext_id)
-                    && let Some(&level) = b.first()
-                {
-                    window.add(level);
-                }
-                if now.saturating_duration_since(window_start) >= Duration::from_millis(200) {
-                    window_start = now;
-                    if let Some(r) = window.take() {
-                        // The room is told at most five times a second; if it is busy
-                        // the report is dropped, never the media.
-                        let _ = sink.try_send((self.peer, r));
-                    }
-                }
+                self.audio_level(now, &pkt, *ext_id, sink, &mut window, &mut window_start);
             }
             let idx = if self.is_video() { self.layer_index(&layer) } else { 0 };
             let keyframe = self.is_video() && vp8_is_keyframe(&pkt.payload);
             if keyframe {
                 tracing::debug!(source = %self.id, rid = track.rid(), "keyframe in");
             }
-            let subs = self.subs.read().clone();
-            for s in subs.iter() {
-                let v = s.fwd.lock().on_packet(now, idx, pkt.header.sequence_number, pkt.header.timestamp, keyframe);
-                if let Verdict::Send { seq, ts, switched } = v {
-                    if switched {
-                        metrics::counter!(m::LAYER_SWITCHES).increment(1);
-                    }
-                    if keyframe {
-                        tracing::debug!(source = %self.id, peer = s.peer, layer = idx, seq, "keyframe forwarded");
-                    }
-                    let out = crate::forward::rewrite(&pkt, seq, ts);
-                    match s.track.write_rtp(&out).await {
-                        Ok(_) => {
-                            metrics::counter!(m::PACKETS_OUT, "kind" => kind).increment(1);
-                            metrics::counter!(m::BYTES_OUT, "kind" => kind).increment(size);
-                        }
-                        Err(e) => tracing::debug!(error = %e, "write to subscriber failed"),
-                    }
-                }
-            }
+            self.fan_out(now, &pkt, idx, keyframe, size).await;
         }
         if self.readers.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.close();
             // If the room is busy, its next timer sweeps the source instead.
             let _ = closed.try_send(self.id.clone());
+        }
+    }
+
+    /// Adds a packet's audio level to the window; every 200 ms, tells the room.
+    fn audio_level(
+        &self,
+        now: Instant,
+        pkt: &webrtc::rtp::packet::Packet,
+        ext_id: u8,
+        sink: &LevelSink,
+        window: &mut LevelWindow,
+        window_start: &mut Instant,
+    ) {
+        if let Some(b) = pkt.header.get_extension(ext_id)
+            && let Some(&level) = b.first()
+        {
+            window.add(level);
+        }
+        if now.saturating_duration_since(*window_start) >= Duration::from_millis(200) {
+            *window_start = now;
+            if let Some(r) = window.take() {
+                // The room is told at most five times a second; if it is busy the report
+                // is dropped, never the media.
+                let _ = sink.try_send((self.peer, r));
+            }
+        }
+    }
+
+    /// Sends one packet of layer `idx` to every subscriber whose forward takes it.
+    async fn fan_out(&self, now: Instant, pkt: &webrtc::rtp::packet::Packet, idx: usize, keyframe: bool, size: u64) {
+        let kind = if self.is_video() { "video" } else { "audio" };
+        let subs = self.subs.read().clone();
+        for s in subs.iter() {
+            let v = s.fwd.lock().on_packet(now, idx, pkt.header.sequence_number, pkt.header.timestamp, keyframe);
+            let Verdict::Send { seq, ts, switched } = v else { continue };
+            if switched {
+                metrics::counter!(m::LAYER_SWITCHES).increment(1);
+            }
+            if keyframe {
+                tracing::debug!(source = %self.id, peer = s.peer, layer = idx, seq, "keyframe forwarded");
+            }
+            let out = crate::forward::rewrite(pkt, seq, ts);
+            match s.track.write_rtp(&out).await {
+                Ok(_) => {
+                    metrics::counter!(m::PACKETS_OUT, "kind" => kind).increment(1);
+                    metrics::counter!(m::BYTES_OUT, "kind" => kind).increment(size);
+                }
+                Err(e) => tracing::debug!(error = %e, "write to subscriber failed"),
+            }
         }
     }
 
@@ -566,9 +445,4 @@ impl Source {
     pub fn subscribers(&self) -> Vec<PeerId> {
         self.subs.read().iter().map(|s| s.peer).collect()
     }
-}
-
-/// The header extension id negotiated for `uri` on a receiver's parameters.
-pub fn extension_id(params: &webrtc::rtp_transceiver::rtp_codec::RTCRtpParameters, uri: &str) -> Option<u8> {
-    params.header_extensions.iter().find(|h| h.uri == uri).map(|h| h.id as u8)
 }
