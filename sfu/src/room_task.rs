@@ -444,3 +444,69 @@ impl RoomTask {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SfuConfig;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        c: SfuConfig,
+    }
+
+    async fn node(dir: &tempfile::TempDir) -> Arc<Sfu> {
+        let key = dir.path().join("key");
+        std::fs::write(&key, b"a room task test key, 32 bytes!!").expect("key");
+        let args = ["preau-sfu", "--udp", "127.0.0.1:0", "--room-key-file", key.to_str().expect("utf-8")];
+        Sfu::start(Cli::parse_from(args).c, "ws://127.0.0.1:1/ws".into(), None).await.expect("sfu")
+    }
+
+    async fn join(room: &RoomRef, peer: PeerId, role: Role) -> mpsc::Receiver<PeerCmd> {
+        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        let (reply, answer) = oneshot::channel();
+        let msg = RoomMsg::Join { peer, user: format!("u{peer}"), name: "Mme Colin".into(), role, tx, reply };
+        assert!(room.tx.send(msg).await.is_ok());
+        answer.await.expect("answer").expect("joined");
+        rx
+    }
+
+    /// The room task sleeps until the room's own deadline: a class whose teacher left
+    /// ends when the grace period is over, not a tick later or earlier, on paused time.
+    #[tokio::test(start_paused = true)]
+    async fn a_class_without_its_teacher_ends_after_the_grace_period() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sfu = node(&dir).await;
+        let grace = Duration::from_secs(120);
+        let room =
+            spawn(sfu.clone(), "0750001A/class:6A".into(), RoomConfig { host_grace: grace, ..RoomConfig::default() });
+        let _host = join(&room, 1, Role::Host).await;
+        let mut pupil = join(&room, 2, Role::Observer).await;
+        let _ = room.tx.send(RoomMsg::Leave { peer: 1 }).await;
+        let left = tokio::time::Instant::now();
+        tokio::time::sleep(grace - Duration::from_secs(1)).await;
+        assert!(room.is_open(), "still waiting for the teacher to come back");
+        // The observer is told the class ended, then closed with 1000.
+        let mut ended = false;
+        let code = loop {
+            match pupil.recv().await {
+                Some(PeerCmd::Text(t)) if t.contains(r#""type":"ended""#) => ended = true,
+                Some(PeerCmd::Close { code, .. }) => break code,
+                Some(_) => {}
+                None => panic!("closed without a word"),
+            }
+        };
+        assert!(ended && code == close::NORMAL);
+        let waited = left.elapsed();
+        assert!(waited >= grace && waited < grace + Duration::from_secs(1), "ended after {waited:?}");
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while room.is_open() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the room task stops");
+    }
+}
