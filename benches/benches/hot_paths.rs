@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 fn event() -> ServerFrame {
     ServerFrame::Event {
-        channel: ChannelId::announcements("6A"),
+        channel: ChannelId::announcements("0750001A", "6A"),
         entry: Entry {
             seq: 4211,
             kind: EntryKind::Message,
@@ -79,7 +79,9 @@ fn policy_checks(c: &mut Criterion) {
         ["t01", "e001", "pa001", "s01", "pa051", "e026"].iter().map(|u| dir.user(u).expect("u")).collect();
     g.throughput(Throughput::Elements(users.len() as u64));
     g.bench_function("class_access", |b| {
-        b.iter(|| users.iter().filter(|u| policy::class_access(&dir, u, black_box("6A"), true).read).count())
+        b.iter(|| {
+            users.iter().filter(|u| policy::class_access(&dir, u, "0750001A", black_box("6A"), true).read).count()
+        })
     });
     g.finish();
 }
@@ -90,7 +92,7 @@ fn fanout(c: &mut Criterion) {
     let mut g = c.benchmark_group("hub_fanout");
     for n in [100usize, 1000, 10_000] {
         let hub = Hub::new(8, (5, 30));
-        let ch = ChannelId::announcements("6A");
+        let ch = ChannelId::announcements("0750001A", "6A");
         let mut rxs = Vec::with_capacity(n);
         for i in 0..n {
             let (h, rx) = SessionHandle::new(i as u64, Arc::from(format!("u{i}").as_str()), 64);

@@ -7,7 +7,7 @@ use preau_bus::BusMessage;
 use preau_bus::wire::{decode, encode};
 
 fuzz_target!(|data: &[u8]| {
-    for channel in ["preau:c:forum:6A", "preau:u:e001", "preau:ctl"] {
+    for channel in ["preau:c:forum:0750001A:6A", "preau:u:e001", "preau:ctl"] {
         if let Some(msg) = decode("me", channel, data) {
             let (key, bytes) = encode("other", &msg).expect("what decodes encodes");
             match (decode("me", &key, &bytes), &msg) {

@@ -25,6 +25,9 @@
 // (clippy.toml) is for the libraries.
 #![allow(clippy::disallowed_methods)]
 
+/// The UAI of the demo school the scenarios run against (class channels name their school).
+const DEMO_SCHOOL: &str = "0750001A";
+
 mod chat;
 mod janus;
 mod live;
@@ -468,7 +471,7 @@ async fn fanout(a: Args) -> anyhow::Result<()> {
         }
         (tokens, dev_token(&a.addr, &sender_id).await?)
     };
-    let ch = ChannelId::announcements(&a.class);
+    let ch = ChannelId::announcements(DEMO_SCHOOL, &a.class);
     let sender = Client::connect(&a.addr, &sender_token, enc).await?;
     let start_seq = sender
         .request(Command::Sync { positions: vec![], limit: None })
@@ -560,7 +563,7 @@ async fn morning_storm(a: Args) -> anyhow::Result<()> {
         for class in t["classes"].as_array().into_iter().flatten().filter_map(|c| c.as_str()) {
             for k in 0..a.posts {
                 let body = format!("Annonce {k} de {id} : travail à faire pour aujourd'hui");
-                match c.send_message(&ChannelId::announcements(class), &body).await {
+                match c.send_message(&ChannelId::announcements(DEMO_SCHOOL, class), &body).await {
                     Ok(_) => posted += 1,
                     Err(e) if e.code() == Some(preau_proto::ErrorCode::RateLimited) => {
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -693,7 +696,7 @@ async fn forums(a: Args) -> anyhow::Result<()> {
     for class in &classes {
         let (teachers, pupils) = (of("teacher", class), of("pupil", class));
         let Some(teacher) = teachers.first() else { continue };
-        let ch = ChannelId::forum(class);
+        let ch = ChannelId::forum(DEMO_SCHOOL, class);
         let t = Client::connect(&a.addr, &dev_token(&a.addr, teacher).await?, enc).await?;
         let thread = t
             .request(Command::CreateThread {

@@ -69,17 +69,17 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_garbage_without_panicking() {
-        let frame = ServerFrame::Typing { channel: ChannelId::forum("6A"), user: "e001".into() };
+        let frame = ServerFrame::Typing { channel: ChannelId::forum("0750001A", "6A"), user: "e001".into() };
         let msg = BusMessage::Frame {
-            topic: Topic::Channel(ChannelId::forum("6A")),
+            topic: Topic::Channel(ChannelId::forum("0750001A", "6A")),
             frame: Arc::new(SharedFrame::new(frame.clone())),
         };
         let (key, bytes) = encode("gw-a", &msg).expect("encode");
-        assert_eq!(key, "preau:c:forum:6A");
+        assert_eq!(key, "preau:c:forum:0750001A:6A");
         assert!(decode("gw-a", &key, &bytes).is_none(), "a node ignores its own messages");
         match decode("gw-b", &key, &bytes) {
             Some(BusMessage::Frame { topic: Topic::Channel(c), frame: f }) => {
-                assert_eq!(c, ChannelId::forum("6A"));
+                assert_eq!(c, ChannelId::forum("0750001A", "6A"));
                 assert_eq!(f.frame(), &frame);
             }
             other => panic!("decoded {other:?}"),
@@ -92,7 +92,7 @@ mod tests {
             let _ = decode("gw-b", &key, &bytes[..cut]);
         }
         for bad in [&b""[..], b"\xff", b"\x03gw", b"\x03gw2\x09xx", b"\x03gw2\x00\xc1", &[0, 9]] {
-            assert!(decode("gw-b", "preau:c:forum:6A", bad).is_none());
+            assert!(decode("gw-b", "preau:c:forum:0750001A:6A", bad).is_none());
         }
     }
 }

@@ -54,8 +54,10 @@ pub struct ClassRec {
 pub struct Directory {
     docs: BTreeMap<String, DirectoryDoc>,
     users: HashMap<String, UserRec>,
-    classes: HashMap<String, ClassRec>,
-    group_names: HashMap<String, String>,
+    /// By (school, class id): class ids are a school's own.
+    classes: HashMap<(String, String), ClassRec>,
+    /// By (school, group id).
+    group_names: HashMap<(String, String), String>,
 }
 
 impl Directory {
@@ -90,7 +92,7 @@ impl Directory {
         for d in docs.values() {
             for c in &d.classes {
                 classes.insert(
-                    c.id.clone(),
+                    (c.school.clone(), c.id.clone()),
                     ClassRec {
                         id: c.id.clone(),
                         school: c.school.clone(),
@@ -101,7 +103,7 @@ impl Directory {
                 );
             }
             for g in &d.groups {
-                group_names.insert(g.id.clone(), g.name.clone());
+                group_names.insert((g.school.clone(), g.id.clone()), g.name.clone());
             }
             for u in &d.users {
                 users.insert(
@@ -118,7 +120,7 @@ impl Directory {
                     },
                 );
                 for c in &u.classes {
-                    if let Some(rec) = classes.get_mut(c) {
+                    if let Some(rec) = classes.get_mut(&(u.school.clone(), c.clone())) {
                         match u.profile {
                             Profile::Pupil => rec.pupils.insert(u.id.clone()),
                             _ => rec.teachers.insert(u.id.clone()),
@@ -157,9 +159,9 @@ impl Directory {
         v
     }
 
-    /// A class.
-    pub fn class(&self, id: &str) -> Option<&ClassRec> {
-        self.classes.get(id)
+    /// A school's class.
+    pub fn class(&self, school: &str, id: &str) -> Option<&ClassRec> {
+        self.classes.get(&(school.to_owned(), id.to_owned()))
     }
 
     /// The classes of a school, sorted by id.
@@ -169,9 +171,9 @@ impl Directory {
         v
     }
 
-    /// A group's name.
-    pub fn group_name(&self, id: &str) -> Option<&str> {
-        self.group_names.get(id).map(String::as_str)
+    /// A school's group's name.
+    pub fn group_name(&self, school: &str, id: &str) -> Option<&str> {
+        self.group_names.get(&(school.to_owned(), id.to_owned())).map(String::as_str)
     }
 
     /// A school.
@@ -210,15 +212,16 @@ fn split(
         let uai = s.uai.clone();
         parts.insert(uai, DirectoryDoc { schools: vec![s], ..DirectoryDoc::default() });
     }
-    let mut class_school: HashMap<String, String> = HashMap::new();
-    let mut group_school: HashMap<String, String> = HashMap::new();
+    // Class and group ids are a school's own: two schools may both have a `6A`.
+    let mut class_school: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut group_school: BTreeSet<(String, String)> = BTreeSet::new();
     for c in doc.classes {
         if !valid_id(&c.id) {
             problems.push(format!("class `{}`: invalid id", c.id));
-        } else if class_school.contains_key(&c.id) {
-            problems.push(format!("class `{}` listed twice", c.id));
+        } else if class_school.contains(&(c.school.clone(), c.id.clone())) {
+            problems.push(format!("class `{}` listed twice in school `{}`", c.id, c.school));
         } else if let Some(p) = parts.get_mut(&c.school) {
-            class_school.insert(c.id.clone(), c.school.clone());
+            class_school.insert((c.school.clone(), c.id.clone()));
             p.classes.push(c);
         } else {
             problems.push(format!("class `{}`: school `{}` is not in the document", c.id, c.school));
@@ -227,10 +230,10 @@ fn split(
     for g in doc.groups {
         if !valid_id(&g.id) {
             problems.push(format!("group `{}`: invalid id", g.id));
-        } else if group_school.contains_key(&g.id) {
-            problems.push(format!("group `{}` listed twice", g.id));
+        } else if group_school.contains(&(g.school.clone(), g.id.clone())) {
+            problems.push(format!("group `{}` listed twice in school `{}`", g.id, g.school));
         } else if let Some(p) = parts.get_mut(&g.school) {
-            group_school.insert(g.id.clone(), g.school.clone());
+            group_school.insert((g.school.clone(), g.id.clone()));
             p.groups.push(g);
         } else {
             problems.push(format!("group `{}`: school `{}` is not in the document", g.id, g.school));
@@ -260,12 +263,12 @@ fn split(
             problems.push(format!("{who}: empty name"));
         }
         for c in &u.classes {
-            if class_school.get(c) != Some(&u.school) {
+            if !class_school.contains(&(u.school.clone(), c.clone())) {
                 problems.push(format!("{who}: class `{c}` is not a class of school `{}`", u.school));
             }
         }
         for g in &u.groups {
-            if group_school.get(g) != Some(&u.school) {
+            if !group_school.contains(&(u.school.clone(), g.clone())) {
                 problems.push(format!("{who}: group `{g}` is not a group of school `{}`", u.school));
             }
         }
@@ -316,7 +319,7 @@ mod tests {
         assert!(counts(Profile::Teacher) >= 6);
         assert_eq!(counts(Profile::Staff), 2);
         assert_eq!(d.classes_of(demo::SCHOOL).len(), 3);
-        let c = d.class("6A").expect("6A");
+        let c = d.class(demo::SCHOOL, "6A").expect("6A");
         assert_eq!(c.pupils.len(), 25);
         assert!(d.user("pa001").expect("pa001").children.len() == 2);
     }
@@ -334,8 +337,8 @@ mod tests {
         doc.links.retain(|l| l.child != "e002");
         let (d2, replaced) = d.with_import(doc).expect("valid");
         assert_eq!(replaced, vec![demo::SCHOOL.to_owned()]);
-        assert!(d2.class("5B").expect("5B").pupils.contains("e001"));
-        assert!(!d2.class("6A").expect("6A").pupils.contains("e001"));
+        assert!(d2.class(demo::SCHOOL, "5B").expect("5B").pupils.contains("e001"));
+        assert!(!d2.class(demo::SCHOOL, "6A").expect("6A").pupils.contains("e001"));
         assert!(d2.user("e002").is_none());
     }
 

@@ -91,7 +91,7 @@ pub struct SchoolDoc {
 /// A class (division).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClassDoc {
-    /// Id, unique across the directory.
+    /// Id, unique within its school (another school may have the same).
     pub id: String,
     /// UAI of its school.
     pub school: String,
@@ -102,7 +102,7 @@ pub struct ClassDoc {
 /// A teaching group (groupe), e.g. an option shared by pupils of several classes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupDoc {
-    /// Id, unique across the directory.
+    /// Id, unique within its school (another school may have the same).
     pub id: String,
     /// UAI of its school.
     pub school: String,

@@ -94,14 +94,15 @@ pub struct ChannelAccess {
     pub moderate: bool,
 }
 
-/// Access of `u` to the forum (`announcements == false`) or announcements of `class`.
-pub fn class_access(dir: &Directory, u: &UserRec, class: &str, announcements: bool) -> ChannelAccess {
-    let Some(c) = dir.class(class) else {
-        return ChannelAccess::default();
-    };
-    if c.school != u.school {
+/// Access of `u` to the forum (`announcements == false`) or announcements of `school`'s
+/// `class`. Nobody reaches another school's class channels.
+pub fn class_access(dir: &Directory, u: &UserRec, school: &str, class: &str, announcements: bool) -> ChannelAccess {
+    if school != u.school {
         return ChannelAccess::default();
     }
+    let Some(c) = dir.class(school, class) else {
+        return ChannelAccess::default();
+    };
     let teaches = u.profile == Profile::Teacher && c.teachers.contains(&u.id);
     let in_class = u.profile == Profile::Pupil && c.pupils.contains(&u.id);
     let child_in = u.profile == Profile::Parent && u.children.iter().any(|ch| c.pupils.contains(ch));
@@ -145,7 +146,7 @@ impl LiveRole {
 /// The role `u` gets in the live session of `class`, or `None`: everyone else (parents,
 /// other classes, other schools) is refused.
 pub fn live_role(dir: &Directory, u: &UserRec, class: &str) -> Option<LiveRole> {
-    let c = dir.class(class).filter(|c| c.school == u.school)?;
+    let c = dir.class(&u.school, class)?;
     match u.profile {
         Profile::Teacher if c.teachers.contains(&u.id) => Some(LiveRole::Host),
         Profile::Pupil if c.pupils.contains(&u.id) => Some(LiveRole::Participant),
@@ -178,8 +179,8 @@ pub fn class_channels(dir: &Directory, u: &UserRec) -> Vec<(String, bool, bool)>
     dir.classes_of(&u.school)
         .into_iter()
         .filter_map(|c| {
-            let f = class_access(dir, u, &c.id, false).read;
-            let a = class_access(dir, u, &c.id, true).read;
+            let f = class_access(dir, u, &u.school, &c.id, false).read;
+            let a = class_access(dir, u, &u.school, &c.id, true).read;
             (f || a).then(|| (c.id.clone(), f, a))
         })
         .collect()
@@ -306,7 +307,7 @@ mod tests {
     #[test]
     fn class_channel_access_table() {
         let d = dir_with(demo::demo_doc());
-        let a = |u: &str, class: &str, ann: bool| class_access(&d, d.user(u).expect("user"), class, ann);
+        let a = |u: &str, class: &str, ann: bool| class_access(&d, d.user(u).expect("user"), demo::SCHOOL, class, ann);
         let full = ChannelAccess { read: true, post: true, create_thread: true, moderate: true };
         let reader = ChannelAccess { read: true, ..ChannelAccess::default() };
         let none = ChannelAccess::default();
@@ -331,7 +332,7 @@ mod tests {
         let mut doc = demo::demo_doc();
         doc.schools[0].policy.parents_read_forums = true;
         let d2 = dir_with(doc);
-        assert_eq!(class_access(&d2, d2.user("pa001").expect("pa001"), "6A", false), reader);
+        assert_eq!(class_access(&d2, d2.user("pa001").expect("pa001"), demo::SCHOOL, "6A", false), reader);
     }
 
     #[test]

@@ -208,7 +208,7 @@ mod tests {
         ClientFrame {
             id: 7,
             cmd: Command::Send {
-                channel: ChannelId::forum("6A"),
+                channel: ChannelId::forum("0750001A", "6A"),
                 client_id: "c1".into(),
                 body: "Bonjour".into(),
                 thread: Some(3),
@@ -291,15 +291,20 @@ mod tests {
                 reply_to: Some(2),
             },
             Command::CreateThread {
-                channel: ChannelId::forum("6A"),
+                channel: ChannelId::forum("0750001A", "6A"),
                 client_id: "c".into(),
                 title: "t".into(),
                 body: "b".into(),
             },
             Command::Edit { channel: ch.clone(), seq: 3, body: "x".into() },
             Command::Delete { channel: ch.clone(), seq: 3 },
-            Command::SetThread { channel: ChannelId::forum("6A"), thread: 1, locked: Some(true), pinned: None },
-            Command::Mute { channel: ChannelId::forum("6A"), user: "e1".into(), minutes: 5 },
+            Command::SetThread {
+                channel: ChannelId::forum("0750001A", "6A"),
+                thread: 1,
+                locked: Some(true),
+                pinned: None,
+            },
+            Command::Mute { channel: ChannelId::forum("0750001A", "6A"), user: "e1".into(), minutes: 5 },
             Command::OpenDirect { user: "t1".into() },
             Command::CreateGroup { client_id: "c".into(), name: "n".into(), members: vec!["a".into(), "b".into()] },
             Command::Sync { positions: vec![Position { channel: ch.clone(), seq: 4 }], limit: Some(10) },

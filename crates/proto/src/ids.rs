@@ -46,7 +46,12 @@ pub enum ChannelKind {
     Group,
 }
 
-/// A channel id: `forum:<class>`, `ann:<class>`, `dm:<user>:<user>` (sorted), `grp:<id>`.
+/// A channel id: `forum:<school>:<class>`, `ann:<school>:<class>`, `dm:<user>:<user>`
+/// (sorted), `grp:<id>`.
+///
+/// Class channels name their school (its UAI): class ids are a school's own (every collège
+/// has a `6A`), so `forum:0750001A:6A` and `forum:0930002B:6A` are two channels, in the
+/// store, the hub, the bus and the policy alike. User and group ids are platform-wide.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ChannelId(String);
@@ -56,7 +61,13 @@ impl ChannelId {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let (kind, rest) = s.split_once(':').ok_or(IdError::Malformed)?;
         match kind {
-            "forum" | "ann" | "grp" => {
+            "forum" | "ann" => {
+                let (school, class) = rest.split_once(':').ok_or(IdError::Malformed)?;
+                if !valid_id(school) || !valid_id(class) {
+                    return Err(IdError::Malformed);
+                }
+            }
+            "grp" => {
                 if !valid_id(rest) {
                     return Err(IdError::Malformed);
                 }
@@ -72,14 +83,14 @@ impl ChannelId {
         Ok(ChannelId(s.to_owned()))
     }
 
-    /// The forum of a class.
-    pub fn forum(class: &str) -> Self {
-        ChannelId(format!("forum:{class}"))
+    /// The forum of a school's class.
+    pub fn forum(school: &str, class: &str) -> Self {
+        ChannelId(format!("forum:{school}:{class}"))
     }
 
-    /// The announcements channel of a class.
-    pub fn announcements(class: &str) -> Self {
-        ChannelId(format!("ann:{class}"))
+    /// The announcements channel of a school's class.
+    pub fn announcements(school: &str, class: &str) -> Self {
+        ChannelId(format!("ann:{school}:{class}"))
     }
 
     /// The direct conversation between two users (order does not matter).
@@ -103,12 +114,24 @@ impl ChannelId {
         }
     }
 
-    /// The class of a forum or announcements channel.
-    pub fn class(&self) -> Option<&str> {
+    /// The school and class of a forum or announcements channel.
+    pub fn school_class(&self) -> Option<(&str, &str)> {
         match self.kind() {
-            ChannelKind::Forum | ChannelKind::Announcements => self.0.split_once(':').map(|(_, c)| c),
+            ChannelKind::Forum | ChannelKind::Announcements => {
+                self.0.split_once(':').and_then(|(_, r)| r.split_once(':'))
+            }
             _ => None,
         }
+    }
+
+    /// The class of a forum or announcements channel (within its school).
+    pub fn class(&self) -> Option<&str> {
+        self.school_class().map(|(_, c)| c)
+    }
+
+    /// The school of a forum or announcements channel.
+    pub fn school(&self) -> Option<&str> {
+        self.school_class().map(|(s, _)| s)
     }
 
     /// The two users of a direct conversation.
@@ -150,17 +173,33 @@ mod tests {
 
     #[test]
     fn parses_each_kind() {
-        assert_eq!(ChannelId::parse("forum:6A").map(|c| c.kind()), Ok(ChannelKind::Forum));
-        assert_eq!(ChannelId::parse("ann:6A").map(|c| c.kind()), Ok(ChannelKind::Announcements));
+        assert_eq!(ChannelId::parse("forum:0750001A:6A").map(|c| c.kind()), Ok(ChannelKind::Forum));
+        assert_eq!(ChannelId::parse("ann:0750001A:6A").map(|c| c.kind()), Ok(ChannelKind::Announcements));
         assert_eq!(ChannelId::parse("dm:a:b").map(|c| c.kind()), Ok(ChannelKind::Direct));
         assert_eq!(ChannelId::parse("grp:x1").map(|c| c.kind()), Ok(ChannelKind::Group));
         assert_eq!(ChannelId::direct("b", "a").as_str(), "dm:a:b");
-        assert_eq!(ChannelId::forum("6A").class(), Some("6A"));
+        let f = ChannelId::forum("0750001A", "6A");
+        assert_eq!((f.school(), f.class(), f.as_str()), (Some("0750001A"), Some("6A"), "forum:0750001A:6A"));
+        assert_ne!(f, ChannelId::forum("0930002B", "6A"), "two schools' 6A are two channels");
+        assert_eq!(ChannelId::group("x").class(), None);
     }
 
     #[test]
     fn refuses_malformed() {
-        for bad in ["", "forum", "forum:", "x:y", "dm:b:a", "dm:a:a", "dm:a", "grp:a b", "forum:é"] {
+        for bad in [
+            "",
+            "forum",
+            "forum:",
+            "forum:6A",
+            "ann:6A",
+            "forum:S:",
+            "x:y",
+            "dm:b:a",
+            "dm:a:a",
+            "dm:a",
+            "grp:a b",
+            "forum:S:é",
+        ] {
             assert!(ChannelId::parse(bad).is_err(), "{bad}");
         }
         let long = format!("grp:{}", "a".repeat(65));

@@ -134,7 +134,7 @@ pub async fn edits_and_deletes(store: &dyn Store) {
 
 /// Threads, locks and replies in a forum.
 pub async fn forum_threads(store: &dyn Store) {
-    let ch = ChannelId::forum("f1");
+    let ch = ChannelId::forum("0750001A", "f1");
     let thread = Write::Post {
         channel: ch.clone(),
         kind: EntryKind::Thread,
@@ -176,7 +176,7 @@ pub async fn forum_threads(store: &dyn Store) {
 
 /// Markers only move forward, are clamped to the last seq, and unread counts follow.
 pub async fn read_markers_and_unread(store: &dyn Store) {
-    let ch = ChannelId::announcements("c1");
+    let ch = ChannelId::announcements("0750001A", "c1");
     for i in 0..5 {
         store.write(post(&ch, "t1", &format!("a{i}"), "annonce")).await.expect("post");
     }
@@ -239,7 +239,7 @@ pub async fn conversations(store: &dyn Store) {
 
 /// Mutes and saved directory documents.
 pub async fn mutes_and_directory(store: &dyn Store) {
-    let ch = ChannelId::forum("m1");
+    let ch = ChannelId::forum("0750001A", "m1");
     assert_eq!(store.muted_until(&ch, "e1").await, Ok(0));
     store.set_mute(&ch, "e1", 1_000).await.expect("mute");
     assert_eq!(store.muted_until(&ch, "e1").await, Ok(1_000));

@@ -140,7 +140,7 @@ mod tests {
 
     fn post(thread: Option<Seq>, reply_to: Option<Seq>, respect_lock: bool) -> Write {
         Write::Post {
-            channel: ChannelId::forum("6A"),
+            channel: ChannelId::forum("0750001A", "6A"),
             kind: EntryKind::Message,
             author: "e001".into(),
             client_id: "c1".into(),
@@ -176,19 +176,19 @@ mod tests {
     #[test]
     fn the_rules_table() {
         let edit = |author: &str, target| Write::Edit {
-            channel: ChannelId::forum("6A"),
+            channel: ChannelId::forum("0750001A", "6A"),
             author: author.into(),
             target,
             body: "corrigé".into(),
         };
         let delete = |author: &str, target, moderator| Write::Delete {
-            channel: ChannelId::forum("6A"),
+            channel: ChannelId::forum("0750001A", "6A"),
             author: author.into(),
             target,
             moderator,
         };
         let state = |thread| Write::ThreadState {
-            channel: ChannelId::forum("6A"),
+            channel: ChannelId::forum("0750001A", "6A"),
             author: "t01".into(),
             thread,
             locked: Some(true),
@@ -229,7 +229,7 @@ mod tests {
         assert_eq!((e.seq, e.at, e.thread, e.reply_to), (0, 42, Some(1), Some(2)));
         assert_eq!(e.client_id.as_deref(), Some("c1"));
         let w = Write::ThreadState {
-            channel: ChannelId::forum("6A"),
+            channel: ChannelId::forum("0750001A", "6A"),
             author: "t01".into(),
             thread: 3,
             locked: None,
@@ -239,6 +239,6 @@ mod tests {
         // Unchanged fields keep their stored value.
         assert_eq!((e.locked, e.pinned, e.target), (Some(true), Some(true), Some(3)));
         assert_eq!(targets(&post(Some(1), Some(2), true)), vec![1, 2]);
-        assert_eq!(idempotency_key(&post(None, None, true)), Some(("forum:6A", "e001", "c1")));
+        assert_eq!(idempotency_key(&post(None, None, true)), Some(("forum:0750001A:6A", "e001", "c1")));
     }
 }

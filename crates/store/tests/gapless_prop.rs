@@ -14,7 +14,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 fn channels() -> [ChannelId; 3] {
-    [ChannelId::forum("6A"), ChannelId::announcements("6A"), ChannelId::group("0123456789abcdef")]
+    [
+        ChannelId::forum("0750001A", "6A"),
+        ChannelId::announcements("0750001A", "6A"),
+        ChannelId::group("0123456789abcdef"),
+    ]
 }
 
 #[derive(Clone, Debug)]

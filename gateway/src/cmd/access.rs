@@ -52,8 +52,8 @@ fn direct_other<'c>(me: &UserRec, ch: &'c ChannelId) -> Option<&'c str> {
 pub fn decide(dir: &Directory, me: &UserRec, ch: &ChannelId, facts: Facts) -> Result<Access, CmdError> {
     let a = match ch.kind() {
         ChannelKind::Forum | ChannelKind::Announcements => {
-            let class = ch.class().unwrap_or_default();
-            let c = class_access(dir, me, class, ch.kind() == ChannelKind::Announcements);
+            let (school, class) = ch.school_class().unwrap_or_default();
+            let c = class_access(dir, me, school, class, ch.kind() == ChannelKind::Announcements);
             Access { read: c.read, post: c.post, create_thread: c.create_thread, moderate: c.moderate, conv: None }
         }
         ChannelKind::Direct => {
@@ -115,10 +115,10 @@ pub fn conversation_title(dir: &Directory, me: &str, conv: &Conversation) -> Str
 pub fn class_entries(dir: &Directory, me: &UserRec) -> Vec<(ChannelId, String, Access)> {
     let mut out = Vec::new();
     for (class, forum, ann) in class_channels(dir, me) {
-        let name = dir.class(&class).map(|c| c.name.clone()).unwrap_or_default();
+        let name = dir.class(&me.school, &class).map(|c| c.name.clone()).unwrap_or_default();
         for (on, ch, title) in [
-            (forum, ChannelId::forum(&class), format!("Forum {name}")),
-            (ann, ChannelId::announcements(&class), format!("Annonces {name}")),
+            (forum, ChannelId::forum(&me.school, &class), format!("Forum {name}")),
+            (ann, ChannelId::announcements(&me.school, &class), format!("Annonces {name}")),
         ] {
             if on && let Ok(a) = decide(dir, me, &ch, Facts::default()) {
                 out.push((ch, title, a));
@@ -200,8 +200,8 @@ mod tests {
         let u = |id: &str| d.user(id).expect("user").clone();
         let dm = ChannelId::direct("pa051", "t01");
         let grp = ChannelId::group("0123456789abcdef");
-        let forum = ChannelId::forum("6A");
-        let ann = ChannelId::announcements("6A");
+        let forum = ChannelId::forum("0750001A", "6A");
+        let ann = ChannelId::announcements("0750001A", "6A");
         let with = |c: &Conversation, posted| Facts { conv: Some(c.clone()), other_posted: posted };
         let dm_conv = conv(&dm, "t01", &["pa051", "t01"]);
         let grp_conv = conv(&grp, "t01", &["e001", "t01"]);

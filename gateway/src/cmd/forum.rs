@@ -58,7 +58,7 @@ pub fn decide_mute(cx: Ctx<'_>, a: &Access, channel: &ChannelId, user: &str, min
     if !a.moderate {
         return Err(moderators_only());
     }
-    let class = channel.class().and_then(|c| cx.dir.class(c));
+    let class = channel.school_class().and_then(|(s, c)| cx.dir.class(s, c));
     if !class.is_some_and(|c| c.pupils.iter().any(|p| p == user)) {
         return Err(CmdError::new(ErrorCode::NotFound, "no such pupil in this class"));
     }
@@ -95,7 +95,7 @@ mod tests {
     fn mute_decisions() {
         let d = Directory::from_docs([demo::demo_doc()]).expect("demo");
         let cx = Ctx { dir: &d, me: d.user("t01").expect("teacher"), now_ms: 1_000 };
-        let f = ChannelId::forum("6A");
+        let f = ChannelId::forum("0750001A", "6A");
         let moderator = Access { read: true, post: true, create_thread: true, moderate: true, conv: None };
         let pupil = Access { moderate: false, create_thread: false, ..moderator.clone() };
         assert_eq!(decide_mute(cx, &moderator, &f, "e001", 10), Ok(1_000 + 600_000));

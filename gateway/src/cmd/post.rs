@@ -191,7 +191,7 @@ mod tests {
         let d = Directory::from_docs([demo::demo_doc()]).expect("demo");
         let me = d.user("e001").expect("pupil");
         let cx = Ctx { dir: &d, me, now_ms: 1_000_000 };
-        let forum = ChannelId::forum("6A");
+        let forum = ChannelId::forum("0750001A", "6A");
         let dm = ChannelId::direct("e001", "e002");
         let code = |r: Result<Write, CmdError>| r.map(|_| ()).map_err(|e| e.code);
         type Row<'a> = (&'a str, Send, Access, i64, Result<(), ErrorCode>);
@@ -218,19 +218,19 @@ mod tests {
 
     #[test]
     fn mute_is_read_only_when_it_matters() {
-        let forum = ChannelId::forum("6A");
+        let forum = ChannelId::forum("0750001A", "6A");
         assert!(needs_mute(&send(forum.clone(), Some(1), None), &acc(true, false)));
         assert!(!needs_mute(&send(forum.clone(), Some(1), None), &acc(true, true)));
         assert!(!needs_mute(&send(forum.clone(), None, None), &acc(true, false)));
         assert!(!needs_mute(&send(forum, Some(1), None), &acc(false, false)));
-        assert!(!needs_mute(&send(ChannelId::announcements("6A"), None, None), &acc(true, false)));
+        assert!(!needs_mute(&send(ChannelId::announcements("0750001A", "6A"), None, None), &acc(true, false)));
     }
 
     #[test]
     fn thread_edit_delete_decisions() {
         let d = Directory::from_docs([demo::demo_doc()]).expect("demo");
         let cx = Ctx { dir: &d, me: d.user("t01").expect("teacher"), now_ms: 0 };
-        let f = ChannelId::forum("6A");
+        let f = ChannelId::forum("0750001A", "6A");
         let t = |a: &Access| decide_thread(cx, a, f.clone(), "c".into(), "Titre".into(), "Texte".into());
         assert!(matches!(t(&acc(true, true)), Ok(Write::Post { kind: EntryKind::Thread, .. })));
         assert_eq!(t(&acc(true, false)).map(|_| ()).map_err(|e| e.code), Err(ErrorCode::Forbidden));

@@ -91,7 +91,7 @@ pub fn receipt_readers(
     if entry.author != cx.me.id && !(a.moderate && a.conv.is_none()) {
         return Err(forbidden("read receipts are for the message's author"));
     }
-    let mut readers: Vec<String> = match (&a.conv, channel.class().and_then(|c| cx.dir.class(c))) {
+    let mut readers: Vec<String> = match (&a.conv, channel.school_class().and_then(|(s, c)| cx.dir.class(s, c))) {
         (Some(conv), _) => conv.members.clone(),
         (None, Some(class)) => {
             let mut v: Vec<String> = class.pupils.iter().cloned().collect();
@@ -133,8 +133,11 @@ mod tests {
         assert_eq!(page_limit(Some(0)), 1);
         assert_eq!(page_limit(Some(10_000)), MAX_PAGE);
         let p = |c: ChannelId| Position { channel: c, seq: 3 };
-        let gone = removed(&[p(ChannelId::forum("6A")), p(ChannelId::forum("5B"))], &[ChannelId::forum("6A")]);
-        assert_eq!(gone, vec![ChannelId::forum("5B")]);
+        let gone = removed(
+            &[p(ChannelId::forum("0750001A", "6A")), p(ChannelId::forum("0750001A", "5B"))],
+            &[ChannelId::forum("0750001A", "6A")],
+        );
+        assert_eq!(gone, vec![ChannelId::forum("0750001A", "5B")]);
     }
 
     #[test]
@@ -158,7 +161,7 @@ mod tests {
             deleted: false,
             client_id: None,
         };
-        let ann = ChannelId::announcements("6A");
+        let ann = ChannelId::announcements("0750001A", "6A");
         let teacher = Ctx { dir: &d, me: d.user("t01").expect("t"), now_ms: 0 };
         let pupil = Ctx { dir: &d, me: d.user("e001").expect("p"), now_ms: 0 };
         let moder = Access { read: true, post: true, create_thread: false, moderate: true, conv: None };

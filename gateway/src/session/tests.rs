@@ -152,8 +152,8 @@ async fn a_client_that_stops_reading_is_closed_with_4008() {
     hello(&c).await;
     for i in 0..200u64 {
         s.g.publish(
-            Topic::Channel(ChannelId::forum("6A")),
-            ServerFrame::Typing { channel: ChannelId::forum("6A"), user: format!("u{i}") },
+            Topic::Channel(ChannelId::forum("0750001A", "6A")),
+            ServerFrame::Typing { channel: ChannelId::forum("0750001A", "6A"), user: format!("u{i}") },
         );
     }
     tokio::task::yield_now().await;

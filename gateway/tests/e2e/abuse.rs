@@ -20,7 +20,7 @@ async fn next_error(c: &mut Client) -> (Option<u64>, ErrorCode) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_frames_get_errors_and_change_nothing() {
     let s = Server::start(FAST);
-    let ann = ChannelId::announcements("6A");
+    let ann = ChannelId::announcements("0750001A", "6A");
     let t01 = s.connect("t01").await;
     t01.send_message(&ann, "accepté avant").await.expect("send");
     let mut watcher = s.connect("e001").await;
@@ -36,7 +36,7 @@ async fn bad_frames_get_errors_and_change_nothing() {
         (text("[1,2,3]"), None, ErrorCode::BadFrame, "not an object"),
         (text(r#"{"id":1,"type":"launch_missiles"}"#), Some(1), ErrorCode::UnknownCommand, "unknown command"),
         (
-            text(r#"{"id":2,"type":"send","channel":"ann:6A","client_id":7,"body":"x"}"#),
+            text(r#"{"id":2,"type":"send","channel":"ann:0750001A:6A","client_id":7,"body":"x"}"#),
             Some(2),
             ErrorCode::BadRequest,
             "wrong type",
@@ -48,7 +48,7 @@ async fn bad_frames_get_errors_and_change_nothing() {
             "bad channel id",
         ),
         (
-            text(r#"{"id":4,"type":"history","channel":"ann:6A","limit":-5}"#),
+            text(r#"{"id":4,"type":"history","channel":"ann:0750001A:6A","limit":-5}"#),
             Some(4),
             ErrorCode::BadRequest,
             "negative limit",
@@ -57,7 +57,7 @@ async fn bad_frames_get_errors_and_change_nothing() {
         (WsMessage::Binary(vec![0xde, 0xad, 0xbe, 0xef, 0x00].into()), None, ErrorCode::BadFrame, "binary garbage"),
         (
             text(&format!(
-                r#"{{"id":5,"type":"send","channel":"ann:6A","client_id":"a","body":"{}"}}"#,
+                r#"{{"id":5,"type":"send","channel":"ann:0750001A:6A","client_id":"a","body":"{}"}}"#,
                 "é".repeat(5000)
             )),
             Some(5),
@@ -66,7 +66,7 @@ async fn bad_frames_get_errors_and_change_nothing() {
         ),
         (
             text(&format!(
-                r#"{{"id":6,"type":"send","channel":"ann:6A","client_id":"{}","body":"x"}}"#,
+                r#"{{"id":6,"type":"send","channel":"ann:0750001A:6A","client_id":"{}","body":"x"}}"#,
                 "k".repeat(65)
             )),
             Some(6),
@@ -74,7 +74,7 @@ async fn bad_frames_get_errors_and_change_nothing() {
             "client id too long",
         ),
         (
-            text(r#"{"id":7,"type":"send","channel":"ann:6A","client_id":"a","body":"   "}"#),
+            text(r#"{"id":7,"type":"send","channel":"ann:0750001A:6A","client_id":"a","body":"   "}"#),
             Some(7),
             ErrorCode::BadRequest,
             "empty body",
@@ -120,7 +120,7 @@ async fn bad_frames_get_errors_and_change_nothing() {
 async fn floods_are_rate_limited_and_the_server_stays_up() {
     // Default limits: 5 sends per second with a burst of 30, 50 frames per second.
     let s = Server::start(&[]);
-    let ann = ChannelId::announcements("6A");
+    let ann = ChannelId::announcements("0750001A", "6A");
     let t01 = std::sync::Arc::new(s.connect("t01").await);
     let mut limited = 0;
     let mut accepted = 0;

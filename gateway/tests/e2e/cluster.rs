@@ -61,7 +61,7 @@ async fn a_message_sent_on_one_gateway_reaches_members_on_the_others_in_order() 
     let redis = Redis::start();
     let root = tempfile::tempdir().expect("tempdir");
     let gws = cluster(&redis, root.path(), 3);
-    let ann = ChannelId::announcements("6A");
+    let ann = ChannelId::announcements("0750001A", "6A");
     let t01 = gws[0].connect("t01").await;
     let mut listeners = vec![gws[1].connect("e001").await, gws[2].connect("pa001").await, gws[0].connect("e002").await];
     // Let the other nodes' subscriptions reach Redis.
@@ -103,7 +103,7 @@ async fn clients_of_a_killed_gateway_resume_on_another_with_nothing_lost_or_twic
     let redis = Redis::start();
     let root = tempfile::tempdir().expect("tempdir");
     let mut gws = cluster(&redis, root.path(), 3);
-    let ann = ChannelId::announcements("6A");
+    let ann = ChannelId::announcements("0750001A", "6A");
     let pupils: Vec<String> = (1..=10).map(|n| format!("e{n:03}")).collect();
     let mut listeners = Vec::new();
     for p in &pupils {
@@ -119,7 +119,7 @@ async fn clients_of_a_killed_gateway_resume_on_another_with_nothing_lost_or_twic
         for i in 0..total {
             let cid = format!("k{i}");
             let cmd = Command::Send {
-                channel: ChannelId::announcements("6A"),
+                channel: ChannelId::announcements("0750001A", "6A"),
                 client_id: cid.clone(),
                 body: format!("m{i}"),
                 thread: None,
@@ -191,7 +191,7 @@ async fn a_redis_outage_drops_readiness_refuses_writes_and_loses_nothing() {
     let mut redis = Redis::start();
     let root = tempfile::tempdir().expect("tempdir");
     let gws = cluster(&redis, root.path(), 2);
-    let ann = ChannelId::announcements("6A");
+    let ann = ChannelId::announcements("0750001A", "6A");
     let t01 = gws[0].connect("t01").await;
     let mut e001 = gws[1].connect("e001").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -246,7 +246,7 @@ async fn a_rolling_restart_under_load_moves_clients_and_keeps_latency_bounded() 
             Server::start_in(root.path(), &args, &format!("{id}.log"))
         })
         .collect();
-    let ann = ChannelId::announcements("6A");
+    let ann = ChannelId::announcements("0750001A", "6A");
     let base = std::time::Instant::now();
     // 24 listeners, 8 per node; those of gw2 will be drained.
     let readers: Vec<String> = (1..=24).map(|n| format!("e{n:03}")).collect();
@@ -310,7 +310,7 @@ async fn a_rolling_restart_under_load_moves_clients_and_keeps_latency_bounded() 
             tick.tick().await;
             let sent = base.elapsed().as_micros() as u64;
             let cmd = Command::Send {
-                channel: ChannelId::announcements("6A"),
+                channel: ChannelId::announcements("0750001A", "6A"),
                 client_id: format!("r{i}"),
                 body: sent.to_string(),
                 thread: None,
@@ -366,7 +366,7 @@ async fn a_directory_import_on_one_gateway_applies_on_the_others() {
         }
     }
     removed.sort();
-    assert_eq!(removed, vec!["ann:6A", "forum:6A"]);
+    assert_eq!(removed, vec!["ann:0750001A:6A", "forum:0750001A:6A"]);
 }
 
 /// Registers a fake SFU node in the registry the way `preau-sfu --redis` does.

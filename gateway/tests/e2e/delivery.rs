@@ -11,7 +11,7 @@ use std::time::Duration;
 async fn retried_send_is_acknowledged_again_and_stored_once() {
     let s = Server::start(FAST);
     let t01 = s.connect_with("t01", Encoding::Json).await;
-    let ann = ChannelId::announcements("6A");
+    let ann = ChannelId::announcements("0750001A", "6A");
     let send = || Command::Send {
         channel: ann.clone(),
         client_id: "retry-1".into(),
@@ -79,7 +79,7 @@ async fn drain(c: &mut Client, t: &mut SeqTracker, ch: &ChannelId, upto: u64, se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_after_reconnect_gets_exactly_what_was_missed() {
     let s = Server::start(FAST);
-    let ann = ChannelId::announcements("5B");
+    let ann = ChannelId::announcements("0750001A", "5B");
     let t01 = s.connect("t01").await;
     let mut e026 = s.connect("e026").await;
     let mut tracker = SeqTracker::default();
@@ -110,7 +110,7 @@ async fn resume_after_reconnect_gets_exactly_what_was_missed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_sends_loses_no_acknowledged_message_and_stores_none_twice() {
     let mut s = Server::start(FAST);
-    let ann = ChannelId::announcements("4C");
+    let ann = ChannelId::announcements("0750001A", "4C");
     // Send as fast as acks come back, on four connections (so the kill lands in the
     // middle of grouped commits), until the process dies.
     let mut tasks = Vec::new();
@@ -212,7 +212,7 @@ async fn slow_consumer_is_cut_off_and_resumes_without_loss() {
         "--sync-full",
         "false",
     ]);
-    let ann = ChannelId::announcements("6A");
+    let ann = ChannelId::announcements("0750001A", "6A");
     let mut slow = s.connect("e003").await;
     let mut tracker = SeqTracker::default();
     tracker.track(&ann, 0);

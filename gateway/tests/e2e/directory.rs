@@ -41,22 +41,27 @@ async fn a_pupil_moved_to_another_class_loses_the_old_class_at_once() {
     }
     removed.sort();
     added.sort();
-    assert_eq!(removed, vec!["ann:6A", "forum:6A"]);
-    assert_eq!(added, vec!["ann:5B", "forum:5B"]);
+    assert_eq!(removed, vec!["ann:0750001A:6A", "forum:0750001A:6A"]);
+    assert_eq!(added, vec!["ann:0750001A:5B", "forum:0750001A:5B"]);
     // The old class's announcements no longer reach the open session.
-    t05.send_message(&ChannelId::announcements("6A"), "6A seulement").await.expect("send");
+    t05.send_message(&ChannelId::announcements("0750001A", "6A"), "6A seulement").await.expect("send");
     let h = e001
-        .request(Command::History { channel: ChannelId::forum("6A"), after: Some(0), before: None, limit: None })
+        .request(Command::History {
+            channel: ChannelId::forum("0750001A", "6A"),
+            after: Some(0),
+            before: None,
+            limit: None,
+        })
         .await;
     assert_eq!(h.expect_err("old forum").code(), Some(ErrorCode::Forbidden));
     let t01 = s.connect("t01").await;
-    t01.send_message(&ChannelId::announcements("5B"), "bienvenue en 5B").await.expect("send");
+    t01.send_message(&ChannelId::announcements("0750001A", "5B"), "bienvenue en 5B").await.expect("send");
     let got = expect_event(&mut e001, 5, |f| match f {
         ServerFrame::Event { channel, entry } => Some((channel.to_string(), entry.body.clone())),
         _ => None,
     })
     .await;
-    assert_eq!(got, ("ann:5B".to_owned(), Some("bienvenue en 5B".to_owned())));
+    assert_eq!(got, ("ann:0750001A:5B".to_owned(), Some("bienvenue en 5B".to_owned())));
     // The new directory survives a restart.
     drop(e001);
     let mut s = s;
@@ -65,7 +70,7 @@ async fn a_pupil_moved_to_another_class_loses_the_old_class_at_once() {
     let sync = e001.request(Command::Sync { positions: vec![], limit: None }).await.expect("sync");
     let mut chans: Vec<String> = sync.channels.iter().map(|c| c.channel.to_string()).collect();
     chans.sort();
-    assert_eq!(chans, vec!["ann:5B", "forum:5B"]);
+    assert_eq!(chans, vec!["ann:0750001A:5B", "forum:0750001A:5B"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@ mod delivery;
 mod deploy;
 mod directory;
 mod harness;
+mod isolation;
 mod live;
 mod ops;
 mod policy;

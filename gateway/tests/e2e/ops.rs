@@ -12,7 +12,7 @@ async fn health_readiness_metrics_and_dev_endpoints() {
     let (st, body) = http_get(&s.addr, "/readyz").await.expect("readyz");
     assert!(st == 200 && body.contains("true"), "{st} {body}");
     let t01 = s.connect("t01").await;
-    t01.send_message(&ChannelId::announcements("6A"), "métriques").await.expect("send");
+    t01.send_message(&ChannelId::announcements("0750001A", "6A"), "métriques").await.expect("send");
     let (st, m) = http_get(&s.addr, "/metrics").await.expect("metrics");
     assert_eq!(st, 200);
     for name in [
@@ -69,7 +69,7 @@ async fn sigterm_tells_clients_to_reconnect_and_exits_in_bounded_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_drops_while_the_store_is_unusable_and_nothing_is_lost() {
     let s = Server::start(FAST);
-    let ann = ChannelId::announcements("6A");
+    let ann = ChannelId::announcements("0750001A", "6A");
     let t01 = s.connect("t01").await;
     let first = t01.send_message(&ann, "avant la panne").await.expect("send").seq;
     // Another process takes the database's write lock (a backup tool gone wrong).

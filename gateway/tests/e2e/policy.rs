@@ -78,7 +78,7 @@ async fn anyone_may_answer_a_message_received() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forum_rules() {
     let s = Server::start(FAST);
-    let forum = ChannelId::forum("6A");
+    let forum = ChannelId::forum("0750001A", "6A");
     let t01 = s.connect("t01").await;
     let e001 = s.connect("e001").await;
     let e002 = s.connect("e002").await;
@@ -171,7 +171,7 @@ async fn forum_rules() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn announcements_are_read_only_with_receipts_for_the_author() {
     let s = Server::start(FAST);
-    let ann = ChannelId::announcements("6A");
+    let ann = ChannelId::announcements("0750001A", "6A");
     let t01 = s.connect("t01").await;
     let mut pa001 = s.connect("pa001").await;
     let e001 = s.connect("e001").await;

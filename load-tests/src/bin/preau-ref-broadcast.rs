@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
     println!("preau-ref-broadcast listening on {}", listener.local_addr()?);
     // One broadcast channel; a receiver that lags is dropped, as a slow consumer would be.
     let (tx, _) = broadcast::channel::<Arc<SharedFrame>>(1024);
-    let seqs: Seqs = Arc::new(Mutex::new(HashMap::from([(ChannelId::announcements("6A"), 0)])));
+    let seqs: Seqs = Arc::new(Mutex::new(HashMap::from([(ChannelId::announcements("0750001A", "6A"), 0)])));
     loop {
         let (tcp, _) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
