@@ -61,12 +61,16 @@ pub struct Config {
     /// JWKS file verifying tokens by `kid` (production).
     #[arg(long, env = "PREAU_JWKS", global = true)]
     pub jwks: Option<PathBuf>,
-    /// Required `iss` claim.
+    /// Required `iss` claim (a token without one is refused).
     #[arg(long, env = "PREAU_JWT_ISSUER", global = true)]
     pub jwt_issuer: Option<String>,
-    /// Required `aud` claim.
+    /// Required `aud` claim (a token without one, or naming other audiences only, is
+    /// refused).
     #[arg(long, env = "PREAU_JWT_AUDIENCE", global = true)]
     pub jwt_audience: Option<String>,
+    /// Clock skew tolerated on tokens' `exp` and `nbf`, seconds.
+    #[arg(long, env = "PREAU_JWT_LEEWAY_SECONDS", default_value_t = 30, global = true)]
+    pub jwt_leeway_seconds: u64,
     /// Most open WebSocket connections on this node (keep under the open-file limit).
     #[arg(long, env = "PREAU_MAX_CONNECTIONS", default_value_t = 19_000, global = true)]
     pub max_connections: usize,
@@ -197,6 +201,7 @@ impl Config {
         anyhow::ensure!(self.max_group_members >= 2, "--max-group-members must be at least 2");
         anyhow::ensure!(self.sends_per_second > 0 && self.send_burst > 0, "send rate and burst must be positive");
         anyhow::ensure!(self.frames_per_second > 0, "--frames-per-second must be positive");
+        anyhow::ensure!(self.jwt_leeway_seconds <= 300, "--jwt-leeway-seconds is at most 300 (five minutes)");
         anyhow::ensure!(self.outbound_queue >= 16, "--outbound-queue must be at least 16");
         anyhow::ensure!(
             self.scylla_keyspace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')

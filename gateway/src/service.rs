@@ -295,7 +295,10 @@ fn keys(cfg: &Config) -> anyhow::Result<(Verifier, Option<Issuer>)> {
         let key = dev_key(&cfg.data_dir)?;
         (Verifier::hs256(&key), Some(Issuer::hs256(&key)))
     };
-    let v = v.with_issuer(cfg.jwt_issuer.clone()).with_audience(cfg.jwt_audience.clone());
+    let v = v
+        .with_issuer(cfg.jwt_issuer.clone())
+        .with_audience(cfg.jwt_audience.clone())
+        .with_leeway(cfg.jwt_leeway_seconds);
     let i = i.map(|i| i.with_claims(cfg.jwt_issuer.clone(), cfg.jwt_audience.clone()));
     Ok((v, if cfg.dev_mode() { i } else { None }))
 }

@@ -23,17 +23,69 @@ pub struct Claims {
     pub profile: String,
     /// School UAI.
     pub school: String,
-    /// Expiry, seconds since the Unix epoch.
+    /// Expiry, seconds since the Unix epoch (RFC 7519 NumericDate: fractions are read
+    /// and rounded down).
+    #[serde(deserialize_with = "numeric_date")]
     pub exp: u64,
     /// Issued at.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt_numeric_date")]
     pub iat: Option<u64>,
     /// Issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
-    /// Audience.
+    /// Audience: one string or an array of them (RFC 7519 allows both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
+}
+
+/// The `aud` claim: one audience or several.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "preau"`.
+    One(String),
+    /// `"aud": ["preau", "ent"]`.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// Whether `a` is one of the audiences.
+    pub fn contains(&self, a: &str) -> bool {
+        match self {
+            Audience::One(x) => x == a,
+            Audience::Many(v) => v.iter().any(|x| x == a),
+        }
+    }
+}
+
+impl From<&str> for Audience {
+    fn from(a: &str) -> Self {
+        Audience::One(a.to_owned())
+    }
+}
+
+impl From<String> for Audience {
+    fn from(a: String) -> Self {
+        Audience::One(a)
+    }
+}
+
+/// A NumericDate: seconds since the epoch, an integer or not (RFC 7519, section 2).
+fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let f = f64::deserialize(d)?;
+    if f.is_finite() && f >= 0.0 { Ok(f.floor() as u64) } else { Err(serde::de::Error::custom("not a NumericDate")) }
+}
+
+fn opt_numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    numeric_date(d).map(Some)
+}
+
+/// The time claims every token is checked on.
+#[derive(Deserialize)]
+struct Times {
+    exp: f64,
+    #[serde(default)]
+    nbf: Option<f64>,
 }
 
 /// Audience of room tokens: the SFU accepts nothing else, the gateway never accepts them.
@@ -54,6 +106,7 @@ pub struct RoomClaims {
     /// `host`, `participant` or `observer`.
     pub role: String,
     /// Expiry, seconds since the Unix epoch.
+    #[serde(deserialize_with = "numeric_date")]
     pub exp: u64,
     /// Always [`ROOM_AUDIENCE`].
     pub aud: String,
@@ -68,6 +121,9 @@ pub enum AuthError {
     /// The token's expiry has passed.
     #[error("the token has expired")]
     Expired,
+    /// The token is not valid yet (`nbf` is ahead, beyond the leeway).
+    #[error("the token is not valid yet")]
+    NotYetValid,
     /// The signature does not verify, the algorithm is not the configured one, or the key
     /// id is unknown.
     #[error("the token's signature is not valid")]
@@ -89,6 +145,7 @@ impl AuthError {
         match self {
             AuthError::Missing => "token_missing",
             AuthError::Expired => "token_expired",
+            AuthError::NotYetValid => "token_not_yet_valid",
             AuthError::BadSignature => "token_invalid",
             AuthError::WrongAudience => "token_wrong_audience",
             AuthError::WrongIssuer => "token_wrong_issuer",
@@ -192,19 +249,40 @@ impl Verifier {
         self
     }
 
-    /// Verifies a user token and returns its claims.
+    /// Clock skew tolerated on `exp` and `nbf`, seconds (30 by default).
+    pub fn with_leeway(mut self, secs: u64) -> Self {
+        self.leeway_secs = secs;
+        self
+    }
+
+    /// Verifies a user token now and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        self.verify_as(token, self.audience.as_deref())
+        self.verify_at(token, now_secs())
+    }
+
+    /// Verifies a user token at `now` (seconds since the epoch).
+    pub fn verify_at(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
+        self.verify_as(token, self.audience.as_deref(), now)
     }
 
     /// Verifies a room token (audience [`ROOM_AUDIENCE`]) and returns its claims.
     pub fn verify_room(&self, token: &str) -> Result<RoomClaims, AuthError> {
-        self.verify_as(token, Some(ROOM_AUDIENCE))
+        self.verify_as(token, Some(ROOM_AUDIENCE), now_secs())
     }
 
-    fn verify_as<T: serde::de::DeserializeOwned>(&self, token: &str, audience: Option<&str>) -> Result<T, AuthError> {
+    fn verify_as<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        audience: Option<&str>,
+        now: u64,
+    ) -> Result<T, AuthError> {
         if token.is_empty() {
             return Err(AuthError::Missing);
+        }
+        // An unsigned (`alg: none`) or unknown-algorithm token is a bad signature, not a
+        // malformed token: it is well formed, and must never verify.
+        if header_alg(token).is_some_and(|a| parse_algorithm(&a).is_err()) {
+            return Err(AuthError::BadSignature);
         }
         let (key, alg) = match &self.keys {
             Keys::Single(k, a) => (k, *a),
@@ -216,10 +294,15 @@ impl Verifier {
             }
         };
         let mut v = Validation::new(alg);
-        v.leeway = self.leeway_secs;
-        v.set_required_spec_claims(&["exp", "sub"]);
+        // Times are checked below, on NumericDates with fractions and on our clock.
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        let mut required = vec!["sub"];
         match audience {
-            Some(a) => v.set_audience(&[a]),
+            Some(a) => {
+                v.set_audience(&[a]);
+                required.push("aud");
+            }
             // No audience configured: still refuse room tokens as user tokens.
             None => {
                 v.validate_aud = false;
@@ -232,17 +315,31 @@ impl Verifier {
         }
         if let Some(i) = &self.issuer {
             v.set_issuer(&[i]);
+            required.push("iss");
         }
-        jsonwebtoken::decode::<T>(token, key, &v).map(|d| d.claims).map_err(|e| {
+        v.set_required_spec_claims(&required);
+        let claims = jsonwebtoken::decode::<serde_json::Value>(token, key, &v).map(|d| d.claims).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             match e.kind() {
-                K::ExpiredSignature => AuthError::Expired,
                 K::InvalidAudience => AuthError::WrongAudience,
                 K::InvalidIssuer => AuthError::WrongIssuer,
-                K::InvalidSignature | K::InvalidAlgorithm | K::InvalidKeyFormat => AuthError::BadSignature,
+                K::MissingRequiredClaim(c) if c == "aud" => AuthError::WrongAudience,
+                K::MissingRequiredClaim(c) if c == "iss" => AuthError::WrongIssuer,
+                K::InvalidSignature | K::InvalidAlgorithm | K::InvalidKeyFormat | K::InvalidAlgorithmName => {
+                    AuthError::BadSignature
+                }
                 _ => AuthError::Malformed,
             }
-        })
+        })?;
+        let times: Times = serde_json::from_value(claims.clone()).map_err(|_| AuthError::Malformed)?;
+        let (now, leeway) = (now as f64, self.leeway_secs as f64);
+        if !times.exp.is_finite() || times.exp < now - leeway {
+            return Err(AuthError::Expired);
+        }
+        if times.nbf.is_some_and(|nbf| !nbf.is_finite() || nbf > now + leeway) {
+            return Err(AuthError::NotYetValid);
+        }
+        serde_json::from_value(claims).map_err(|_| AuthError::Malformed)
     }
 }
 
@@ -290,7 +387,7 @@ impl Issuer {
             exp: now + ttl_secs,
             iat: Some(now),
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: self.audience.clone().map(Audience::One),
         })
     }
 
@@ -320,6 +417,15 @@ impl Issuer {
         // which the constructor already refused.
         jsonwebtoken::encode(&h, claims, &self.key).unwrap_or_default()
     }
+}
+
+/// The `alg` a token's header names, if the header is readable JSON.
+fn header_alg(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let head = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(head.trim_end_matches('=')).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("alg")?.as_str().map(str::to_owned)
 }
 
 /// Seconds since the Unix epoch.
@@ -370,6 +476,68 @@ mod tests {
         assert_eq!(v.verify(&iss2.issue("u", "pupil", "s", 60)), Err(AuthError::WrongIssuer));
         let ok = Issuer::hs256(b"k").with_claims(Some("ent".into()), Some("preau".into()));
         assert!(v.verify(&ok.issue("u", "pupil", "s", 60)).is_ok());
+    }
+
+    /// A token signed with `key` over any JSON claims.
+    fn raw(key: &[u8], claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(key)).expect("sign")
+    }
+
+    #[test]
+    fn configured_audience_and_issuer_are_required() {
+        let v = Verifier::hs256(b"k").with_audience(Some("preau".into())).with_issuer(Some("ent".into()));
+        let now = now_secs();
+        let base = serde_json::json!({"sub": "u", "profile": "pupil", "school": "s", "exp": now + 60});
+        let with = |extra: serde_json::Value| {
+            let mut c = base.clone();
+            c.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+            raw(b"k", c)
+        };
+        assert_eq!(v.verify(&with(serde_json::json!({"iss": "ent"}))), Err(AuthError::WrongAudience), "no aud");
+        assert_eq!(v.verify(&with(serde_json::json!({"aud": "preau"}))), Err(AuthError::WrongIssuer), "no iss");
+        assert!(v.verify(&with(serde_json::json!({"aud": "preau", "iss": "ent"}))).is_ok());
+        // RFC 7519: an array audience, fractional dates.
+        let std = with(
+            serde_json::json!({"aud": ["ent", "preau"], "iss": "ent", "exp": now as f64 + 60.5, "iat": now as f64 - 0.25}),
+        );
+        let c = v.verify(&std).expect("array aud and fractional dates");
+        assert_eq!(c.exp, now + 60);
+        assert!(c.aud.is_some_and(|a| a.contains("preau")));
+        let other = with(serde_json::json!({"aud": ["ent", "other"], "iss": "ent"}));
+        assert_eq!(v.verify(&other), Err(AuthError::WrongAudience));
+        // Without a configured audience or issuer, neither is required.
+        assert!(Verifier::hs256(b"k").verify(&raw(b"k", base)).is_ok());
+    }
+
+    #[test]
+    fn not_before_and_leeway_are_honoured_on_the_given_clock() {
+        let v = Verifier::hs256(b"k").with_leeway(10);
+        let t = |exp: u64, nbf: Option<u64>| {
+            let mut c = serde_json::json!({"sub": "u", "profile": "pupil", "school": "s", "exp": exp});
+            if let Some(n) = nbf {
+                c["nbf"] = n.into();
+            }
+            raw(b"k", c)
+        };
+        let now = 1_800_000_000;
+        assert_eq!(v.verify_at(&t(now + 600, Some(now + 60)), now), Err(AuthError::NotYetValid));
+        assert!(v.verify_at(&t(now + 600, Some(now + 5)), now).is_ok(), "within the leeway");
+        assert!(v.verify_at(&t(now + 600, Some(now + 60)), now + 60).is_ok(), "once it begins");
+        assert!(v.verify_at(&t(now - 5, None), now).is_ok(), "expired within the leeway");
+        assert_eq!(v.verify_at(&t(now - 11, None), now), Err(AuthError::Expired));
+        assert_eq!(AuthError::NotYetValid.reason(), "token_not_yet_valid");
+    }
+
+    #[test]
+    fn unsigned_tokens_are_invalid_not_malformed() {
+        use base64::Engine as _;
+        let b64 = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let claims = serde_json::json!({"sub": "t01", "profile": "teacher", "school": "s", "exp": now_secs() + 60});
+        for alg in ["none", "None", "NONE"] {
+            let t = format!("{}.{}.", b64(serde_json::json!({"alg": alg, "typ": "JWT"})), b64(claims.clone()));
+            assert_eq!(Verifier::hs256(b"k").verify(&t), Err(AuthError::BadSignature), "alg {alg}");
+            assert_eq!(AuthError::BadSignature.reason(), "token_invalid");
+        }
     }
 
     #[test]

@@ -239,3 +239,54 @@ async fn connections_per_user_are_capped() {
     }
     s.connect("e002").await;
 }
+
+/// Configured `aud` and `iss` are required; `nbf` is honoured with the leeway; standard
+/// tokens (array `aud`, fractional dates) pass; `alg: none` is `token_invalid`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_claims_and_standard_tokens() {
+    use base64::Engine as _;
+    let s = Server::start(&["--jwt-audience", "preau", "--jwt-issuer", "ent", "--jwt-leeway-seconds", "5"]);
+    let key = std::fs::read(s.data_path().join("data/dev-signing-key")).expect("dev key");
+    let now = preau_auth::now_secs();
+    let sign = |claims: serde_json::Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(&key),
+        )
+        .expect("sign")
+    };
+    let base = |extra: serde_json::Value| {
+        let mut c = serde_json::json!({"sub": "t01", "profile": "teacher", "school": "0750001A", "exp": now + 60});
+        for (k, v) in extra.as_object().expect("object") {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let b64 = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let unsigned = format!(
+        "{}.{}.",
+        b64(serde_json::json!({"alg": "none"})),
+        b64(base(serde_json::json!({"aud": "preau", "iss": "ent"})))
+    );
+    let refused = [
+        (sign(base(serde_json::json!({"iss": "ent"}))), "token_wrong_audience"),
+        (sign(base(serde_json::json!({"aud": "preau"}))), "token_wrong_issuer"),
+        (sign(base(serde_json::json!({"aud": "preau", "iss": "ent", "nbf": now + 120}))), "token_not_yet_valid"),
+        (unsigned, "token_invalid"),
+    ];
+    for (token, reason) in refused {
+        match Client::connect(&s.addr, &token, Encoding::Json).await {
+            Err(ClientError::Http { status, body }) => {
+                let v: serde_json::Value = serde_json::from_str(&body).expect("json error body");
+                assert_eq!((status, v["reason"].as_str()), (401, Some(reason)), "{body}");
+            }
+            other => panic!("{reason}: expected 401, got {:?}", other.map(|_| ())),
+        }
+    }
+    let standard = sign(base(serde_json::json!({
+        "aud": ["ent-portal", "preau"], "iss": "ent", "exp": now as f64 + 60.5, "nbf": now + 2, "iat": now as f64 - 0.5
+    })));
+    let c = Client::connect(&s.addr, &standard, Encoding::Json).await.expect("a standard token connects");
+    c.request(Command::Ping {}).await.expect("ping");
+}
