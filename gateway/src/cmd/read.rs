@@ -77,8 +77,9 @@ pub async fn mark_read(g: &Gateway, cx: Ctx<'_>, ack: Ack, channel: ChannelId, s
 }
 
 /// Decides `receipts`: who should have read `entry` (the readers whose markers the
-/// author sees), or why the asker may not see them. Authors see theirs; class
-/// moderators see any class message's.
+/// author sees), or why the asker may not see them. Read state is personal data of
+/// pupils and parents: only the message's author sees it, not other teachers of the
+/// class, staff or admins, though they moderate the channel.
 pub fn receipt_readers(
     cx: Ctx<'_>,
     a: &Access,
@@ -88,7 +89,7 @@ pub fn receipt_readers(
     let Some(entry) = entry.filter(|e| matches!(e.kind, EntryKind::Message | EntryKind::Thread)) else {
         return Err(CmdError::new(ErrorCode::NotFound, "no such message"));
     };
-    if entry.author != cx.me.id && !(a.moderate && a.conv.is_none()) {
+    if entry.author != cx.me.id {
         return Err(forbidden("read receipts are for the message's author"));
     }
     let mut readers: Vec<String> = match (&a.conv, channel.school_class().and_then(|(s, c)| cx.dir.class(s, c))) {
@@ -171,6 +172,12 @@ mod tests {
         assert!(r.len() > 25 && r.contains(&"e001".to_string()) && r.contains(&"pa001".to_string()));
         assert!(!r.contains(&"t01".to_string()));
         let code = |r: Result<Vec<String>, CmdError>| r.map_err(|e| e.code).err();
+        let colleague = Ctx { dir: &d, me: d.user("t05").expect("t"), now_ms: 0 };
+        assert_eq!(
+            code(receipt_readers(colleague, &moder, &ann, Some(entry("t01", EntryKind::Message)))),
+            Some(ErrorCode::Forbidden),
+            "another moderator of the class"
+        );
         assert_eq!(
             code(receipt_readers(pupil, &reader, &ann, Some(entry("t01", EntryKind::Message)))),
             Some(ErrorCode::Forbidden)

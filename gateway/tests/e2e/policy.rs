@@ -190,6 +190,13 @@ async fn announcements_are_read_only_with_receipts_for_the_author() {
         e001.request(Command::Receipts { channel: ann.clone(), seq }).await.expect_err("pupil").code(),
         Some(ErrorCode::Forbidden)
     );
+    // Receipts are the author's alone: another teacher of the class, staff and the
+    // school's admin moderate the channel but do not see who read someone else's message.
+    for other in ["t05", "s01", "ad01"] {
+        let c = s.connect(other).await;
+        let r = c.request(Command::Receipts { channel: ann.clone(), seq }).await;
+        assert_eq!(r.expect_err(other).code(), Some(ErrorCode::Forbidden), "{other}");
+    }
     // A parent of another class does not see it.
     let pa051 = s.connect("pa051").await;
     let h = pa051.request(Command::History { channel: ann, after: Some(0), before: None, limit: None }).await;
