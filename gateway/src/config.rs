@@ -52,6 +52,11 @@ pub struct Config {
     /// /dev/users and /dev/token. On unless a production key is given.
     #[arg(long, env = "PREAU_DEV", global = true)]
     pub dev: Option<bool>,
+    /// Let development mode listen on a non-loopback address. Development mode hands out
+    /// tokens to anyone who asks (`/dev/token`), so by default it refuses to start
+    /// anywhere but 127.0.0.0/8 or ::1.
+    #[arg(long, env = "PREAU_DEV_ALLOW_PUBLIC", default_value_t = false, global = true)]
+    pub dev_allow_public: bool,
     /// PEM public key verifying tokens (production).
     #[arg(long, env = "PREAU_JWT_PUBLIC_KEY", global = true)]
     pub jwt_public_key: Option<PathBuf>,
@@ -219,6 +224,13 @@ impl Config {
         anyhow::ensure!(
             self.dev_mode() || self.jwt_public_key.is_some() || self.jwks.is_some(),
             "production mode needs --jwt-public-key or --jwks"
+        );
+        anyhow::ensure!(
+            !self.dev_mode() || self.listen.ip().is_loopback() || self.dev_allow_public,
+            "development mode (demo school, /dev/token handing tokens to anyone) refuses to listen on {}: \
+             listen on 127.0.0.1, configure production keys (--jwt-public-key or --jwks), \
+             or pass --dev-allow-public true if you really mean it",
+            self.listen
         );
         Ok(())
     }

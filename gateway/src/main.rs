@@ -48,6 +48,13 @@ async fn main() -> anyhow::Result<()> {
             println!("preau-gateway listening on http://{addr} (dev mode: {})", cfg.dev_mode());
             std::io::stdout().flush()?;
             tracing::info!(%addr, dev = cfg.dev_mode(), data = %cfg.data_dir.display(), "serving");
+            if cfg.dev_mode() {
+                tracing::warn!(
+                    %addr,
+                    "DEVELOPMENT MODE: demo school, /dev/token gives a token for any user to anyone who asks; \
+                     never expose this node"
+                );
+            }
             run(listener, g, Some(prom), shutdown_signal()).await
         }
         Command::Import { file } => {

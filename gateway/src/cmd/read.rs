@@ -142,7 +142,7 @@ mod tests {
     }
 
     #[test]
-    fn receipts_are_for_authors_and_class_moderators() {
+    fn receipts_are_for_the_author_only() {
         let d = Directory::from_docs([demo::demo_doc()]).expect("demo");
         let entry = |author: &str, kind| Entry {
             seq: 1,

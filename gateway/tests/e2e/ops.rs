@@ -153,3 +153,19 @@ async fn a_full_node_refuses_with_503() {
         other => panic!("third connection: {:?}", other.map(|_| ())),
     }
 }
+
+/// Development mode hands tokens to anyone: it refuses a non-loopback address unless
+/// forced, and says why (it never binds, so nothing leaves 127.0.0.0/8).
+#[test]
+fn development_mode_refuses_a_public_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_preau-gateway"))
+        .args(["--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "dev mode started on 0.0.0.0");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("development mode") && err.contains("--dev-allow-public"), "{err}");
+    assert!(std::fs::read_dir(dir.path()).map(|mut d| d.next().is_none()).unwrap_or(true), "nothing created");
+}
