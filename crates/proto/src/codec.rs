@@ -99,6 +99,14 @@ fn plain(mut s: String) -> String {
 
 /// Decodes a client frame. Never panics; every failure says which stable code to answer.
 pub fn decode_client(enc: Encoding, bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
+    if !is_object(enc, bytes) {
+        // serde would take an array for a struct; the protocol says objects (maps) only.
+        return Err(DecodeError {
+            id: None,
+            code: ErrorCode::BadFrame,
+            message: format!("frame is not a {} object", enc_name(enc)),
+        });
+    }
     match parse::<ClientFrame>(enc, bytes) {
         Ok(f) => Ok(f),
         Err(full) => {
@@ -123,6 +131,24 @@ pub fn decode_client(enc: Encoding, bytes: &[u8]) -> Result<ClientFrame, DecodeE
             Err(DecodeError { id, code, message })
         }
     }
+}
+
+/// Whether `bytes` start an object: `{` in JSON, a map in MessagePack.
+fn is_object(enc: Encoding, bytes: &[u8]) -> bool {
+    match enc {
+        Encoding::Json => bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'),
+        Encoding::MsgPack => matches!(bytes.first(), Some(0x80..=0x8f | 0xde | 0xdf)),
+    }
+}
+
+/// The `id` of a frame, if it is an object with an integer `id`, whatever else is in it.
+/// Used to answer frames refused before decoding (rate limit, size), so every command
+/// gets its answer with its id.
+pub fn peek_id(enc: Encoding, bytes: &[u8]) -> Option<u64> {
+    if !is_object(enc, bytes) {
+        return None;
+    }
+    parse::<Envelope>(enc, bytes).ok()?.id.and_then(Lenient::ok)
 }
 
 fn enc_name(enc: Encoding) -> &'static str {
@@ -254,6 +280,15 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadFrame);
         let e = decode_client(Encoding::Json, b"[1,2]").expect_err("array");
         assert_eq!(e.code, ErrorCode::BadFrame);
+        // A MessagePack array is not an object either, even one serde could read as a
+        // struct: `[1, "ping"]`.
+        let e = decode_client(Encoding::MsgPack, &[0x92, 0x01, 0xa4, b'p', b'i', b'n', b'g']).expect_err("array");
+        assert_eq!((e.id, e.code), (None, ErrorCode::BadFrame));
+        // Frames refused before decoding still give up their id.
+        assert_eq!(peek_id(Encoding::Json, br#" {"id":9,"type":"send","body":"x"}"#), Some(9));
+        assert_eq!(peek_id(Encoding::Json, br#"[9]"#), None);
+        let mp = rmp_serde::to_vec_named(&serde_json::json!({"id": 12, "type": "ping"})).expect("msgpack");
+        assert_eq!(peek_id(Encoding::MsgPack, &mp), Some(12));
     }
 
     #[test]

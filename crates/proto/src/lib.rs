@@ -22,7 +22,9 @@ pub mod error;
 pub mod frames;
 pub mod ids;
 
-pub use codec::{DecodeError, Encoding, SharedFrame, decode_client, decode_server, encode_client, encode_server};
+pub use codec::{
+    DecodeError, Encoding, SharedFrame, decode_client, decode_server, encode_client, encode_server, peek_id,
+};
 pub use error::ErrorCode;
 pub use frames::*;
 pub use ids::{ChannelId, ChannelKind, IdError, Seq, UserId, valid_id};
@@ -56,4 +58,8 @@ pub mod close {
     pub const ELSEWHERE: u16 = 4009;
     /// The node is restarting: reconnect after the delay given in the `reconnect` frame.
     pub const SERVICE_RESTART: u16 = 1012;
+    /// A text frame was not valid UTF-8 (RFC 6455).
+    pub const INVALID_UTF8: u16 = 1007;
+    /// A frame beyond the hard cap (four times the frame limit) was sent.
+    pub const TOO_BIG: u16 = 1009;
 }

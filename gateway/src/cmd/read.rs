@@ -11,9 +11,14 @@ use std::collections::{HashMap, HashSet};
 /// Most entries per page of history or sync.
 pub const MAX_PAGE: u32 = 200;
 
-/// A page size from the client's `limit`: [`MAX_PAGE`] when absent, within 1..=MAX_PAGE.
-pub fn page_limit(limit: Option<u32>) -> u32 {
-    limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE)
+/// A page size from the client's `limit`: [`MAX_PAGE`] when absent; `bad_request` outside
+/// 1..=MAX_PAGE (as documented), rather than a silent clamp.
+pub fn page_limit(limit: Option<u32>) -> Result<u32, CmdError> {
+    match limit {
+        None => Ok(MAX_PAGE),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(_) => Err(bad(format!("`limit` is 1 to {MAX_PAGE}"))),
+    }
 }
 
 /// The channels named in `positions` that the user no longer sees.
@@ -30,7 +35,7 @@ pub async fn sync(
     positions: Vec<Position>,
     limit: Option<u32>,
 ) -> Result<Ack, CmdError> {
-    let limit = page_limit(limit);
+    let limit = page_limit(limit)?;
     let vis = access::visible(g, cx.dir, cx.me).await?;
     let chans: Vec<ChannelId> = vis.iter().map(|(c, _, _)| c.clone()).collect();
     let states = timed("summaries", g.store.summaries(&cx.me.id, &chans)).await?;
@@ -63,7 +68,7 @@ pub async fn history(
     if after.is_some() && before.is_some() {
         return Err(bad("give `after` or `before`, not both"));
     }
-    let limit = page_limit(limit);
+    let limit = page_limit(limit)?;
     access::of(g, cx, &channel).await?;
     let (entries, more) = timed("history", g.store.history(&channel, after, before, limit)).await?;
     Ok(Ack { entries, more, ..ack })
@@ -130,9 +135,12 @@ mod tests {
 
     #[test]
     fn page_limits_and_removed_channels() {
-        assert_eq!(page_limit(None), MAX_PAGE);
-        assert_eq!(page_limit(Some(0)), 1);
-        assert_eq!(page_limit(Some(10_000)), MAX_PAGE);
+        assert_eq!(page_limit(None), Ok(MAX_PAGE));
+        assert_eq!(page_limit(Some(1)), Ok(1));
+        assert_eq!(page_limit(Some(MAX_PAGE)), Ok(MAX_PAGE));
+        for bad in [0, MAX_PAGE + 1, 10_000] {
+            assert_eq!(page_limit(Some(bad)).map_err(|e| e.code), Err(ErrorCode::BadRequest), "{bad}");
+        }
         let p = |c: ChannelId| Position { channel: c, seq: 3 };
         let gone = removed(
             &[p(ChannelId::forum("0750001A", "6A")), p(ChannelId::forum("0750001A", "5B"))],

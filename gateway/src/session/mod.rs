@@ -15,7 +15,7 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use preau_directory::UserRec;
 use preau_proto::{
     ChannelId, ChannelKind, Encoding, ErrorCode, PROTOCOL_VERSION, ServerFrame, SharedFrame, close, decode_client,
-    encode_server,
+    encode_server, peek_id,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -102,7 +102,12 @@ async fn read_error<K: Sink<Message, Error = axum::Error> + Unpin>(sink: &mut K,
     let inner = e.into_inner();
     match inner.downcast_ref::<WsError>() {
         Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
-            let _ = sink.send(close_msg(1009, "frame too large")).await;
+            let _ = sink.send(close_msg(close::TOO_BIG, "frame too large")).await;
+            End::Abuse
+        }
+        // RFC 6455: a text frame that is not UTF-8 closes with 1007.
+        Some(WsError::Utf8(_)) => {
+            let _ = sink.send(close_msg(close::INVALID_UTF8, "text frames must be UTF-8")).await;
             End::Abuse
         }
         _ => End::SocketError,
@@ -374,17 +379,19 @@ impl Session {
         enc: Encoding,
         frames: &mut TokenBucket,
     ) -> Result<bool, End> {
+        // Refused before decoding, but answered with the frame's id when it has one: every
+        // command gets exactly one answer carrying its id.
         if bytes.len() > self.g.cfg.max_frame_bytes {
             let e = CmdError::new(
                 ErrorCode::TooLarge,
                 format!("frames are limited to {} bytes", self.g.cfg.max_frame_bytes),
             );
-            self.send(sink, &error_frame(None, &e)).await?;
+            self.send(sink, &error_frame(peek_id(enc, bytes), &e)).await?;
             return Ok(false);
         }
         if let Err(wait) = frames.try_take(Instant::now()) {
             let e = CmdError::rate_limited("too many frames; slow down", wait);
-            self.send(sink, &error_frame(None, &e)).await?;
+            self.send(sink, &error_frame(peek_id(enc, bytes), &e)).await?;
             return Ok(false);
         }
         let frame = match decode_client(enc, bytes) {

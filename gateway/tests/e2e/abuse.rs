@@ -80,6 +80,19 @@ async fn bad_frames_get_errors_and_change_nothing() {
             "empty body",
         ),
         (text(&"x".repeat(100_000)), None, ErrorCode::TooLarge, "oversize frame"),
+        (
+            text(&format!(r#"{{"id":8,"type":"send","channel":"ann:0750001A:6A","body":"{}"}}"#, "x".repeat(100_000))),
+            Some(8),
+            ErrorCode::TooLarge,
+            "oversize frame answered with its id",
+        ),
+        (
+            text(r#"{"id":9,"type":"history","channel":"ann:0750001A:6A","limit":0}"#),
+            Some(9),
+            ErrorCode::BadRequest,
+            "limit 0",
+        ),
+        (text(r#"{"id":10,"type":"sync","positions":[],"limit":201}"#), Some(10), ErrorCode::BadRequest, "limit 201"),
     ] {
         json.send_raw(msg).expect("send raw");
         assert_eq!(next_error(&mut json).await, (id, code), "{what}");
@@ -143,12 +156,20 @@ async fn floods_are_rate_limited_and_the_server_stays_up() {
         flood.send_raw(WsMessage::Text(format!(r#"{{"id":{i},"type":"ping"}}"#).into())).expect("flood");
     }
     let mut errors = 0;
+    let mut answered = std::collections::BTreeMap::<u64, u32>::new();
     while let Some(f) = flood.next_event(Duration::from_millis(500)).await {
-        if matches!(f, ServerFrame::Error { code: ErrorCode::RateLimited, .. }) {
-            errors += 1;
+        match f {
+            ServerFrame::Error { code: ErrorCode::RateLimited, id, .. } => {
+                errors += 1;
+                *answered.entry(id.expect("a rate-limited frame is answered with its id")).or_default() += 1;
+            }
+            ServerFrame::Ack(a) => *answered.entry(a.id).or_default() += 1,
+            _ => {}
         }
     }
     assert!(errors > 100, "only {errors} rate_limited answers");
+    assert_eq!(answered.len(), 400, "every frame answered");
+    assert!(answered.values().all(|n| *n == 1), "exactly once each");
     tokio::time::sleep(Duration::from_millis(1200)).await;
     flood.request(Command::Ping {}).await.expect("still connected after the flood");
     let (status, _) = http_get(&s.addr, "/healthz").await.expect("healthz");
@@ -289,4 +310,33 @@ async fn strict_claims_and_standard_tokens() {
     })));
     let c = Client::connect(&s.addr, &standard, Encoding::Json).await.expect("a standard token connects");
     c.request(Command::Ping {}).await.expect("ping");
+}
+
+/// A text frame that is not UTF-8 closes with 1007 (RFC 6455). Written on a raw socket:
+/// WebSocket libraries refuse to send such a frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_in_a_text_frame_closes_with_1007() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start(FAST);
+    let token = s.token("e001").await;
+    let mut tcp = tokio::net::TcpStream::connect(&s.addr).await.expect("connect");
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {token}\r\n\r\n",
+        s.addr
+    );
+    tcp.write_all(req.as_bytes()).await.expect("upgrade");
+    // A masked text frame (FIN, opcode 1) of three bytes that are not UTF-8.
+    let mask = [1u8, 2, 3, 4];
+    let payload = [0xffu8, 0xfe, 0xc3];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    tcp.write_all(&frame).await.expect("frame");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
+    // After the 101 answer and `hello`, a close frame (opcode 8) with code 1007.
+    let close = buf.windows(4).position(|w| w[0] == 0x88 && w[2..4] == 1007u16.to_be_bytes());
+    assert!(close.is_some(), "no 1007 close in {:?}", String::from_utf8_lossy(&buf));
 }
