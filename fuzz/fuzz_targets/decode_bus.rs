@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
                 (Some(BusMessage::DirectoryChanged { schools: a }), BusMessage::DirectoryChanged { schools: b }) => {
                     assert_eq!(&a, b)
                 }
+                (Some(BusMessage::SettingsChanged { key: a }), BusMessage::SettingsChanged { key: b }) => assert_eq!(&a, b),
                 (other, _) => panic!("round trip lost the message: {other:?}"),
             }
         }

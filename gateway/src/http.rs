@@ -1,5 +1,5 @@
-//! HTTP surface: the WebSocket upgrade, health, readiness, metrics, the admin directory
-//! import, and (development mode only) the demo users, their tokens and a demo page.
+//! HTTP surface: the WebSocket upgrade, health, readiness, metrics, room tickets, the
+//! admin routes ([`crate::admin`]), and (development mode only) the demo users, their tokens and a demo page.
 
 use crate::metrics as m;
 use crate::service::Gateway;
@@ -12,7 +12,6 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use preau_auth::{AuthError, Claims};
-use preau_directory::{DirectoryDoc, Profile};
 use preau_proto::Encoding;
 use serde::Deserialize;
 use serde_json::json;
@@ -43,7 +42,7 @@ pub struct AppState {
 }
 
 /// An HTTP error body with a stable code.
-fn err(status: StatusCode, code: &str, reason: &str, message: &str) -> Response {
+pub(crate) fn err(status: StatusCode, code: &str, reason: &str, message: &str) -> Response {
     (status, Json(json!({ "code": code, "reason": reason, "message": message }))).into_response()
 }
 
@@ -63,7 +62,11 @@ fn token<'a>(headers: &'a HeaderMap, q: &'a HashMap<String, String>) -> &'a str 
         .unwrap_or("")
 }
 
-fn authenticate(s: &AppState, headers: &HeaderMap, q: &HashMap<String, String>) -> Result<Claims, Box<Response>> {
+pub(crate) fn authenticate(
+    s: &AppState,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> Result<Claims, Box<Response>> {
     s.g.verifier.verify(token(headers, q)).map_err(|e| Box::new(unauthorized(&e)))
 }
 
@@ -74,7 +77,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
-        .route("/admin/directory", post(import))
+        .route("/admin/directory", post(crate::admin::import))
+        .route("/admin/suspension", get(crate::admin::suspensions).put(crate::admin::suspend))
         .route("/rooms/{class}/token", post(room_token))
         // The live classroom page (the same file the SFU serves).
         .route("/classroom", get(|| async { Html(include_str!("../../sfu/static/classroom.html")) }));
@@ -190,35 +194,6 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
     match &s.prom {
         Some(p) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], p.render()).into_response(),
         None => err(StatusCode::NOT_FOUND, "not_found", "no_recorder", "metrics are not enabled"),
-    }
-}
-
-async fn import(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let claims = match authenticate(&s, &headers, &HashMap::new()) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
-    // A school's admin imports their own school; an operator token (admin of `*`) any.
-    let operator = claims.profile == "admin" && claims.school == "*";
-    let admin = s.g.resolve(&claims).is_some_and(|u| u.profile == Profile::Admin);
-    if !operator && !admin {
-        return err(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "not_admin",
-            "only a school administrator imports the directory",
-        );
-    }
-    let doc: DirectoryDoc = match serde_json::from_slice(&body) {
-        Ok(d) => d,
-        Err(e) => return err(StatusCode::BAD_REQUEST, "bad_request", "invalid_json", &e.to_string()),
-    };
-    if !operator && doc.schools.iter().any(|sc| sc.uai != claims.school) {
-        return err(StatusCode::FORBIDDEN, "forbidden", "other_school", "you may import your own school only");
-    }
-    match s.g.import(doc).await {
-        Ok(schools) => (StatusCode::OK, Json(json!({ "schools": schools }))).into_response(),
-        Err(e) => err(StatusCode::BAD_REQUEST, e.code.as_str(), "invalid_directory", &e.message),
     }
 }
 

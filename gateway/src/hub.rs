@@ -293,6 +293,8 @@ pub trait DirectoryReload: Send + Sync {
     /// Reloads the named schools' directory from the store, then asks sessions to
     /// re-check.
     fn reload(&self, schools: &[String]);
+    /// Reloads a node-wide setting from the store.
+    fn reload_settings(&self, key: &str);
 }
 
 /// The hub attached to a bus, with the node's directory reload.
@@ -309,6 +311,7 @@ impl Deliver for Node {
             BusMessage::Frame { topic: Topic::Channel(ch), frame } => self.hub.deliver_channel(ch, frame),
             BusMessage::Frame { topic: Topic::User(u), frame } => self.hub.deliver_user(u, frame),
             BusMessage::DirectoryChanged { schools } => self.reload.reload(schools),
+            BusMessage::SettingsChanged { key } => self.reload.reload_settings(key),
         }
     }
 }

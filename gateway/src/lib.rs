@@ -10,11 +10,13 @@
 //!   function, apply.
 //! - [`hub`]: the sharded registry of sessions and subscriptions, and fan-out.
 //! - [`session`]: the driver task of one WebSocket connection.
-//! - [`http`]: the HTTP routes, including the WebSocket upgrade.
+//! - [`http`]: the HTTP routes, including the WebSocket upgrade; [`admin`]: the admin
+//!   API (directory imports, suspensions).
 //! - [`limits`]: the token bucket; [`metrics`]: metric names; [`pii`]: hiding user ids.
 //!
 //! [`run`] serves a listener until a shutdown future resolves, then drains.
 
+pub mod admin;
 pub mod cmd;
 pub mod config;
 pub mod http;

@@ -3,6 +3,7 @@
 //! committed, in order.
 
 use crate::cmd::error::bad;
+use crate::cmd::suspension::{self, Scope, Suspension, Suspensions};
 use crate::cmd::{self, CmdError};
 use crate::config::Config;
 use crate::hub::{DirectoryReload, Hub, Node};
@@ -56,6 +57,8 @@ pub struct Gateway {
     pub open: AtomicU64,
     /// The wall clock (message stamps, mute deadlines).
     pub clock: SharedClock,
+    /// Messaging suspensions in force (read-mostly; swapped whole).
+    suspensions: RwLock<Arc<Suspensions>>,
 }
 
 struct Reloader(Weak<Gateway>);
@@ -69,6 +72,26 @@ impl DirectoryReload for Reloader {
             }
         });
     }
+
+    fn reload_settings(&self, key: &str) {
+        let Some(g) = self.0.upgrade() else { return };
+        if key != suspension::KEY {
+            return;
+        }
+        tokio::spawn(async move {
+            match load_suspensions(g.store.as_ref()).await {
+                Ok(s) => *g.suspensions.write() = Arc::new(s),
+                Err(e) => tracing::warn!(error = %e, "suspensions reload failed; keeping the current ones"),
+            }
+        });
+    }
+}
+
+async fn load_suspensions(store: &dyn Store) -> anyhow::Result<Suspensions> {
+    Ok(match store.load_setting(suspension::KEY).await? {
+        Some(json) => serde_json::from_str(&json)?,
+        None => Suspensions::default(),
+    })
 }
 
 /// Turns committed store changes into bus messages; runs on the store's writer thread,
@@ -142,6 +165,7 @@ impl Gateway {
             None => None,
         };
         let dir = load_directory(store.as_ref(), cfg.dev_mode()).await?;
+        let suspensions = load_suspensions(store.as_ref()).await?;
         let hub = Arc::new(Hub::new(cfg.max_connections_per_user, (cfg.sends_per_second, cfg.send_burst)));
         let g = Arc::new(Gateway {
             cfg,
@@ -156,6 +180,7 @@ impl Gateway {
             draining: AtomicBool::new(false),
             open: AtomicU64::new(0),
             clock,
+            suspensions: RwLock::new(Arc::new(suspensions)),
         });
         let weak_bus = Arc::downgrade(&bus);
         hub.set_interest(Box::new(move |t, on| {
@@ -208,6 +233,22 @@ impl Gateway {
         *self.dir.write() = Arc::new(d);
         self.hub.recheck_all();
         Ok(())
+    }
+
+    /// The suspensions in force.
+    pub fn suspensions(&self) -> Arc<Suspensions> {
+        self.suspensions.read().clone()
+    }
+
+    /// Suspends (`Some`) or lifts (`None`) messaging in `scope`: saved, applied here at
+    /// once, and on every other node as soon as the bus tells them.
+    pub async fn set_suspension(&self, scope: &Scope, s: Option<Suspension>) -> Result<Arc<Suspensions>, CmdError> {
+        let next = Arc::new(self.suspensions().with(scope, s));
+        let json = serde_json::to_string(next.as_ref()).map_err(|e| bad(e.to_string()))?;
+        timed("save_setting", self.store.save_setting(suspension::KEY, json)).await?;
+        *self.suspensions.write() = next.clone();
+        self.bus.publish(BusMessage::SettingsChanged { key: suspension::KEY.into() });
+        Ok(next)
     }
 
     /// Whether the node can serve: store answers and bus is up.

@@ -65,6 +65,11 @@ pub enum BusMessage {
         /// UAIs of the schools replaced.
         schools: Vec<String>,
     },
+    /// A node-wide setting changed in the store (the messaging suspensions): reload it.
+    SettingsChanged {
+        /// The setting's key.
+        key: String,
+    },
 }
 
 /// What a node does with a message from the bus. Must not block: it only queues.

@@ -19,7 +19,7 @@ pub fn topic_key(t: &Topic) -> String {
 
 /// Wire form: `[origin len][origin][kind][payload]`; kind 0 channel frame, 1 user frame
 /// (payload: MessagePack frame, the topic comes from the Redis channel name), 2 directory
-/// change (payload: JSON list of UAIs).
+/// change (payload: JSON list of UAIs), 3 setting change (payload: its key).
 pub fn encode(origin: &str, msg: &BusMessage) -> Option<(String, Vec<u8>)> {
     let mut out = Vec::with_capacity(64);
     out.push(origin.len().min(255) as u8);
@@ -33,6 +33,11 @@ pub fn encode(origin: &str, msg: &BusMessage) -> Option<(String, Vec<u8>)> {
         BusMessage::DirectoryChanged { schools } => {
             out.push(2);
             out.extend_from_slice(&serde_json::to_vec(schools).ok()?);
+            Some((CONTROL.to_owned(), out))
+        }
+        BusMessage::SettingsChanged { key } => {
+            out.push(3);
+            out.extend_from_slice(key.as_bytes());
             Some((CONTROL.to_owned(), out))
         }
     }
@@ -58,6 +63,7 @@ pub fn decode(me: &str, redis_channel: &str, payload: &[u8]) -> Option<BusMessag
             Some(BusMessage::Frame { topic, frame })
         }
         2 => Some(BusMessage::DirectoryChanged { schools: serde_json::from_slice(body).ok()? }),
+        3 => Some(BusMessage::SettingsChanged { key: std::str::from_utf8(body).ok()?.to_owned() }),
         _ => None,
     }
 }
@@ -87,6 +93,8 @@ mod tests {
         let d = BusMessage::DirectoryChanged { schools: vec!["0750001A".into()] };
         let (key, bytes) = encode("gw-a", &d).expect("encode");
         assert!(matches!(decode("gw-b", &key, &bytes), Some(BusMessage::DirectoryChanged { .. })));
+        let (k, b) = encode("gw-a", &BusMessage::SettingsChanged { key: "suspensions".into() }).expect("encode");
+        assert!(matches!(decode("gw-b", &k, &b), Some(BusMessage::SettingsChanged { key }) if key == "suspensions"));
         // Every truncation and a few corruptions: never a panic.
         for cut in 0..bytes.len() {
             let _ = decode("gw-b", &key, &bytes[..cut]);

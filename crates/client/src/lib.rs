@@ -216,6 +216,11 @@ impl Client {
         })
     }
 
+    /// The server's `hello`.
+    pub fn hello(&self) -> &ServerFrame {
+        &self.hello
+    }
+
     /// The user this connection is for.
     pub fn user(&self) -> &str {
         match &self.hello {
@@ -478,6 +483,19 @@ pub async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> 
 pub async fn http_post(addr: &str, path: &str, token: &str, json: &str) -> std::io::Result<(u16, String)> {
     let auth = format!("Bearer {token}");
     http(addr, "POST", path, &[("Authorization", &auth), ("Content-Type", "application/json")], json.as_bytes()).await
+}
+
+/// A request with a bearer token and an optional JSON body (`PUT`, `DELETE`, an
+/// authenticated `GET`), on loopback.
+pub async fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    json: &str,
+) -> std::io::Result<(u16, String)> {
+    let auth = format!("Bearer {token}");
+    http(addr, method, path, &[("Authorization", &auth), ("Content-Type", "application/json")], json.as_bytes()).await
 }
 
 /// A development token for `user` from a gateway in development mode.

@@ -32,6 +32,9 @@ pub enum ErrorCode {
     Unavailable,
     /// Something failed on the server; nothing was stored.
     Internal,
+    /// Messaging is suspended (platform-wide by the operator, or school-wide by the
+    /// school's admin): reading stays open, writing waits until it is lifted.
+    Suspended,
 }
 
 impl ErrorCode {
@@ -51,6 +54,7 @@ impl ErrorCode {
             ErrorCode::GroupFull => "group_full",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::Suspended => "suspended",
         }
     }
 

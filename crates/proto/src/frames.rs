@@ -399,6 +399,22 @@ pub struct Ack {
     /// Channels named in `sync` positions that the user no longer sees (sync).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<ChannelId>,
+    /// A suspension of messaging in force for the user (sync).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspension: Option<SuspensionInfo>,
+}
+
+/// A suspension of messaging, as a front end shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspensionInfo {
+    /// `platform` (the operator) or `school` (the school's admin).
+    pub scope: String,
+    /// Why, in the words of who suspended it.
+    pub reason: String,
+    /// Since when, milliseconds since the epoch.
+    pub since_ms: i64,
+    /// The school's direction (staff, admins) may still post announcements.
+    pub announcements_open: bool,
 }
 
 /// Limits the server applies, sent in `hello` so clients can stay within them.
@@ -432,6 +448,10 @@ pub enum ServerFrame {
         school: String,
         /// Limits in force.
         limits: Limits,
+        /// Messaging is suspended for this user's school or the whole platform: reading
+        /// works, writing is refused with `suspended` (absent when not).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        suspension: Option<SuspensionInfo>,
     },
     /// A command succeeded.
     Ack(Ack),

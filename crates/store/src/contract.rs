@@ -248,5 +248,9 @@ pub async fn mutes_and_directory(store: &dyn Store) {
     store.save_directory("S1", "{\"a\":1}".into()).await.expect("save");
     store.save_directory("S1", "{\"a\":2}".into()).await.expect("replace");
     assert_eq!(store.load_directories().await, Ok(vec!["{\"a\":2}".to_owned()]));
+    assert_eq!(store.load_setting("suspensions").await, Ok(None));
+    store.save_setting("suspensions", "{\"platform\":null}".into()).await.expect("setting");
+    store.save_setting("suspensions", "{\"platform\":1}".into()).await.expect("replace");
+    assert_eq!(store.load_setting("suspensions").await, Ok(Some("{\"platform\":1}".to_owned())));
     store.ping().await.expect("ping");
 }

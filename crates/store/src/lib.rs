@@ -90,6 +90,12 @@ pub trait Store: Send + Sync + 'static {
     /// Every saved school directory document.
     fn load_directories(&self) -> BoxFut<'_, Result<Vec<String>, StoreError>>;
 
+    /// Saves a node-wide setting (JSON), such as the messaging suspensions.
+    fn save_setting(&self, key: &str, value_json: String) -> BoxFut<'_, Result<(), StoreError>>;
+
+    /// A saved setting, if any.
+    fn load_setting(&self, key: &str) -> BoxFut<'_, Result<Option<String>, StoreError>>;
+
     /// Whether the store answers (for readiness).
     fn ping(&self) -> BoxFut<'_, Result<(), StoreError>>;
 }

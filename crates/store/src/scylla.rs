@@ -51,7 +51,7 @@ pub const CLAIM_TIMEOUT_MS: i64 = 30_000;
 /// Attempts to find a free seq before answering `unavailable`.
 const MAX_SEQ_ATTEMPTS: u32 = 64;
 /// The schema version [`ScyllaStore::migrate`] brings a keyspace to.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 pub use crate::types::ScyllaOptions;
 
@@ -99,6 +99,7 @@ pub fn schema(ks: &str, rf: u32, retention_days: u32) -> Vec<String> {
             "CREATE TABLE IF NOT EXISTS {ks}.mutes (channel text, user text, until_ms bigint, PRIMARY KEY (channel, user))"
         ),
         format!("CREATE TABLE IF NOT EXISTS {ks}.directory (school text PRIMARY KEY, doc text, updated_at bigint)"),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.settings (key text PRIMARY KEY, value text, updated_at bigint)"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.schema_version (id int PRIMARY KEY, version int)"),
         format!("INSERT INTO {ks}.schema_version (id, version) VALUES (0, {SCHEMA_VERSION})"),
     ]
@@ -214,6 +215,8 @@ struct Stmts {
     get_mute: PreparedStatement,
     save_directory: PreparedStatement,
     load_directories: PreparedStatement,
+    save_setting: PreparedStatement,
+    load_setting: PreparedStatement,
     ping: PreparedStatement,
 }
 
@@ -343,6 +346,8 @@ impl ScyllaStore {
             get_mute: p(format!("SELECT until_ms FROM {ks}.mutes WHERE channel = ? AND user = ?")).await?,
             save_directory: p(format!("UPDATE {ks}.directory SET doc = ?, updated_at = ? WHERE school = ?")).await?,
             load_directories: p(format!("SELECT doc FROM {ks}.directory")).await?,
+            save_setting: p(format!("UPDATE {ks}.settings SET value = ?, updated_at = ? WHERE key = ?")).await?,
+            load_setting: p(format!("SELECT value FROM {ks}.settings WHERE key = ?")).await?,
             ping: p("SELECT release_version FROM system.local".to_owned()).await?,
         };
         Ok(ScyllaStore {
@@ -850,6 +855,29 @@ impl Store for ScyllaStore {
                     _ => None,
                 })
                 .collect())
+        })
+    }
+
+    fn save_setting(&self, key: &str, value_json: String) -> BoxFut<'_, Result<(), StoreError>> {
+        let key = key.to_owned();
+        Box::pin(async move {
+            self.session
+                .execute_unpaged(&self.st.save_setting, (value_json.as_str(), self.clock.now_ms(), key.as_str()))
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn load_setting(&self, key: &str) -> BoxFut<'_, Result<Option<String>, StoreError>> {
+        let key = key.to_owned();
+        Box::pin(async move {
+            Ok(self.rows(&self.st.load_setting, (key.as_str(),)).await?.into_iter().find_map(|r| {
+                match r.columns.into_iter().next() {
+                    Some(Some(CqlValue::Text(t))) => Some(t),
+                    _ => None,
+                }
+            }))
         })
     }
 

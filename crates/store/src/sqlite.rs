@@ -61,6 +61,7 @@ enum Op {
     CreateConversation(NewConversation),
     SetMute { channel: ChannelId, user: String, until_ms: i64 },
     SaveDirectory { school: String, doc: String },
+    SaveSetting { key: String, value: String },
 }
 
 enum Out {
@@ -107,6 +108,8 @@ CREATE TABLE IF NOT EXISTS mutes (
     PRIMARY KEY (channel, user)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS directory (
     school TEXT PRIMARY KEY, doc TEXT NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at INTEGER NOT NULL);
 ";
 
 const COLS: &str = "seq, kind, author, at, body, title, thread, reply_to, target, locked, pinned, members, joined, edited, deleted, client_id";
@@ -515,6 +518,14 @@ impl Writer {
                 }
                 Ok(Done { out: Ok(Out::Unit), next: None, event: None })
             }
+            Op::SaveSetting { key, value } => {
+                self.conn.execute(
+                    "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    params![key, value, self.clock.now_ms()],
+                )?;
+                Ok(Done { out: Ok(Out::Unit), next: None, event: None })
+            }
             Op::SaveDirectory { school, doc } => {
                 self.conn.execute(
                     "INSERT INTO directory (school, doc, updated_at) VALUES (?1, ?2, ?3)
@@ -708,6 +719,20 @@ impl Store for SqliteStore {
             let mut st = c.prepare("SELECT doc FROM directory ORDER BY school")?;
             st.query_map([], |r| r.get(0))?.collect()
         }))
+    }
+
+    fn save_setting(&self, key: &str, value_json: String) -> BoxFut<'_, Result<(), StoreError>> {
+        let op = Op::SaveSetting { key: key.to_owned(), value: value_json };
+        Box::pin(async move { self.submit(op).await.map(|_| ()) })
+    }
+
+    fn load_setting(&self, key: &str) -> BoxFut<'_, Result<Option<String>, StoreError>> {
+        let key = key.to_owned();
+        Box::pin(
+            self.read(move |c| {
+                c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()
+            }),
+        )
     }
 
     fn ping(&self) -> BoxFut<'_, Result<(), StoreError>> {

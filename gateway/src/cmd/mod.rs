@@ -13,6 +13,7 @@
 //!   `typing`.
 //! - [`read`]: `sync`, `history`, `mark_read`, `receipts`.
 //! - [`room`]: room tickets for live classes.
+//! - [`suspension`]: the platform's and schools' suspension switches.
 
 pub mod access;
 pub mod conversation;
@@ -21,6 +22,7 @@ pub mod forum;
 pub mod post;
 pub mod read;
 pub mod room;
+pub mod suspension;
 
 pub use access::Access;
 pub use error::CmdError;
@@ -67,6 +69,7 @@ pub async fn handle(g: &Gateway, user: &str, id: u64, cmd: Command) -> Result<Ac
         // Its events could not reach members on other nodes: refuse before storing.
         return Err(CmdError::new(ErrorCode::Unavailable, "messaging is briefly unavailable; retry shortly"));
     }
+    suspension::check(&g.suspensions(), me, &cmd)?;
     let cx = Ctx { dir: &dir, me, now_ms: g.clock.now_ms() };
     let ack = Ack { id, ..Ack::default() };
     match cmd {

@@ -52,7 +52,8 @@ pub async fn sync(
         }
         infos.push(info);
     }
-    Ok(Ack { channels: infos, removed: removed(&positions, &chans), ..ack })
+    let suspension = g.suspensions().info(&cx.me.school);
+    Ok(Ack { channels: infos, removed: removed(&positions, &chans), suspension, ..ack })
 }
 
 /// `history`.

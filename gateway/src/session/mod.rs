@@ -205,6 +205,7 @@ impl Session {
             profile: me.profile.as_str().to_owned(),
             school: me.school.clone(),
             limits: self.g.limits(),
+            suspension: self.g.suspensions().info(&me.school),
         };
         self.send(sink, &hello).await
     }

@@ -14,3 +14,4 @@ mod isolation;
 mod live;
 mod ops;
 mod policy;
+mod suspension;

@@ -72,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
                     sends_per_second: 0,
                     send_burst: 0,
                 },
+                suspension: None,
             };
             if sink.send(msg(enc, encode_server(enc, &hello))).await.is_err() {
                 return;

@@ -1,0 +1,211 @@
+//! The admin API: a school's admin acts on their own school, the operator (an `admin`
+//! token of school `*`) on the platform and any school. Directory imports and the
+//! messaging suspension switches.
+
+use crate::cmd::suspension::{Scope, Suspension, Suspensions};
+use crate::http::{AppState, authenticate, err};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use preau_directory::{DirectoryDoc, Profile};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+
+/// Who calls the admin API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admin {
+    /// The platform's operator.
+    Operator,
+    /// A school's admin: (school UAI, user id).
+    School(String, String),
+}
+
+impl Admin {
+    /// Whether this admin may act on `school`.
+    pub fn may_act_on(&self, school: &str) -> bool {
+        match self {
+            Admin::Operator => true,
+            Admin::School(uai, _) => uai == school,
+        }
+    }
+
+    fn id(&self) -> String {
+        match self {
+            Admin::Operator => "operator".into(),
+            Admin::School(_, u) => u.clone(),
+        }
+    }
+}
+
+fn admin(s: &AppState, headers: &HeaderMap) -> Result<Admin, Box<Response>> {
+    let claims = authenticate(s, headers, &HashMap::new())?;
+    if claims.profile == "admin" && claims.school == "*" {
+        return Ok(Admin::Operator);
+    }
+    match s.g.resolve(&claims) {
+        Some(u) if u.profile == Profile::Admin => Ok(Admin::School(u.school, u.id)),
+        _ => Err(Box::new(err(StatusCode::FORBIDDEN, "forbidden", "not_admin", "only an administrator may do this"))),
+    }
+}
+
+/// `POST /admin/directory`: imports a directory document of the caller's school (any
+/// school for the operator).
+pub async fn import(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let who = match admin(&s, &headers) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let doc: DirectoryDoc = match serde_json::from_slice(&body) {
+        Ok(d) => d,
+        Err(e) => return err(StatusCode::BAD_REQUEST, "bad_request", "invalid_json", &e.to_string()),
+    };
+    if doc.schools.iter().any(|sc| !who.may_act_on(&sc.uai)) {
+        return err(StatusCode::FORBIDDEN, "forbidden", "other_school", "you may import your own school only");
+    }
+    match s.g.import(doc).await {
+        Ok(schools) => (StatusCode::OK, Json(json!({ "schools": schools }))).into_response(),
+        Err(e) => err(StatusCode::BAD_REQUEST, e.code.as_str(), "invalid_directory", &e.message),
+    }
+}
+
+/// The suspensions `who` may see: the platform's and, for a school's admin, their
+/// school's only.
+fn visible(who: &Admin, all: &Suspensions) -> Suspensions {
+    match who {
+        Admin::Operator => all.clone(),
+        Admin::School(uai, _) => Suspensions {
+            platform: all.platform.clone(),
+            schools: all.schools.iter().filter(|(k, _)| *k == uai).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        },
+    }
+}
+
+/// `GET /admin/suspension`: the suspensions in force.
+pub async fn suspensions(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    match admin(&s, &headers) {
+        Ok(who) => Json(visible(&who, &s.g.suspensions())).into_response(),
+        Err(r) => *r,
+    }
+}
+
+/// `PUT /admin/suspension` body.
+#[derive(Debug, Deserialize)]
+pub struct SuspendRequest {
+    /// `platform` or `school`.
+    pub scope: String,
+    /// The school (for `school`; a school's admin may leave it out).
+    #[serde(default)]
+    pub school: Option<String>,
+    /// Suspend (true) or lift (false).
+    pub suspended: bool,
+    /// Why (shown to users).
+    #[serde(default)]
+    pub reason: String,
+    /// The school's direction may still post announcements.
+    #[serde(default)]
+    pub announcements_open: bool,
+}
+
+/// A refused admin request: HTTP status, stable reason and plain message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal(pub StatusCode, pub &'static str, pub &'static str);
+
+impl Refusal {
+    fn response(self) -> Response {
+        let code = if self.0 == StatusCode::FORBIDDEN { "forbidden" } else { "bad_request" };
+        err(self.0, code, self.1, self.2)
+    }
+}
+
+/// Decides a suspension request: its scope and the suspension to set, or why not.
+pub fn decide_suspend(who: &Admin, req: SuspendRequest, now_ms: i64) -> Result<(Scope, Option<Suspension>), Refusal> {
+    let scope = match (req.scope.as_str(), &req.school, who) {
+        ("platform", _, Admin::Operator) => Scope::Platform,
+        ("platform", _, _) => {
+            return Err(Refusal(StatusCode::FORBIDDEN, "not_operator", "only the operator suspends the platform"));
+        }
+        ("school", Some(uai), w) if w.may_act_on(uai) => Scope::School(uai.clone()),
+        ("school", None, Admin::School(uai, _)) => Scope::School(uai.clone()),
+        ("school", _, _) => {
+            return Err(Refusal(StatusCode::FORBIDDEN, "other_school", "you may suspend your own school only"));
+        }
+        _ => return Err(Refusal(StatusCode::BAD_REQUEST, "bad_scope", "`scope` is `platform` or `school`")),
+    };
+    if !req.suspended {
+        return Ok((scope, None));
+    }
+    let reason = req.reason.trim();
+    if reason.is_empty() || reason.len() > 500 {
+        return Err(Refusal(StatusCode::BAD_REQUEST, "bad_reason", "give a `reason` of 1 to 500 bytes"));
+    }
+    let s = Suspension {
+        reason: reason.to_owned(),
+        since_ms: now_ms,
+        by: who.id(),
+        announcements_open: req.announcements_open,
+    };
+    Ok((scope, Some(s)))
+}
+
+/// `PUT /admin/suspension`: suspends or lifts messaging; applies at once on every node.
+pub async fn suspend(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let who = match admin(&s, &headers) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let req: SuspendRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return err(StatusCode::BAD_REQUEST, "bad_request", "invalid_json", &e.to_string()),
+    };
+    let (scope, sus) = match decide_suspend(&who, req, s.g.clock.now_ms()) {
+        Ok(d) => d,
+        Err(r) => return r.response(),
+    };
+    match s.g.set_suspension(&scope, sus).await {
+        Ok(all) => Json(visible(&who, &all)).into_response(),
+        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.code.as_str(), "store", &e.message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(scope: &str, school: Option<&str>, suspended: bool, reason: &str) -> SuspendRequest {
+        SuspendRequest {
+            scope: scope.into(),
+            school: school.map(Into::into),
+            suspended,
+            reason: reason.into(),
+            announcements_open: true,
+        }
+    }
+
+    #[test]
+    fn who_may_suspend_what() {
+        let op = Admin::Operator;
+        let a = Admin::School("0750001A".into(), "ad01".into());
+        let status = |r: Result<(Scope, Option<Suspension>), Refusal>| r.map(|(s, _)| s).map_err(|e| e.0);
+        assert_eq!(status(decide_suspend(&op, req("platform", None, true, "menaces"), 1)), Ok(Scope::Platform));
+        assert_eq!(status(decide_suspend(&a, req("platform", None, true, "x"), 1)), Err(StatusCode::FORBIDDEN));
+        assert_eq!(status(decide_suspend(&a, req("school", None, true, "x"), 1)), Ok(Scope::School("0750001A".into())));
+        assert_eq!(
+            status(decide_suspend(&a, req("school", Some("0930002B"), true, "x"), 1)),
+            Err(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            status(decide_suspend(&op, req("school", Some("0930002B"), false, ""), 1)),
+            Ok(Scope::School("0930002B".into()))
+        );
+        assert_eq!(
+            status(decide_suspend(&a, req("school", None, true, "  "), 1)),
+            Err(StatusCode::BAD_REQUEST),
+            "a reason"
+        );
+        assert_eq!(status(decide_suspend(&a, req("moon", None, true, "x"), 1)), Err(StatusCode::BAD_REQUEST));
+        let (_, s) = decide_suspend(&a, req("school", None, true, " menaces "), 42).expect("ok");
+        assert_eq!(s.map(|s| (s.reason, s.since_ms, s.by)), Some(("menaces".into(), 42, "ad01".into())));
+    }
+}
