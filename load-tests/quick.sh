@@ -17,7 +17,8 @@ mkdir -p "$OUT"
 . load-tests/lib.sh
 
 $B/preau-gateway --listen 127.0.0.1:18380 --data-dir "$W/gw" --max-connections 19000 \
-  --max-connections-per-user 400 --sends-per-second 10000 --send-burst 10000 >"$W/gateway.log" 2>&1 &
+  --max-connections-per-user 400 --sends-per-second 10000 --send-burst 10000 \
+  --brake-slow-after 100000 --brake-hold-after 100001 >"$W/gateway.log" 2>&1 &
 GW=$!
 $B/preau-ref-broadcast 127.0.0.1:18381 >"$W/ref.log" 2>&1 &
 REF=$!

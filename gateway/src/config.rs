@@ -101,6 +101,22 @@ pub struct Config {
     /// Frames per second per connection, all commands together (bucket of 4x).
     #[arg(long, env = "PREAU_FRAMES_PER_SECOND", default_value_t = 50, global = true)]
     pub frames_per_second: u32,
+    /// Mass-send brake: the window distinct conversations are counted in, seconds.
+    #[arg(long, env = "PREAU_BRAKE_WINDOW_SECONDS", default_value_t = 60, global = true)]
+    pub brake_window_seconds: u64,
+    /// Mass-send brake: beyond this many distinct conversations in the window, each new
+    /// one waits `--brake-slow-interval-seconds`.
+    #[arg(long, env = "PREAU_BRAKE_SLOW_AFTER", default_value_t = 10, global = true)]
+    pub brake_slow_after: usize,
+    /// Mass-send brake: the wait between two new conversations once slowed, seconds.
+    #[arg(long, env = "PREAU_BRAKE_SLOW_INTERVAL_SECONDS", default_value_t = 5, global = true)]
+    pub brake_slow_interval_seconds: u64,
+    /// Mass-send brake: beyond this many, the account is held and the direction alerted.
+    #[arg(long, env = "PREAU_BRAKE_HOLD_AFTER", default_value_t = 20, global = true)]
+    pub brake_hold_after: usize,
+    /// Mass-send brake: how long a hold lasts, minutes.
+    #[arg(long, env = "PREAU_BRAKE_HOLD_MINUTES", default_value_t = 15, global = true)]
+    pub brake_hold_minutes: u64,
     /// Frames queued for a connection before it is cut off as a slow consumer.
     #[arg(long, env = "PREAU_OUTBOUND_QUEUE", default_value_t = 1024, global = true)]
     pub outbound_queue: usize,
@@ -189,6 +205,18 @@ impl Config {
         })
     }
 
+    /// The mass-send brake's thresholds.
+    pub fn brake(&self) -> crate::cmd::brake::BrakeConfig {
+        use std::time::Duration;
+        crate::cmd::brake::BrakeConfig {
+            window: Duration::from_secs(self.brake_window_seconds),
+            slow_after: self.brake_slow_after,
+            slow_interval: Duration::from_secs(self.brake_slow_interval_seconds),
+            hold_after: self.brake_hold_after,
+            hold_for: Duration::from_secs(self.brake_hold_minutes * 60),
+        }
+    }
+
     /// Whether the store is shared with other processes.
     pub fn store_shared(&self) -> bool {
         self.store_shared.unwrap_or(self.redis.is_some())
@@ -206,6 +234,12 @@ impl Config {
         anyhow::ensure!(self.max_group_members >= 2, "--max-group-members must be at least 2");
         anyhow::ensure!(self.sends_per_second > 0 && self.send_burst > 0, "send rate and burst must be positive");
         anyhow::ensure!(self.frames_per_second > 0, "--frames-per-second must be positive");
+        anyhow::ensure!(
+            self.brake_slow_after >= 1
+                && self.brake_hold_after > self.brake_slow_after
+                && self.brake_window_seconds >= 1,
+            "mass-send brake: --brake-hold-after must exceed --brake-slow-after, both and the window positive"
+        );
         anyhow::ensure!(self.jwt_leeway_seconds <= 300, "--jwt-leeway-seconds is at most 300 (five minutes)");
         anyhow::ensure!(self.outbound_queue >= 16, "--outbound-queue must be at least 16");
         anyhow::ensure!(

@@ -59,6 +59,8 @@ pub struct Gateway {
     pub clock: SharedClock,
     /// Messaging suspensions in force (read-mostly; swapped whole).
     suspensions: RwLock<Arc<Suspensions>>,
+    /// Mass-send brakes, per user.
+    brakes: cmd::brake::Brakes,
 }
 
 struct Reloader(Weak<Gateway>);
@@ -166,6 +168,7 @@ impl Gateway {
         };
         let dir = load_directory(store.as_ref(), cfg.dev_mode()).await?;
         let suspensions = load_suspensions(store.as_ref()).await?;
+        let cfg_brake = cfg.brake();
         let hub = Arc::new(Hub::new(cfg.max_connections_per_user, (cfg.sends_per_second, cfg.send_burst)));
         let g = Arc::new(Gateway {
             cfg,
@@ -181,6 +184,7 @@ impl Gateway {
             open: AtomicU64::new(0),
             clock,
             suspensions: RwLock::new(Arc::new(suspensions)),
+            brakes: cmd::brake::Brakes::new(cfg_brake),
         });
         let weak_bus = Arc::downgrade(&bus);
         hub.set_interest(Box::new(move |t, on| {
@@ -271,6 +275,57 @@ impl Gateway {
         self.hub
             .take_send_token(me, Instant::now())
             .map_err(|wait| CmdError::rate_limited("too many messages; slow down", wait))
+    }
+
+    /// The mass-send brake for `me` writing to conversation `to`: `rate_limited` when
+    /// slowed, `held` when held (the school's direction is told once per hold).
+    pub fn brake(&self, me: &UserRec, to: &ChannelId) -> Result<(), CmdError> {
+        use cmd::brake::Verdict;
+        match self.brakes.on_write(&me.id, to, Instant::now()) {
+            Verdict::Go => Ok(()),
+            Verdict::Slow(wait) => {
+                Err(CmdError::rate_limited("you are writing to many conversations at once; wait a little", wait))
+            }
+            Verdict::Held { left, alert, distinct } => {
+                if alert {
+                    metrics::counter!(m::ERRORS, "code" => "held").increment(1);
+                    tracing::warn!(user = %crate::pii::Pii(&me.id), distinct, "mass-send brake: account held");
+                    self.alert_direction(
+                        me,
+                        "mass_send",
+                        format!(
+                            "{} a écrit à {distinct} conversations en moins d'une minute : compte suspendu pour {} min",
+                            me.name,
+                            left.as_secs().div_ceil(60)
+                        ),
+                    );
+                }
+                let mut e = CmdError::new(
+                    ErrorCode::Held,
+                    "your account is held for a while: it wrote to too many conversations at once; the school was told",
+                );
+                e.retry_after_ms = Some(left.as_millis() as u64);
+                Err(e)
+            }
+        }
+    }
+
+    /// Tells the school's direction (its staff and admins), on every node.
+    pub fn alert_direction(&self, about: &UserRec, kind: &str, detail: String) {
+        let dir = self.dir();
+        let frame = Arc::new(SharedFrame::new(ServerFrame::Alert {
+            kind: kind.to_owned(),
+            user: about.id.clone(),
+            name: about.name.clone(),
+            detail,
+        }));
+        for u in dir
+            .users()
+            .into_iter()
+            .filter(|u| u.school == about.school && matches!(u.profile, Profile::Staff | Profile::Admin))
+        {
+            self.bus.publish(BusMessage::Frame { topic: Topic::User(u.id.clone()), frame: frame.clone() });
+        }
     }
 
     /// A fresh random group id (16 hex digits).

@@ -35,6 +35,9 @@ pub enum ErrorCode {
     /// Messaging is suspended (platform-wide by the operator, or school-wide by the
     /// school's admin): reading stays open, writing waits until it is lifted.
     Suspended,
+    /// The account is held for a while: it wrote to too many conversations too fast (the
+    /// mass-send brake); the school's direction was told.
+    Held,
 }
 
 impl ErrorCode {
@@ -55,6 +58,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Suspended => "suspended",
+            ErrorCode::Held => "held",
         }
     }
 

@@ -453,6 +453,17 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         suspension: Option<SuspensionInfo>,
     },
+    /// To a school's direction (staff, admins): something needs a person's attention.
+    Alert {
+        /// `mass_send` (an account held by the mass-send brake).
+        kind: String,
+        /// Whom it is about.
+        user: UserId,
+        /// Their display name.
+        name: String,
+        /// A plain description.
+        detail: String,
+    },
     /// A command succeeded.
     Ack(Ack),
     /// A command failed, or a frame could not be read (`id` absent then).

@@ -60,6 +60,7 @@ pub async fn open_direct(g: &Gateway, cx: Ctx<'_>, ack: Ack, other: String) -> R
     match decide_open_direct(cx, o, existing.as_ref())? {
         DirectPlan::Existing(channel) => Ok(Ack { channel: Some(channel), ..ack }),
         DirectPlan::Create(nc) => {
+            g.brake(cx.me, &nc.channel)?;
             g.take_send(&cx.me.id)?;
             let conv = timed("create_conversation", g.store.create_conversation(nc)).await?;
             announce(g, cx.dir, &conv, &conv.members).await;
@@ -120,6 +121,7 @@ pub async fn create_group(
     members: Vec<String>,
 ) -> Result<Ack, CmdError> {
     let nc = decide_group(cx, g.cfg.max_group_members, client_id, name, members, &g.new_group_id())?;
+    g.brake(cx.me, &nc.channel)?;
     g.take_send(&cx.me.id)?;
     let conv = timed("create_conversation", g.store.create_conversation(nc)).await?;
     announce(g, cx.dir, &conv, &conv.members).await;

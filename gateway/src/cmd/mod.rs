@@ -14,8 +14,10 @@
 //! - [`read`]: `sync`, `history`, `mark_read`, `receipts`.
 //! - [`room`]: room tickets for live classes.
 //! - [`suspension`]: the platform's and schools' suspension switches.
+//! - [`brake`]: the mass-send brakes.
 
 pub mod access;
+pub mod brake;
 pub mod conversation;
 pub mod error;
 pub mod forum;

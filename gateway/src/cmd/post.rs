@@ -80,6 +80,9 @@ pub async fn send(g: &Gateway, cx: Ctx<'_>, ack: Ack, s: Send) -> Result<Ack, Cm
     let muted_until =
         if needs_mute(&s, &a) { timed("muted_until", g.store.muted_until(&s.channel, &cx.me.id)).await? } else { 0 };
     let w = decide_send(cx, &a, s, muted_until)?;
+    if matches!(w.channel().kind(), ChannelKind::Direct | ChannelKind::Group) {
+        g.brake(cx.me, w.channel())?;
+    }
     g.take_send(&cx.me.id)?;
     let r = timed("write", g.store.write(w)).await?;
     metrics::histogram!(m::SEND_ACK_SECONDS).record(started.elapsed().as_secs_f64());

@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod abuse;
+mod brakes;
 mod cluster;
 mod delivery;
 mod deploy;
