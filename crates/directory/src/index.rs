@@ -209,6 +209,9 @@ fn split(
             problems.push(format!("school `{}` listed twice", s.uai));
             continue;
         }
+        if let Some(Err(why)) = s.policy.discussion_hours.as_ref().map(|h| h.validate()) {
+            problems.push(format!("school `{}`: {why}", s.uai));
+        }
         let uai = s.uai.clone();
         parts.insert(uai, DirectoryDoc { schools: vec![s], ..DirectoryDoc::default() });
     }

@@ -9,9 +9,11 @@
 //!   document per school; re-importing a school replaces its part.
 //! - [`policy`]: the default who-may-write-to-whom table of CONTEXT.md, school overrides,
 //!   and the channel access rules.
+//! - [`hours`]: discussion hours in the school's time zone.
 //! - [`demo`]: the demo school loaded on a first development start.
 
 pub mod demo;
+pub mod hours;
 pub mod index;
 pub mod model;
 pub mod policy;

@@ -74,6 +74,9 @@ pub struct PolicyConfig {
     /// Parents may read their children's class forums.
     #[serde(default)]
     pub parents_read_forums: bool,
+    /// When pupils and parents may write in conversations; always when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discussion_hours: Option<crate::hours::DiscussionHours>,
 }
 
 /// A school (établissement), keyed by its UAI.

@@ -38,6 +38,9 @@ pub enum ErrorCode {
     /// The account is held for a while: it wrote to too many conversations too fast (the
     /// mass-send brake); the school's direction was told.
     Held,
+    /// Outside the school's discussion hours (pupils and parents, in conversations);
+    /// `retry_after_ms` says when they reopen.
+    OutsideHours,
 }
 
 impl ErrorCode {
@@ -59,6 +62,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::Suspended => "suspended",
             ErrorCode::Held => "held",
+            ErrorCode::OutsideHours => "outside_hours",
         }
     }
 

@@ -14,13 +14,14 @@
 //! - [`read`]: `sync`, `history`, `mark_read`, `receipts`.
 //! - [`room`]: room tickets for live classes.
 //! - [`suspension`]: the platform's and schools' suspension switches.
-//! - [`brake`]: the mass-send brakes.
+//! - [`brake`]: the mass-send brakes; [`hours`]: the schools' discussion hours.
 
 pub mod access;
 pub mod brake;
 pub mod conversation;
 pub mod error;
 pub mod forum;
+pub mod hours;
 pub mod post;
 pub mod read;
 pub mod room;
@@ -73,6 +74,7 @@ pub async fn handle(g: &Gateway, user: &str, id: u64, cmd: Command) -> Result<Ac
     }
     suspension::check(&g.suspensions(), me, &cmd)?;
     let cx = Ctx { dir: &dir, me, now_ms: g.clock.now_ms() };
+    hours::check(cx.dir, me, &cmd, cx.now_ms)?;
     let ack = Ack { id, ..Ack::default() };
     match cmd {
         Command::Ping {} => Ok(ack),

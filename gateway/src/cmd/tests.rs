@@ -107,3 +107,32 @@ async fn can_post_is_what_send_does_for_every_profile_pair() {
     }
     assert!(checked >= 30, "pairs checked: {checked}");
 }
+
+/// Discussion hours through the real commands, on a simulated clock: a pupil's message
+/// at 22:30 in Paris waits for 07:00, and goes through once the clock gets there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discussion_hours_on_simulated_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = ["preau-gateway", "--data-dir", dir.path().to_str().expect("utf-8")];
+    // 2026-12-01 21:30 UTC: 22:30 in Paris.
+    let clock = preau_proto::clock::ManualClock::at(1_796_160_600_000);
+    let g = Gateway::start_with_clock(Cli::parse_from(args).config, clock.clone()).await.expect("gateway");
+    let mut doc = preau_directory::demo::demo_doc();
+    doc.schools[0].policy.discussion_hours = Some(preau_directory::hours::DiscussionHours {
+        start: "07:00".into(),
+        end: "20:00".into(),
+        time_zone: "Europe/Paris".into(),
+    });
+    g.import(doc).await.expect("import");
+    let open = cmd(&g, "e001", Command::OpenDirect { user: "e002".into() }).await;
+    let e = open.expect_err("closed at night");
+    assert_eq!((e.code, e.retry_after_ms), (preau_proto::ErrorCode::OutsideHours, Some(30_600_000)));
+    // The teacher may still write to the pupil, who reads it but answers in the morning.
+    let ch = cmd(&g, "t01", Command::OpenDirect { user: "e001".into() }).await.expect("teacher").channel.expect("ch");
+    let mut n = 0;
+    assert!(send_ok(&g, "t01", &ch, &mut n).await);
+    let h = cmd(&g, "e001", Command::History { channel: ch.clone(), after: Some(0), before: None, limit: None });
+    assert_eq!(h.await.expect("reading stays open").entries.len(), 1);
+    clock.advance(30_600_000);
+    assert!(send_ok(&g, "e001", &ch, &mut n).await, "07:00: open");
+}
