@@ -1,7 +1,8 @@
 //! The admin API: a school's admin acts on their own school, the operator (an `admin`
-//! token of school `*`) on the platform and any school. Directory imports and the
-//! messaging suspension switches.
+//! token of school `*`) on the platform and any school. Directory imports, the
+//! messaging suspension switches and the moderation audit trail.
 
+use crate::cmd::audit::{self, AuditEntry};
 use crate::cmd::suspension::{Scope, Suspension, Suspensions};
 use crate::http::{AppState, authenticate, err};
 use axum::Json;
@@ -31,7 +32,8 @@ impl Admin {
         }
     }
 
-    fn id(&self) -> String {
+    /// Who, in the audit trail.
+    pub fn id(&self) -> String {
         match self {
             Admin::Operator => "operator".into(),
             Admin::School(_, u) => u.clone(),
@@ -64,7 +66,7 @@ pub async fn import(State(s): State<AppState>, headers: HeaderMap, body: axum::b
     if doc.schools.iter().any(|sc| !who.may_act_on(&sc.uai)) {
         return err(StatusCode::FORBIDDEN, "forbidden", "other_school", "you may import your own school only");
     }
-    match s.g.import(doc).await {
+    match s.g.import_as(doc, &who.id()).await {
         Ok(schools) => (StatusCode::OK, Json(json!({ "schools": schools }))).into_response(),
         Err(e) => err(StatusCode::BAD_REQUEST, e.code.as_str(), "invalid_directory", &e.message),
     }
@@ -87,6 +89,53 @@ pub async fn suspensions(State(s): State<AppState>, headers: HeaderMap) -> Respo
     match admin(&s, &headers) {
         Ok(who) => Json(visible(&who, &s.g.suspensions())).into_response(),
         Err(r) => *r,
+    }
+}
+
+/// `GET /admin/audit` query.
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    /// The school (`*` for platform-wide acts; a school's admin may leave it out).
+    #[serde(default)]
+    pub school: Option<String>,
+    /// From this time, milliseconds since the epoch.
+    #[serde(default)]
+    pub since: i64,
+    /// At most this many (1 to 1000, default 200).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// `GET /admin/audit`: the moderation audit trail of a school, oldest first.
+pub async fn audit_trail(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> Response {
+    let who = match admin(&s, &headers) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let school = match (&q.school, &who) {
+        (Some(sc), w) if w.may_act_on(sc) => sc.clone(),
+        (None, Admin::School(uai, _)) => uai.clone(),
+        (None, Admin::Operator) => audit::PLATFORM.to_owned(),
+        _ => {
+            return err(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "other_school",
+                "you may read your own school's trail only",
+            );
+        }
+    };
+    let limit = q.limit.unwrap_or(200);
+    if !(1..=1000).contains(&limit) {
+        return err(StatusCode::BAD_REQUEST, "bad_request", "bad_limit", "`limit` is 1 to 1000");
+    }
+    match audit::list(&s.g, &school, q.since, limit).await {
+        Ok(entries) => Json(json!({ "school": school, "entries": entries })).into_response(),
+        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.code.as_str(), "store", &e.message),
     }
 }
 
@@ -163,8 +212,19 @@ pub async fn suspend(State(s): State<AppState>, headers: HeaderMap, body: axum::
         Ok(d) => d,
         Err(r) => return r.response(),
     };
+    let (school, detail) = match (&scope, &sus) {
+        (Scope::Platform, _) => (audit::PLATFORM.to_owned(), "platform"),
+        (Scope::School(uai), _) => (uai.clone(), "school"),
+    };
+    let detail = match &sus {
+        Some(x) => format!("messaging suspended ({detail}): {}", x.reason),
+        None => format!("messaging suspension lifted ({detail})"),
+    };
     match s.g.set_suspension(&scope, sus).await {
-        Ok(all) => Json(visible(&who, &all)).into_response(),
+        Ok(all) => {
+            audit::record(&s.g, AuditEntry::new(s.g.clock.now_ms(), &school, &who.id(), "suspension", detail)).await;
+            Json(visible(&who, &all)).into_response()
+        }
         Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.code.as_str(), "store", &e.message),
     }
 }

@@ -101,6 +101,9 @@ pub struct Config {
     /// Frames per second per connection, all commands together (bucket of 4x).
     #[arg(long, env = "PREAU_FRAMES_PER_SECOND", default_value_t = 50, global = true)]
     pub frames_per_second: u32,
+    /// Days the moderation audit trail and closed reports are kept.
+    #[arg(long, env = "PREAU_AUDIT_RETENTION_DAYS", default_value_t = 365, global = true)]
+    pub audit_retention_days: u32,
     /// Mass-send brake: the window distinct conversations are counted in, seconds.
     #[arg(long, env = "PREAU_BRAKE_WINDOW_SECONDS", default_value_t = 60, global = true)]
     pub brake_window_seconds: u64,
@@ -240,6 +243,7 @@ impl Config {
                 && self.brake_window_seconds >= 1,
             "mass-send brake: --brake-hold-after must exceed --brake-slow-after, both and the window positive"
         );
+        anyhow::ensure!(self.audit_retention_days >= 1, "--audit-retention-days must be at least 1");
         anyhow::ensure!(self.jwt_leeway_seconds <= 300, "--jwt-leeway-seconds is at most 300 (five minutes)");
         anyhow::ensure!(self.outbound_queue >= 16, "--outbound-queue must be at least 16");
         anyhow::ensure!(

@@ -55,6 +55,20 @@ pub async fn run(
         g2.draining.store(true, Ordering::Relaxed);
         let _ = tx.send(true);
     };
+    // Retention of the audit trail: hourly, and once at start.
+    let purger = {
+        let g = g.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                let n = g.purge_expired().await;
+                if n > 0 {
+                    tracing::info!(removed = n, "audit entries past their retention removed");
+                }
+            }
+        })
+    };
     use axum::serve::ListenerExt;
     // Frames are small and latency matters more than packet count: no Nagle.
     let listener = listener.tap_io(|tcp| {
@@ -72,5 +86,6 @@ pub async fn run(
     if drained.is_err() {
         tracing::warn!(open = max - conns.available_permits(), "drain time over; closing the rest");
     }
+    purger.abort();
     Ok(())
 }

@@ -62,7 +62,10 @@ async fn main() -> anyhow::Result<()> {
             let doc = serde_json::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("{}: not a directory document: {e}", file.display()))?;
             let g = Gateway::start(cfg).await?;
-            let schools = g.import(doc).await.map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+            let schools = g
+                .import_as(doc, "preau-gateway import")
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
             println!("imported schools: {}", schools.join(", "));
             Ok(())
         }

@@ -231,6 +231,18 @@ impl Gateway {
         Ok(replaced)
     }
 
+    /// [`Gateway::import`], recorded in each replaced school's audit trail as `actor`'s.
+    pub async fn import_as(&self, doc: DirectoryDoc, actor: &str) -> Result<Vec<String>, CmdError> {
+        let users = doc.users.len();
+        let replaced = self.import(doc).await?;
+        for school in &replaced {
+            let detail = format!("directory imported ({users} users in the document)");
+            let e = cmd::audit::AuditEntry::new(self.clock.now_ms(), school, actor, "directory_import", detail);
+            cmd::audit::record(self, e).await;
+        }
+        Ok(replaced)
+    }
+
     /// Reloads the directory from the store (after another node imported).
     pub async fn reload_directory(&self) -> Result<(), CmdError> {
         let d = load_directory(self.store.as_ref(), false).await.map_err(|e| bad(e.to_string()))?;
@@ -253,6 +265,19 @@ impl Gateway {
         *self.suspensions.write() = next.clone();
         self.bus.publish(BusMessage::SettingsChanged { key: suspension::KEY.into() });
         Ok(next)
+    }
+
+    /// Removes audit entries past `--audit-retention-days`; returns how many.
+    pub async fn purge_expired(&self) -> u64 {
+        let before = self.clock.now_ms() - i64::from(self.cfg.audit_retention_days) * 86_400_000;
+        let mut n = 0;
+        for kind in [cmd::audit::KIND, cmd::report::KIND] {
+            match self.store.purge_records(kind, before).await {
+                Ok(k) => n += k,
+                Err(e) => tracing::warn!(error = %e, kind, "retention: purge failed; will try again"),
+            }
+        }
+        n
     }
 
     /// Whether the node can serve: store answers and bus is up.
@@ -313,18 +338,25 @@ impl Gateway {
     /// Tells the school's direction (its staff and admins), on every node.
     pub fn alert_direction(&self, about: &UserRec, kind: &str, detail: String) {
         let dir = self.dir();
+        let to: Vec<String> = dir
+            .users()
+            .into_iter()
+            .filter(|u| u.school == about.school && matches!(u.profile, Profile::Staff | Profile::Admin))
+            .map(|u| u.id.clone())
+            .collect();
+        self.alert(&to, about, kind, detail);
+    }
+
+    /// Sends an `alert` about `about` to each of `to`, on every node (one encoding).
+    pub fn alert(&self, to: &[String], about: &UserRec, kind: &str, detail: String) {
         let frame = Arc::new(SharedFrame::new(ServerFrame::Alert {
             kind: kind.to_owned(),
             user: about.id.clone(),
             name: about.name.clone(),
             detail,
         }));
-        for u in dir
-            .users()
-            .into_iter()
-            .filter(|u| u.school == about.school && matches!(u.profile, Profile::Staff | Profile::Admin))
-        {
-            self.bus.publish(BusMessage::Frame { topic: Topic::User(u.id.clone()), frame: frame.clone() });
+        for u in to {
+            self.bus.publish(BusMessage::Frame { topic: Topic::User(u.clone()), frame: frame.clone() });
         }
     }
 

@@ -161,6 +161,24 @@ pub enum Command {
         /// A `dm:` or `grp:` channel.
         channel: ChannelId,
     },
+    /// Report a message one can read to the school's moderators (signalement).
+    Report {
+        /// Channel of the message.
+        channel: ChannelId,
+        /// The message.
+        seq: Seq,
+        /// Why, in the reporter's words (1 to 500 bytes).
+        reason: String,
+    },
+    /// The moderation queue: the open reports this user moderates.
+    Reports {},
+    /// Close a report: `delete` removes the reported message, `dismiss` keeps it.
+    CloseReport {
+        /// The report's id.
+        report: String,
+        /// `delete` or `dismiss`.
+        action: String,
+    },
 }
 
 impl Command {
@@ -183,6 +201,9 @@ impl Command {
         "receipts",
         "members",
         "typing",
+        "report",
+        "reports",
+        "close_report",
     ];
 
     /// The command's `type` on the wire.
@@ -205,6 +226,9 @@ impl Command {
             Command::Receipts { .. } => "receipts",
             Command::Members { .. } => "members",
             Command::Typing { .. } => "typing",
+            Command::Report { .. } => "report",
+            Command::Reports {} => "reports",
+            Command::CloseReport { .. } => "close_report",
         }
     }
 }
@@ -402,6 +426,34 @@ pub struct Ack {
     /// A suspension of messaging in force for the user (sync).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspension: Option<SuspensionInfo>,
+    /// The report made (report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
+    /// Open reports (reports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<ReportInfo>,
+}
+
+/// A report in a moderator's queue. The reported content is kept here even if its author
+/// deletes the message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportInfo {
+    /// Id, for `close_report`.
+    pub id: String,
+    /// Channel of the message.
+    pub channel: ChannelId,
+    /// The message.
+    pub seq: Seq,
+    /// Its author.
+    pub author: UserId,
+    /// What it said when reported.
+    pub content: String,
+    /// Who reported it.
+    pub reporter: UserId,
+    /// Why.
+    pub reason: String,
+    /// When, milliseconds since the epoch.
+    pub at_ms: i64,
 }
 
 /// A suspension of messaging, as a front end shows it.

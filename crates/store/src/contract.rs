@@ -61,6 +61,7 @@ pub async fn run_all(store: Arc<dyn Store>, log: HookLog) {
     history_paging(store.as_ref()).await;
     conversations(store.as_ref()).await;
     mutes_and_directory(store.as_ref()).await;
+    records(store.as_ref()).await;
 }
 
 /// Many concurrent writers on one channel get 1..=n without gaps, published in order.
@@ -253,4 +254,27 @@ pub async fn mutes_and_directory(store: &dyn Store) {
     store.save_setting("suspensions", "{\"platform\":1}".into()).await.expect("replace");
     assert_eq!(store.load_setting("suspensions").await, Ok(Some("{\"platform\":1}".to_owned())));
     store.ping().await.expect("ping");
+}
+
+/// Records (audit entries, reports): put, replace, list from a time, retention.
+pub async fn records(store: &dyn Store) {
+    let rec = |id: &str, at_ms: i64, doc: &str| crate::Record {
+        kind: "audit".into(),
+        school: "S1".into(),
+        id: id.into(),
+        at_ms,
+        doc: doc.into(),
+    };
+    for (id, at) in [("b", 2_000), ("a", 1_000), ("c", 3_000)] {
+        store.put_record(rec(id, at, "{}")).await.expect("put");
+    }
+    store.put_record(crate::Record { school: "S2".into(), ..rec("x", 1_500, "{}") }).await.expect("other school");
+    store.put_record(rec("b", 2_000, "{\"closed\":true}")).await.expect("replace");
+    let ids = |v: Vec<crate::Record>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(store.records("audit", "S1", 0, 10).await.map(ids), Ok(vec!["a".into(), "b".into(), "c".into()]));
+    assert_eq!(store.records("audit", "S1", 2_000, 1).await.map(ids), Ok(vec!["b".into()]));
+    assert_eq!(store.record("audit", "S1", "b").await.map(|r| r.map(|r| r.doc)), Ok(Some("{\"closed\":true}".into())));
+    assert_eq!(store.record("report", "S1", "b").await, Ok(None), "kinds are apart");
+    assert_eq!(store.purge_records("audit", 2_000).await, Ok(2), "a (S1) and x (S2)");
+    assert_eq!(store.records("audit", "S1", 0, 10).await.map(ids), Ok(vec!["b".into(), "c".into()]));
 }

@@ -96,6 +96,24 @@ pub trait Store: Send + Sync + 'static {
     /// A saved setting, if any.
     fn load_setting(&self, key: &str) -> BoxFut<'_, Result<Option<String>, StoreError>>;
 
+    /// Saves a record, replacing the one with the same (kind, school, id).
+    fn put_record(&self, r: Record) -> BoxFut<'_, Result<(), StoreError>>;
+
+    /// Records of a kind and school at or after `since_ms`, oldest first, at most `limit`.
+    fn records(
+        &self,
+        kind: &str,
+        school: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> BoxFut<'_, Result<Vec<Record>, StoreError>>;
+
+    /// One record.
+    fn record(&self, kind: &str, school: &str, id: &str) -> BoxFut<'_, Result<Option<Record>, StoreError>>;
+
+    /// Removes records of a kind older than `before_ms` (retention); returns how many.
+    fn purge_records(&self, kind: &str, before_ms: i64) -> BoxFut<'_, Result<u64, StoreError>>;
+
     /// Whether the store answers (for readiness).
     fn ping(&self) -> BoxFut<'_, Result<(), StoreError>>;
 }

@@ -100,6 +100,10 @@ pub fn schema(ks: &str, rf: u32, retention_days: u32) -> Vec<String> {
         ),
         format!("CREATE TABLE IF NOT EXISTS {ks}.directory (school text PRIMARY KEY, doc text, updated_at bigint)"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.settings (key text PRIMARY KEY, value text, updated_at bigint)"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.records (kind text, school text, id text, at bigint, doc text, \
+             PRIMARY KEY ((kind, school), id))"
+        ),
         format!("CREATE TABLE IF NOT EXISTS {ks}.schema_version (id int PRIMARY KEY, version int)"),
         format!("INSERT INTO {ks}.schema_version (id, version) VALUES (0, {SCHEMA_VERSION})"),
     ]
@@ -217,6 +221,11 @@ struct Stmts {
     load_directories: PreparedStatement,
     save_setting: PreparedStatement,
     load_setting: PreparedStatement,
+    put_record: PreparedStatement,
+    records: PreparedStatement,
+    record: PreparedStatement,
+    old_records: PreparedStatement,
+    delete_record: PreparedStatement,
     ping: PreparedStatement,
 }
 
@@ -228,6 +237,20 @@ pub struct ScyllaStore {
     clock: SharedClock,
     /// Serialises this node's writes per channel (hook order, less Paxos contention).
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+fn record_row(r: Row) -> Option<Record> {
+    let mut c = r.columns.into_iter();
+    match (c.next(), c.next(), c.next(), c.next(), c.next()) {
+        (
+            Some(Some(CqlValue::Text(kind))),
+            Some(Some(CqlValue::Text(school))),
+            Some(Some(CqlValue::Text(id))),
+            Some(Some(CqlValue::BigInt(at_ms))),
+            Some(Some(CqlValue::Text(doc))),
+        ) => Some(Record { kind, school, id, at_ms, doc }),
+        _ => None,
+    }
 }
 
 fn applied(rows: &[Row]) -> bool {
@@ -348,6 +371,15 @@ impl ScyllaStore {
             load_directories: p(format!("SELECT doc FROM {ks}.directory")).await?,
             save_setting: p(format!("UPDATE {ks}.settings SET value = ?, updated_at = ? WHERE key = ?")).await?,
             load_setting: p(format!("SELECT value FROM {ks}.settings WHERE key = ?")).await?,
+            put_record: p(format!("INSERT INTO {ks}.records (kind, school, id, at, doc) VALUES (?, ?, ?, ?, ?)")).await?,
+            records: p(format!("SELECT kind, school, id, at, doc FROM {ks}.records WHERE kind = ? AND school = ?"))
+                .await?,
+            record: p(format!("SELECT kind, school, id, at, doc FROM {ks}.records WHERE kind = ? AND school = ? AND id = ?"))
+                .await?,
+            // Retention runs rarely (hourly) over a small table: a filtered scan is enough.
+            old_records: p(format!("SELECT school, id FROM {ks}.records WHERE kind = ? AND at < ? ALLOW FILTERING"))
+                .await?,
+            delete_record: p(format!("DELETE FROM {ks}.records WHERE kind = ? AND school = ? AND id = ?")).await?,
             ping: p("SELECT release_version FROM system.local".to_owned()).await?,
         };
         Ok(ScyllaStore {
@@ -878,6 +910,71 @@ impl Store for ScyllaStore {
                     _ => None,
                 }
             }))
+        })
+    }
+
+    fn put_record(&self, r: Record) -> BoxFut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.session
+                .execute_unpaged(
+                    &self.st.put_record,
+                    (r.kind.as_str(), r.school.as_str(), r.id.as_str(), r.at_ms, r.doc.as_str()),
+                )
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn records(
+        &self,
+        kind: &str,
+        school: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> BoxFut<'_, Result<Vec<Record>, StoreError>> {
+        let (kind, school) = (kind.to_owned(), school.to_owned());
+        Box::pin(async move {
+            let mut v: Vec<Record> = self
+                .rows(&self.st.records, (kind.as_str(), school.as_str()))
+                .await?
+                .into_iter()
+                .filter_map(record_row)
+                .filter(|r| r.at_ms >= since_ms)
+                .collect();
+            v.sort_by(|a, b| (a.at_ms, &a.id).cmp(&(b.at_ms, &b.id)));
+            v.truncate(limit as usize);
+            Ok(v)
+        })
+    }
+
+    fn record(&self, kind: &str, school: &str, id: &str) -> BoxFut<'_, Result<Option<Record>, StoreError>> {
+        let (kind, school, id) = (kind.to_owned(), school.to_owned(), id.to_owned());
+        Box::pin(async move {
+            Ok(self
+                .rows(&self.st.record, (kind.as_str(), school.as_str(), id.as_str()))
+                .await?
+                .into_iter()
+                .find_map(record_row))
+        })
+    }
+
+    fn purge_records(&self, kind: &str, before_ms: i64) -> BoxFut<'_, Result<u64, StoreError>> {
+        let kind = kind.to_owned();
+        Box::pin(async move {
+            let old = self.rows(&self.st.old_records, (kind.as_str(), before_ms)).await?;
+            let mut n = 0;
+            for r in old {
+                let mut c = r.columns.into_iter();
+                if let (Some(Some(CqlValue::Text(school))), Some(Some(CqlValue::Text(id)))) = (c.next(), c.next()) {
+                    self.session
+                        .execute_unpaged(&self.st.delete_record, (kind.as_str(), school.as_str(), id.as_str()))
+                        .await
+                        .map_err(unavailable)?;
+                    n += 1;
+                }
+            }
+            Ok(n)
         })
     }
 

@@ -62,6 +62,8 @@ enum Op {
     SetMute { channel: ChannelId, user: String, until_ms: i64 },
     SaveDirectory { school: String, doc: String },
     SaveSetting { key: String, value: String },
+    PutRecord(Record),
+    PurgeRecords { kind: String, before_ms: i64 },
 }
 
 enum Out {
@@ -108,6 +110,10 @@ CREATE TABLE IF NOT EXISTS mutes (
     PRIMARY KEY (channel, user)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS directory (
     school TEXT PRIMARY KEY, doc TEXT NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL, school TEXT NOT NULL, id TEXT NOT NULL, at INTEGER NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (kind, school, id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_by_time ON records (kind, school, at);
 CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at INTEGER NOT NULL);
 ";
@@ -518,6 +524,19 @@ impl Writer {
                 }
                 Ok(Done { out: Ok(Out::Unit), next: None, event: None })
             }
+            Op::PutRecord(r) => {
+                self.conn.execute(
+                    "INSERT INTO records (kind, school, id, at, doc) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (kind, school, id) DO UPDATE SET at = excluded.at, doc = excluded.doc",
+                    params![r.kind, r.school, r.id, r.at_ms, r.doc],
+                )?;
+                Ok(Done { out: Ok(Out::Unit), next: None, event: None })
+            }
+            Op::PurgeRecords { kind, before_ms } => {
+                let n =
+                    self.conn.execute("DELETE FROM records WHERE kind = ?1 AND at < ?2", params![kind, before_ms])?;
+                Ok(Done { out: Ok(Out::Seq(n as Seq)), next: None, event: None })
+            }
             Op::SaveSetting { key, value } => {
                 self.conn.execute(
                     "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)
@@ -536,6 +555,10 @@ impl Writer {
             }
         }
     }
+}
+
+fn row_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+    Ok(Record { kind: r.get(0)?, school: r.get(1)?, id: r.get(2)?, at_ms: r.get(3)?, doc: r.get(4)? })
 }
 
 fn conversation(c: &Connection, channel: &str) -> rusqlite::Result<Option<Conversation>> {
@@ -733,6 +756,49 @@ impl Store for SqliteStore {
                 c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()
             }),
         )
+    }
+
+    fn put_record(&self, r: Record) -> BoxFut<'_, Result<(), StoreError>> {
+        Box::pin(async move { self.submit(Op::PutRecord(r)).await.map(|_| ()) })
+    }
+
+    fn records(
+        &self,
+        kind: &str,
+        school: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> BoxFut<'_, Result<Vec<Record>, StoreError>> {
+        let (kind, school) = (kind.to_owned(), school.to_owned());
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare(
+                "SELECT kind, school, id, at, doc FROM records WHERE kind = ?1 AND school = ?2 AND at >= ?3
+                 ORDER BY at, id LIMIT ?4",
+            )?;
+            st.query_map(params![kind, school, since_ms, limit], row_record)?.collect()
+        }))
+    }
+
+    fn record(&self, kind: &str, school: &str, id: &str) -> BoxFut<'_, Result<Option<Record>, StoreError>> {
+        let (kind, school, id) = (kind.to_owned(), school.to_owned(), id.to_owned());
+        Box::pin(self.read(move |c| {
+            c.query_row(
+                "SELECT kind, school, id, at, doc FROM records WHERE kind = ?1 AND school = ?2 AND id = ?3",
+                params![kind, school, id],
+                row_record,
+            )
+            .optional()
+        }))
+    }
+
+    fn purge_records(&self, kind: &str, before_ms: i64) -> BoxFut<'_, Result<u64, StoreError>> {
+        let op = Op::PurgeRecords { kind: kind.to_owned(), before_ms };
+        Box::pin(async move {
+            match self.submit(op).await? {
+                Out::Seq(n) => Ok(n),
+                _ => Ok(0),
+            }
+        })
     }
 
     fn ping(&self) -> BoxFut<'_, Result<(), StoreError>> {

@@ -191,3 +191,18 @@ pub struct ScyllaOptions {
     /// The wall clock that stamps entries and idempotency claims.
     pub clock: SharedClock,
 }
+
+/// A school-scoped record kept as a JSON document: moderation audit entries and reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// `audit` or `report`.
+    pub kind: String,
+    /// School UAI.
+    pub school: String,
+    /// Unique within (kind, school).
+    pub id: String,
+    /// When, milliseconds since the epoch (records list in this order).
+    pub at_ms: i64,
+    /// The record (JSON).
+    pub doc: String,
+}

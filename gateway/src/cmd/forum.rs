@@ -1,5 +1,6 @@
 //! `set_thread` and `mute`: a class teacher's moderation of the forum.
 
+use super::audit::{self, AuditEntry};
 use super::error::{bad, forbidden};
 use super::{Access, CmdError, Ctx, access};
 use crate::service::{Gateway, timed};
@@ -45,8 +46,17 @@ pub async fn set_thread(
         return Err(bad("give `locked`, `pinned` or both"));
     }
     let a = access::of(g, cx, &channel).await?;
-    let w = decide_set_thread(cx, &a, channel, thread, locked, pinned)?;
+    let w = decide_set_thread(cx, &a, channel.clone(), thread, locked, pinned)?;
     let r = timed("write", g.store.write(w)).await?;
+    let said = |v: Option<bool>, yes: &str, no: &str| v.map(|b| if b { yes } else { no }.to_owned());
+    let detail: Vec<String> = [said(r.entry.locked, "locked", "unlocked"), said(r.entry.pinned, "pinned", "unpinned")]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut e = AuditEntry::new(cx.now_ms, &cx.me.school, &cx.me.id, "thread_state", detail.join(", "));
+    e.channel = Some(channel);
+    e.seq = Some(thread);
+    audit::record(g, e).await;
     Ok(Ack { seq: Some(r.entry.seq), ..ack })
 }
 
@@ -83,6 +93,11 @@ pub async fn mute(
     let a = access::of(g, cx, &channel).await?;
     let until = decide_mute(cx, &a, &channel, &user, minutes)?;
     timed("set_mute", g.store.set_mute(&channel, &user, until)).await?;
+    let detail = if minutes == 0 { "mute lifted".to_owned() } else { format!("muted for {minutes} min") };
+    let mut e = AuditEntry::new(cx.now_ms, &cx.me.school, &cx.me.id, "mute", detail);
+    e.channel = Some(channel);
+    e.subject = Some(user);
+    audit::record(g, e).await;
     Ok(ack)
 }
 

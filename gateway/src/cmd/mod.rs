@@ -13,10 +13,13 @@
 //!   `typing`.
 //! - [`read`]: `sync`, `history`, `mark_read`, `receipts`.
 //! - [`room`]: room tickets for live classes.
+//! - [`report`]: reporting messages, the moderators' queue.
+//! - [`audit`]: the moderation audit trail.
 //! - [`suspension`]: the platform's and schools' suspension switches.
 //! - [`brake`]: the mass-send brakes; [`hours`]: the schools' discussion hours.
 
 pub mod access;
+pub mod audit;
 pub mod brake;
 pub mod conversation;
 pub mod error;
@@ -24,6 +27,7 @@ pub mod forum;
 pub mod hours;
 pub mod post;
 pub mod read;
+pub mod report;
 pub mod room;
 pub mod suspension;
 
@@ -59,6 +63,7 @@ pub fn publishes(cmd: &Command) -> bool {
             | Command::CreateGroup { .. }
             | Command::AddMembers { .. }
             | Command::Leave { .. }
+            | Command::CloseReport { .. }
     )
 }
 
@@ -104,6 +109,9 @@ pub async fn handle(g: &Gateway, user: &str, id: u64, cmd: Command) -> Result<Ac
         }
         Command::MarkRead { channel, seq } => read::mark_read(g, cx, ack, channel, seq).await,
         Command::Receipts { channel, seq } => read::receipts(g, cx, ack, channel, seq).await,
+        Command::Report { channel, seq, reason } => report::report(g, cx, ack, channel, seq, reason).await,
+        Command::Reports {} => report::reports(g, cx, ack).await,
+        Command::CloseReport { report, action } => report::close_report(g, cx, ack, report, action).await,
     }
 }
 

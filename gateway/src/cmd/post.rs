@@ -2,6 +2,7 @@
 //! (thread open, reply in the same thread, only the author edits) are the store's
 //! (`preau_store::rules`); what is decided here is who may post where, and when.
 
+use super::audit::{self, AuditEntry};
 use super::error::{bad, check_client_id, check_text, forbidden, may_not_post};
 use super::{Access, CmdError, Ctx, access};
 use crate::metrics as m;
@@ -168,12 +169,33 @@ pub fn decide_delete(cx: Ctx<'_>, a: &Access, channel: ChannelId, seq: Seq) -> W
     Write::Delete { channel, author: cx.me.id.clone(), target: seq, moderator: a.moderate }
 }
 
-/// `delete`.
+/// `delete`. A moderator deleting someone else's post is recorded in the audit trail,
+/// with the post's original content.
 pub async fn delete(g: &Gateway, cx: Ctx<'_>, ack: Ack, channel: ChannelId, seq: Seq) -> Result<Ack, CmdError> {
     let a = access::of(g, cx, &channel).await?;
-    let w = decide_delete(cx, &a, channel, seq);
+    let before = if a.moderate { timed("entry", g.store.entry(&channel, seq)).await? } else { None };
+    let w = decide_delete(cx, &a, channel.clone(), seq);
     let r = timed("write", g.store.write(w)).await?;
+    if let Some(e) = before.filter(|e| e.author != cx.me.id) {
+        let mut entry =
+            AuditEntry::new(cx.now_ms, &cx.me.school, &cx.me.id, "delete", "post of another deleted by a moderator");
+        entry.channel = Some(channel);
+        entry.seq = Some(seq);
+        entry.subject = Some(e.author.clone());
+        entry.original = Some(original_text(&e));
+        audit::record(g, entry).await;
+    }
     Ok(Ack { seq: Some(r.entry.seq), ..ack })
+}
+
+/// What an entry said, for the audit trail: its title and body.
+pub fn original_text(e: &preau_proto::Entry) -> String {
+    match (&e.title, &e.body) {
+        (Some(t), Some(b)) => format!("{t}\n{b}"),
+        (None, Some(b)) => b.clone(),
+        (Some(t), None) => t.clone(),
+        (None, None) => String::new(),
+    }
 }
 
 #[cfg(test)]

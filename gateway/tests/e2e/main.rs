@@ -13,6 +13,7 @@ mod directory;
 mod harness;
 mod isolation;
 mod live;
+mod moderation;
 mod ops;
 mod policy;
 mod suspension;
