@@ -28,11 +28,13 @@ impl TokenBucket {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        // Refills add up in floating point: a token a hair short of whole is whole (a
+        // wait of 0 ns would tell the client to retry at once, and fail again).
+        if self.tokens + 1e-9 >= 1.0 {
+            self.tokens = (self.tokens - 1.0).max(0.0);
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate).max(Duration::from_micros(1)))
         }
     }
 }

@@ -345,6 +345,9 @@ mod tests {
             Command::Sync { positions: vec![Position { channel: ch.clone(), seq: 4 }], limit: Some(10) },
             Command::History { channel: ch.clone(), after: Some(1), before: None, limit: Some(5) },
             Command::Receipts { channel: ch.clone(), seq: 1 },
+            Command::Report { channel: ch.clone(), seq: 2, reason: "insulte".into() },
+            Command::Reports {},
+            Command::CloseReport { report: "0123".into(), action: "dismiss".into() },
         ];
         assert_eq!(cmds.len() + 5, Command::TYPES.len(), "every command but the trivial ones is mutated");
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
