@@ -83,11 +83,27 @@ pub struct Client {
     pub timeout: Duration,
 }
 
-static CLIENT_IDS: AtomicU64 = AtomicU64::new(1);
-
-/// A fresh client message id, unique in this process.
+/// A fresh client message id: a UUID v7 (48 bits of milliseconds, then 74 random bits),
+/// unique for ever, not only in this process. An id made of the process id and a counter
+/// (as it once was) repeats after a restart — in a container the pid is always 1 — and
+/// the server then takes a new message for a retry of an old one and never stores it.
 pub fn new_client_id() -> String {
-    format!("{}-{}", std::process::id(), CLIENT_IDS.fetch_add(1, Ordering::Relaxed))
+    use preau_proto::clock::Clock as _;
+    uuid_v7(preau_proto::clock::SystemClock.now_ms().max(0) as u64, rand::random())
+}
+
+/// The UUID v7 of a time (ms) and 80 random bits.
+fn uuid_v7(ms: u64, r: u128) -> String {
+    let hi = (ms & 0xffff_ffff_ffff) << 16 | 0x7000 | (r as u64 & 0x0fff);
+    let lo = (r >> 12) as u64 & 0x3fff_ffff_ffff_ffff | 0x8000_0000_0000_0000;
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xffff,
+        hi & 0xffff,
+        lo >> 48,
+        lo & 0xffff_ffff_ffff
+    )
 }
 
 impl Client {
@@ -514,6 +530,19 @@ pub async fn dev_token(addr: &str, user: &str) -> Result<String, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_ids_are_uuid_v7_and_never_repeat() {
+        let a = uuid_v7(0x0190_1234_5678, 0);
+        assert_eq!(a, "01901234-5678-7000-8000-000000000000");
+        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| new_client_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(10) {
+            assert_eq!(id.len(), 36);
+            assert_eq!(&id[14..15], "7", "version 7: {id}");
+            assert!(!id.starts_with(&format!("{}-", std::process::id())), "no process id in {id}");
+        }
+    }
 
     #[test]
     fn tracker_counts_gaps_and_duplicates() {

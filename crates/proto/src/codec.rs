@@ -292,6 +292,20 @@ mod tests {
     }
 
     #[test]
+    fn answers_carry_their_empty_lists() {
+        let ack = ServerFrame::Ack(Ack { id: 3, ..Ack::default() });
+        let v: serde_json::Value = serde_json::from_slice(&encode_server(Encoding::Json, &ack)).expect("json");
+        for field in ["entries", "channels", "removed", "members", "receipts", "reports"] {
+            assert_eq!(v[field], serde_json::json!([]), "{field}");
+        }
+        assert_eq!((v["duplicate"].as_bool(), v["more"].as_bool()), (Some(false), Some(false)));
+        assert!(v.get("seq").is_none() && v.get("channel").is_none(), "absent values stay absent");
+        // An old answer without them still reads.
+        let old = decode_server(Encoding::Json, br#"{"type":"ack","id":3}"#).expect("old ack");
+        assert!(matches!(old, ServerFrame::Ack(a) if a.entries.is_empty() && !a.duplicate));
+    }
+
+    #[test]
     fn shared_frame_encodes_once_and_decodes_back() {
         let sf = SharedFrame::new(ServerFrame::Presence { user: "u1".into(), online: true });
         let a = sf.encoded(Encoding::MsgPack);

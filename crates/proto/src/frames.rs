@@ -362,10 +362,10 @@ pub struct ChannelInfo {
     /// Whether the user moderates the channel.
     pub moderator: bool,
     /// Entries after the position the client gave, if it gave one.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub entries: Vec<Entry>,
     /// More entries follow the returned ones: ask `history` with `after`.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default)]
     pub more: bool,
 }
 
@@ -391,7 +391,10 @@ pub struct Receipt {
     pub read: bool,
 }
 
-/// The answer to a command. Which fields are set depends on the command.
+/// The answer to a command. Which fields are set depends on the command: optional values
+/// (`seq`, `channel`, `suspension`, `report`) are absent when the command has none; lists
+/// and flags are always present, empty or false, so a client can iterate them without
+/// checking (and a client that ignores them still works).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ack {
     /// The request id.
@@ -400,28 +403,28 @@ pub struct Ack {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<Seq>,
     /// The send was a retry of one already stored: `seq` is the first one's.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default)]
     pub duplicate: bool,
     /// Channel concerned (open_direct, create_group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<ChannelId>,
     /// Channels (sync).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub channels: Vec<ChannelInfo>,
     /// Entries (history).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub entries: Vec<Entry>,
     /// More entries exist beyond this page (history).
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default)]
     pub more: bool,
     /// Members (members).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub members: Vec<MemberInfo>,
     /// Receipts (receipts).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub receipts: Vec<Receipt>,
     /// Channels named in `sync` positions that the user no longer sees (sync).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub removed: Vec<ChannelId>,
     /// A suspension of messaging in force for the user (sync).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -430,7 +433,7 @@ pub struct Ack {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,
     /// Open reports (reports).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub reports: Vec<ReportInfo>,
 }
 
