@@ -11,6 +11,57 @@ use std::collections::{HashMap, HashSet};
 /// Most entries per page of history or sync.
 pub const MAX_PAGE: u32 = 200;
 
+/// Most bytes of entries in one answer (their JSON size, which bounds MessagePack's too).
+/// Well under what the WebSocket layer lets a socket hold (`http::WS_MAX_WRITE_BUFFER`,
+/// 1 MiB): 130 messages at the 8 KiB body limit used to exceed it and drop the
+/// connection on every resume.
+pub const MAX_REPLY_BYTES: usize = 512 * 1024;
+
+/// The JSON size of an entry, counted without building it.
+pub fn json_size(e: &Entry) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing to a counter cannot fail; an entry that could not be encoded counts as large.
+    if serde_json::to_writer(&mut c, e).is_err() {
+        return MAX_REPLY_BYTES;
+    }
+    c.0
+}
+
+/// Cuts a page to `budget` bytes: keeps the oldest entries (`keep_newest` false, paging
+/// forward) or the newest (paging back), at least one. Returns the page, whether it was
+/// cut, and the bytes left.
+pub fn fit(mut entries: Vec<Entry>, budget: usize, keep_newest: bool) -> (Vec<Entry>, bool, usize) {
+    let sizes: Vec<usize> = entries.iter().map(json_size).collect();
+    let mut used = 0;
+    let mut n = 0;
+    let order: Box<dyn Iterator<Item = &usize>> =
+        if keep_newest { Box::new(sizes.iter().rev()) } else { Box::new(sizes.iter()) };
+    for sz in order {
+        if n > 0 && used + sz > budget {
+            break;
+        }
+        used += sz;
+        n += 1;
+    }
+    let cut = n < entries.len();
+    if keep_newest {
+        entries.drain(..entries.len() - n);
+    } else {
+        entries.truncate(n);
+    }
+    (entries, cut, budget.saturating_sub(used))
+}
+
 /// A page size from the client's `limit`: [`MAX_PAGE`] when absent; `bad_request` outside
 /// 1..=MAX_PAGE (as documented), rather than a silent clamp.
 pub fn page_limit(limit: Option<u32>) -> Result<u32, CmdError> {
@@ -41,14 +92,23 @@ pub async fn sync(
     let states = timed("summaries", g.store.summaries(&cx.me.id, &chans)).await?;
     let pos: HashMap<&ChannelId, Seq> = positions.iter().map(|p| (&p.channel, p.seq)).collect();
     let mut infos = Vec::with_capacity(vis.len());
+    // One budget for the whole answer: a channel past it gets no entries and `more`, and
+    // the client pages it with `history`.
+    let mut budget = MAX_REPLY_BYTES.saturating_sub(vis.len() * 512);
     for ((ch, title, a), st) in vis.iter().zip(states.iter()) {
         let mut info = info(ch, title.clone(), a, st);
         if let Some(after) = pos.get(ch).copied()
             && after < st.last_seq
         {
-            let (entries, more) = timed("history", g.store.history(ch, Some(after), None, limit)).await?;
-            info.entries = entries;
-            info.more = more;
+            if budget < 16 * 1024 {
+                info.more = true;
+            } else {
+                let (entries, more) = timed("history", g.store.history(ch, Some(after), None, limit)).await?;
+                let (entries, cut, left) = fit(entries, budget, false);
+                budget = left;
+                info.entries = entries;
+                info.more = more || cut;
+            }
         }
         infos.push(info);
     }
@@ -72,7 +132,9 @@ pub async fn history(
     let limit = page_limit(limit)?;
     access::of(g, cx, &channel).await?;
     let (entries, more) = timed("history", g.store.history(&channel, after, before, limit)).await?;
-    Ok(Ack { entries, more, ..ack })
+    // Paging back (`before`) keeps the newest of the page, forward the oldest.
+    let (entries, cut, _) = fit(entries, MAX_REPLY_BYTES, before.is_some());
+    Ok(Ack { entries, more: more || cut, ..ack })
 }
 
 /// `mark_read`.
@@ -133,6 +195,47 @@ pub async fn receipts(g: &Gateway, cx: Ctx<'_>, ack: Ack, channel: ChannelId, se
 mod tests {
     use super::*;
     use preau_directory::{Directory, demo};
+
+    fn entry_of(seq: Seq, body_len: usize) -> Entry {
+        Entry {
+            seq,
+            kind: EntryKind::Message,
+            author: "e001".into(),
+            at: 0,
+            body: Some("é".repeat(body_len / 2)),
+            title: None,
+            thread: None,
+            reply_to: None,
+            target: None,
+            locked: None,
+            pinned: None,
+            members: vec![],
+            joined: None,
+            edited: false,
+            deleted: false,
+            client_id: None,
+        }
+    }
+
+    #[test]
+    fn pages_are_cut_by_bytes_in_the_direction_of_paging() {
+        let page: Vec<Entry> = (1..=150).map(|s| entry_of(s, 8000)).collect();
+        let (fwd, cut, _) = fit(page.clone(), MAX_REPLY_BYTES, false);
+        assert!(cut && fwd.len() < 70 && fwd.len() > 50, "{}", fwd.len());
+        assert_eq!(fwd.first().map(|e| e.seq), Some(1), "forward keeps the oldest");
+        assert!(fwd.iter().map(json_size).sum::<usize>() <= MAX_REPLY_BYTES);
+        let (back, cut, _) = fit(page.clone(), MAX_REPLY_BYTES, true);
+        assert!(cut);
+        assert_eq!(back.last().map(|e| e.seq), Some(150), "backward keeps the newest");
+        let (one, cut, left) = fit(page[..1].to_vec(), 10, false);
+        assert_eq!((one.len(), cut, left), (1, false, 0), "at least one entry");
+        let (small, cut, _) = fit(page[..3].to_vec(), MAX_REPLY_BYTES, false);
+        assert_eq!((small.len(), cut), (3, false));
+        // Escapes count: a body of quotes doubles in JSON.
+        let mut q = entry_of(1, 0);
+        q.body = Some("\"".repeat(1000));
+        assert!(json_size(&q) > 2000);
+    }
 
     #[test]
     fn page_limits_and_removed_channels() {

@@ -252,3 +252,59 @@ async fn slow_consumer_is_cut_off_and_resumes_without_loss() {
     let ok: Result<_, ClientError> = t01.send_message(&ann, "après").await;
     assert!(ok.is_ok());
 }
+
+/// Channels of large messages resume: 150 messages at the 8 KiB body limit (1.2 MiB, more
+/// than a socket may hold at once) come back through `sync` and `history` in pages cut by
+/// bytes, every one of them, and the connection stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_page_by_bytes_through_history_and_sync() {
+    let s = Server::start(FAST);
+    let t01 = s.connect("t01").await;
+    let ann = ChannelId::announcements("0750001A", "6A");
+    let body = "x".repeat(8000);
+    for _ in 0..150 {
+        t01.send_message(&ann, &body).await.expect("send");
+    }
+    let e001 = s.connect("e001").await;
+    // history, forward from the start.
+    let (mut after, mut pages, mut seen) = (0, 0, Vec::new());
+    loop {
+        let h = e001
+            .request(Command::History { channel: ann.clone(), after: Some(after), before: None, limit: None })
+            .await
+            .expect("a page, not a dropped connection");
+        pages += 1;
+        seen.extend(h.entries.iter().map(|e| e.seq));
+        after = h.entries.last().map(|e| e.seq).unwrap_or(after);
+        if !h.more {
+            break;
+        }
+        assert!(pages < 20, "paging must end");
+    }
+    assert_eq!(seen, (1..=150).collect::<Vec<u64>>());
+    assert!(pages >= 3, "cut by bytes, not only by count: {pages} pages");
+    // history, backward from the end.
+    let h = e001.request(Command::History { channel: ann.clone(), after: None, before: Some(151), limit: None }).await;
+    let h = h.expect("newest page");
+    assert!(h.more && h.entries.last().map(|e| e.seq) == Some(150));
+    // sync from position 0, then paged with history as the docs say.
+    let positions = vec![preau_proto::Position { channel: ann.clone(), seq: 0 }];
+    let ack = e001.request(Command::Sync { positions, limit: None }).await.expect("sync answers");
+    let info = ack.channels.iter().find(|c| c.channel == ann).expect("the channel");
+    assert!(info.more, "sync says more");
+    let mut got: Vec<u64> = info.entries.iter().map(|e| e.seq).collect();
+    let mut after = got.last().copied().unwrap_or(0);
+    loop {
+        let h = e001
+            .request(Command::History { channel: ann.clone(), after: Some(after), before: None, limit: None })
+            .await
+            .expect("page");
+        got.extend(h.entries.iter().map(|e| e.seq));
+        after = h.entries.last().map(|e| e.seq).unwrap_or(after);
+        if !h.more {
+            break;
+        }
+    }
+    assert_eq!(got, (1..=150).collect::<Vec<u64>>());
+    e001.request(Command::Ping {}).await.expect("still connected");
+}
