@@ -36,8 +36,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-/// Serves `listener` until `shutdown` resolves; then stops accepting, tells every session
-/// to reconnect after a jittered delay, and waits up to the drain time for them to close.
+/// Serves `listener` until `shutdown` resolves; then drains: `/readyz` and new upgrades
+/// answer 503 `draining`, every session is told to reconnect after a jittered delay and
+/// closed then, and serving ends once they are gone or the drain time is over.
 pub async fn run(
     listener: TcpListener,
     g: Arc<Gateway>,
@@ -49,11 +50,27 @@ pub async fn run(
     let state = http::AppState { g: g.clone(), prom, conns: conns.clone(), shutdown: rx };
     let app = http::router(state);
     let g2 = g.clone();
+    let conns2 = conns.clone();
+    let max = g.cfg.max_connections;
+    let drain = Duration::from_secs(g.cfg.drain_seconds);
+    // The listener stays open during the drain: `/readyz` answers 503 and upgrades 503
+    // `draining`, so load balancers and clients see the state; sessions get `reconnect`
+    // and close after their jittered delay. Serving ends once every session is gone or
+    // the drain time is over.
     let stop = async move {
         shutdown.await;
         tracing::info!("shutdown requested: draining");
         g2.draining.store(true, Ordering::Relaxed);
         let _ = tx.send(true);
+        let drained = tokio::time::timeout(drain, async {
+            while conns2.available_permits() < max {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(open = max - conns2.available_permits(), "drain time over; closing the rest");
+        }
     };
     // Retention of the audit trail: hourly, and once at start.
     let purger = {
@@ -75,17 +92,6 @@ pub async fn run(
         let _ = tcp.set_nodelay(true);
     });
     axum::serve(listener, app).with_graceful_shutdown(stop).await?;
-    // Upgraded connections outlive the HTTP server: wait for their permits to come back.
-    let max = g.cfg.max_connections;
-    let drained = tokio::time::timeout(Duration::from_secs(g.cfg.drain_seconds), async {
-        while conns.available_permits() < max {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(open = max - conns.available_permits(), "drain time over; closing the rest");
-    }
     purger.abort();
     Ok(())
 }

@@ -241,6 +241,9 @@ impl Session {
         let handle = self.handle.clone();
         let wake = handle.wake.notified();
         tokio::pin!(wake);
+        let mut restart_at: Option<Instant> = None;
+        let restart = sleep_until(expires);
+        tokio::pin!(restart);
         loop {
             let turn = tokio::select! {
                 // Fixed order: control first, then queued frames, then the socket. A
@@ -248,7 +251,18 @@ impl Session {
                 // tungstenite costs zeroing the read buffer each time. Reading still runs
                 // whenever the queue is empty, which a batch of 64 makes frequent.
                 biased;
-                _ = start.shutdown.changed() => Err(self.restarting(sink).await),
+                // Draining: say `reconnect` with a jittered delay, go on serving, and close
+                // with 1012 when the delay is over (clients spread their reconnects).
+                _ = start.shutdown.changed(), if restart_at.is_none() => {
+                    let after = self.reconnecting(sink).await;
+                    restart_at = Some(Instant::now() + after);
+                    restart.as_mut().reset(Instant::now() + after);
+                    Ok(())
+                }
+                _ = &mut restart, if restart_at.is_some() => {
+                    let _ = sink.send(close_msg(close::SERVICE_RESTART, "node restarting; reconnect")).await;
+                    Err(End::Shutdown)
+                }
                 _ = &mut wake => {
                     wake.set(handle.wake.notified());
                     self.woken(sink).await
@@ -273,13 +287,12 @@ impl Session {
         }
     }
 
-    /// The node is draining: a jittered `reconnect`, then 1012.
-    async fn restarting<K: Sink<Message, Error = axum::Error> + Unpin>(&self, sink: &mut K) -> End {
+    /// The node is draining: a `reconnect` frame with a jittered delay, returned.
+    async fn reconnecting<K: Sink<Message, Error = axum::Error> + Unpin>(&self, sink: &mut K) -> Duration {
         let after = reconnect_delay(self.g.cfg.reconnect_jitter_ms);
         let f = ServerFrame::Reconnect { after_ms: after.as_millis() as u64, reason: "node restarting".into() };
         let _ = self.send(sink, &f).await;
-        let _ = sink.send(close_msg(close::SERVICE_RESTART, "node restarting; reconnect")).await;
-        End::Shutdown
+        after
     }
 
     /// The hub woke the session: it overflowed (slow consumer), or the directory changed.

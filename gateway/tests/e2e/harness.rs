@@ -85,6 +85,21 @@ impl Server {
         t.elapsed()
     }
 
+    /// SIGTERM, without waiting for the exit.
+    pub fn signal_term(&self) {
+        let c = self.child.as_ref().expect("running");
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+    }
+
+    /// Waits for the process to exit; how long that took.
+    pub fn wait_exit(&mut self) -> Duration {
+        let t = std::time::Instant::now();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        t.elapsed()
+    }
+
     /// Starts again on the same data folder (on a new port).
     pub fn restart(&mut self) {
         self.kill9();

@@ -169,3 +169,37 @@ fn development_mode_refuses_a_public_address() {
     assert!(err.contains("development mode") && err.contains("--dev-allow-public"), "{err}");
     assert!(std::fs::read_dir(dir.path()).map(|mut d| d.next().is_none()).unwrap_or(true), "nothing created");
 }
+
+/// The drain as documented: after SIGTERM the node keeps answering, `/readyz` 503 and new
+/// upgrades 503 `draining`, while its sessions get `reconnect` and close after their
+/// jittered delay; it exits once they are all gone, well before the drain time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_says_so_until_its_sessions_are_gone() {
+    let mut s = Server::start(&["--drain-seconds", "20", "--reconnect-jitter-ms", "3000"]);
+    let mut clients = Vec::new();
+    for u in ["e001", "e002", "e003", "e004", "e005", "e006", "e007", "e008", "e009", "e010"] {
+        clients.push(s.connect(u).await);
+    }
+    let token = s.token("t01").await;
+    s.signal_term();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(http_get(&s.addr, "/readyz").await.expect("readyz during the drain").0, 503);
+    match preau_client::Client::connect(&s.addr, &token, preau_proto::Encoding::Json).await {
+        Err(preau_client::ClientError::Http { status, body }) => {
+            assert!(status == 503 && body.contains("draining"), "{status} {body}")
+        }
+        other => panic!("an upgrade during the drain: {:?}", other.map(|_| ())),
+    }
+    // Sessions go on until their delay, then close with 1012.
+    clients[0].request(Command::Ping {}).await.ok();
+    for c in &mut clients {
+        let mut saw_reconnect = false;
+        while let Some(f) = c.next_event(Duration::from_secs(5)).await {
+            saw_reconnect |= matches!(f, ServerFrame::Reconnect { .. });
+        }
+        assert!(saw_reconnect);
+        assert_eq!(c.close_reason().map(|r| r.0), Some(preau_proto::close::SERVICE_RESTART));
+    }
+    let took = s.wait_exit();
+    assert!(took < Duration::from_secs(10), "exits once the sessions are gone, not after 20 s: {took:?}");
+}
