@@ -35,8 +35,15 @@ const ABUSE_LIMIT: u32 = 500;
 /// Longest a write to the socket may stall (the client stopped reading) before the
 /// session is cut off as a slow consumer.
 const WRITE_STALL: Duration = Duration::from_secs(10);
-/// Time given to the close frame of a slow consumer to get through.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Time given to the close frame of a slow consumer to get through (a client that reads
+/// again soon then learns it must resume, with 4008).
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+/// Time given to the socket's closing handshake: after that the socket is dropped, so
+/// the TCP connection (and the node's connection permit) is freed whether the client
+/// reads or not, at most `CLOSE_GRACE + SOCKET_GRACE` after the cut.
+const SOCKET_GRACE: Duration = Duration::from_secs(2);
+/// How often a write waiting on a stuck socket looks whether the hub cut the session.
+const CUT_CHECK: Duration = Duration::from_millis(100);
 
 /// What a session needs from the upgrade.
 pub struct SessionStart {
@@ -88,7 +95,9 @@ where
                 let _ = sink.send(close_msg(close::TOO_MANY_CONNECTIONS, "too many connections for this user")).await;
             }
         }
-        let _ = sink.close().await;
+        // Bounded: a client that stopped reading would keep this (and the TCP connection)
+        // waiting for ever; dropping the socket closes it.
+        let _ = tokio::time::timeout(SOCKET_GRACE, sink.close()).await;
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
         g.bus.set_load(g.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed).saturating_sub(1));
     };
@@ -318,14 +327,30 @@ impl Session {
             let mut write = std::pin::pin!(self.write_batch(sink, f, rx));
             let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
             match first {
-                std::task::Poll::Ready(r) => Ok(r),
-                std::task::Poll::Pending => tokio::time::timeout(WRITE_STALL, write).await,
+                std::task::Poll::Ready(r) => Some(r),
+                // A write that waits: give up when it stalls too long, or as soon as the hub
+                // cut the session (its queue overflowed), rather than wait for the client.
+                std::task::Poll::Pending => {
+                    let stall = tokio::time::sleep(WRITE_STALL);
+                    tokio::pin!(stall);
+                    loop {
+                        tokio::select! {
+                            r = write.as_mut() => break Some(r),
+                            _ = &mut stall => break None,
+                            _ = tokio::time::sleep(CUT_CHECK) => {
+                                if self.handle.flag().is_some() {
+                                    break None;
+                                }
+                            }
+                        }
+                    }
+                }
             }
         };
         match done {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(End::SlowConsumer)) | Err(_) => Err(slow_consumer(sink).await),
-            Ok(Err(e)) => Err(e),
+            Some(Ok(())) => Ok(()),
+            Some(Err(End::SlowConsumer)) | None => Err(slow_consumer(sink).await),
+            Some(Err(e)) => Err(e),
         }
     }
 

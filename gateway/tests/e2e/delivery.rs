@@ -308,3 +308,56 @@ async fn large_messages_page_by_bytes_through_history_and_sync() {
     assert_eq!(got, (1..=150).collect::<Vec<u64>>());
     e001.request(Command::Ping {}).await.expect("still connected");
 }
+
+/// A cut slow consumer's connection is closed within a bounded time (12 s) even though
+/// the client never reads again: on a node that takes two connections, a third gets in
+/// once the cut one is gone (before, its socket and permit stayed until it read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_slow_consumer_frees_its_connection_without_reading() {
+    let s = Server::start(&[
+        "--sends-per-second",
+        "100000",
+        "--send-burst",
+        "100000",
+        "--frames-per-second",
+        "100000",
+        "--outbound-queue",
+        "16",
+        "--sync-full",
+        "false",
+        "--max-connections",
+        "2",
+    ]);
+    let ann = ChannelId::announcements("0750001A", "6A");
+    let slow = s.connect("e003").await;
+    slow.pause_reading(true);
+    let t01 = std::sync::Arc::new(s.connect("t01").await);
+    let body = "x".repeat(4000);
+    let mut senders = Vec::new();
+    for _ in 0..8 {
+        let (c, ann, body) = (t01.clone(), ann.clone(), body.clone());
+        senders.push(tokio::spawn(async move {
+            for _ in 0..500 {
+                c.send_message(&ann, &body).await.expect("send");
+            }
+        }));
+    }
+    for t in senders {
+        t.await.expect("sender");
+    }
+    // The slow client never reads again; its place frees up within a few seconds.
+    let token = s.token("e004").await;
+    let t0 = std::time::Instant::now();
+    loop {
+        match Client::connect(&s.addr, &token, Encoding::Json).await {
+            Ok(_) => break,
+            Err(ClientError::Http { status: 503, .. }) => {
+                // The bound: 10 s for the close frame, 2 s for the closing handshake.
+                assert!(t0.elapsed() < Duration::from_secs(16), "the cut connection still holds its place");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    drop(slow);
+}
