@@ -72,6 +72,18 @@ pub async fn run(
             tracing::warn!(open = max - conns2.available_permits(), "drain time over; closing the rest");
         }
     };
+    // Readiness comes back by itself: the store is probed every 2 s, so a node that gets
+    // no traffic (or that a load balancer took out) notices a freed disk.
+    let prober = {
+        let g = g.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                every.tick().await;
+                let _ = g.store.ping().await;
+            }
+        })
+    };
     // Retention of the audit trail: hourly, and once at start.
     let purger = {
         let g = g.clone();
@@ -93,5 +105,6 @@ pub async fn run(
     });
     axum::serve(listener, app).with_graceful_shutdown(stop).await?;
     purger.abort();
+    prober.abort();
     Ok(())
 }

@@ -57,13 +57,32 @@ impl SqliteOptions {
 
 enum Op {
     Write(Write),
-    MarkRead { user: String, channel: ChannelId, seq: Seq },
+    MarkRead {
+        user: String,
+        channel: ChannelId,
+        seq: Seq,
+    },
     CreateConversation(NewConversation),
-    SetMute { channel: ChannelId, user: String, until_ms: i64 },
-    SaveDirectory { school: String, doc: String },
-    SaveSetting { key: String, value: String },
+    SetMute {
+        channel: ChannelId,
+        user: String,
+        until_ms: i64,
+    },
+    SaveDirectory {
+        school: String,
+        doc: String,
+    },
+    SaveSetting {
+        key: String,
+        value: String,
+    },
     PutRecord(Record),
-    PurgeRecords { kind: String, before_ms: i64 },
+    /// A write that only proves the disk takes writes again (readiness after a failure).
+    Probe,
+    PurgeRecords {
+        kind: String,
+        before_ms: i64,
+    },
 }
 
 enum Out {
@@ -114,6 +133,7 @@ CREATE TABLE IF NOT EXISTS records (
     kind TEXT NOT NULL, school TEXT NOT NULL, id TEXT NOT NULL, at INTEGER NOT NULL, doc TEXT NOT NULL,
     PRIMARY KEY (kind, school, id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_by_time ON records (kind, school, at);
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at INTEGER NOT NULL);
 ";
@@ -524,6 +544,13 @@ impl Writer {
                 }
                 Ok(Done { out: Ok(Out::Unit), next: None, event: None })
             }
+            Op::Probe => {
+                self.conn.execute(
+                    "INSERT INTO probe (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                    params![self.clock.now_ms()],
+                )?;
+                Ok(Done { out: Ok(Out::Unit), next: None, event: None })
+            }
             Op::PutRecord(r) => {
                 self.conn.execute(
                     "INSERT INTO records (kind, school, id, at, doc) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -803,8 +830,13 @@ impl Store for SqliteStore {
 
     fn ping(&self) -> BoxFut<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            if self.tx.is_closed() || !self.healthy.load(Ordering::Relaxed) {
-                return Err(unavailable("writer is failing"));
+            if self.tx.is_closed() {
+                return Err(unavailable("writer is gone"));
+            }
+            // After a failed commit, only a write can tell the disk takes writes again
+            // (a freed full disk): try one, so readiness comes back by itself.
+            if !self.healthy.load(Ordering::Relaxed) {
+                self.submit(Op::Probe).await?;
             }
             self.read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))).await.map(|_| ())
         })

@@ -203,3 +203,80 @@ async fn a_draining_node_says_so_until_its_sessions_are_gone() {
     let took = s.wait_exit();
     assert!(took < Duration::from_secs(10), "exits once the sessions are gone, not after 20 s: {took:?}");
 }
+
+/// A small tmpfs of the test's own, unmounted on every path.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = std::env::temp_dir().join(format!("preau-full-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            Some(Tmpfs(dir))
+        } else {
+            let _ = std::fs::remove_dir(&dir);
+            None
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0)
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Readiness recovers by itself: the data folder fills up (writes answer `unavailable`,
+/// `/readyz` 503); once space is freed, `/readyz` is 200 again within 5 s with no client
+/// writing anything, because the node probes its store on a timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_comes_back_by_itself_after_a_full_disk_is_freed() {
+    let Some(fs) = Tmpfs::mount("8m") else {
+        // Mounting needs root (CI runs as root here); say so rather than pass silently.
+        println!("SKIPPED: cannot mount a tmpfs (not root)");
+        return;
+    };
+    let mut s = Server::start_in(&fs.0, &["--sync-full", "false"], "gw.log");
+    let t01 = s.connect("t01").await;
+    let ann = ChannelId::announcements("0750001A", "6A");
+    t01.send_message(&ann, "avant").await.expect("a write before the disk fills");
+    // Fill the disk.
+    let filler = fs.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let body = "x".repeat(8000);
+    let mut refused = false;
+    for _ in 0..200 {
+        if let Err(e) = t01.send_message(&ann, &body).await {
+            assert_eq!(e.code(), Some(preau_proto::ErrorCode::Unavailable), "{e:?}");
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a full disk refuses writes");
+    assert_eq!(http_get(&s.addr, "/readyz").await.expect("readyz").0, 503, "a full disk is unready");
+    // Free it; nobody writes; readiness comes back.
+    std::fs::remove_file(&filler).expect("free");
+    let t0 = std::time::Instant::now();
+    while http_get(&s.addr, "/readyz").await.map(|r| r.0).unwrap_or(0) != 200 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "still unready {:?} after freeing the disk", t0.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    t01.send_message(&ann, "après").await.expect("writes again");
+    s.kill9();
+}
