@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
+use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::track::track_local::TrackLocalWriter;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_remote::TrackRemote;
@@ -430,6 +431,30 @@ impl Source {
     pub async fn retarget_peer(self: &Arc<Self>, peer: PeerId) {
         if let Some(s) = self.sub(peer) {
             self.retarget(&s).await;
+        }
+    }
+
+    /// Reads one subscriber's RTCP for this source until its sender closes: keyframe
+    /// requests go to the publisher for the layer that subscriber receives, NACKs are
+    /// counted (the interceptor answers them from its buffer), bandwidth estimates
+    /// retarget the subscriber's layer.
+    pub async fn read_rtcp(self: Arc<Self>, sender: Arc<RTCRtpSender>, peer: PeerId, estimate: Arc<AtomicU64>) {
+        use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+        use webrtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+        use webrtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+        while let Ok((pkts, _)) = sender.read_rtcp().await {
+            for p in pkts {
+                let any = p.as_any();
+                if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                    metrics::counter!(m::PLIS, "dir" => "received").increment(1);
+                    self.keyframe_for(peer).await;
+                } else if let Some(n) = any.downcast_ref::<TransportLayerNack>() {
+                    metrics::counter!(m::NACKS).increment(n.nacks.len() as u64);
+                } else if let Some(r) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                    estimate.store(r.bitrate as u64, Ordering::Relaxed);
+                    self.retarget_peer(peer).await;
+                }
+            }
         }
     }
 

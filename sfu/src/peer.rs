@@ -18,7 +18,7 @@ use preau_live::signal::{self, Candidate, ClientCmd, Pc, ServerMsg, SignalCode, 
 use preau_proto::close;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use tokio::sync::{mpsc, oneshot};
 use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
 use webrtc::peer_connection::RTCPeerConnection;
@@ -26,10 +26,6 @@ use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
-use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use webrtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
-use webrtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
@@ -239,25 +235,7 @@ impl PeerTask {
         let track =
             Arc::new(TrackLocalStaticRTP::new(source.codec.clone(), source.id.clone(), format!("p{}", source.peer)));
         let sender = pc.add_track(track.clone()).await?;
-        // RTCP from the subscriber: keyframe requests, NACKs (answered by the
-        // interceptor from its buffer), bandwidth estimates.
-        let (s2, src, est, peer) = (sender.clone(), source.clone(), self.estimate.clone(), self.peer);
-        tokio::spawn(async move {
-            while let Ok((pkts, _)) = s2.read_rtcp().await {
-                for p in pkts {
-                    let any = p.as_any();
-                    if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
-                        metrics::counter!(m::PLIS, "dir" => "received").increment(1);
-                        src.keyframe_for(peer).await;
-                    } else if let Some(n) = any.downcast_ref::<TransportLayerNack>() {
-                        metrics::counter!(m::NACKS).increment(n.nacks.len() as u64);
-                    } else if let Some(r) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
-                        est.store(r.bitrate as u64, Ordering::Relaxed);
-                        src.retarget_peer(peer).await;
-                    }
-                }
-            }
-        });
+        tokio::spawn(source.clone().read_rtcp(sender.clone(), self.peer, self.estimate.clone()));
         source.subscribe(self.peer, track, !(forwarded && self.sub_connected), self.estimate.clone()).await;
         self.receiving.insert(source.id.clone(), (source.clone(), forwarded));
         self.senders.insert(source.id.clone(), sender);
