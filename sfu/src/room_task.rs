@@ -114,6 +114,7 @@ pub(crate) fn spawn(sfu: Arc<Sfu>, key: String, cfg: RoomConfig) -> Arc<RoomRef>
         sources: Vec::new(),
         speakers: Speakers::default(),
         laid_out_for: Vec::new(),
+        chosen: Vec::new(),
     };
     tokio::spawn(t.run(rx, lrx, crx));
     Arc::new(RoomRef { tx, levels, closed })
@@ -136,6 +137,8 @@ struct RoomTask {
     speakers: Speakers,
     /// Who spoke last, as of the last last-N layout.
     laid_out_for: Vec<PeerId>,
+    /// Whose video was forwarded as of the last layout.
+    chosen: Vec<PeerId>,
 }
 
 impl RoomTask {
@@ -178,6 +181,11 @@ impl RoomTask {
                 }
             }
             self.flush().await;
+            // Whatever changed (a publisher left, a source closed, someone spoke), the
+            // layout follows: last-N never waits for the next speaker report.
+            if self.video_chosen() != self.chosen {
+                self.relayout().await;
+            }
             if self.room.is_ended().is_some() {
                 let ids: Vec<PeerId> = self.peers.keys().copied().collect();
                 for id in ids {
@@ -325,6 +333,7 @@ impl RoomTask {
     /// Applies last-N to every subscriber's video.
     async fn relayout(&mut self) {
         let chosen = self.video_chosen();
+        self.chosen = chosen.clone();
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
         for peer in ids {
             let mut changed = Vec::new();
