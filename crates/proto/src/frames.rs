@@ -338,6 +338,30 @@ pub struct Entry {
     pub client_id: Option<String>,
 }
 
+impl Entry {
+    /// An entry of `kind` by `author` at `at` (ms), every optional field empty.
+    pub fn new(seq: Seq, kind: EntryKind, author: &str, at: i64) -> Entry {
+        Entry {
+            seq,
+            kind,
+            author: author.to_owned(),
+            at,
+            body: None,
+            title: None,
+            thread: None,
+            reply_to: None,
+            target: None,
+            locked: None,
+            pinned: None,
+            members: Vec::new(),
+            joined: None,
+            edited: false,
+            deleted: false,
+            client_id: None,
+        }
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }

@@ -36,24 +36,7 @@ fn live_thread(e: Option<&Entry>) -> Result<&Entry, StoreError> {
 }
 
 fn bare(kind: EntryKind, author: &str, at: i64) -> Entry {
-    Entry {
-        seq: 0,
-        kind,
-        author: author.to_owned(),
-        at,
-        body: None,
-        title: None,
-        thread: None,
-        reply_to: None,
-        target: None,
-        locked: None,
-        pinned: None,
-        members: Vec::new(),
-        joined: None,
-        edited: false,
-        deleted: false,
-        client_id: None,
-    }
+    Entry::new(0, kind, author, at)
 }
 
 /// Decides `w` against the entries it targets (`found(seq)` is the stored entry, if

@@ -524,13 +524,7 @@ impl ScyllaStore {
                 return Ok(Appended { channel, entry, duplicate: true });
             }
         }
-        let mut found = Vec::new();
-        for t in rules::targets(&w) {
-            if let Some(e) = self.get_entry(&ch, t).await? {
-                found.push(e);
-            }
-        }
-        let e = rules::decide(&w, |s| found.iter().find(|e| e.seq == s), self.clock.now_ms())?;
+        let e = self.decide(&ch, &w).await?;
         let entry = self.append(&channel, e).await?;
         self.rows(&self.st.complete_client_id, (entry.seq as i64, key.0, key.1, key.2, token.as_str())).await?;
         if kind == EntryKind::Message {
@@ -542,18 +536,23 @@ impl ScyllaStore {
         Ok(Appended { channel, entry, duplicate: false })
     }
 
+    /// Reads the entries `w` targets and applies the entry rules: the entry to append.
+    async fn decide(&self, ch: &str, w: &Write) -> Result<Entry, StoreError> {
+        let mut found = Vec::new();
+        for t in rules::targets(w) {
+            if let Some(e) = self.get_entry(ch, t).await? {
+                found.push(e);
+            }
+        }
+        rules::decide(w, |s| found.iter().find(|e| e.seq == s), self.clock.now_ms())
+    }
+
     /// Edits, deletes, thread states and membership: the log entry is appended first (the
     /// log is the truth a resuming client replays), then the target row updated.
     async fn change(&self, w: Write) -> Result<Appended, StoreError> {
         let channel = w.channel().clone();
         let ch = channel.as_str().to_owned();
-        let mut found = Vec::new();
-        for t in rules::targets(&w) {
-            if let Some(e) = self.get_entry(&ch, t).await? {
-                found.push(e);
-            }
-        }
-        let e = rules::decide(&w, |s| found.iter().find(|e| e.seq == s), self.clock.now_ms())?;
+        let e = self.decide(&ch, &w).await?;
         // The log entry first (the truth a resuming client replays), then the target row.
         let entry = self.append(&channel, e).await?;
         match &w {

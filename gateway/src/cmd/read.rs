@@ -197,24 +197,9 @@ mod tests {
     use preau_directory::{Directory, demo};
 
     fn entry_of(seq: Seq, body_len: usize) -> Entry {
-        Entry {
-            seq,
-            kind: EntryKind::Message,
-            author: "e001".into(),
-            at: 0,
-            body: Some("é".repeat(body_len / 2)),
-            title: None,
-            thread: None,
-            reply_to: None,
-            target: None,
-            locked: None,
-            pinned: None,
-            members: vec![],
-            joined: None,
-            edited: false,
-            deleted: false,
-            client_id: None,
-        }
+        let mut e = Entry::new(seq, EntryKind::Message, "e001", 0);
+        e.body = Some("é".repeat(body_len / 2));
+        e
     }
 
     #[test]
@@ -256,23 +241,10 @@ mod tests {
     #[test]
     fn receipts_are_for_the_author_only() {
         let d = Directory::from_docs([demo::demo_doc()]).expect("demo");
-        let entry = |author: &str, kind| Entry {
-            seq: 1,
-            kind,
-            author: author.into(),
-            at: 0,
-            body: Some("x".into()),
-            title: None,
-            thread: None,
-            reply_to: None,
-            target: None,
-            locked: None,
-            pinned: None,
-            members: vec![],
-            joined: None,
-            edited: false,
-            deleted: false,
-            client_id: None,
+        let entry = |author: &str, kind| {
+            let mut e = Entry::new(1, kind, author, 0);
+            e.body = Some("x".into());
+            e
         };
         let ann = ChannelId::announcements("0750001A", "6A");
         let teacher = Ctx { dir: &d, me: d.user("t01").expect("t"), now_ms: 0 };
