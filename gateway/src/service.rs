@@ -337,14 +337,7 @@ impl Gateway {
 
     /// Tells the school's direction (its staff and admins), on every node.
     pub fn alert_direction(&self, about: &UserRec, kind: &str, detail: String) {
-        let dir = self.dir();
-        let to: Vec<String> = dir
-            .users()
-            .into_iter()
-            .filter(|u| u.school == about.school && matches!(u.profile, Profile::Staff | Profile::Admin))
-            .map(|u| u.id.clone())
-            .collect();
-        self.alert(&to, about, kind, detail);
+        self.alert(self.dir().direction(&about.school), about, kind, detail);
     }
 
     /// Sends an `alert` about `about` to each of `to`, on every node (one encoding).

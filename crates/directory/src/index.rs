@@ -58,6 +58,9 @@ pub struct Directory {
     classes: HashMap<(String, String), ClassRec>,
     /// By (school, group id).
     group_names: HashMap<(String, String), String>,
+    /// Each school's direction: its staff and admins, sorted (alerts and reports go to
+    /// them without walking the whole platform's users).
+    direction: HashMap<String, Vec<String>>,
 }
 
 impl Directory {
@@ -139,7 +142,14 @@ impl Directory {
                 }
             }
         }
-        Ok(Directory { docs, users, classes, group_names })
+        let mut direction: HashMap<String, Vec<String>> = HashMap::new();
+        for u in users.values().filter(|u| matches!(u.profile, Profile::Staff | Profile::Admin)) {
+            direction.entry(u.school.clone()).or_default().push(u.id.clone());
+        }
+        for v in direction.values_mut() {
+            v.sort();
+        }
+        Ok(Directory { docs, users, classes, group_names, direction })
     }
 
     /// The stored document of each school, to persist the directory.
@@ -157,6 +167,11 @@ impl Directory {
         let mut v: Vec<&UserRec> = self.users.values().collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
+    }
+
+    /// A school's direction: its staff and admins, sorted by id.
+    pub fn direction(&self, school: &str) -> &[String] {
+        self.direction.get(school).map(Vec::as_slice).unwrap_or_default()
     }
 
     /// A school's class.
@@ -322,6 +337,8 @@ mod tests {
         assert!(counts(Profile::Teacher) >= 6);
         assert_eq!(counts(Profile::Staff), 2);
         assert_eq!(d.classes_of(demo::SCHOOL).len(), 3);
+        assert_eq!(d.direction(demo::SCHOOL), ["ad01", "s01", "s02"]);
+        assert!(d.direction("nowhere").is_empty());
         let c = d.class(demo::SCHOOL, "6A").expect("6A");
         assert_eq!(c.pupils.len(), 25);
         assert!(d.user("pa001").expect("pa001").children.len() == 2);

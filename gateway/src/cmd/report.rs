@@ -47,6 +47,26 @@ pub fn moderates(dir: &Directory, me: &UserRec, ch: &ChannelId) -> bool {
     }
 }
 
+/// Who moderates reports of `ch` in `school`: the forum's moderators (the class's teachers
+/// and the school's admins) for a forum, the school's direction otherwise. The same
+/// answer as [`moderates`], from the directory's indexes rather than every user.
+pub fn moderators(dir: &Directory, school: &str, ch: &ChannelId) -> Vec<String> {
+    let mut to: Vec<String> = match ch.kind() {
+        ChannelKind::Forum => {
+            let class = ch.school_class().and_then(|(s, c)| dir.class(s, c));
+            let teachers = class.into_iter().flat_map(|c| c.teachers.iter().cloned());
+            let admins =
+                dir.direction(school).iter().filter(|u| dir.user(u).is_some_and(|r| r.profile == Profile::Admin));
+            teachers.chain(admins.cloned()).collect()
+        }
+        _ => dir.direction(school).to_vec(),
+    };
+    to.retain(|u| dir.user(u).is_some_and(|r| moderates(dir, r, ch)));
+    to.sort();
+    to.dedup();
+    to
+}
+
 fn no_report() -> CmdError {
     CmdError::new(ErrorCode::NotFound, "no such open report")
 }
@@ -93,13 +113,7 @@ pub async fn report(
         children: Default::default(),
         parents: Default::default(),
     });
-    let to: Vec<String> = cx
-        .dir
-        .users()
-        .into_iter()
-        .filter(|u| u.school == cx.me.school && moderates(cx.dir, u, &channel))
-        .map(|u| u.id.clone())
-        .collect();
+    let to = moderators(cx.dir, &cx.me.school, &channel);
     g.alert(&to, &about, "report", format!("Un message de {} a été signalé : {}", about.name, reason.trim()));
     Ok(Ack { report: Some(id), ..ack })
 }
@@ -199,5 +213,15 @@ mod tests {
         }
         let other = ChannelId::announcements("0930002B", "6A");
         assert!(!moderates(&d, u("s01"), &other), "another school's");
+        // The recipients of a report are exactly the users who moderate it.
+        for ch in [&forum, &dm, &ann] {
+            let all: Vec<String> = d
+                .users()
+                .into_iter()
+                .filter(|x| x.school == demo::SCHOOL && moderates(&d, x, ch))
+                .map(|x| x.id.clone())
+                .collect();
+            assert_eq!(moderators(&d, demo::SCHOOL, ch), all, "{ch}");
+        }
     }
 }
