@@ -4,21 +4,14 @@
 
 use super::CmdError;
 use preau_directory::{Directory, Profile, UserRec};
-use preau_proto::{ChannelKind, Command, ErrorCode};
+use preau_proto::{Command, ErrorCode};
 
 /// Whether `cmd` by `me` at `now_ms` falls outside the school's discussion hours.
 pub fn check(dir: &Directory, me: &UserRec, cmd: &Command, now_ms: i64) -> Result<(), CmdError> {
     if !matches!(me.profile, Profile::Pupil | Profile::Parent) {
         return Ok(());
     }
-    let conversation = match cmd {
-        Command::Send { channel, .. } | Command::Edit { channel, .. } | Command::Typing { channel } => {
-            matches!(channel.kind(), ChannelKind::Direct | ChannelKind::Group)
-        }
-        Command::OpenDirect { .. } | Command::CreateGroup { .. } | Command::AddMembers { .. } => true,
-        _ => false,
-    };
-    if !conversation {
+    if !super::written(cmd).is_some_and(|w| w.is_conversation()) {
         return Ok(());
     }
     let Some(hours) = dir.policy(&me.school).discussion_hours else { return Ok(()) };

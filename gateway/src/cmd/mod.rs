@@ -36,7 +36,7 @@ pub use error::CmdError;
 
 use crate::service::Gateway;
 use preau_directory::{Directory, UserRec};
-use preau_proto::{Ack, Command, ErrorCode};
+use preau_proto::{Ack, ChannelId, ChannelKind, Command, ErrorCode};
 
 /// What every decision reads: the directory snapshot the command runs against, the user,
 /// and the wall clock at its start.
@@ -48,6 +48,39 @@ pub struct Ctx<'a> {
     pub me: &'a UserRec,
     /// Milliseconds since the epoch.
     pub now_ms: i64,
+}
+
+/// What a command writes, for the gates that hold writing back (suspensions, discussion
+/// hours): one list of the writing commands for both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written<'a> {
+    /// A post, a thread, an edit, typing, or new members, in this channel.
+    In(&'a ChannelId),
+    /// A new direct conversation or group.
+    NewConversation,
+}
+
+impl Written<'_> {
+    /// Whether it is a write in a direct or group conversation.
+    pub fn is_conversation(self) -> bool {
+        match self {
+            Written::In(c) => matches!(c.kind(), ChannelKind::Direct | ChannelKind::Group),
+            Written::NewConversation => true,
+        }
+    }
+}
+
+/// What `cmd` writes, if it writes (reading, leaving and moderation do not count).
+pub fn written(cmd: &Command) -> Option<Written<'_>> {
+    match cmd {
+        Command::Send { channel, .. }
+        | Command::CreateThread { channel, .. }
+        | Command::Edit { channel, .. }
+        | Command::Typing { channel }
+        | Command::AddMembers { channel, .. } => Some(Written::In(channel)),
+        Command::OpenDirect { .. } | Command::CreateGroup { .. } => Some(Written::NewConversation),
+        _ => None,
+    }
 }
 
 /// Commands whose result other nodes must hear of: refused while the bus is down.

@@ -5,7 +5,7 @@
 //! says so. Kept in the store (it survives restarts) and reloaded by every node when the
 //! bus says it changed.
 
-use super::CmdError;
+use super::{CmdError, Written};
 use preau_directory::{Profile, UserRec};
 use preau_proto::{ChannelKind, Command, ErrorCode, SuspensionInfo};
 use serde::{Deserialize, Serialize};
@@ -85,16 +85,9 @@ impl Suspensions {
 /// suspension leaves them open.
 pub fn check(s: &Suspensions, me: &UserRec, cmd: &Command) -> Result<(), CmdError> {
     let Some((scope, sus)) = s.for_school(&me.school) else { return Ok(()) };
-    let channel = match cmd {
-        Command::Send { channel, .. }
-        | Command::CreateThread { channel, .. }
-        | Command::Edit { channel, .. }
-        | Command::Typing { channel } => Some(channel),
-        Command::OpenDirect { .. } | Command::CreateGroup { .. } | Command::AddMembers { .. } => None,
-        _ => return Ok(()),
-    };
+    let Some(w) = super::written(cmd) else { return Ok(()) };
     let direction = matches!(me.profile, Profile::Staff | Profile::Admin);
-    if sus.announcements_open && direction && channel.is_some_and(|c| c.kind() == ChannelKind::Announcements) {
+    if sus.announcements_open && direction && matches!(w, Written::In(c) if c.kind() == ChannelKind::Announcements) {
         return Ok(());
     }
     let whom = if scope == "platform" { "on the whole platform" } else { "in your school" };
