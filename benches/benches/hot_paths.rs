@@ -20,27 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn event() -> ServerFrame {
-    ServerFrame::Event {
-        channel: ChannelId::announcements("0750001A", "6A"),
-        entry: Entry {
-            seq: 4211,
-            kind: EntryKind::Message,
-            author: "t01".into(),
-            at: 1_795_000_000_000,
-            body: Some("Bonjour à tous, la sortie au musée est confirmée pour jeudi. Pensez aux autorisations.".into()),
-            title: None,
-            thread: None,
-            reply_to: None,
-            target: None,
-            locked: None,
-            pinned: None,
-            members: vec![],
-            joined: None,
-            edited: false,
-            deleted: false,
-            client_id: Some("b3f1-42".into()),
-        },
-    }
+    let mut entry = Entry::new(4211, EntryKind::Message, "t01", 1_795_000_000_000);
+    entry.body = Some("Bonjour à tous, la sortie au musée est confirmée pour jeudi. Pensez aux autorisations.".into());
+    entry.client_id = Some("b3f1-42".into());
+    ServerFrame::Event { channel: ChannelId::announcements("0750001A", "6A"), entry }
 }
 
 fn codecs(c: &mut Criterion) {

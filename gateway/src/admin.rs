@@ -92,26 +92,50 @@ pub async fn suspensions(State(s): State<AppState>, headers: HeaderMap) -> Respo
     }
 }
 
-/// `GET /admin/audit` query.
-#[derive(Debug, Deserialize)]
+/// `GET /admin/audit` query: `school` (`*` for platform-wide acts; a school's admin may
+/// leave it out), `since` (ms since the epoch, 0 by default), `limit` (1 to 1000, 200).
+#[derive(Debug, PartialEq, Eq)]
 pub struct AuditQuery {
-    /// The school (`*` for platform-wide acts; a school's admin may leave it out).
-    #[serde(default)]
+    /// The school.
     pub school: Option<String>,
-    /// From this time, milliseconds since the epoch.
-    #[serde(default)]
+    /// From this time.
     pub since: i64,
-    /// At most this many (1 to 1000, default 200).
-    #[serde(default)]
-    pub limit: Option<u32>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+impl AuditQuery {
+    /// Reads the query, with a stable reason for what is wrong (axum's own extractor
+    /// would answer in plain text).
+    pub fn parse(q: &HashMap<String, String>) -> Result<AuditQuery, Refusal> {
+        let since = match q.get("since") {
+            None => 0,
+            Some(v) => v.parse().map_err(|_| {
+                Refusal(StatusCode::BAD_REQUEST, "bad_since", "`since` is milliseconds since the epoch")
+            })?,
+        };
+        let limit = match q.get("limit") {
+            None => 200,
+            Some(v) => v.parse().ok().filter(|n| (1..=1000).contains(n)).ok_or(Refusal(
+                StatusCode::BAD_REQUEST,
+                "bad_limit",
+                "`limit` is 1 to 1000",
+            ))?,
+        };
+        Ok(AuditQuery { school: q.get("school").cloned(), since, limit })
+    }
 }
 
 /// `GET /admin/audit`: the moderation audit trail of a school, oldest first.
 pub async fn audit_trail(
     State(s): State<AppState>,
     headers: HeaderMap,
-    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+    axum::extract::Query(raw): axum::extract::Query<HashMap<String, String>>,
 ) -> Response {
+    let q = match AuditQuery::parse(&raw) {
+        Ok(q) => q,
+        Err(r) => return r.response(),
+    };
     let who = match admin(&s, &headers) {
         Ok(a) => a,
         Err(r) => return *r,
@@ -129,11 +153,7 @@ pub async fn audit_trail(
             );
         }
     };
-    let limit = q.limit.unwrap_or(200);
-    if !(1..=1000).contains(&limit) {
-        return err(StatusCode::BAD_REQUEST, "bad_request", "bad_limit", "`limit` is 1 to 1000");
-    }
-    match audit::list(&s.g, &school, q.since, limit).await {
+    match audit::list(&s.g, &school, q.since, q.limit).await {
         Ok(entries) => Json(json!({ "school": school, "entries": entries })).into_response(),
         Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.code.as_str(), "store", &e.message),
     }
@@ -241,6 +261,18 @@ mod tests {
             reason: reason.into(),
             announcements_open: true,
         }
+    }
+
+    #[test]
+    fn audit_queries_are_read_with_stable_reasons() {
+        let q = |pairs: &[(&str, &str)]| {
+            AuditQuery::parse(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).map_err(|r| r.1)
+        };
+        assert_eq!(q(&[]), Ok(AuditQuery { school: None, since: 0, limit: 200 }));
+        assert_eq!(q(&[("school", "*"), ("since", "5"), ("limit", "1")]).map(|a| (a.since, a.limit)), Ok((5, 1)));
+        assert_eq!(q(&[("since", "hier")]), Err("bad_since"));
+        assert_eq!(q(&[("limit", "0")]), Err("bad_limit"));
+        assert_eq!(q(&[("limit", "1001")]), Err("bad_limit"));
     }
 
     #[test]

@@ -455,7 +455,8 @@ pub(crate) async fn session(sfu: Arc<Sfu>, ws: WebSocket, token: Option<String>)
         early: Vec::new(),
     };
     // Welcome goes before any room event: room events wait in `prx` until the loop.
-    let ice_servers = crate::turn::ice_servers(&sfu.cfg.ice_servers, sfu.cfg.turn_secret.as_deref(), wall_secs());
+    let ice_servers =
+        crate::turn::ice_servers(&sfu.cfg.ice_servers, sfu.cfg.turn_secret.as_deref(), preau_auth::now_secs());
     p.text(&ServerMsg::Welcome { peer, role, ice_servers }).await;
     if let Some(id) = join_id {
         p.text(&ServerMsg::Ack { id }).await;
@@ -486,10 +487,4 @@ pub(crate) async fn session(sfu: Arc<Sfu>, ws: WebSocket, token: Option<String>)
     let _ = writer.await;
     sfu.peer_left();
     tracing::info!(room = %key, peer, "left");
-}
-
-/// TURN credentials carry a calendar expiry.
-fn wall_secs() -> u64 {
-    use preau_proto::clock::Clock as _;
-    preau_proto::clock::SystemClock.now_secs()
 }

@@ -108,6 +108,8 @@ async fn reports_reach_their_moderators_and_every_act_is_in_the_audit_trail() {
     // The trail, for the school's admin; a pupil may not read it.
     let pupil = s.token("e001").await;
     assert_eq!(http_with(&s.addr, "GET", "/admin/audit", &pupil, "").await.expect("get").0, 403);
+    let (st, bad) = http_with(&s.addr, "GET", "/admin/audit?since=hier", &admin, "").await.expect("get");
+    assert!(st == 400 && bad.contains("bad_since"), "a clear error: {st} {bad}");
     let (st, body) = http_with(&s.addr, "GET", "/admin/audit", &admin, "").await.expect("get");
     assert_eq!(st, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
