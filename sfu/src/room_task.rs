@@ -113,6 +113,7 @@ pub(crate) fn spawn(sfu: Arc<Sfu>, key: String, cfg: RoomConfig) -> Arc<RoomRef>
         peers: HashMap::new(),
         sources: Vec::new(),
         speakers: Speakers::default(),
+        laid_out_for: Vec::new(),
         chosen: Vec::new(),
     };
     tokio::spawn(t.run(rx, lrx, crx));
@@ -134,6 +135,8 @@ struct RoomTask {
     peers: HashMap<PeerId, PeerLink>,
     sources: Vec<Arc<Source>>,
     speakers: Speakers,
+    /// Who spoke last, as of the last last-N layout.
+    laid_out_for: Vec<PeerId>,
     /// Whose video was forwarded as of the last layout.
     chosen: Vec<PeerId>,
 }
@@ -181,7 +184,7 @@ impl RoomTask {
             // Whatever changed (a publisher left, a source closed, someone spoke), the
             // layout follows: last-N never waits for the next speaker report.
             if self.video_chosen() != self.chosen {
-                self.relayout();
+                self.relayout().await;
             }
             if self.room.is_ended().is_some() {
                 let ids: Vec<PeerId> = self.peers.keys().copied().collect();
@@ -287,6 +290,7 @@ impl RoomTask {
                         self.subscribe(to, &s);
                     }
                 }
+                self.relayout().await;
             }
             if let (Event::Refused { .. }, Some(to)) = (&out.event, out.to) {
                 self.drop_peer_media(to);
@@ -327,7 +331,7 @@ impl RoomTask {
     }
 
     /// Applies last-N to every subscriber's video.
-    fn relayout(&mut self) {
+    async fn relayout(&mut self) {
         let chosen = self.video_chosen();
         self.chosen = chosen.clone();
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
@@ -406,6 +410,7 @@ impl RoomTask {
         for id in ids {
             self.subscribe(id, &s);
         }
+        self.relayout().await;
     }
 
     async fn control(&mut self, peer: PeerId, cmd: ClientCmd) -> Result<(), SignalError> {
@@ -435,11 +440,16 @@ impl RoomTask {
         r.map_err(SignalError::from)
     }
 
-    /// The speakers may have changed: tell the room (last-N follows at the end of the
-    /// loop turn).
+    /// The speakers may have changed: tell the room, and redo last-N if the latest
+    /// speakers did.
     async fn speakers_changed(&mut self, now: Instant) {
         if let Some((active, dominant)) = self.speakers.poll_change(now) {
             self.broadcast_admitted(json(&ServerMsg::Speakers { active, dominant }));
+        }
+        let recent = self.speakers.recent();
+        if recent != self.laid_out_for {
+            self.laid_out_for = recent;
+            self.relayout().await;
         }
     }
 }
