@@ -411,14 +411,33 @@ where
     out
 }
 
-/// Counts what arrives on `pc` into `received` (by track id) and `latency`.
+/// Counts what arrives on `pc` into `received` (by track id) and `latency`. Like a
+/// browser's decoder, a video track that starts without a keyframe asks for one (PLI),
+/// again every 15 packets until one comes: the first packets of a track can arrive
+/// before the receiver knows it and be dropped.
 pub fn record_tracks(pc: &Arc<RTCPeerConnection>, received: Received, latency: Latency) {
+    let weak = Arc::downgrade(pc);
     pc.on_track(Box::new(move |track, _, _| {
-        let (rec, lat) = (received.clone(), latency.clone());
+        let (rec, lat, weak) = (received.clone(), latency.clone(), weak.clone());
         Box::pin(async move {
             tokio::spawn(async move {
                 let id = track.id();
+                // Non-key packets seen on a video track before its first keyframe.
+                let mut before_key: Option<u32> = (track.kind() == RTPCodecType::Video).then_some(0);
                 while let Ok((p, _)) = track.read_rtp().await {
+                    if let Some(n) = before_key {
+                        if vp8_is_keyframe(&p.payload) {
+                            before_key = None;
+                        } else {
+                            if n % 15 == 0
+                                && let Some(pc) = weak.upgrade()
+                            {
+                                let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: track.ssrc() };
+                                let _ = pc.write_rtcp(&[Box::new(pli)]).await;
+                            }
+                            before_key = Some(n + 1);
+                        }
+                    }
                     if let Some(sent) = stamped_at(&p.payload) {
                         let _ = lat.lock().record(now_us().saturating_sub(sent).max(1));
                     }
