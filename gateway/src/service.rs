@@ -295,6 +295,12 @@ impl Gateway {
         cmd::handle(self, user, id, cmd).await
     }
 
+    /// Handles one command up to its answer, or, for a `send`, up to its write being
+    /// queued ([`cmd::start`]).
+    pub async fn begin(&self, user: &str, id: u64, cmd: Command) -> cmd::Answer {
+        cmd::start(self, user, id, cmd).await
+    }
+
     /// Takes one of the user's send tokens (shared by all their sessions on this node).
     pub fn take_send(&self, me: &str) -> Result<(), CmdError> {
         self.hub

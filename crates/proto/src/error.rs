@@ -41,6 +41,10 @@ pub enum ErrorCode {
     /// Outside the school's discussion hours (pupils and parents, in conversations);
     /// `retry_after_ms` says when they reopen.
     OutsideHours,
+    /// The node takes no more writes for now (its store's write backlog is full, or this
+    /// connection has as many sends in flight as it may): nothing was stored; retry after
+    /// `retry_after_ms`.
+    Overloaded,
 }
 
 impl ErrorCode {
@@ -63,12 +67,13 @@ impl ErrorCode {
             ErrorCode::Suspended => "suspended",
             ErrorCode::Held => "held",
             ErrorCode::OutsideHours => "outside_hours",
+            ErrorCode::Overloaded => "overloaded",
         }
     }
 
     /// Whether the same request may succeed if retried later unchanged.
     pub fn retryable(self) -> bool {
-        matches!(self, ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Internal)
+        matches!(self, ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::Overloaded)
     }
 }
 

@@ -20,6 +20,19 @@ impl HookLog {
         })
     }
 
+    /// Seqs published for `channel`, in publication order, once `n` of them are (the hook
+    /// may run after the writes are answered), or after 10 s.
+    pub async fn seqs_when(&self, channel: &ChannelId, n: usize) -> Vec<u64> {
+        for _ in 0..1000 {
+            let seqs = self.seqs(channel);
+            if seqs.len() >= n {
+                return seqs;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.seqs(channel)
+    }
+
     /// Seqs published for `channel`, in publication order.
     pub fn seqs(&self, channel: &ChannelId) -> Vec<u64> {
         self.0
@@ -86,7 +99,7 @@ pub async fn gapless_under_concurrency(store: Arc<dyn Store>, log: &HookLog) {
     }
     all.sort_unstable();
     assert_eq!(all, (1..=400).collect::<Vec<u64>>(), "seqs are gapless and unique");
-    assert_eq!(log.seqs(&ch), (1..=400).collect::<Vec<u64>>(), "published in seq order");
+    assert_eq!(log.seqs_when(&ch, 400).await, (1..=400).collect::<Vec<u64>>(), "published in seq order");
 }
 
 /// A retried post is acknowledged with the first seq and stored once.

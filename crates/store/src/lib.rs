@@ -11,10 +11,12 @@
 //! - [`types`]: what goes in and comes out.
 //!
 //! # Ordering contract
-//! A backend assigns each channel's next seq inside the durable write, and calls the
-//! [`CommitHook`] once per committed entry, in seq order per channel, before answering
-//! the writer. The gateway publishes from that hook, so subscribers see a channel's
-//! entries in order and a send is acknowledged only once durable.
+//! A backend assigns each channel's next seq inside the durable write, answers only once
+//! the write is durable, and calls the [`CommitHook`] once per committed entry, in seq
+//! order per channel. The gateway publishes from that hook, so subscribers see a
+//! channel's entries in order. The hook may run after the answer (SQLite calls it from a
+//! dispatcher thread, so the writer never waits for the fan-out): a writer can see its
+//! ack before its own event.
 
 pub mod contract;
 pub mod rules;
@@ -36,11 +38,26 @@ pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Called by the store after each commit, in order, with what was committed.
 pub type CommitHook = Box<dyn Fn(&Committed) + Send + Sync>;
 
+/// The result of a queued write, to await later ([`Store::queue_write`]).
+pub type Pending = BoxFut<'static, Result<Appended, StoreError>>;
+
 /// The storage contract.
 pub trait Store: Send + Sync + 'static {
     /// Applies a write durably and returns its result. Posts with a `client_id` already
     /// stored for the same author and channel return the stored entry with `duplicate`.
     fn write(&self, w: Write) -> BoxFut<'_, Result<Appended, StoreError>>;
+
+    /// Queues a write and returns, as soon as it is queued, the future of its result, so
+    /// a connection can have several writes in flight: writes queued one after the other
+    /// are applied in that order, and the writer groups them into one commit. Refused at
+    /// once with [`StoreError::Overloaded`] when the backlog is full, nothing stored. A
+    /// backend without a queue of its own applies the write before returning.
+    fn queue_write(&self, w: Write) -> BoxFut<'_, Result<Pending, StoreError>> {
+        Box::pin(async move {
+            let r = self.write(w).await;
+            Ok(Box::pin(async move { r }) as Pending)
+        })
+    }
 
     /// Records that `user` read `channel` up to `seq` (markers only move forward).
     /// Returns the marker now stored.

@@ -3,7 +3,10 @@
 //! One writer thread owns the only write connection. Writes queue on a bounded channel;
 //! the writer takes everything waiting (up to `max_batch`), applies each in its own
 //! savepoint inside one `BEGIN IMMEDIATE` transaction, commits once (one fsync for the
-//! whole batch with `synchronous=FULL`), calls the commit hook in order, then answers.
+//! whole batch with `synchronous=FULL`), answers, and hands what it committed, in commit
+//! order, to a dispatcher thread that calls the commit hook: the writer never waits for
+//! the fan-out to a channel's subscribers, so the next batch commits while the last one
+//! is delivered.
 //! Being the only writer, it allocates each channel's next seq from an in-memory cache
 //! without races, and the cache is dropped whenever a commit fails, so seqs stay gapless.
 //! Reads run on a small pool of read-only connections on tokio's blocking threads; WAL
@@ -11,7 +14,7 @@
 
 use crate::rules;
 use crate::types::*;
-use crate::{BoxFut, CommitHook, Store};
+use crate::{BoxFut, CommitHook, Pending, Store};
 use preau_proto::clock::SharedClock;
 use preau_proto::{ChannelId, ChannelKind, Entry, EntryKind, Seq};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -31,8 +34,10 @@ pub struct SqliteOptions {
     pub sync_full: bool,
     /// Most writes grouped in one transaction.
     pub max_batch: usize,
-    /// Writes waiting for the writer before callers wait for room. Bounded so a stalled
-    /// disk pushes back on senders instead of growing memory.
+    /// Writes waiting for the writer before callers wait for room (or, for
+    /// [`Store::queue_write`], are refused with `Overloaded`). Bounded so a stalled disk
+    /// pushes back on senders instead of growing memory, and small enough that what is
+    /// accepted commits within tens of milliseconds.
     pub queue: usize,
     /// Other processes write the same database (several gateways on one host): every seq
     /// is read from the table inside the write transaction instead of a cache.
@@ -48,7 +53,7 @@ impl SqliteOptions {
             path: path.as_ref().to_path_buf(),
             sync_full: true,
             max_batch: 512,
-            queue: 8192,
+            queue: 2048,
             shared: false,
             clock: preau_proto::clock::system(),
         }
@@ -210,9 +215,22 @@ impl SqliteStore {
         let max_batch = opts.max_batch.max(1);
         let shared = opts.shared;
         let clock = opts.clock.clone();
+        // Bounded: a dispatcher that fell this far behind holds the writer back rather
+        // than let committed events pile up in memory.
+        let (events, dispatch) = std::sync::mpsc::sync_channel::<Vec<Committed>>(DISPATCH_BACKLOG);
+        std::thread::Builder::new()
+            .name("preau-store-dispatch".into())
+            .spawn(move || {
+                for batch in dispatch {
+                    for ev in &batch {
+                        hook(ev);
+                    }
+                }
+            })
+            .map_err(unavailable)?;
         std::thread::Builder::new()
             .name("preau-store-writer".into())
-            .spawn(move || Writer { conn, next: HashMap::new(), shared, hook, healthy: h, clock }.run(rx, max_batch))
+            .spawn(move || Writer { conn, next: HashMap::new(), shared, events, healthy: h, clock }.run(rx, max_batch))
             .map_err(unavailable)?;
         Ok(SqliteStore { tx, readers: Arc::new(ReaderPool { path: opts.path, idle: Mutex::new(Vec::new()) }), healthy })
     }
@@ -259,13 +277,17 @@ impl ReaderPool {
     }
 }
 
+/// Committed batches the dispatcher may lag behind the writer.
+const DISPATCH_BACKLOG: usize = 1024;
+
 struct Writer {
     conn: Connection,
     /// Next seq of each channel seen since the last failed commit (unused when shared).
     next: HashMap<String, Seq>,
     /// Other processes write too: no cache, `BEGIN IMMEDIATE` serialises the writers.
     shared: bool,
-    hook: CommitHook,
+    /// To the dispatcher, which calls the commit hook in commit order.
+    events: std::sync::mpsc::SyncSender<Vec<Committed>>,
     healthy: Arc<AtomicBool>,
     /// Stamps entries (`at`) and saved documents.
     clock: SharedClock,
@@ -320,11 +342,13 @@ impl Writer {
             return;
         }
         self.healthy.store(true, Ordering::Relaxed);
+        let mut events = Vec::with_capacity(done.len());
         for (d, reply) in done.into_iter().zip(replies) {
-            if let Some(ev) = &d.event {
-                (self.hook)(ev);
-            }
+            events.extend(d.event);
             let _ = reply.send(d.out);
+        }
+        if !events.is_empty() {
+            let _ = self.events.send(events);
         }
     }
 
@@ -616,6 +640,26 @@ impl Store for SqliteStore {
                 Out::Appended(a) => Ok(a),
                 o => Err(unexpected(o)),
             }
+        })
+    }
+
+    fn queue_write(&self, w: Write) -> BoxFut<'_, Result<Pending, StoreError>> {
+        Box::pin(async move {
+            // Never waits for room: a full backlog is refused at once, so a client is
+            // told to retry instead of waiting behind everyone else's writes.
+            let permit = match self.tx.try_reserve() {
+                Ok(p) => p,
+                Err(mpsc::error::TrySendError::Full(())) => return Err(StoreError::Overloaded),
+                Err(mpsc::error::TrySendError::Closed(())) => return Err(unavailable("writer stopped")),
+            };
+            let (reply, rx) = oneshot::channel();
+            permit.send(Job { op: Op::Write(w), reply });
+            Ok(Box::pin(async move {
+                match rx.await.map_err(|_| unavailable("writer stopped"))?? {
+                    Out::Appended(a) => Ok(a),
+                    o => Err(unexpected(o)),
+                }
+            }) as Pending)
         })
     }
 

@@ -21,6 +21,9 @@ pub enum StoreError {
     /// The store cannot take writes or reads now; nothing was stored. Retry.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The write backlog is full: nothing was stored. Retry shortly.
+    #[error("write backlog full")]
+    Overloaded,
 }
 
 /// A write to a channel's log.

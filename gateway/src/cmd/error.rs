@@ -3,6 +3,10 @@
 use preau_proto::ErrorCode;
 use preau_store::StoreError;
 
+/// How long a client told `overloaded` waits before retrying: about the time the store
+/// takes to commit a full backlog.
+pub const OVERLOAD_RETRY_MS: u64 = 200;
+
 /// A refused command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CmdError {
@@ -10,7 +14,7 @@ pub struct CmdError {
     pub code: ErrorCode,
     /// Plain explanation.
     pub message: String,
-    /// For `rate_limited`.
+    /// For `rate_limited`, `overloaded` and `outside_hours`.
     pub retry_after_ms: Option<u64>,
 }
 
@@ -18,6 +22,11 @@ impl CmdError {
     /// An error with a code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         CmdError { code, message: message.into(), retry_after_ms: None }
+    }
+
+    /// `overloaded`: nothing was stored; retry after [`OVERLOAD_RETRY_MS`].
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        CmdError { code: ErrorCode::Overloaded, message: message.into(), retry_after_ms: Some(OVERLOAD_RETRY_MS) }
     }
 
     /// `rate_limited`, to retry after `wait`.
@@ -58,6 +67,7 @@ impl From<StoreError> for CmdError {
             StoreError::NotAuthor => forbidden("only its author (or a moderator) may do this"),
             StoreError::Locked => CmdError::new(ErrorCode::Locked, "this thread is locked"),
             StoreError::Invalid(why) => bad(why),
+            StoreError::Overloaded => CmdError::overloaded("the server takes no more writes for now; retry shortly"),
             StoreError::Unavailable(detail) => {
                 // Logged where handled: the client gets a plain retryable answer.
                 tracing::warn!(%detail, "store unavailable");

@@ -37,6 +37,7 @@ pub use error::CmdError;
 use crate::service::Gateway;
 use preau_directory::{Directory, UserRec};
 use preau_proto::{Ack, ChannelId, ChannelKind, Command, ErrorCode};
+use preau_store::BoxFut;
 
 /// What every decision reads: the directory snapshot the command runs against, the user,
 /// and the wall clock at its start.
@@ -100,20 +101,63 @@ pub fn publishes(cmd: &Command) -> bool {
     )
 }
 
-/// Handles one command of `user`: routes it to its file.
+/// A command's answer: ready now, or, for a `send` whose write the store has queued, a
+/// future to await (the session keeps several in flight and answers them in order).
+pub enum Answer {
+    /// The answer.
+    Ready(Result<Ack, CmdError>),
+    /// The answer once the queued write is durable.
+    Queued(BoxFut<'static, Result<Ack, CmdError>>),
+}
+
+impl Answer {
+    /// The answer, waiting for the write if it is queued.
+    pub async fn resolve(self) -> Result<Ack, CmdError> {
+        match self {
+            Answer::Ready(r) => r,
+            Answer::Queued(f) => f.await,
+        }
+    }
+}
+
+/// Handles one command of `user` to its end.
 pub async fn handle(g: &Gateway, user: &str, id: u64, cmd: Command) -> Result<Ack, CmdError> {
+    start(g, user, id, cmd).await.resolve().await
+}
+
+/// Handles one command of `user` up to its answer or, for a `send`, up to its write being
+/// queued: routes it to its file.
+pub async fn start(g: &Gateway, user: &str, id: u64, cmd: Command) -> Answer {
     let dir = g.dir();
     let Some(me) = dir.user(user) else {
-        return Err(error::forbidden("your account is no longer in the directory"));
+        return Answer::Ready(Err(error::forbidden("your account is no longer in the directory")));
     };
     if publishes(&cmd) && !g.bus.healthy() {
         // Its events could not reach members on other nodes: refuse before storing.
-        return Err(CmdError::new(ErrorCode::Unavailable, "messaging is briefly unavailable; retry shortly"));
+        return Answer::Ready(Err(CmdError::new(
+            ErrorCode::Unavailable,
+            "messaging is briefly unavailable; retry shortly",
+        )));
     }
-    suspension::check(&g.suspensions(), me, &cmd)?;
+    if let Err(e) = suspension::check(&g.suspensions(), me, &cmd) {
+        return Answer::Ready(Err(e));
+    }
     let cx = Ctx { dir: &dir, me, now_ms: g.clock.now_ms() };
-    hours::check(cx.dir, me, &cmd, cx.now_ms)?;
+    if let Err(e) = hours::check(cx.dir, me, &cmd, cx.now_ms) {
+        return Answer::Ready(Err(e));
+    }
     let ack = Ack { id, ..Ack::default() };
+    if let Command::Send { channel, client_id, body, thread, reply_to } = cmd {
+        return match post::queue_send(g, cx, ack, post::Send { channel, client_id, body, thread, reply_to }).await {
+            Ok(f) => Answer::Queued(f),
+            Err(e) => Answer::Ready(Err(e)),
+        };
+    }
+    Answer::Ready(route(g, cx, ack, cmd).await)
+}
+
+/// Runs every command but `send` (queued by [`start`]).
+async fn route(g: &Gateway, cx: Ctx<'_>, ack: Ack, cmd: Command) -> Result<Ack, CmdError> {
     match cmd {
         Command::Ping {} => Ok(ack),
         Command::Send { channel, client_id, body, thread, reply_to } => {

@@ -8,7 +8,7 @@ use super::{Access, CmdError, Ctx, access};
 use crate::metrics as m;
 use crate::service::{Gateway, timed};
 use preau_proto::{Ack, ChannelId, ChannelKind, EntryKind, ErrorCode, Seq};
-use preau_store::Write;
+use preau_store::{BoxFut, Write};
 
 /// Longest thread title and group name, bytes.
 pub const MAX_TITLE_BYTES: usize = 200;
@@ -73,8 +73,19 @@ pub fn decide_send(cx: Ctx<'_>, a: &Access, s: Send, muted_until: i64) -> Result
     })
 }
 
-/// `send`.
+/// `send`, to its end.
 pub async fn send(g: &Gateway, cx: Ctx<'_>, ack: Ack, s: Send) -> Result<Ack, CmdError> {
+    queue_send(g, cx, ack, s).await?.await
+}
+
+/// `send` up to its write being queued; the future answers once it is durable. Refused
+/// at once (`overloaded`) when the store's backlog is full.
+pub async fn queue_send(
+    g: &Gateway,
+    cx: Ctx<'_>,
+    ack: Ack,
+    s: Send,
+) -> Result<BoxFut<'static, Result<Ack, CmdError>>, CmdError> {
     let started = tokio::time::Instant::now();
     validate_send(&s, g.cfg.max_body_bytes)?;
     let a = access::of(g, cx, &s.channel).await?;
@@ -85,9 +96,12 @@ pub async fn send(g: &Gateway, cx: Ctx<'_>, ack: Ack, s: Send) -> Result<Ack, Cm
         g.brake(cx.me, w.channel())?;
     }
     g.take_send(&cx.me.id)?;
-    let r = timed("write", g.store.write(w)).await?;
-    metrics::histogram!(m::SEND_ACK_SECONDS).record(started.elapsed().as_secs_f64());
-    Ok(Ack { seq: Some(r.entry.seq), duplicate: r.duplicate, ..ack })
+    let pending = g.store.queue_write(w).await?;
+    Ok(Box::pin(async move {
+        let r = timed("write", pending).await?;
+        metrics::histogram!(m::SEND_ACK_SECONDS).record(started.elapsed().as_secs_f64());
+        Ok(Ack { seq: Some(r.entry.seq), duplicate: r.duplicate, ..ack })
+    }))
 }
 
 /// Decides `create_thread`.

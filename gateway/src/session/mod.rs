@@ -3,7 +3,7 @@
 //! heartbeat and the node's shutdown. Commands are handled in order, one at a time, so a
 //! client that floods only slows itself.
 
-use crate::cmd::{Access, CmdError, access};
+use crate::cmd::{Access, Answer, CmdError, access};
 use crate::hub::{Flag, SessionHandle};
 use crate::limits::TokenBucket;
 use crate::metrics as m;
@@ -13,8 +13,10 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use preau_directory::UserRec;
+use preau_store::BoxFut;
+use futures_util::stream::FuturesOrdered;
 use preau_proto::{
-    ChannelId, ChannelKind, Encoding, ErrorCode, PROTOCOL_VERSION, ServerFrame, SharedFrame, close, decode_client,
+    Ack, ChannelId, ChannelKind, Command, Encoding, ErrorCode, PROTOCOL_VERSION, ServerFrame, SharedFrame, close, decode_client,
     encode_server, peek_id,
 };
 use std::collections::HashSet;
@@ -24,6 +26,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
 
+/// Sends of one connection whose writes may be in flight at once: their acks still come
+/// back in command order, and the store groups them into one commit (docs/protocol.md).
+pub const MAX_SENDS_IN_FLIGHT: usize = 64;
+/// Answers waiting in order (writes in flight and the refusals queued behind them) beyond
+/// which the socket is not read until some are written.
+const MAX_ANSWERS_WAITING: usize = 4 * MAX_SENDS_IN_FLIGHT;
 /// Frames written per wake-up before flushing; bounds a flush's size and latency.
 const WRITE_BATCH: usize = 64;
 /// Heartbeat: a ping when the client was silent this long...
@@ -140,8 +148,22 @@ struct Session {
     convs: Vec<ChannelId>,
 }
 
+/// An answer waiting its turn: the command's id, its result, and whether it held one of
+/// the in-flight writes.
+type Waiting = BoxFut<'static, (u64, Result<Ack, CmdError>, bool)>;
+
+/// Answers of pipelined sends, in command order.
+#[derive(Default)]
+struct InFlight {
+    answers: FuturesOrdered<Waiting>,
+    /// Answers in `answers` that wait on a store write.
+    writes: usize,
+}
+
 /// The reading side's state.
 struct Reader {
+    /// Pipelined sends.
+    inflight: InFlight,
     /// Frames per second from this connection.
     frames: TokenBucket,
     /// Last frame of any kind from the client (the idle timeout).
@@ -240,6 +262,7 @@ impl Session {
             frames: TokenBucket::new(self.g.cfg.frames_per_second, self.g.cfg.frames_per_second * 4, Instant::now()),
             last_seen: Instant::now(),
             strikes: 0,
+            inflight: InFlight::default(),
         };
         let mut heartbeat = tokio::time::interval(PING_AFTER);
         heartbeat.tick().await;
@@ -276,8 +299,13 @@ impl Session {
                     wake.set(handle.wake.notified());
                     self.woken(sink).await
                 }
+                Some(done) = reader.inflight.answers.next(), if !reader.inflight.answers.is_empty() => {
+                    self.answered(sink, done, &mut reader.inflight).await
+                }
                 Some(f) = rx.recv() => self.queued(sink, f, &mut rx).await,
-                msg = stream.next() => self.read(sink, msg, &mut reader).await,
+                msg = stream.next(), if reader.inflight.answers.len() < MAX_ANSWERS_WAITING => {
+                    self.read(sink, msg, &mut reader).await
+                }
                 _ = &mut expiry => {
                     let _ = sink.send(close_msg(close::TOKEN_EXPIRED, "token expired; reconnect with a new one")).await;
                     Err(End::TokenExpired)
@@ -374,7 +402,7 @@ impl Session {
             Message::Ping(_) | Message::Pong(_) => return Ok(()),
         };
         metrics::counter!(m::FRAMES_IN).increment(1);
-        let ok = Box::pin(self.command(sink, &bytes, enc, &mut r.frames)).await?;
+        let ok = Box::pin(self.command(sink, &bytes, enc, &mut r.frames, &mut r.inflight)).await?;
         r.strikes = if ok { 0 } else { r.strikes + 1 };
         if r.strikes >= ABUSE_LIMIT {
             let _ = sink.send(close_msg(close::PROTOCOL_ABUSE, "too many bad frames")).await;
@@ -417,6 +445,7 @@ impl Session {
         bytes: &[u8],
         enc: Encoding,
         frames: &mut TokenBucket,
+        inflight: &mut InFlight,
     ) -> Result<bool, End> {
         // Refused before decoding, but answered with the frame's id when it has one: every
         // command gets exactly one answer carrying its id.
@@ -442,14 +471,68 @@ impl Session {
             }
         };
         let id = frame.id;
+        let is_send = matches!(frame.cmd, Command::Send { .. });
+        if !is_send {
+            // Anything else runs after the sends before it, as if they had been handled
+            // one at a time: a `history` after a `send` sees it.
+            self.drain(sink, inflight).await?;
+        } else if inflight.writes >= MAX_SENDS_IN_FLIGHT {
+            let e = CmdError::overloaded(format!(
+                "at most {MAX_SENDS_IN_FLIGHT} sends in flight per connection; wait for their acks"
+            ));
+            inflight.answers.push_back(Box::pin(std::future::ready((id, Err(e), false))));
+            return Ok(true);
+        }
         // Boxed: the command's state machine is large and only lives while it runs, so an
         // idle session does not carry it.
-        let reply = match Box::pin(self.g.handle(&self.user, id, frame.cmd)).await {
+        match Box::pin(self.g.begin(&self.user, id, frame.cmd)).await {
+            Answer::Ready(r) if inflight.answers.is_empty() => self.reply(sink, id, r).await?,
+            // Behind sends still in flight: answered in its turn.
+            Answer::Ready(r) => inflight.answers.push_back(Box::pin(std::future::ready((id, r, false)))),
+            Answer::Queued(f) => {
+                inflight.writes += 1;
+                inflight.answers.push_back(Box::pin(async move { (id, f.await, true) }));
+            }
+        }
+        Ok(true)
+    }
+
+    async fn reply<K: Sink<Message, Error = axum::Error> + Unpin>(
+        &self,
+        sink: &mut K,
+        id: u64,
+        r: Result<Ack, CmdError>,
+    ) -> Result<(), End> {
+        let reply = match r {
             Ok(ack) => ServerFrame::Ack(ack),
             Err(e) => error_frame(Some(id), &e),
         };
-        self.send(sink, &reply).await?;
-        Ok(true)
+        self.send(sink, &reply).await
+    }
+
+    /// The next pipelined answer is ready: write it.
+    async fn answered<K: Sink<Message, Error = axum::Error> + Unpin>(
+        &self,
+        sink: &mut K,
+        (id, r, write): (u64, Result<Ack, CmdError>, bool),
+        inflight: &mut InFlight,
+    ) -> Result<(), End> {
+        if write {
+            inflight.writes -= 1;
+        }
+        self.reply(sink, id, r).await
+    }
+
+    /// Waits for every pipelined answer and writes them, in order.
+    async fn drain<K: Sink<Message, Error = axum::Error> + Unpin>(
+        &self,
+        sink: &mut K,
+        inflight: &mut InFlight,
+    ) -> Result<(), End> {
+        while let Some(done) = inflight.answers.next().await {
+            self.answered(sink, done, inflight).await?;
+        }
+        Ok(())
     }
 
     /// Re-checks the channels after a directory change: channels no longer visible are

@@ -234,3 +234,50 @@ async fn an_answering_client_stays() {
     assert_eq!(c.close_code().await, Some(close::SERVICE_RESTART));
     task.await.expect("session ends");
 }
+
+#[tokio::test(start_paused = true)]
+async fn pipelined_sends_are_answered_in_command_order_and_a_later_read_sees_them() {
+    let s = gateway(&["--sends-per-second", "100000", "--send-burst", "100000", "--frames-per-second", "100000"]).await;
+    let (c, task) = session(&s, "t01", 3600, 10_000);
+    hello(&c).await;
+    // 150 sends without waiting for any ack, then a `history`: more than may be in flight.
+    let sends = 150u64;
+    for id in 1..=sends {
+        c.send_text(&format!(
+            r#"{{"id":{id},"type":"send","channel":"ann:0750001A:6A","client_id":"pipe-{id}","body":"n{id}"}}"#
+        ));
+    }
+    c.send_text(r#"{"id":1000,"type":"history","channel":"ann:0750001A:6A","after":0,"limit":200}"#);
+    let (mut next_id, mut last_seq, mut acked, mut refused) = (1u64, 0u64, 0u64, 0u64);
+    let history = loop {
+        let Some(Message::Text(t)) = c.next().await else { panic!("the session ended") };
+        let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("json");
+        if v["type"] == "event" {
+            continue;
+        }
+        if v["id"] == 1000 {
+            break v;
+        }
+        assert_eq!(v["id"], next_id, "answers come back in command order: {v}");
+        next_id += 1;
+        match v["type"].as_str() {
+            Some("ack") => {
+                let seq = v["seq"].as_u64().expect("seq");
+                assert!(seq > last_seq, "each send is stored after the one before it: {v}");
+                last_seq = seq;
+                acked += 1;
+            }
+            _ => {
+                assert_eq!(v["code"], "overloaded", "{v}");
+                assert!(v["retry_after_ms"].as_u64().is_some(), "{v}");
+                refused += 1;
+            }
+        }
+    };
+    assert_eq!(next_id, sends + 1, "every send answered before the history");
+    assert_eq!(acked + refused, sends);
+    let stored = history["entries"].as_array().expect("entries").len() as u64;
+    assert_eq!(stored, acked, "the history after the sends holds every acknowledged one, and no refused one");
+    drop(c);
+    task.abort();
+}
