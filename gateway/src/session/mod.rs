@@ -11,14 +11,14 @@ use crate::pii::Pii;
 use crate::service::{Gateway, reconnect_delay};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
+use futures_util::stream::FuturesOrdered;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use preau_directory::UserRec;
-use preau_store::BoxFut;
-use futures_util::stream::FuturesOrdered;
 use preau_proto::{
-    Ack, ChannelId, ChannelKind, Command, Encoding, ErrorCode, PROTOCOL_VERSION, ServerFrame, SharedFrame, close, decode_client,
-    encode_server, peek_id,
+    Ack, ChannelId, ChannelKind, Command, Encoding, ErrorCode, PROTOCOL_VERSION, ServerFrame, SharedFrame, close,
+    decode_client, encode_server, peek_id,
 };
+use preau_store::BoxFut;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
