@@ -24,7 +24,7 @@ ulimit -n 20000
 . load-tests/lib.sh
 
 $B/preau-gateway --listen 127.0.0.1:18480 --data-dir "$W/gw" --max-connections 19000 \
-  --max-connections-per-user 2000 --sends-per-second 100000 --send-burst 100000 \
+  --max-connections-per-user 2000 --sends-per-second 100000 --send-burst 100000 --frames-per-second 100000 \
   --brake-slow-after 100000 --brake-hold-after 100001 >"$W/gateway.log" 2>&1 &
 GW=$!
 $B/preau-ref-broadcast 127.0.0.1:18481 >"$W/ref.log" 2>&1 &

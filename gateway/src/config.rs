@@ -45,6 +45,11 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "PREAU_LISTEN", default_value = "127.0.0.1:8080", global = true)]
     pub listen: SocketAddr,
+    /// Connections the kernel may hold waiting to be accepted (the listen backlog). A
+    /// reconnect storm of tens of thousands overflows a small one and those clients wait
+    /// for their SYN retry (1 s, then 3 s...). The kernel caps it at net.core.somaxconn.
+    #[arg(long, env = "PREAU_LISTEN_BACKLOG", default_value_t = 4096, global = true)]
+    pub listen_backlog: u32,
     /// Folder of the embedded store and development key.
     #[arg(long, env = "PREAU_DATA_DIR", default_value = "data", global = true)]
     pub data_dir: PathBuf,

@@ -227,3 +227,12 @@ async fn dev_token(State(s): State<AppState>, Query(q): Query<TokenQuery>) -> Re
         None => err(StatusCode::NOT_FOUND, "not_found", "unknown_user", "no such user in the directory"),
     }
 }
+
+/// Binds the listener with a listen backlog of `backlog` (tokio's `bind` uses 1,024).
+pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std's and tokio's bind do: a restarted node can listen again at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}

@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             let prom = preau_gateway::metrics::install()?;
             let g = Gateway::start(cfg.clone()).await?;
-            let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+            let listener = preau_gateway::http::bind(cfg.listen, cfg.listen_backlog)?;
             let addr = listener.local_addr()?;
             // Tests and scripts read this line to find the port when listening on :0.
             println!("preau-gateway listening on http://{addr} (dev mode: {})", cfg.dev_mode());
