@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
@@ -37,7 +37,11 @@ pub struct SessionHandle {
     pub id: u64,
     /// The user.
     pub user: Arc<str>,
-    tx: mpsc::Sender<Arc<SharedFrame>>,
+    tx: mpsc::UnboundedSender<Arc<SharedFrame>>,
+    /// Frames queued and not yet taken, bounded by `capacity`: one atomic add per
+    /// delivery, where a bounded channel's semaphore cost several atomics and a lock.
+    queued: AtomicUsize,
+    capacity: usize,
     overflowed: AtomicBool,
     recheck: AtomicBool,
     /// Wakes the session's driver for a flag or a directory re-check.
@@ -47,18 +51,21 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     /// A handle and the receiving end of its outbound queue of `capacity` frames.
-    pub fn new(id: u64, user: Arc<str>, capacity: usize) -> (Arc<Self>, mpsc::Receiver<Arc<SharedFrame>>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    pub fn new(id: u64, user: Arc<str>, capacity: usize) -> (Arc<Self>, Outbox) {
+        let (tx, rx) = mpsc::unbounded_channel();
         let h = SessionHandle {
             id,
             user,
             tx,
+            queued: AtomicUsize::new(0),
+            capacity: capacity.max(1),
             overflowed: AtomicBool::new(false),
             recheck: AtomicBool::new(false),
             wake: Notify::new(),
             subs: Mutex::new(HashSet::new()),
         };
-        (Arc::new(h), rx)
+        let h = Arc::new(h);
+        (h.clone(), Outbox { rx, handle: h })
     }
 
     /// The flag raised, if any.
@@ -74,6 +81,30 @@ impl SessionHandle {
     /// Channels this session is subscribed to.
     pub fn subscriptions(&self) -> HashSet<ChannelId> {
         self.subs.lock().clone()
+    }
+}
+
+/// A session's end of its outbound queue.
+pub struct Outbox {
+    rx: mpsc::UnboundedReceiver<Arc<SharedFrame>>,
+    handle: Arc<SessionHandle>,
+}
+
+impl Outbox {
+    /// The next queued frame (`None` once the hub dropped the session).
+    pub async fn recv(&mut self) -> Option<Arc<SharedFrame>> {
+        let f = self.rx.recv().await;
+        if f.is_some() {
+            self.handle.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        f
+    }
+
+    /// A queued frame, if one is waiting.
+    pub fn try_recv(&mut self) -> Result<Arc<SharedFrame>, mpsc::error::TryRecvError> {
+        let f = self.rx.try_recv()?;
+        self.handle.queued.fetch_sub(1, Ordering::AcqRel);
+        Ok(f)
     }
 }
 
@@ -226,18 +257,20 @@ impl Hub {
     /// Queues a frame on one session; returns whether it was queued. Metrics are counted
     /// by the caller once per fan-out, not per recipient.
     fn push(h: &SessionHandle, frame: &Arc<SharedFrame>) -> bool {
-        match h.tx.try_send(frame.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!(m::QUEUE_DROPS).increment(1);
-                if !h.overflowed.swap(true, Ordering::AcqRel) {
-                    h.wake.notify_one();
-                }
-                false
+        if h.queued.fetch_add(1, Ordering::AcqRel) >= h.capacity {
+            h.queued.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!(m::QUEUE_DROPS).increment(1);
+            if !h.overflowed.swap(true, Ordering::AcqRel) {
+                h.wake.notify_one();
             }
-            // The session is closing; it will resume elsewhere.
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            return false;
         }
+        if h.tx.send(frame.clone()).is_err() {
+            // The session is closing; it will resume elsewhere.
+            h.queued.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 
     /// Queues a frame on every session subscribed to `ch`.

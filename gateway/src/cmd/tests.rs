@@ -55,7 +55,7 @@ async fn send_ok(g: &Gateway, user: &str, ch: &ChannelId, n: &mut u32) -> bool {
 }
 
 /// The `can_post` of the `channel_added` that reached `user`'s queue.
-fn added_can_post(rx: &mut tokio::sync::mpsc::Receiver<Arc<preau_proto::SharedFrame>>, ch: &ChannelId) -> bool {
+fn added_can_post(rx: &mut crate::hub::Outbox, ch: &ChannelId) -> bool {
     while let Ok(f) = rx.try_recv() {
         if let ServerFrame::ChannelAdded { info } = f.frame()
             && &info.channel == ch

@@ -4,7 +4,7 @@
 //! client that floods only slows itself.
 
 use crate::cmd::{Access, Answer, CmdError, access};
-use crate::hub::{Flag, SessionHandle};
+use crate::hub::{Flag, Outbox, SessionHandle};
 use crate::limits::TokenBucket;
 use crate::metrics as m;
 use crate::pii::Pii;
@@ -22,7 +22,7 @@ use preau_store::BoxFut;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
 
@@ -245,7 +245,7 @@ impl Session {
         &mut self,
         sink: &mut K,
         mut stream: T,
-        mut rx: mpsc::Receiver<Arc<SharedFrame>>,
+        mut rx: Outbox,
         mut start: SessionStart,
         first: bool,
     ) -> End
@@ -349,7 +349,7 @@ impl Session {
         &self,
         sink: &mut K,
         f: Arc<SharedFrame>,
-        rx: &mut mpsc::Receiver<Arc<SharedFrame>>,
+        rx: &mut Outbox,
     ) -> Result<(), End> {
         let done = {
             let mut write = std::pin::pin!(self.write_batch(sink, f, rx));
@@ -416,7 +416,7 @@ impl Session {
         &self,
         sink: &mut K,
         first: Arc<SharedFrame>,
-        rx: &mut mpsc::Receiver<Arc<SharedFrame>>,
+        rx: &mut Outbox,
     ) -> Result<(), End> {
         let mut next = Some(first);
         let mut n = 0u64;

@@ -4,6 +4,7 @@
 //! socket.
 
 use super::*;
+use tokio::sync::mpsc;
 use crate::config::Cli;
 use clap::Parser;
 use futures_util::task::AtomicWaker;
