@@ -4,7 +4,6 @@
 //! socket.
 
 use super::*;
-use tokio::sync::mpsc;
 use crate::config::Cli;
 use clap::Parser;
 use futures_util::task::AtomicWaker;
@@ -14,6 +13,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use tokio::sync::Notify;
+use tokio::sync::mpsc;
 
 /// The server's side of an in-memory WebSocket: what the client sends arrives on
 /// `incoming`; what the server writes lands in `written`, which holds at most `room`
