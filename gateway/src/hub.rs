@@ -8,10 +8,12 @@
 //! its last seq, so nothing is lost.
 
 use crate::limits::TokenBucket;
+use crate::order::{Fill, Sequencer};
 use crate::metrics as m;
 use parking_lot::Mutex;
 use preau_bus::{BusMessage, Deliver, Topic};
-use preau_proto::{ChannelId, ServerFrame, SharedFrame};
+use preau_proto::{ChannelId, Seq, ServerFrame, SharedFrame};
+use preau_store::Store;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Arc;
@@ -244,6 +246,11 @@ impl Hub {
         }
     }
 
+    /// Whether a session of this node is subscribed to `ch`.
+    pub fn has_subscribers(&self, ch: &ChannelId) -> bool {
+        self.channels[self.shard(ch)].lock().contains_key(ch)
+    }
+
     /// Whether the user has a session on this node.
     pub fn online(&self, user: &str) -> bool {
         self.users[self.shard(user)].lock().contains_key(user)
@@ -336,12 +343,152 @@ pub struct Node {
     pub hub: Arc<Hub>,
     /// Directory reload.
     pub reload: Arc<dyn DirectoryReload>,
+    /// Puts each channel's events in seq order before the hub.
+    pub order: Arc<Ordered>,
 }
+
+/// The node's [`Sequencer`]s, sharded by channel, and the store reads they ask for.
+pub struct Ordered {
+    shards: Box<[Mutex<Sequencer>]>,
+    /// Channels that just became active here, to read their last seq.
+    activations: mpsc::UnboundedSender<ChannelId>,
+    hasher: RandomState,
+    hub: Arc<Hub>,
+    store: Arc<dyn Store>,
+    /// Fills are read on the runtime; events may arrive from the store's dispatcher thread.
+    rt: tokio::runtime::Handle,
+}
+
+impl Ordered {
+    /// The sequencers of a node whose hub is `hub`; fills read `store` on `rt`.
+    pub fn new(hub: Arc<Hub>, store: Arc<dyn Store>, rt: tokio::runtime::Handle) -> Arc<Self> {
+        let (activations, mut rx) = mpsc::unbounded_channel::<ChannelId>();
+        let me = Arc::new(Ordered {
+            shards: (0..SHARDS).map(|_| Mutex::new(Sequencer::default())).collect(),
+            activations,
+            hasher: RandomState::new(),
+            hub,
+            store,
+            rt: rt.clone(),
+        });
+        let weak = Arc::downgrade(&me);
+        rt.spawn(async move {
+            while let Some(ch) = rx.recv().await {
+                let Some(me) = weak.upgrade() else { return };
+                // The newest entry: its seq is where this node's order starts.
+                if let Ok((newest, _)) = me.store.history(&ch, None, None, 1).await {
+                    let last = newest.last().map_or(0, |e| e.seq);
+                    me.shard(&ch).lock().activate(&ch, last);
+                }
+            }
+        });
+        me
+    }
+
+    /// `ch` got its first session on this node: its order starts from its last stored
+    /// seq. Only queues (called under the hub's shard lock).
+    pub fn activated(&self, ch: &ChannelId) {
+        let _ = self.activations.send(ch.clone());
+    }
+
+    fn shard(&self, ch: &ChannelId) -> &Mutex<Sequencer> {
+        &self.shards[(self.hasher.hash_one(ch) as usize) % SHARDS]
+    }
+
+    /// An event of `ch`: delivered in seq order. Delivery happens under the shard's lock,
+    /// so two threads delivering one channel cannot interleave its events.
+    pub fn event(self: &Arc<Self>, ch: &ChannelId, seq: Seq, frame: &Arc<SharedFrame>) {
+        let mut out = Vec::new();
+        let fill = {
+            let mut s = self.shard(ch).lock();
+            let fill = s.event(ch, seq, frame.clone(), Instant::now(), &mut out);
+            for f in &out {
+                self.hub.deliver_channel(ch, f);
+            }
+            fill
+        };
+        if let Some(f) = fill {
+            self.read(f);
+        }
+    }
+
+    /// Reads a fill from the store and delivers it (and what it released), in order.
+    fn read(self: &Arc<Self>, fill: Fill) {
+        let me = self.clone();
+        self.rt.spawn(async move {
+            let r = me.store.history(&fill.channel, Some(fill.after), None, FILL_PAGE).await;
+            let next = {
+                let mut s = me.shard(&fill.channel).lock();
+                match r {
+                    Ok((entries, more)) => {
+                        metrics::counter!(m::ORDER_FILLS).increment(1);
+                        let frames = entries
+                            .into_iter()
+                            .map(|e| {
+                                let seq = e.seq;
+                                let f = ServerFrame::Event { channel: fill.channel.clone(), entry: e };
+                                (seq, Arc::new(SharedFrame::new(f)))
+                            })
+                            .collect();
+                        let mut out = Vec::new();
+                        let next = s.filled(&fill.channel, frames, more, Instant::now(), &mut out);
+                        for f in &out {
+                            me.hub.deliver_channel(&fill.channel, f);
+                        }
+                        next
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, channel = %fill.channel, "order repair: store read failed");
+                        s.fill_failed(&fill.channel);
+                        None
+                    }
+                }
+            };
+            if let Some(f) = next {
+                me.read(f);
+            }
+        });
+    }
+
+    /// Reads the gaps that stayed open a whole window.
+    pub fn tick(self: &Arc<Self>) {
+        let now = Instant::now();
+        for shard in self.shards.iter() {
+            let fills = shard.lock().tick(now);
+            for f in fills {
+                self.read(f);
+            }
+        }
+    }
+
+    /// The bus is back after an outage: every channel catches up from the store.
+    pub fn catch_up(self: &Arc<Self>) {
+        for shard in self.shards.iter() {
+            let fills = shard.lock().catch_up();
+            for f in fills {
+                self.read(f);
+            }
+        }
+    }
+
+    /// Forgets the channels no session of this node holds any more.
+    pub fn forget_idle(&self) {
+        for shard in self.shards.iter() {
+            shard.lock().retain(|ch| self.hub.has_subscribers(ch));
+        }
+    }
+}
+
+/// Entries read per store read of an order repair or a catch-up.
+const FILL_PAGE: u32 = 500;
 
 impl Deliver for Node {
     fn deliver(&self, msg: &BusMessage) {
         match msg {
-            BusMessage::Frame { topic: Topic::Channel(ch), frame } => self.hub.deliver_channel(ch, frame),
+            BusMessage::Frame { topic: Topic::Channel(ch), frame } => match frame.frame() {
+                ServerFrame::Event { entry, .. } => self.order.event(ch, entry.seq, frame),
+                _ => self.hub.deliver_channel(ch, frame),
+            },
             BusMessage::Frame { topic: Topic::User(u), frame } => self.hub.deliver_user(u, frame),
             BusMessage::DirectoryChanged { schools } => self.reload.reload(schools),
             BusMessage::SettingsChanged { key } => self.reload.reload_settings(key),

@@ -9,6 +9,8 @@
 //! - [`cmd`]: the commands, one file per family: gather facts, decide with a pure
 //!   function, apply.
 //! - [`hub`]: the sharded registry of sessions and subscriptions, and fan-out.
+//! - [`order`]: each channel's events in seq order on this node, gaps read from the store
+//!   (several gateways, a bus outage).
 //! - [`session`]: the driver task of one WebSocket connection.
 //! - [`http`]: the HTTP routes, including the WebSocket upgrade; [`admin`]: the admin
 //!   API (directory imports, suspensions).
@@ -23,6 +25,7 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod order;
 pub mod pii;
 pub mod service;
 pub mod session;

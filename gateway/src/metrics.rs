@@ -13,6 +13,9 @@ pub const FRAMES_IN: &str = "preau_frames_in_total";
 pub const FRAMES_OUT: &str = "preau_frames_out_total";
 /// Frames queued to sessions by fan-out (counter).
 pub const DELIVERIES: &str = "preau_deliveries_total";
+/// Store reads that repaired a channel's order (a gap that stayed open, a catch-up after a
+/// bus outage).
+pub const ORDER_FILLS: &str = "preau_order_fills_total";
 /// Frames dropped because a session's queue was full; the session is cut off (counter).
 pub const QUEUE_DROPS: &str = "preau_queue_drops_total";
 /// Errors answered to clients, by code (counter).

@@ -125,6 +125,31 @@ fn commit_hook(bus: Arc<dyn Bus>) -> CommitHook {
     })
 }
 
+/// Every 50 ms: reads the gaps that stayed open a whole window; when the bus comes back
+/// after an outage, catches every channel up from the store; every 10 s, forgets the
+/// channels no session holds any more.
+async fn repair_order(order: std::sync::Weak<crate::hub::Ordered>, bus: std::sync::Weak<dyn Bus>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut healthy = true;
+    let mut n = 0u64;
+    loop {
+        tick.tick().await;
+        let (Some(order), Some(bus)) = (order.upgrade(), bus.upgrade()) else { return };
+        let now = bus.healthy();
+        if now && !healthy {
+            tracing::info!("bus back: catching every channel up from the store");
+            order.catch_up();
+        }
+        healthy = now;
+        order.tick();
+        n += 1;
+        if n.is_multiple_of(200) {
+            order.forget_idle();
+        }
+    }
+}
+
 impl Gateway {
     /// Opens the store in the data folder, loads (or, in development mode, seeds) the
     /// directory and attaches the hub to the in-process bus.
@@ -186,13 +211,18 @@ impl Gateway {
             suspensions: RwLock::new(Arc::new(suspensions)),
             brakes: cmd::brake::Brakes::new(cfg_brake),
         });
-        let weak_bus = Arc::downgrade(&bus);
+        let order = crate::hub::Ordered::new(hub.clone(), g.store.clone(), tokio::runtime::Handle::current());
+        let (weak_bus, weak_order) = (Arc::downgrade(&bus), Arc::downgrade(&order));
         hub.set_interest(Box::new(move |t, on| {
             if let Some(b) = weak_bus.upgrade() {
                 b.interest(t, on);
             }
+            if let (Topic::Channel(ch), true, Some(o)) = (t, on, weak_order.upgrade()) {
+                o.activated(ch);
+            }
         }));
-        bus.attach(Arc::new(Node { hub, reload: Arc::new(Reloader(Arc::downgrade(&g))) }));
+        bus.attach(Arc::new(Node { hub, reload: Arc::new(Reloader(Arc::downgrade(&g))), order: order.clone() }));
+        tokio::spawn(repair_order(Arc::downgrade(&order), Arc::downgrade(&bus)));
         Ok(g)
     }
 

@@ -208,7 +208,9 @@ async fn slow_consumer_is_cut_off_and_resumes_without_loss() {
         "--frames-per-second",
         "100000",
         "--outbound-queue",
-        "16",
+        // Room for the sender's own events: its sends are pipelined, so a commit brings
+        // several of them at once.
+        "128",
         "--sync-full",
         "false",
     ]);
@@ -322,7 +324,9 @@ async fn a_cut_slow_consumer_frees_its_connection_without_reading() {
         "--frames-per-second",
         "100000",
         "--outbound-queue",
-        "16",
+        // Room for the sender's own events: its sends are pipelined, so a commit brings
+        // several of them at once.
+        "128",
         "--sync-full",
         "false",
         "--max-connections",
