@@ -8,8 +8,8 @@
 //! its last seq, so nothing is lost.
 
 use crate::limits::TokenBucket;
-use crate::order::{Fill, Sequencer};
 use crate::metrics as m;
+use crate::order::{Fill, Sequencer};
 use parking_lot::Mutex;
 use preau_bus::{BusMessage, Deliver, Topic};
 use preau_proto::{ChannelId, Seq, ServerFrame, SharedFrame};
@@ -405,6 +405,7 @@ impl Ordered {
             for f in &out {
                 self.hub.deliver_channel(ch, f);
             }
+            record_waits(&mut s);
             fill
         };
         if let Some(f) = fill {
@@ -435,6 +436,7 @@ impl Ordered {
                         for f in &out {
                             me.hub.deliver_channel(&fill.channel, f);
                         }
+                        record_waits(&mut s);
                         next
                     }
                     Err(e) => {
@@ -476,6 +478,13 @@ impl Ordered {
         for shard in self.shards.iter() {
             shard.lock().retain(|ch| self.hub.has_subscribers(ch));
         }
+    }
+}
+
+/// The latency order repair added to each event (zero for most).
+fn record_waits(s: &mut Sequencer) {
+    for w in s.take_waits() {
+        metrics::histogram!(m::ORDER_HOLD_SECONDS).record(w.as_secs_f64());
     }
 }
 

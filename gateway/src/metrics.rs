@@ -16,6 +16,9 @@ pub const DELIVERIES: &str = "preau_deliveries_total";
 /// Store reads that repaired a channel's order (a gap that stayed open, a catch-up after a
 /// bus outage).
 pub const ORDER_FILLS: &str = "preau_order_fills_total";
+/// How long each channel event was held for order before delivery on this node, seconds
+/// (histogram; zero for an event that arrived in order).
+pub const ORDER_HOLD_SECONDS: &str = "preau_order_hold_seconds";
 /// Frames dropped because a session's queue was full; the session is cut off (counter).
 pub const QUEUE_DROPS: &str = "preau_queue_drops_total";
 /// Errors answered to clients, by code (counter).
@@ -31,6 +34,10 @@ pub const MESSAGES_STORED: &str = "preau_messages_stored_total";
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
     let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(ORDER_HOLD_SECONDS.into()),
+            &[0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0],
+        )?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)?
         .install_recorder()?;
     // Present from the first scrape, before anything happened.

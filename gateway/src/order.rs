@@ -43,8 +43,8 @@ struct Track {
     first: Option<Seq>,
     /// The next seq to deliver.
     next: Seq,
-    /// Later events waiting for the gap before them.
-    held: BTreeMap<Seq, Arc<SharedFrame>>,
+    /// Later events waiting for the gap before them, with their arrival.
+    held: BTreeMap<Seq, (Arc<SharedFrame>, Instant)>,
     /// Since when the oldest held event waits.
     held_since: Option<Instant>,
     /// A fill is under way.
@@ -55,6 +55,9 @@ struct Track {
 #[derive(Default)]
 pub struct Sequencer {
     tracks: HashMap<ChannelId, Track>,
+    /// How long each event delivered since the last [`Sequencer::take_waits`] was held
+    /// (zero when delivered on arrival): the latency order repair adds.
+    waits: Vec<Duration>,
 }
 
 impl Sequencer {
@@ -73,11 +76,13 @@ impl Sequencer {
             t.first = Some(seq);
             t.next = seq + 1;
             out.push(frame);
+            self.waits.push(Duration::ZERO);
             return None;
         };
         if seq < first {
             // Older than anything delivered here: late, not a duplicate.
             out.push(frame);
+            self.waits.push(Duration::ZERO);
             return None;
         }
         if seq < t.next {
@@ -85,11 +90,12 @@ impl Sequencer {
         }
         if seq == t.next {
             out.push(frame);
+            self.waits.push(Duration::ZERO);
             t.next += 1;
-            release(t, out, now);
+            release(t, out, now, &mut self.waits);
             return None;
         }
-        t.held.insert(seq, frame);
+        t.held.insert(seq, (frame, now));
         t.held_since.get_or_insert(now);
         (t.held.len() > MAX_HELD && !t.filling).then(|| start_fill(channel, t))
     }
@@ -103,6 +109,11 @@ impl Sequencer {
             next: last + 1,
             ..Track::default()
         });
+    }
+
+    /// How long each event delivered since the last call was held (zero: on arrival).
+    pub fn take_waits(&mut self) -> Vec<Duration> {
+        std::mem::take(&mut self.waits)
     }
 
     /// The fills due at `now`: channels whose oldest held event waited a whole window.
@@ -135,12 +146,13 @@ impl Sequencer {
         t.filling = false;
         for (seq, f) in frames {
             if seq == t.next {
-                t.held.remove(&seq);
+                let arrived = t.held.remove(&seq).map_or(now, |(_, at)| at);
                 out.push(f);
+                self.waits.push(now.duration_since(arrived));
                 t.next += 1;
             }
         }
-        release(t, out, now);
+        release(t, out, now, &mut self.waits);
         more.then(|| start_fill(channel, t))
     }
 
@@ -164,10 +176,11 @@ fn start_fill(channel: &ChannelId, t: &mut Track) -> Fill {
 
 /// Delivers the held events that follow on from `next`; what stays held waits behind a
 /// new gap from `now`.
-fn release(t: &mut Track, out: &mut Vec<Arc<SharedFrame>>, now: Instant) {
+fn release(t: &mut Track, out: &mut Vec<Arc<SharedFrame>>, now: Instant, waits: &mut Vec<Duration>) {
     let before = t.next;
-    while let Some(f) = t.held.remove(&t.next) {
+    while let Some((f, arrived)) = t.held.remove(&t.next) {
         out.push(f);
+        waits.push(now.duration_since(arrived));
         t.next += 1;
     }
     let next = t.next;
@@ -206,6 +219,11 @@ mod tests {
         }
         assert_eq!(seqs(&out), vec![1, 2, 3, 4, 5, 6]);
         assert!(s.tick(now + WINDOW).is_empty(), "nothing held");
+        assert_eq!(s.take_waits().len(), 6, "one wait per event delivered");
+        out.clear();
+        s.event(&ch, 8, f(8), now, &mut out);
+        s.event(&ch, 7, f(7), now + Duration::from_millis(40), &mut out);
+        assert_eq!(s.take_waits(), vec![Duration::ZERO, Duration::from_millis(40)], "8 waited 40 ms for 7");
     }
 
     #[tokio::test(start_paused = true)]
@@ -263,7 +281,7 @@ mod tests {
         }
         s.event(&b, 10, f(10), now, &mut out);
         let mut fills = s.catch_up();
-        fills.sort_by(|x, y| x.after.cmp(&y.after));
+        fills.sort_by_key(|f| f.after);
         assert_eq!(fills, vec![Fill { channel: a.clone(), after: 3 }, Fill { channel: b.clone(), after: 10 }]);
         out.clear();
         // Paged: the first page says there is more.

@@ -8,12 +8,13 @@
 //!   hub reports them through [`Bus::interest`]). Frames travel MessagePack-encoded and
 //!   are not encoded again on arrival.
 //! - **Order.** One publisher task per node keeps each node's order; a channel written
-//!   from several nodes may arrive out of order, which clients repair from the gapless
-//!   seqs (a gap means: fetch `history` after the last seq seen).
-//! - **Outage.** A PING every second decides [`Bus::healthy`]; the connection manager
-//!   reconnects with backoff and re-subscribes by itself. While unhealthy the gateway is
-//!   not ready and refuses writes with a retryable error; what is published meanwhile is
-//!   dropped (it is durable in the store, and clients resume from it).
+//!   from several nodes may arrive out of order, which the receiving gateway repairs from
+//!   the gapless seqs before its sessions see them (`gateway/src/order.rs`).
+//! - **Outage.** A PING every second and any failed publish decide [`Bus::healthy`]; the
+//!   connection manager reconnects with backoff and re-subscribes by itself. While
+//!   unhealthy the gateway is not ready and refuses writes with a retryable error; what is
+//!   published meanwhile is dropped (it is durable in the store, and every gateway
+//!   catches its channels up from it once the bus is healthy again).
 //! - **Presence.** `preau:p:<user>` is a sorted set of node ids scored by expiry; each
 //!   node refreshes its users every 20 s with a 60 s expiry, so a dead node's users age
 //!   out. **Registry.** `preau:nodes` maps node ids to [`NodeInfo`] JSON.

@@ -432,8 +432,11 @@ async fn events_written_on_three_gateways_reach_every_session_in_seq_order() {
         gws[2].connect("pa001").await,
         gws[1].connect("e003").await,
     ];
-    let senders: Vec<std::sync::Arc<Client>> =
-        vec![gws[0].connect("t01").await.into(), gws[1].connect("t01").await.into(), gws[2].connect("t01").await.into()];
+    let senders: Vec<std::sync::Arc<Client>> = vec![
+        gws[0].connect("t01").await.into(),
+        gws[1].connect("t01").await.into(),
+        gws[2].connect("t01").await.into(),
+    ];
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut tasks = Vec::new();
     for (i, s) in senders.iter().enumerate() {
@@ -454,6 +457,13 @@ async fn events_written_on_three_gateways_reach_every_session_in_seq_order() {
         let out_of_order = seen.windows(2).filter(|w| w[1] != w[0] + 1).count();
         assert_eq!(out_of_order, 0, "{} events out of order: {:?}", out_of_order, seen);
         assert_eq!(seen, (1..=450).collect::<Vec<u64>>());
+    }
+    // The latency order repair added, per node (`--nocapture` shows it).
+    for g in &gws {
+        let (_, m) = http_get(&g.addr, "/metrics").await.expect("metrics");
+        for l in m.lines().filter(|l| l.starts_with("preau_order_")) {
+            eprintln!("{} {l}", g.addr);
+        }
     }
 }
 
