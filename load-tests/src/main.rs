@@ -274,6 +274,10 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn connections(a: Args) -> anyhow::Result<()> {
+    if a.nats {
+        let report = nats::storm(&format!("ws://{}", a.addr), &a.pid, a.connections, a.concurrency).await?;
+        return emit(&a, &report);
+    }
     let enc = if a.encoding == "json" { Encoding::Json } else { Encoding::MsgPack };
     let (_, users) = http_get(&a.addr, "/dev/users").await?;
     let users: serde_json::Value = serde_json::from_str(&users)?;

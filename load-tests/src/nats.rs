@@ -29,6 +29,58 @@ async fn connect(url: &str) -> anyhow::Result<Ws> {
     Ok(ws)
 }
 
+/// `connections` against NATS: `connections` WebSocket clients connecting `concurrency`
+/// at a time (all at once for a storm), each completing the NATS handshake; reports the
+/// same figures as the gateway's run (time until all are ready, connect latency, server
+/// CPU and memory per connection).
+pub async fn storm(
+    url: &str,
+    pid: &[u32],
+    connections: usize,
+    concurrency: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let (rss0, cpu0) = proc_sample(pid)?;
+    let started = Instant::now();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let (url, sem) = (url.to_owned(), sem.clone());
+            tokio::spawn(async move {
+                let _permit = sem.acquire().await.ok();
+                let t = Instant::now();
+                (connect(&url).await, t.elapsed())
+            })
+        })
+        .collect();
+    let mut open = Vec::with_capacity(connections);
+    let mut hist = Histogram::<u64>::new(3)?;
+    let mut failed = 0usize;
+    for t in tasks {
+        match t.await? {
+            (Ok(ws), took) => {
+                hist.record(took.as_micros().max(1) as u64)?;
+                open.push(ws);
+            }
+            (Err(_), _) => failed += 1,
+        }
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rss1, cpu1) = proc_sample(pid)?;
+    let n = open.len().max(1) as f64;
+    Ok(serde_json::json!({
+        "scenario": "connections",
+        "target": "nats",
+        "connections_requested": connections,
+        "connections_open": open.len(),
+        "connections_failed": failed,
+        "connect_seconds": connect_secs,
+        "connect_latency_us": percentiles(&hist),
+        "gateway_bytes_per_connection": (rss1 as f64 - rss0 as f64) / n,
+        "gateway_cpu_ms_per_connection": (cpu1 - cpu0) * 1e3 / n,
+    }))
+}
+
 /// Reads `MSG` payloads (`<index> <sent_us>`) until `messages` distinct indices came or
 /// the stream went quiet; answers the server's PINGs.
 async fn listen(mut ws: Ws, messages: u64, base: Instant) -> (Vec<bool>, u64, Histogram<u64>) {
