@@ -155,9 +155,34 @@ type Waiting = BoxFut<'static, (u64, Result<Ack, CmdError>, bool)>;
 /// Answers of pipelined sends, in command order.
 #[derive(Default)]
 struct InFlight {
-    answers: FuturesOrdered<Waiting>,
+    /// Made at the first send: most connections only read, and an empty `FuturesOrdered`
+    /// already holds two allocations.
+    answers: Option<FuturesOrdered<Waiting>>,
     /// Answers in `answers` that wait on a store write.
     writes: usize,
+}
+
+impl InFlight {
+    fn len(&self) -> usize {
+        self.answers.as_ref().map_or(0, |a| a.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, w: Waiting) {
+        self.answers.get_or_insert_with(FuturesOrdered::new).push_back(w);
+    }
+
+    /// The next answer in command order (pending for ever when there is none: poll it only
+    /// when not empty).
+    async fn next(&mut self) -> Option<(u64, Result<Ack, CmdError>, bool)> {
+        match &mut self.answers {
+            Some(a) => a.next().await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 /// The reading side's state.
@@ -299,11 +324,11 @@ impl Session {
                     wake.set(handle.wake.notified());
                     self.woken(sink).await
                 }
-                Some(done) = reader.inflight.answers.next(), if !reader.inflight.answers.is_empty() => {
+                Some(done) = reader.inflight.next(), if !reader.inflight.is_empty() => {
                     self.answered(sink, done, &mut reader.inflight).await
                 }
                 Some(f) = rx.recv() => self.queued(sink, f, &mut rx).await,
-                msg = stream.next(), if reader.inflight.answers.len() < MAX_ANSWERS_WAITING => {
+                msg = stream.next(), if reader.inflight.len() < MAX_ANSWERS_WAITING => {
                     self.read(sink, msg, &mut reader).await
                 }
                 _ = &mut expiry => {
@@ -480,18 +505,18 @@ impl Session {
             let e = CmdError::overloaded(format!(
                 "at most {MAX_SENDS_IN_FLIGHT} sends in flight per connection; wait for their acks"
             ));
-            inflight.answers.push_back(Box::pin(std::future::ready((id, Err(e), false))));
+            inflight.push(Box::pin(std::future::ready((id, Err(e), false))));
             return Ok(true);
         }
         // Boxed: the command's state machine is large and only lives while it runs, so an
         // idle session does not carry it.
         match Box::pin(self.g.begin(&self.user, id, frame.cmd)).await {
-            Answer::Ready(r) if inflight.answers.is_empty() => self.reply(sink, id, r).await?,
+            Answer::Ready(r) if inflight.is_empty() => self.reply(sink, id, r).await?,
             // Behind sends still in flight: answered in its turn.
-            Answer::Ready(r) => inflight.answers.push_back(Box::pin(std::future::ready((id, r, false)))),
+            Answer::Ready(r) => inflight.push(Box::pin(std::future::ready((id, r, false)))),
             Answer::Queued(f) => {
                 inflight.writes += 1;
-                inflight.answers.push_back(Box::pin(async move { (id, f.await, true) }));
+                inflight.push(Box::pin(async move { (id, f.await, true) }));
             }
         }
         Ok(true)
@@ -529,7 +554,8 @@ impl Session {
         sink: &mut K,
         inflight: &mut InFlight,
     ) -> Result<(), End> {
-        while let Some(done) = inflight.answers.next().await {
+        while !inflight.is_empty() {
+            let Some(done) = inflight.next().await else { break };
             self.answered(sink, done, inflight).await?;
         }
         Ok(())
