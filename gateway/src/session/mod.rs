@@ -301,6 +301,10 @@ impl Session {
         let mut restart_at: Option<Instant> = None;
         let restart = sleep_until(expires);
         tokio::pin!(restart);
+        // Also made once: a new `changed()` each turn registered and removed a waiter
+        // (two locks) for every delivery. It fires once; then `restart_at` is set.
+        let shutdown = start.shutdown.changed();
+        tokio::pin!(shutdown);
         loop {
             let turn = tokio::select! {
                 // Fixed order: control first, then queued frames, then the socket. A
@@ -310,7 +314,7 @@ impl Session {
                 biased;
                 // Draining: say `reconnect` with a jittered delay, go on serving, and close
                 // with 1012 when the delay is over (clients spread their reconnects).
-                _ = start.shutdown.changed(), if restart_at.is_none() => {
+                _ = &mut shutdown, if restart_at.is_none() => {
                     let after = self.reconnecting(sink).await;
                     restart_at = Some(Instant::now() + after);
                     restart.as_mut().reset(Instant::now() + after);
