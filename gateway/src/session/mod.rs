@@ -197,6 +197,43 @@ struct Reader {
     strikes: u32,
 }
 
+/// A session's deadlines, behind its one timer.
+struct Timers {
+    /// The token's expiry.
+    expires: Instant,
+    /// The next heartbeat.
+    next_ping: Instant,
+    /// The end of a drain's jittered delay, once draining.
+    restart_at: Option<Instant>,
+}
+
+/// Which deadline the timer reached, the most final first.
+#[derive(Debug, PartialEq, Eq)]
+enum Due {
+    Restart,
+    Expired,
+    Ping,
+}
+
+impl Timers {
+    fn next(&self) -> Instant {
+        let next = self.expires.min(self.next_ping);
+        self.restart_at.map_or(next, |r| next.min(r))
+    }
+
+    fn due(&self, now: Instant) -> Option<Due> {
+        if self.restart_at.is_some_and(|r| now >= r) {
+            Some(Due::Restart)
+        } else if now >= self.expires {
+            Some(Due::Expired)
+        } else if now >= self.next_ping {
+            Some(Due::Ping)
+        } else {
+            None
+        }
+    }
+}
+
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
@@ -289,18 +326,16 @@ impl Session {
             strikes: 0,
             inflight: InFlight::default(),
         };
-        let mut heartbeat = tokio::time::interval(PING_AFTER);
-        heartbeat.tick().await;
-        // Created once, not per loop turn: a timer entry and a waiter registration per
-        // wake-up were a measurable share of the CPU per delivery.
-        let expiry = sleep_until(expires);
-        tokio::pin!(expiry);
+        // One timer for the session's three deadlines (token expiry, heartbeat, the end
+        // of a drain): each idle turn of the loop polls one timer entry, not three.
+        let mut timers = Timers { expires, next_ping: Instant::now() + PING_AFTER, restart_at: None };
+        let timer = sleep_until(timers.next());
+        tokio::pin!(timer);
         let handle = self.handle.clone();
+        // Made once, not per loop turn: a waiter registration per wake-up was a
+        // measurable share of the CPU per delivery.
         let wake = handle.wake.notified();
         tokio::pin!(wake);
-        let mut restart_at: Option<Instant> = None;
-        let restart = sleep_until(expires);
-        tokio::pin!(restart);
         // Also made once: a new `changed()` each turn registered and removed a waiter
         // (two locks) for every delivery. It fires once; then `restart_at` is set.
         let shutdown = start.shutdown.changed();
@@ -314,15 +349,11 @@ impl Session {
                 biased;
                 // Draining: say `reconnect` with a jittered delay, go on serving, and close
                 // with 1012 when the delay is over (clients spread their reconnects).
-                _ = &mut shutdown, if restart_at.is_none() => {
+                _ = &mut shutdown, if timers.restart_at.is_none() => {
                     let after = self.reconnecting(sink).await;
-                    restart_at = Some(Instant::now() + after);
-                    restart.as_mut().reset(Instant::now() + after);
+                    timers.restart_at = Some(Instant::now() + after);
+                    timer.as_mut().reset(timers.next());
                     Ok(())
-                }
-                _ = &mut restart, if restart_at.is_some() => {
-                    let _ = sink.send(close_msg(close::SERVICE_RESTART, "node restarting; reconnect")).await;
-                    Err(End::Shutdown)
                 }
                 _ = &mut wake => {
                     wake.set(handle.wake.notified());
@@ -335,16 +366,27 @@ impl Session {
                 msg = stream.next(), if reader.inflight.len() < MAX_ANSWERS_WAITING => {
                     self.read(sink, msg, &mut reader).await
                 }
-                _ = &mut expiry => {
-                    let _ = sink.send(close_msg(close::TOKEN_EXPIRED, "token expired; reconnect with a new one")).await;
-                    Err(End::TokenExpired)
-                }
-                _ = heartbeat.tick() => {
-                    if reader.last_seen.elapsed() > IDLE_LIMIT {
-                        Err(End::Idle)
-                    } else {
-                        sink.send(Message::Ping(Bytes::new())).await.map_err(|_| End::SocketError)
-                    }
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    let r = match timers.due(now) {
+                        Some(Due::Restart) => {
+                            let _ = sink.send(close_msg(close::SERVICE_RESTART, "node restarting; reconnect")).await;
+                            Err(End::Shutdown)
+                        }
+                        Some(Due::Expired) => {
+                            let m = close_msg(close::TOKEN_EXPIRED, "token expired; reconnect with a new one");
+                            let _ = sink.send(m).await;
+                            Err(End::TokenExpired)
+                        }
+                        Some(Due::Ping) if reader.last_seen.elapsed() > IDLE_LIMIT => Err(End::Idle),
+                        Some(Due::Ping) => {
+                            timers.next_ping = now + PING_AFTER;
+                            sink.send(Message::Ping(Bytes::new())).await.map_err(|_| End::SocketError)
+                        }
+                        None => Ok(()),
+                    };
+                    timer.as_mut().reset(timers.next());
+                    r
                 }
             };
             if let Err(end) = turn {

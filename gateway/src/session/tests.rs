@@ -282,3 +282,18 @@ async fn pipelined_sends_are_answered_in_command_order_and_a_later_read_sees_the
     drop(c);
     task.abort();
 }
+
+#[test]
+fn one_timer_serves_the_three_deadlines_most_final_first() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let mut t = Timers { expires: t0 + s(100), next_ping: t0 + s(30), restart_at: None };
+    assert_eq!(t.next(), t0 + s(30));
+    assert_eq!(t.due(t0 + s(29)), None);
+    assert_eq!(t.due(t0 + s(30)), Some(Due::Ping));
+    t.restart_at = Some(t0 + s(5));
+    assert_eq!(t.next(), t0 + s(5), "a drain's end comes first");
+    assert_eq!(t.due(t0 + s(200)), Some(Due::Restart), "closing for the drain wins over expiry");
+    t.restart_at = None;
+    assert_eq!(t.due(t0 + s(100)), Some(Due::Expired), "expiry wins over a heartbeat due at once");
+}
