@@ -9,10 +9,6 @@
 #   MEMBERS=1000 RATES="20 200" SECONDS_EACH=3 load-tests/fanout-rate.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v nats-server >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nats-server
-fi
 cargo build --release --locked -p preau-gateway -p preau-load
 B=target/release
 MEMBERS=${MEMBERS:-5000}
@@ -29,13 +25,7 @@ $B/preau-gateway --listen 127.0.0.1:18480 --data-dir "$W/gw" --max-connections 1
 GW=$!
 $B/preau-ref-broadcast 127.0.0.1:18481 >"$W/ref.log" 2>&1 &
 REF=$!
-cat >"$W/nats.conf" <<CONF
-listen: 127.0.0.1:18482
-websocket { listen: "127.0.0.1:18483", no_tls: true }
-max_connections: 20000
-CONF
-nats-server -c "$W/nats.conf" >"$W/nats.log" 2>&1 &
-NATS=$!
+start_nats 18482 18483
 for p in 18480 18481 18483; do wait_port $p; done
 
 L() { echo "== $*" >&2; $B/preau-load --out "$OUT" "$@" >"$W/last.json" || echo "   (run failed: see above)" >&2; }

@@ -20,6 +20,22 @@ W=$(mktemp -d)
 cleanup() { stop_janus; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"; }
 trap cleanup EXIT INT TERM
 
+# NATS with WebSocket on loopback, the broker reference (Debian's nats-server, installed
+# when missing): `start_nats <client port> <websocket port>` sets NATS to its pid.
+start_nats() {
+  if ! command -v nats-server >/dev/null 2>&1; then
+    local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq nats-server
+  fi
+  cat >"$W/nats.conf" <<CONF
+listen: 127.0.0.1:$1
+websocket { listen: "127.0.0.1:$2", no_tls: true }
+max_connections: 20000
+CONF
+  nats-server -c "$W/nats.conf" >"$W/nats.log" 2>&1 &
+  NATS=$!
+}
+
 wait_port() {
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
   echo "port $1 did not open" >&2; return 1

@@ -6,10 +6,6 @@
 # load-tests/results/<date>-quick/ (or $OUT), and prints the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v nats-server >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nats-server
-fi
 cargo build --release --locked -p preau-gateway -p preau-sfu -p preau-load
 B=target/release
 OUT=${OUT:-load-tests/results/$(date +%F)-quick}
@@ -22,13 +18,7 @@ $B/preau-gateway --listen 127.0.0.1:18380 --data-dir "$W/gw" --max-connections 1
 GW=$!
 $B/preau-ref-broadcast 127.0.0.1:18381 >"$W/ref.log" 2>&1 &
 REF=$!
-cat >"$W/nats.conf" <<CONF
-listen: 127.0.0.1:18382
-websocket { listen: "127.0.0.1:18383", no_tls: true }
-max_connections: 20000
-CONF
-nats-server -c "$W/nats.conf" >"$W/nats.log" 2>&1 &
-NATS=$!
+start_nats 18382 18383
 head -c 32 /dev/urandom >"$W/room.key"
 $B/preau-sfu --listen 127.0.0.1:18390 --udp 127.0.0.1:18391 --room-key-file "$W/room.key" >"$W/sfu.log" 2>&1 &
 SFU=$!

@@ -9,10 +9,6 @@
 #   N=5000 load-tests/storm.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v nats-server >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nats-server
-fi
 cargo build --release --locked -p preau-gateway -p preau-load
 B=target/release
 N=${N:-19000}
@@ -29,11 +25,6 @@ gateway() {
   GW=$!
   wait_port 18780
 }
-cat >"$W/nats.conf" <<CONF
-listen: 127.0.0.1:18782
-websocket { listen: "127.0.0.1:18783", no_tls: true }
-max_connections: 20000
-CONF
 L() { echo "== $*" >&2; $B/preau-load --out "$OUT" "$@" >"$W/last.json" || echo "   (run failed: see above)" >&2; }
 
 gateway
@@ -42,8 +33,7 @@ kill $GW; wait $GW 2>/dev/null || true
 gateway
 L --scenario connections --name gateway-idle --addr 127.0.0.1:18780 --pid $GW --connections "$N" --concurrency 200 --sources 50 --hold 3
 kill $GW; wait $GW 2>/dev/null || true
-nats-server -c "$W/nats.conf" >"$W/nats.log" 2>&1 &
-NATS=$!
+start_nats 18782 18783
 wait_port 18783
 L --scenario connections --name nats-storm --nats --addr 127.0.0.1:18783 --pid $NATS --connections "$N" --concurrency "$N"
 echo "reports: $OUT"
