@@ -432,6 +432,72 @@ impl Listener {
     }
 }
 
+/// What the sender measured.
+struct SendReport {
+    acks: Histogram<u64>,
+    refusals: u64,
+    offered_seconds: f64,
+    acked_seconds: f64,
+    send_start: Instant,
+}
+
+/// Sends `messages` to `ch` at `rate` per second and waits for every ack.
+async fn send_at_rate(
+    sender: Arc<Client>,
+    ch: preau_proto::ChannelId,
+    messages: u64,
+    rate: u64,
+    base: Instant,
+) -> anyhow::Result<SendReport> {
+    // Send at the set rate, without waiting for acks (the protocol pipelines up to 64
+    // sends): the offered rate is the rate, whatever the server's ack latency. Each body
+    // is the send time, so listeners measure delivery. A send refused `overloaded` (or
+    // rate-limited) is retried after `retry_after_ms` with the same client id, so every
+    // message is eventually stored once: the run checks nothing is lost.
+    let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let send_start = Instant::now();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..messages {
+        tick.tick().await;
+        let (sender, ch) = (sender.clone(), ch.clone());
+        sends.spawn(async move {
+            let sent = base.elapsed().as_micros() as u64;
+            let t = Instant::now();
+            let client_id = format!("fanout-{sent}-{i}");
+            let mut refused = 0u64;
+            loop {
+                let cmd = preau_proto::Command::Send {
+                    channel: ch.clone(),
+                    client_id: client_id.clone(),
+                    body: sent.to_string(),
+                    thread: None,
+                    reply_to: None,
+                };
+                match sender.request(cmd).await {
+                    Ok(_) => return Ok::<_, anyhow::Error>((t.elapsed().as_micros() as u64, refused)),
+                    Err(preau_client::ClientError::Server { retry_after_ms: Some(ms), .. }) => {
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        });
+    }
+    let offered_seconds = send_start.elapsed().as_secs_f64();
+    let mut acks = Histogram::<u64>::new(3)?;
+    let mut refusals = 0u64;
+    while let Some(r) = sends.join_next().await {
+        let (us, refused) = r??;
+        acks.record(us.max(1))?;
+        refusals += refused;
+    }
+    let acked_seconds = send_start.elapsed().as_secs_f64();
+    Ok(SendReport { acks, refusals, offered_seconds, acked_seconds, send_start })
+}
+
 async fn fanout(a: Args) -> anyhow::Result<()> {
     use preau_proto::ChannelId;
     if a.nats {
@@ -476,17 +542,45 @@ async fn fanout(a: Args) -> anyhow::Result<()> {
         (tokens, dev_token(&a.addr, &sender_id).await?)
     };
     let ch = ChannelId::announcements(DEMO_SCHOOL, &a.class);
-    let sender = Client::connect(&a.addr, &sender_token, enc).await?;
-    let start_seq = sender
-        .request(Command::Sync { positions: vec![], limit: None })
-        .await?
-        .channels
-        .iter()
-        .find(|c| c.channel == ch)
-        .map(|c| c.last_seq)
-        .context("sender does not see the channel")?;
-    let target = start_seq + a.messages;
     let base = Instant::now();
+    // The sender runs on a thread and runtime of its own: on the listeners' runtime its
+    // acks would wait behind the 5,000 tasks each message wakes in this process, and the
+    // ack latency measured would be the load generator's.
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<anyhow::Result<u64>>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let sending = {
+        let (addr, ch, messages, rate) = (a.addr.clone(), ch.clone(), a.messages, a.rate);
+        std::thread::spawn(move || -> anyhow::Result<SendReport> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let connected = async {
+                    let sender = Client::connect(&addr, &sender_token, enc).await?;
+                    let start = sender
+                        .request(Command::Sync { positions: vec![], limit: None })
+                        .await?
+                        .channels
+                        .iter()
+                        .find(|c| c.channel == ch)
+                        .map(|c| c.last_seq)
+                        .context("sender does not see the channel")?;
+                    Ok::<_, anyhow::Error>((sender, start))
+                };
+                let (sender, start) = match connected.await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let msg = e.to_string();
+                        let _ = ready_tx.send(Err(e));
+                        bail!("sender: {msg}");
+                    }
+                };
+                let _ = ready_tx.send(Ok(start));
+                go_rx.await.context("the run stopped before sending")?;
+                send_at_rate(Arc::new(sender), ch, messages, rate, base).await
+            })
+        })
+    };
+    let start_seq = ready_rx.await.context("sender thread")??;
+    let target = start_seq + a.messages;
     let mut listeners = Vec::with_capacity(a.listeners);
     for i in 0..a.listeners {
         let src =
@@ -500,53 +594,12 @@ async fn fanout(a: Args) -> anyhow::Result<()> {
         let l = Listener { ch: ch.clone(), start: start_seq, target, base, addr: a.addr.clone(), token, src, enc };
         tasks.push(tokio::spawn(l.follow(c)));
     }
-    // Send at the set rate, without waiting for acks (the protocol pipelines up to 64
-    // sends): the offered rate is the rate, whatever the server's ack latency. Each body
-    // is the send time, so listeners measure delivery. A send refused `overloaded` (or
-    // rate-limited) is retried after `retry_after_ms` with the same client id, so every
-    // message is eventually stored once: the run checks nothing is lost.
-    let sender = Arc::new(sender);
-    let period = Duration::from_secs_f64(1.0 / a.rate.max(1) as f64);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let send_start = Instant::now();
-    let mut sends = tokio::task::JoinSet::new();
-    for i in 0..a.messages {
-        tick.tick().await;
-        let (sender, ch) = (sender.clone(), ch.clone());
-        sends.spawn(async move {
-            let sent = base.elapsed().as_micros() as u64;
-            let t = Instant::now();
-            let client_id = format!("fanout-{sent}-{i}");
-            let mut refused = 0u64;
-            loop {
-                let cmd = preau_proto::Command::Send {
-                    channel: ch.clone(),
-                    client_id: client_id.clone(),
-                    body: sent.to_string(),
-                    thread: None,
-                    reply_to: None,
-                };
-                match sender.request(cmd).await {
-                    Ok(_) => return Ok::<_, anyhow::Error>((t.elapsed().as_micros() as u64, refused)),
-                    Err(preau_client::ClientError::Server { retry_after_ms: Some(ms), .. }) => {
-                        refused += 1;
-                        tokio::time::sleep(Duration::from_millis(ms)).await;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        });
-    }
-    let offered_seconds = send_start.elapsed().as_secs_f64();
-    let mut acks = Histogram::<u64>::new(3)?;
-    let mut refusals = 0u64;
-    while let Some(r) = sends.join_next().await {
-        let (us, refused) = r??;
-        acks.record(us.max(1))?;
-        refusals += refused;
-    }
-    let acked_seconds = send_start.elapsed().as_secs_f64();
+    let _ = go_tx.send(());
+    let SendReport { acks, refusals, offered_seconds, acked_seconds, send_start } =
+        tokio::task::spawn_blocking(move || {
+            sending.join().map_err(|_| anyhow::anyhow!("the sender thread panicked"))?
+        })
+        .await??;
     let mut deliver = Histogram::<u64>::new(3)?;
     let (mut lost, mut dups, mut gaps, mut cut_total, mut received) = (0u64, 0u64, 0u64, 0u32, 0u64);
     for t in tasks {
