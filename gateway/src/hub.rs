@@ -1,8 +1,10 @@
 //! The hub: which sessions of this node hold which channel, and each user's sessions.
-//! Fan-out queues one shared, already encoded frame on each subscriber's bounded queue.
+//! Fan-out queues one shared, already encoded frame on each subscriber's bounded queue;
+//! [`Ordered`] puts each channel's events in seq order first ([`crate::order`]).
 //!
 //! Sharded by channel (and by user) over [`SHARDS`] mutexes, never one global lock; a
-//! shard's lock is held only to walk its subscribers and `try_send`, which never waits.
+//! shard's lock is held only to walk its subscribers and push (one atomic counter bounds
+//! each session's queue, then an unbounded channel's send), which never waits.
 //! A full queue means the client does not read fast enough: the frame is dropped, the
 //! session is flagged and woken, and closes with `SLOW_CONSUMER`; the client resumes from
 //! its last seq, so nothing is lost.

@@ -1,7 +1,9 @@
 //! One task per WebSocket connection: it `select!`s on the socket, its outbound queue,
-//! the hub's wake-ups (slow consumer, directory re-check), the token's expiry, a
-//! heartbeat and the node's shutdown. Commands are handled in order, one at a time, so a
-//! client that floods only slows itself.
+//! the answers of its pipelined sends, the hub's wake-ups (slow consumer, directory
+//! re-check), one timer (token expiry, heartbeat, the end of a drain) and the node's
+//! shutdown. Commands are handled in order and answered in order; up to
+//! [`MAX_SENDS_IN_FLIGHT`] sends may wait for their writes meanwhile, and any other
+//! command waits for them first. A client that floods only slows itself.
 
 use crate::cmd::{Access, Answer, CmdError, access};
 use crate::hub::{Flag, Outbox, SessionHandle};
