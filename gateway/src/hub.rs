@@ -471,20 +471,20 @@ impl Ordered {
     /// Reads the gaps that stayed open a whole window.
     pub fn tick(self: &Arc<Self>) {
         let now = Instant::now();
-        for shard in self.shards.iter() {
-            let fills = shard.lock().tick(now);
-            for f in fills {
-                self.read(f);
-            }
-        }
+        self.read_each(|s| s.tick(now));
     }
 
     /// The bus is back after an outage: every channel catches up from the store.
     pub fn catch_up(self: &Arc<Self>) {
+        self.read_each(Sequencer::catch_up);
+    }
+
+    /// Reads the fills `f` returns for each shard (outside the shard's lock).
+    fn read_each(self: &Arc<Self>, f: impl Fn(&mut Sequencer) -> Vec<Fill>) {
         for shard in self.shards.iter() {
-            let fills = shard.lock().catch_up();
-            for f in fills {
-                self.read(f);
+            let fills = f(&mut shard.lock());
+            for fill in fills {
+                self.read(fill);
             }
         }
     }

@@ -118,17 +118,18 @@ impl Sequencer {
 
     /// The fills due at `now`: channels whose oldest held event waited a whole window.
     pub fn tick(&mut self, now: Instant) -> Vec<Fill> {
-        self.tracks
-            .iter_mut()
-            .filter(|(_, t)| !t.filling && t.held_since.is_some_and(|s| now.duration_since(s) >= WINDOW))
-            .map(|(c, t)| start_fill(c, t))
-            .collect()
+        self.fills(|t| t.held_since.is_some_and(|s| now.duration_since(s) >= WINDOW))
     }
 
     /// After an outage of the bus: a fill for every channel this node delivers, from the
     /// last seq it delivered (what was stored meanwhile reaches the sessions in order).
     pub fn catch_up(&mut self) -> Vec<Fill> {
-        self.tracks.iter_mut().filter(|(_, t)| t.first.is_some() && !t.filling).map(|(c, t)| start_fill(c, t)).collect()
+        self.fills(|t| t.first.is_some())
+    }
+
+    /// Starts a fill for every channel without one under way for which `due` holds.
+    fn fills(&mut self, due: impl Fn(&Track) -> bool) -> Vec<Fill> {
+        self.tracks.iter_mut().filter(|(_, t)| !t.filling && due(t)).map(|(c, t)| start_fill(c, t)).collect()
     }
 
     /// The store's entries for a fill (`frames`: (seq, frame), ascending): the frames to

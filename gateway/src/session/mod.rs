@@ -5,6 +5,9 @@
 //! [`MAX_SENDS_IN_FLIGHT`] sends may wait for their writes meanwhile, and any other
 //! command waits for them first. A client that floods only slows itself.
 
+mod pipeline;
+mod timers;
+
 use crate::cmd::{Access, Answer, CmdError, access};
 use crate::hub::{Flag, Outbox, SessionHandle};
 use crate::limits::TokenBucket;
@@ -13,27 +16,22 @@ use crate::pii::Pii;
 use crate::service::{Gateway, reconnect_delay};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
-use futures_util::stream::FuturesOrdered;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+pub use pipeline::MAX_SENDS_IN_FLIGHT;
+use pipeline::{InFlight, MAX_ANSWERS_WAITING};
 use preau_directory::UserRec;
 use preau_proto::{
     Ack, ChannelId, ChannelKind, Command, Encoding, ErrorCode, PROTOCOL_VERSION, ServerFrame, SharedFrame, close,
     decode_client, encode_server, peek_id,
 };
-use preau_store::BoxFut;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+use timers::{Due, Timers};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
 
-/// Sends of one connection whose writes may be in flight at once: their acks still come
-/// back in command order, and the store groups them into one commit (docs/protocol.md).
-pub const MAX_SENDS_IN_FLIGHT: usize = 64;
-/// Answers waiting in order (writes in flight and the refusals queued behind them) beyond
-/// which the socket is not read until some are written.
-const MAX_ANSWERS_WAITING: usize = 4 * MAX_SENDS_IN_FLIGHT;
 /// Frames written per wake-up before flushing; bounds a flush's size and latency.
 const WRITE_BATCH: usize = 64;
 /// Heartbeat: a ping when the client was silent this long...
@@ -150,43 +148,6 @@ struct Session {
     convs: Vec<ChannelId>,
 }
 
-/// An answer waiting its turn: the command's id, its result, and whether it held one of
-/// the in-flight writes.
-type Waiting = BoxFut<'static, (u64, Result<Ack, CmdError>, bool)>;
-
-/// Answers of pipelined sends, in command order.
-#[derive(Default)]
-struct InFlight {
-    /// Made at the first send: most connections only read, and an empty `FuturesOrdered`
-    /// already holds two allocations.
-    answers: Option<FuturesOrdered<Waiting>>,
-    /// Answers in `answers` that wait on a store write.
-    writes: usize,
-}
-
-impl InFlight {
-    fn len(&self) -> usize {
-        self.answers.as_ref().map_or(0, |a| a.len())
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn push(&mut self, w: Waiting) {
-        self.answers.get_or_insert_with(FuturesOrdered::new).push_back(w);
-    }
-
-    /// The next answer in command order (pending for ever when there is none: poll it only
-    /// when not empty).
-    async fn next(&mut self) -> Option<(u64, Result<Ack, CmdError>, bool)> {
-        match &mut self.answers {
-            Some(a) => a.next().await,
-            None => std::future::pending().await,
-        }
-    }
-}
-
 /// The reading side's state.
 struct Reader {
     /// Pipelined sends.
@@ -197,43 +158,6 @@ struct Reader {
     last_seen: Instant,
     /// Refused frames in a row.
     strikes: u32,
-}
-
-/// A session's deadlines, behind its one timer.
-struct Timers {
-    /// The token's expiry.
-    expires: Instant,
-    /// The next heartbeat.
-    next_ping: Instant,
-    /// The end of a drain's jittered delay, once draining.
-    restart_at: Option<Instant>,
-}
-
-/// Which deadline the timer reached, the most final first.
-#[derive(Debug, PartialEq, Eq)]
-enum Due {
-    Restart,
-    Expired,
-    Ping,
-}
-
-impl Timers {
-    fn next(&self) -> Instant {
-        let next = self.expires.min(self.next_ping);
-        self.restart_at.map_or(next, |r| next.min(r))
-    }
-
-    fn due(&self, now: Instant) -> Option<Due> {
-        if self.restart_at.is_some_and(|r| now >= r) {
-            Some(Due::Restart)
-        } else if now >= self.expires {
-            Some(Due::Expired)
-        } else if now >= self.next_ping {
-            Some(Due::Ping)
-        } else {
-            None
-        }
-    }
 }
 
 /// Why a session ended.

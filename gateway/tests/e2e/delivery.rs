@@ -198,22 +198,25 @@ async fn sigkill_during_sends_loses_no_acknowledged_message_and_stores_none_twic
     );
 }
 
+/// A gateway whose small outbound queues make a paused reader a slow consumer quickly.
+const SLOW_CONSUMER_ARGS: &[&str] = &[
+    "--sends-per-second",
+    "100000",
+    "--send-burst",
+    "100000",
+    "--frames-per-second",
+    "100000",
+    "--outbound-queue",
+    // Room for the sender's own events: its sends are pipelined, so a commit brings
+    // several of them at once.
+    "128",
+    "--sync-full",
+    "false",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_cut_off_and_resumes_without_loss() {
-    let s = Server::start(&[
-        "--sends-per-second",
-        "100000",
-        "--send-burst",
-        "100000",
-        "--frames-per-second",
-        "100000",
-        "--outbound-queue",
-        // Room for the sender's own events: its sends are pipelined, so a commit brings
-        // several of them at once.
-        "128",
-        "--sync-full",
-        "false",
-    ]);
+    let s = Server::start(SLOW_CONSUMER_ARGS);
     let ann = ChannelId::announcements("0750001A", "6A");
     let mut slow = s.connect("e003").await;
     let mut tracker = SeqTracker::default();
@@ -316,22 +319,7 @@ async fn large_messages_page_by_bytes_through_history_and_sync() {
 /// once the cut one is gone (before, its socket and permit stayed until it read).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_slow_consumer_frees_its_connection_without_reading() {
-    let s = Server::start(&[
-        "--sends-per-second",
-        "100000",
-        "--send-burst",
-        "100000",
-        "--frames-per-second",
-        "100000",
-        "--outbound-queue",
-        // Room for the sender's own events: its sends are pipelined, so a commit brings
-        // several of them at once.
-        "128",
-        "--sync-full",
-        "false",
-        "--max-connections",
-        "2",
-    ]);
+    let s = Server::start(&[SLOW_CONSUMER_ARGS, &["--max-connections", "2"]].concat());
     let ann = ChannelId::announcements("0750001A", "6A");
     let slow = s.connect("e003").await;
     slow.pause_reading(true);
