@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`Store`]: the contract every backend keeps (an `Arc<dyn Store>` in the gateway).
 //! - `scylla` (cargo feature `scylla`): ScyllaDB, for a region's deployment.
+//! - [`postgres`]: PostgreSQL, for several hosts on a database the operator already runs:
+//!   a writer per gateway with group commit, seqs from a counter row locked in the write.
 //! - [`sqlite`]: the embedded default, SQLite in WAL mode: one writer thread that groups
 //!   the writes waiting for it into one transaction (group commit), a pool of readers.
 //! - [`rules`]: the entry rules (threads, locks, replies, who edits and deletes what,
@@ -19,12 +21,14 @@
 //! ack before its own event.
 
 pub mod contract;
+pub mod postgres;
 pub mod rules;
 #[cfg(feature = "scylla")]
 pub mod scylla;
 pub mod sqlite;
 pub mod types;
 
+pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use types::*;
 
