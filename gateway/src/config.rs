@@ -29,7 +29,8 @@ pub enum Command {
         #[arg(long)]
         file: PathBuf,
     },
-    /// Create or complete the ScyllaDB schema (needs `--scylla-nodes`).
+    /// Create or complete the database schema: PostgreSQL (`--postgres-url`) or ScyllaDB
+    /// (`--scylla-nodes`). Idempotent; several gateways may run it at once.
     Migrate,
     /// Print a development token for a user of the directory (development mode only).
     Token {
@@ -149,6 +150,14 @@ pub struct Config {
     /// sequences are read inside each write transaction. Defaults to on with `--redis`.
     #[arg(long, env = "PREAU_STORE_SHARED", action = clap::ArgAction::Set, global = true)]
     pub store_shared: Option<bool>,
+    /// PostgreSQL connection string (`postgres://user:password@host:5432/db` or
+    /// `host=... user=... dbname=...`): history in PostgreSQL instead of the embedded store,
+    /// for gateways on several hosts. `preau-gateway migrate` creates the schema first.
+    #[arg(long, env = "PREAU_POSTGRES_URL", global = true, hide_env_values = true)]
+    pub postgres_url: Option<String>,
+    /// Read connections each gateway keeps to PostgreSQL (its writer has one more).
+    #[arg(long, env = "PREAU_POSTGRES_POOL", default_value_t = 8, global = true)]
+    pub postgres_pool: usize,
     /// ScyllaDB contact points (`host:port`, comma-separated): history in ScyllaDB instead
     /// of the embedded store.
     #[arg(long, env = "PREAU_SCYLLA_NODES", value_delimiter = ',', global = true)]
@@ -199,6 +208,15 @@ impl Config {
         self.node_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
             format!("gw-{}-{}", if host.is_empty() { "local" } else { &host }, std::process::id())
+        })
+    }
+
+    /// The PostgreSQL options, when PostgreSQL is configured.
+    pub fn postgres(&self) -> Option<preau_store::PgOptions> {
+        self.postgres_url.as_ref().map(|url| {
+            let mut o = preau_store::PgOptions::new(url.clone());
+            o.pool_size = self.postgres_pool;
+            o
         })
     }
 
@@ -256,6 +274,11 @@ impl Config {
                 && !self.scylla_keyspace.is_empty(),
             "--scylla-keyspace must be letters, digits and _"
         );
+        anyhow::ensure!(
+            self.postgres_url.is_none() || self.scylla_nodes.is_empty(),
+            "give --postgres-url or --scylla-nodes, not both"
+        );
+        anyhow::ensure!((1..=256).contains(&self.postgres_pool), "--postgres-pool must be between 1 and 256");
         anyhow::ensure!(
             cfg!(feature = "scylla") || self.scylla_nodes.is_empty(),
             "this preau-gateway was built without ScyllaDB support: rebuild with `--features scylla`"

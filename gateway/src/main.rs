@@ -70,7 +70,17 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            let so = cfg.scylla().ok_or_else(|| anyhow::anyhow!("migrate needs --scylla-nodes"))?;
+            if let Some(po) = cfg.postgres() {
+                let was = preau_store::PgStore::migrate(&po.url).await?;
+                println!(
+                    "postgresql database is at schema version {} (was {was})",
+                    preau_store::postgres::SCHEMA_VERSION
+                );
+                return Ok(());
+            }
+            let so = cfg
+                .scylla()
+                .ok_or_else(|| anyhow::anyhow!("migrate needs --postgres-url or --scylla-nodes (SQLite needs none)"))?;
             migrate(&so).await
         }
         Command::Token { user } => {

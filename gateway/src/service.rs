@@ -169,12 +169,16 @@ impl Gateway {
             }
             None => Arc::new(LocalBus::new()),
         };
-        let store: Arc<dyn Store> = match cfg.scylla() {
-            Some(mut so) => {
+        let store: Arc<dyn Store> = match (cfg.postgres(), cfg.scylla()) {
+            (Some(mut po), _) => {
+                po.clock = clock.clone();
+                Arc::new(preau_store::PgStore::open(po, commit_hook(bus.clone())).await?)
+            }
+            (None, Some(mut so)) => {
                 so.clock = clock.clone();
                 open_scylla(&so, commit_hook(bus.clone())).await?
             }
-            None => {
+            (None, None) => {
                 let mut opts = SqliteOptions::new(cfg.data_dir.join("preau.db"));
                 opts.sync_full = cfg.sync_full;
                 opts.shared = cfg.store_shared();

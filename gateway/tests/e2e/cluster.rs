@@ -1,23 +1,53 @@
-//! Several gateways on one host, joined by a real Redis (a private redis-server per test,
-//! so a test may stop it) and sharing one data folder.
+//! Several gateways joined by a real Redis (a private redis-server per test, so a test may
+//! stop it), with history in one shared data folder (SQLite, one host) or in PostgreSQL (a
+//! database of its own per test on the machine's server: gateways on several hosts). The
+//! tests of order, kill -9 and Redis outages run on both stores.
 
 use crate::harness::{Redis, Server};
 use preau_client::{Client, Observed, SeqTracker, http_get};
 use preau_proto::{ChannelId, Command, EntryKind, ErrorCode, ServerFrame};
+use preau_store::postgres::testing::TestDb;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
 const FAST: &[&str] = &["--sends-per-second", "5000", "--send-burst", "5000", "--frames-per-second", "5000"];
 
-/// Three gateways `gw1`..`gw3` on one folder; the first starts alone so it creates the
-/// development key and the demo school the others then read.
+/// Where the cluster keeps its history.
+enum Backend {
+    /// The shared data folder's SQLite database.
+    Sqlite,
+    /// A PostgreSQL database of the test's own (dropped at the end).
+    Postgres(TestDb),
+}
+
+impl Backend {
+    async fn postgres() -> Backend {
+        Backend::Postgres(TestDb::create().await)
+    }
+
+    fn args(&self) -> Vec<&str> {
+        match self {
+            Backend::Sqlite => Vec::new(),
+            Backend::Postgres(db) => vec!["--postgres-url", &db.url],
+        }
+    }
+}
+
+/// Gateways `gw1`..`gwn` on SQLite in one folder.
 fn cluster(redis: &Redis, root: &std::path::Path, n: usize) -> Vec<Server> {
+    cluster_on(redis, root, n, &Backend::Sqlite)
+}
+
+/// Gateways `gw1`..`gwn` on `store`; they share a folder for the development key. The
+/// first starts alone so it creates that key and the demo school the others then read.
+fn cluster_on(redis: &Redis, root: &std::path::Path, n: usize, store: &Backend) -> Vec<Server> {
     let url = redis.url();
     (1..=n)
         .map(|i| {
             let id = format!("gw{i}");
             let mut args = vec!["--redis", &url, "--node-id", &id];
+            args.extend(store.args());
             args.extend_from_slice(FAST);
             Server::start_in(root, &args, &format!("{id}.log"))
         })
@@ -58,9 +88,18 @@ async fn wait_ready(s: &Server, ready: bool, secs: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_sent_on_one_gateway_reaches_members_on_the_others_in_order() {
+    a_message_sent_on_one_gateway_reaches_members_on_the_others_in_order_on(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_on_one_gateway_reaches_members_on_the_others_in_order_on_postgres() {
+    a_message_sent_on_one_gateway_reaches_members_on_the_others_in_order_on(Backend::postgres().await).await
+}
+
+async fn a_message_sent_on_one_gateway_reaches_members_on_the_others_in_order_on(store: Backend) {
     let redis = Redis::start();
     let root = tempfile::tempdir().expect("tempdir");
-    let gws = cluster(&redis, root.path(), 3);
+    let gws = cluster_on(&redis, root.path(), 3, &store);
     let ann = ChannelId::announcements("0750001A", "6A");
     let t01 = gws[0].connect("t01").await;
     let mut listeners = vec![gws[1].connect("e001").await, gws[2].connect("pa001").await, gws[0].connect("e002").await];
@@ -100,9 +139,18 @@ async fn a_message_sent_on_one_gateway_reaches_members_on_the_others_in_order() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_of_a_killed_gateway_resume_on_another_with_nothing_lost_or_twice() {
+    clients_of_a_killed_gateway_resume_on_another_with_nothing_lost_or_twice_on(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_killed_gateway_resume_on_another_with_nothing_lost_or_twice_on_postgres() {
+    clients_of_a_killed_gateway_resume_on_another_with_nothing_lost_or_twice_on(Backend::postgres().await).await
+}
+
+async fn clients_of_a_killed_gateway_resume_on_another_with_nothing_lost_or_twice_on(store: Backend) {
     let redis = Redis::start();
     let root = tempfile::tempdir().expect("tempdir");
-    let mut gws = cluster(&redis, root.path(), 3);
+    let mut gws = cluster_on(&redis, root.path(), 3, &store);
     let ann = ChannelId::announcements("0750001A", "6A");
     let pupils: Vec<String> = (1..=10).map(|n| format!("e{n:03}")).collect();
     let mut listeners = Vec::new();
@@ -188,9 +236,18 @@ async fn clients_of_a_killed_gateway_resume_on_another_with_nothing_lost_or_twic
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_drops_readiness_refuses_writes_and_loses_nothing() {
+    a_redis_outage_drops_readiness_refuses_writes_and_loses_nothing_on(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_drops_readiness_refuses_writes_and_loses_nothing_on_postgres() {
+    a_redis_outage_drops_readiness_refuses_writes_and_loses_nothing_on(Backend::postgres().await).await
+}
+
+async fn a_redis_outage_drops_readiness_refuses_writes_and_loses_nothing_on(store: Backend) {
     let mut redis = Redis::start();
     let root = tempfile::tempdir().expect("tempdir");
-    let gws = cluster(&redis, root.path(), 2);
+    let gws = cluster_on(&redis, root.path(), 2, &store);
     let ann = ChannelId::announcements("0750001A", "6A");
     let t01 = gws[0].connect("t01").await;
     let mut e001 = gws[1].connect("e001").await;
@@ -421,9 +478,18 @@ async fn arrivals(c: &mut Client, ch: &ChannelId, n: usize, secs: u64) -> Vec<u6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_written_on_three_gateways_reach_every_session_in_seq_order() {
+    events_written_on_three_gateways_reach_every_session_in_seq_order_on(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_written_on_three_gateways_reach_every_session_in_seq_order_on_postgres() {
+    events_written_on_three_gateways_reach_every_session_in_seq_order_on(Backend::postgres().await).await
+}
+
+async fn events_written_on_three_gateways_reach_every_session_in_seq_order_on(store: Backend) {
     let redis = Redis::start();
     let root = tempfile::tempdir().expect("tempdir");
-    let gws = cluster(&redis, root.path(), 3);
+    let gws = cluster_on(&redis, root.path(), 3, &store);
     let ann = ChannelId::announcements("0750001A", "6A");
     // Members spread over the three nodes; the teacher writes from all three at once.
     let mut listeners = vec![

@@ -16,4 +16,5 @@ mod live;
 mod moderation;
 mod ops;
 mod policy;
+mod postgres;
 mod suspension;
