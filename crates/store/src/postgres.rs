@@ -614,10 +614,11 @@ async fn apply_one(
             // A post that targets nothing always passes the rules: one round trip, the
             // unique index telling a retry.
             let fast = key.is_some() && targets.is_empty();
-            if !fast && let Some((_, author, client_id)) = key {
-                if let Some(d) = dup(author, client_id).await? {
-                    return Ok(d);
-                }
+            if !fast
+                && let Some((_, author, client_id)) = key
+                && let Some(d) = dup(author, client_id).await?
+            {
+                return Ok(d);
             }
             let found = if targets.is_empty() {
                 Vec::new()
