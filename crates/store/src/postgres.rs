@@ -12,11 +12,11 @@
 //!   lock; [`open`](PgStore::open) refuses a database at another version.
 //!
 //! # Gapless sequences across hosts
-//! A channel's last seq is a row of `channels`. A batch first upserts the counter rows of
-//! every channel it writes, in sorted order, with one statement (`ON CONFLICT DO UPDATE`
-//! locks each row, so writers of the same channel on other hosts wait for this commit and
-//! two batches never lock the same rows in opposite orders), allocates seqs in memory, and
-//! writes the counters back before `COMMIT`. The seq is therefore allocated inside the
+//! A channel's last seq is a row of `channels`. A batch creates the rows it lacks (a
+//! statement of its own, committed at once), then locks the counter rows of every channel
+//! it writes with one `SELECT ... ORDER BY channel FOR UPDATE` (writers of the same channel
+//! on other hosts wait for this commit, and two batches never lock rows in opposite
+//! orders), allocates seqs in memory, and writes the counters back before `COMMIT`. The seq is therefore allocated inside the
 //! durable write: a batch that fails leaves neither entries nor a moved counter.
 //!
 //! # Failures
@@ -355,11 +355,11 @@ impl PgStore {
 
 /// The writer's prepared statements (prepared once per connection).
 struct Stmts {
+    create_channels: Statement,
     lock_channels: Statement,
     set_channels: Statement,
-    insert_entry: Statement,
-    insert_entry_once: Statement,
-    by_client_id: Statement,
+    insert_entries: Statement,
+    by_keys: Statement,
     targets: Statement,
     edit: Statement,
     delete: Statement,
@@ -374,24 +374,31 @@ struct Stmts {
 impl Stmts {
     async fn prepare(c: &Client) -> Result<Stmts, StoreError> {
         let p = async |sql: &str| c.prepare(sql).await.map_err(pg_err);
-        let insert = format!(
-            "INSERT INTO entries (channel, {COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
-        );
         Ok(Stmts {
-            // Sorted input: rows are locked in one order by every writer.
-            lock_channels: p("INSERT INTO channels (channel, last_seq) SELECT c, 0 FROM unnest($1::text[]) AS c
-                 ON CONFLICT (channel) DO UPDATE SET last_seq = channels.last_seq RETURNING channel, last_seq")
+            // Committed on its own, before the batch: a row exists for every channel the
+            // batch locks, and creating it locks nothing the batch then waits behind.
+            create_channels: p("INSERT INTO channels (channel, last_seq) SELECT c, 0 FROM unnest($1::text[]) AS c
+                 ON CONFLICT (channel) DO NOTHING")
             .await?,
+            // Sorted: every writer locks counter rows in one order, so never in a cycle.
+            lock_channels: p("SELECT channel, last_seq FROM channels WHERE channel = ANY($1) ORDER BY channel FOR UPDATE")
+                .await?,
             set_channels: p("UPDATE channels SET last_seq = x.l FROM unnest($1::text[], $2::bigint[]) AS x(c, l)
                  WHERE channels.channel = x.c")
             .await?,
-            insert_entry_once: p(&format!(
-                "{insert} ON CONFLICT (channel, author, client_id) WHERE client_id IS NOT NULL DO NOTHING"
+            insert_entries: p(&format!(
+                "INSERT INTO entries (channel, {COLS}) SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[],
+                 $4::text[], $5::bigint[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[],
+                 $11::boolean[], $12::boolean[], $13::text[], $14::boolean[], $15::boolean[], $16::boolean[], $17::text[])"
             ))
             .await?,
-            insert_entry: p(&insert).await?,
-            by_client_id: p(&format!(
-                "SELECT {COLS} FROM entries WHERE channel = $1 AND author = $2 AND client_id = $3"
+            // One index probe per key, whatever the planner thinks of a channel's size (a
+            // plain join turns into a scan of a busy channel's entries): LIMIT keeps the
+            // lateral subquery from being flattened.
+            by_keys: p(&format!(
+                "SELECT e.*, k.ch FROM unnest($1::text[], $2::text[], $3::text[]) AS k(ch, a, cid),
+                 LATERAL (SELECT {COLS} FROM entries WHERE channel = k.ch AND author = k.a AND client_id = k.cid
+                          AND client_id IS NOT NULL LIMIT 1) AS e"
             ))
             .await?,
             targets: p(&format!("SELECT {COLS} FROM entries WHERE channel = $1 AND seq = ANY($2)")).await?,
@@ -561,239 +568,278 @@ fn written_channels(ops: &[Op]) -> Vec<String> {
 
 /// One transaction applying `ops` in order.
 async fn apply(c: &Client, s: &Stmts, ops: &[Op], clock: &SharedClock) -> Result<Vec<Done>, tokio_postgres::Error> {
-    c.batch_execute("BEGIN").await?;
     let chans = written_channels(ops);
-    // Each channel's last seq, locked until COMMIT.
-    let mut last: HashMap<String, i64> = HashMap::with_capacity(chans.len());
-    if !chans.is_empty() {
-        for r in c.query(&s.lock_channels, &[&chans]).await? {
-            last.insert(r.try_get(0)?, r.try_get(1)?);
-        }
+    let keys = post_keys(ops);
+    // BEGIN, the counter locks and the stored entries of the batch's idempotency keys go
+    // out together (tokio-postgres pipelines what is polled at once): one round trip.
+    let (created, begun, locked, stored) = tokio::join!(
+        async { if chans.is_empty() { Ok(0) } else { c.execute(&s.create_channels, &[&chans]).await } },
+        c.batch_execute("BEGIN"),
+        async { if chans.is_empty() { Ok(Vec::new()) } else { c.query(&s.lock_channels, &[&chans]).await } },
+        async {
+            if keys.0.is_empty() { Ok(Vec::new()) } else { c.query(&s.by_keys, &[&keys.0, &keys.1, &keys.2]).await }
+        },
+    );
+    created?;
+    begun?;
+    let mut tx =
+        Tx { c, s, clock, last: HashMap::with_capacity(chans.len()), known: HashMap::new(), pending: Vec::new() };
+    for r in locked? {
+        tx.last.insert(r.try_get(0)?, r.try_get(1)?);
     }
-    let start = last.clone();
+    for r in stored? {
+        let e = row_entry(&r)?;
+        let ch: String = r.try_get(16)?;
+        tx.known.insert((ch, e.author.clone(), e.client_id.clone().unwrap_or_default()), e);
+    }
+    let start = tx.last.clone();
     let mut done = Vec::with_capacity(ops.len());
     for op in ops {
-        done.push(apply_one(c, s, op, &mut last, clock).await?);
+        done.push(tx.apply_one(op).await?);
     }
-    let moved: Vec<(&String, &i64)> = last.iter().filter(|(ch, l)| start.get(*ch) != Some(l)).collect();
-    if !moved.is_empty() {
-        let names: Vec<&str> = moved.iter().map(|(c, _)| c.as_str()).collect();
-        let lasts: Vec<i64> = moved.iter().map(|(_, l)| **l).collect();
-        c.execute(&s.set_channels, &[&names, &lasts]).await?;
-    }
-    c.batch_execute("COMMIT").await?;
+    tx.flush().await?;
+    let moved: Vec<(&String, &i64)> = tx.last.iter().filter(|(ch, l)| start.get(*ch) != Some(l)).collect();
+    let names: Vec<&str> = moved.iter().map(|(c, _)| c.as_str()).collect();
+    let lasts: Vec<i64> = moved.iter().map(|(_, l)| **l).collect();
+    // The counters and COMMIT together too; a failed update aborts the transaction, so
+    // the COMMIT that follows it rolls back.
+    let (set, committed) = tokio::join!(
+        async { if names.is_empty() { Ok(0) } else { c.execute(&s.set_channels, &[&names, &lasts]).await } },
+        c.batch_execute("COMMIT"),
+    );
+    set?;
+    committed?;
     Ok(done)
 }
 
-async fn apply_one(
-    c: &Client,
-    s: &Stmts,
-    op: &Op,
-    last: &mut HashMap<String, i64>,
-    clock: &SharedClock,
-) -> Result<Done, tokio_postgres::Error> {
-    let refuse = |e: StoreError| Done { out: Err(e), event: None };
-    match op {
-        Op::Write(w) => {
-            let channel = w.channel().clone();
-            let ch = channel.as_str();
-            let seq = last.get(ch).copied().unwrap_or(0) + 1;
-            let targets = rules::targets(w);
-            let dup = async |author: &str, client_id: &str| -> Result<Option<Done>, tokio_postgres::Error> {
-                let row = c.query_opt(&s.by_client_id, &[&ch, &author, &client_id]).await?;
-                Ok(match row {
-                    Some(r) => Some(Done::ok(Out::Appended(Appended {
-                        channel: channel.clone(),
-                        entry: row_entry(&r)?,
-                        duplicate: true,
-                    }))),
-                    None => None,
-                })
-            };
-            let key = rules::idempotency_key(w);
-            // A post that targets nothing always passes the rules: one round trip, the
-            // unique index telling a retry.
-            let fast = key.is_some() && targets.is_empty();
-            if !fast
-                && let Some((_, author, client_id)) = key
-                && let Some(d) = dup(author, client_id).await?
-            {
-                return Ok(d);
-            }
-            let found = if targets.is_empty() {
-                Vec::new()
-            } else {
-                let ts: Vec<i64> = targets.iter().map(|t| *t as i64).collect();
-                c.query(&s.targets, &[&ch, &ts]).await?.iter().map(row_entry).collect::<Result<Vec<_>, _>>()?
-            };
-            let mut e = match rules::decide(w, |q| found.iter().find(|e| e.seq == q), clock.now_ms()) {
-                Ok(e) => e,
-                Err(why) => return Ok(refuse(why)),
-            };
-            e.seq = seq as Seq;
-            match w {
-                Write::Edit { target, body, .. } => {
-                    c.execute(&s.edit, &[&ch, &(*target as i64), body]).await?;
-                }
-                Write::Delete { target, .. } => {
-                    // The text goes; the entry stays so seqs remain gapless.
-                    c.execute(&s.delete, &[&ch, &(*target as i64)]).await?;
-                }
-                Write::ThreadState { thread, .. } => {
-                    c.execute(&s.thread_state, &[&ch, &(*thread as i64), &e.locked, &e.pinned]).await?;
-                }
-                Write::Membership { members, joined, .. } => {
-                    let st = if *joined { &s.join } else { &s.leave };
-                    for m in members {
-                        c.execute(st, &[&ch, m]).await?;
-                    }
-                }
-                Write::Post { .. } => {}
-            }
-            let seq_i = seq;
-            let nums = [e.thread.map(|v| v as i64), e.reply_to.map(|v| v as i64), e.target.map(|v| v as i64)];
-            let members = if e.members.is_empty() { None } else { serde_json::to_string(&e.members).ok() };
-            let kind = e.kind.as_str();
-            let params: [&(dyn ToSql + Sync); 17] = [
-                &ch,
-                &seq_i,
-                &kind,
-                &e.author,
-                &e.at,
-                &e.body,
-                &e.title,
-                &nums[0],
-                &nums[1],
-                &nums[2],
-                &e.locked,
-                &e.pinned,
-                &members,
-                &e.joined,
-                &e.edited,
-                &e.deleted,
-                &e.client_id,
-            ];
-            if fast {
-                if c.execute(&s.insert_entry_once, &params).await? == 0 {
-                    if let Some((_, author, client_id)) = key
-                        && let Some(d) = dup(author, client_id).await?
-                    {
-                        return Ok(d);
-                    }
-                    return Ok(refuse(unavailable("an idempotency key conflicted without a stored entry")));
-                }
-            } else {
-                c.execute(&s.insert_entry, &params).await?;
-            }
-            last.insert(ch.to_owned(), seq_i);
-            let appended = Appended { channel, entry: e, duplicate: false };
-            Ok(Done { out: Ok(Out::Appended(appended.clone())), event: Some(Committed::Entry(appended)) })
+/// The idempotency keys of the batch's posts, as three arrays.
+fn post_keys(ops: &[Op]) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
+    let mut k = (Vec::new(), Vec::new(), Vec::new());
+    for (ch, author, cid) in ops.iter().filter_map(|o| match o {
+        Op::Write(w) => rules::idempotency_key(w),
+        _ => None,
+    }) {
+        k.0.push(ch);
+        k.1.push(author);
+        k.2.push(cid);
+    }
+    k
+}
+
+/// A batch's transaction in progress.
+struct Tx<'a> {
+    c: &'a Client,
+    s: &'a Stmts,
+    clock: &'a SharedClock,
+    /// Each written channel's last seq (its counter row is locked).
+    last: HashMap<String, i64>,
+    /// Entries under the batch's idempotency keys: stored before, or appended by it.
+    known: HashMap<(String, String, String), Entry>,
+    /// Entries appended but not yet sent: one multi-row INSERT at the next flush.
+    pending: Vec<(String, Entry)>,
+}
+
+impl Tx<'_> {
+    /// Sends the pending entries in one statement.
+    async fn flush(&mut self) -> Result<(), tokio_postgres::Error> {
+        if self.pending.is_empty() {
+            return Ok(());
         }
-        Op::MarkRead { user, channel, seq } => {
-            let ch = channel.as_str();
-            let top = match last.get(ch) {
-                Some(l) => *l,
-                None => {
-                    c.query_opt(&s.last_seq, &[&ch]).await?.map(|r| r.try_get::<_, i64>(0)).transpose()?.unwrap_or(0)
+        let p = std::mem::take(&mut self.pending);
+        let col = |f: &dyn Fn(&Entry) -> Option<i64>| p.iter().map(|(_, e)| f(e)).collect::<Vec<_>>();
+        let chans: Vec<&str> = p.iter().map(|(c, _)| c.as_str()).collect();
+        let seqs: Vec<i64> = p.iter().map(|(_, e)| e.seq as i64).collect();
+        let kinds: Vec<&str> = p.iter().map(|(_, e)| e.kind.as_str()).collect();
+        let authors: Vec<&str> = p.iter().map(|(_, e)| e.author.as_str()).collect();
+        let ats: Vec<i64> = p.iter().map(|(_, e)| e.at).collect();
+        let bodies: Vec<Option<&str>> = p.iter().map(|(_, e)| e.body.as_deref()).collect();
+        let titles: Vec<Option<&str>> = p.iter().map(|(_, e)| e.title.as_deref()).collect();
+        let threads = col(&|e| e.thread.map(|v| v as i64));
+        let replies = col(&|e| e.reply_to.map(|v| v as i64));
+        let targets = col(&|e| e.target.map(|v| v as i64));
+        let locked: Vec<Option<bool>> = p.iter().map(|(_, e)| e.locked).collect();
+        let pinned: Vec<Option<bool>> = p.iter().map(|(_, e)| e.pinned).collect();
+        let members: Vec<Option<String>> = p
+            .iter()
+            .map(|(_, e)| if e.members.is_empty() { None } else { serde_json::to_string(&e.members).ok() })
+            .collect();
+        let joined: Vec<Option<bool>> = p.iter().map(|(_, e)| e.joined).collect();
+        let edited: Vec<bool> = p.iter().map(|(_, e)| e.edited).collect();
+        let deleted: Vec<bool> = p.iter().map(|(_, e)| e.deleted).collect();
+        let cids: Vec<Option<&str>> = p.iter().map(|(_, e)| e.client_id.as_deref()).collect();
+        let params: [&(dyn ToSql + Sync); 17] = [
+            &chans, &seqs, &kinds, &authors, &ats, &bodies, &titles, &threads, &replies, &targets, &locked, &pinned,
+            &members, &joined, &edited, &deleted, &cids,
+        ];
+        self.c.execute(&self.s.insert_entries, &params).await?;
+        Ok(())
+    }
+
+    async fn apply_one(&mut self, op: &Op) -> Result<Done, tokio_postgres::Error> {
+        let (c, s, clock) = (self.c, self.s, self.clock);
+        let refuse = |e: StoreError| Done { out: Err(e), event: None };
+        match op {
+            Op::Write(w) => {
+                let channel = w.channel().clone();
+                let ch = channel.as_str();
+                let key = rules::idempotency_key(w).map(|(c, a, k)| (c.to_owned(), a.to_owned(), k.to_owned()));
+                if let Some(e) = key.as_ref().and_then(|k| self.known.get(k)) {
+                    let a = Appended { channel: channel.clone(), entry: e.clone(), duplicate: true };
+                    return Ok(Done::ok(Out::Appended(a)));
                 }
-            };
-            let want = (*seq as i64).min(top);
-            if want > 0 && c.query_opt(&s.mark_read, &[user, &ch, &want]).await?.is_some() {
-                let seq = want as Seq;
-                return Ok(Done {
-                    out: Ok(Out::Seq(seq)),
-                    event: Some(Committed::Read { channel: channel.clone(), user: user.clone(), seq }),
-                });
+                let targets = rules::targets(w);
+                let found = if targets.is_empty() {
+                    Vec::new()
+                } else {
+                    // The targets may be among the entries not yet sent.
+                    self.flush().await?;
+                    let ts: Vec<i64> = targets.iter().map(|t| *t as i64).collect();
+                    c.query(&s.targets, &[&ch, &ts]).await?.iter().map(row_entry).collect::<Result<Vec<_>, _>>()?
+                };
+                let mut e = match rules::decide(w, |q| found.iter().find(|e| e.seq == q), clock.now_ms()) {
+                    Ok(e) => e,
+                    Err(why) => return Ok(refuse(why)),
+                };
+                let seq = self.last.get(ch).copied().unwrap_or(0) + 1;
+                e.seq = seq as Seq;
+                match w {
+                    Write::Edit { target, body, .. } => {
+                        c.execute(&s.edit, &[&ch, &(*target as i64), body]).await?;
+                    }
+                    Write::Delete { target, .. } => {
+                        // The text goes; the entry stays so seqs remain gapless.
+                        c.execute(&s.delete, &[&ch, &(*target as i64)]).await?;
+                    }
+                    Write::ThreadState { thread, .. } => {
+                        c.execute(&s.thread_state, &[&ch, &(*thread as i64), &e.locked, &e.pinned]).await?;
+                    }
+                    Write::Membership { members, joined, .. } => {
+                        let st = if *joined { &s.join } else { &s.leave };
+                        for m in members {
+                            c.execute(st, &[&ch, m]).await?;
+                        }
+                    }
+                    Write::Post { .. } => {}
+                }
+                self.last.insert(ch.to_owned(), seq);
+                if let Some(k) = key {
+                    self.known.insert(k, e.clone());
+                }
+                self.pending.push((ch.to_owned(), e.clone()));
+                let appended = Appended { channel, entry: e, duplicate: false };
+                Ok(Done { out: Ok(Out::Appended(appended.clone())), event: Some(Committed::Entry(appended)) })
             }
-            let old = c.query_opt(&s.read_marker, &[user, &ch]).await?.map(|r| r.try_get::<_, i64>(0)).transpose()?;
-            Ok(Done::ok(Out::Seq(old.unwrap_or(0) as Seq)))
-        }
-        Op::CreateConversation(nc) => {
-            if let Some(existing) = conversation(c, nc.channel.as_str()).await? {
-                return Ok(Done::ok(Out::Conversation(existing)));
+            Op::MarkRead { user, channel, seq } => {
+                let ch = channel.as_str();
+                let top = match self.last.get(ch) {
+                    Some(l) => *l,
+                    None => c
+                        .query_opt(&s.last_seq, &[&ch])
+                        .await?
+                        .map(|r| r.try_get::<_, i64>(0))
+                        .transpose()?
+                        .unwrap_or(0),
+                };
+                let want = (*seq as i64).min(top);
+                if want > 0 && c.query_opt(&s.mark_read, &[user, &ch, &want]).await?.is_some() {
+                    let seq = want as Seq;
+                    return Ok(Done {
+                        out: Ok(Out::Seq(seq)),
+                        event: Some(Committed::Read { channel: channel.clone(), user: user.clone(), seq }),
+                    });
+                }
+                let old =
+                    c.query_opt(&s.read_marker, &[user, &ch]).await?.map(|r| r.try_get::<_, i64>(0)).transpose()?;
+                Ok(Done::ok(Out::Seq(old.unwrap_or(0) as Seq)))
             }
-            if let Some(cid) = &nc.client_id {
-                let row = c
-                    .query_opt(
-                        "SELECT channel FROM conversations WHERE creator = $1 AND client_id = $2",
-                        &[&nc.creator, cid],
-                    )
-                    .await?;
-                if let Some(r) = row
-                    && let Some(existing) = conversation(c, r.try_get(0)?).await?
-                {
+            Op::CreateConversation(nc) => {
+                if let Some(existing) = conversation(c, nc.channel.as_str()).await? {
                     return Ok(Done::ok(Out::Conversation(existing)));
                 }
-            }
-            let kind = match nc.channel.kind() {
-                ChannelKind::Direct => "direct",
-                _ => "group",
-            };
-            c.execute(
-                "INSERT INTO conversations (channel, kind, title, creator, client_id, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                &[&nc.channel.as_str(), &kind, &nc.title, &nc.creator, &nc.client_id, &clock.now_ms()],
-            )
-            .await?;
-            for m in &nc.members {
-                c.execute(&s.join, &[&nc.channel.as_str(), m]).await?;
-            }
-            match conversation(c, nc.channel.as_str()).await? {
-                Some(conv) => Ok(Done::ok(Out::Conversation(conv))),
-                None => Ok(refuse(unavailable("conversation vanished while created"))),
-            }
-        }
-        Op::SetMute { channel, user, until_ms } => {
-            if *until_ms <= 0 {
-                c.execute("DELETE FROM mutes WHERE channel = $1 AND user_id = $2", &[&channel.as_str(), user]).await?;
-            } else {
+                if let Some(cid) = &nc.client_id {
+                    let row = c
+                        .query_opt(
+                            "SELECT channel FROM conversations WHERE creator = $1 AND client_id = $2",
+                            &[&nc.creator, cid],
+                        )
+                        .await?;
+                    if let Some(r) = row
+                        && let Some(existing) = conversation(c, r.try_get(0)?).await?
+                    {
+                        return Ok(Done::ok(Out::Conversation(existing)));
+                    }
+                }
+                let kind = match nc.channel.kind() {
+                    ChannelKind::Direct => "direct",
+                    _ => "group",
+                };
                 c.execute(
-                    "INSERT INTO mutes (channel, user_id, until_ms) VALUES ($1, $2, $3)
-                     ON CONFLICT (channel, user_id) DO UPDATE SET until_ms = EXCLUDED.until_ms",
-                    &[&channel.as_str(), user, until_ms],
+                    "INSERT INTO conversations (channel, kind, title, creator, client_id, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                    &[&nc.channel.as_str(), &kind, &nc.title, &nc.creator, &nc.client_id, &clock.now_ms()],
                 )
                 .await?;
+                for m in &nc.members {
+                    c.execute(&s.join, &[&nc.channel.as_str(), m]).await?;
+                }
+                match conversation(c, nc.channel.as_str()).await? {
+                    Some(conv) => Ok(Done::ok(Out::Conversation(conv))),
+                    None => Ok(refuse(unavailable("conversation vanished while created"))),
+                }
             }
-            Ok(Done::ok(Out::Unit))
-        }
-        Op::SaveDirectory { school, doc } => {
-            c.execute(
-                "INSERT INTO directory (school, doc, updated_at) VALUES ($1, $2, $3)
+            Op::SetMute { channel, user, until_ms } => {
+                if *until_ms <= 0 {
+                    c.execute("DELETE FROM mutes WHERE channel = $1 AND user_id = $2", &[&channel.as_str(), user])
+                        .await?;
+                } else {
+                    c.execute(
+                        "INSERT INTO mutes (channel, user_id, until_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (channel, user_id) DO UPDATE SET until_ms = EXCLUDED.until_ms",
+                        &[&channel.as_str(), user, until_ms],
+                    )
+                    .await?;
+                }
+                Ok(Done::ok(Out::Unit))
+            }
+            Op::SaveDirectory { school, doc } => {
+                c.execute(
+                    "INSERT INTO directory (school, doc, updated_at) VALUES ($1, $2, $3)
                  ON CONFLICT (school) DO UPDATE SET doc = EXCLUDED.doc, updated_at = EXCLUDED.updated_at",
-                &[school, doc, &clock.now_ms()],
-            )
-            .await?;
-            Ok(Done::ok(Out::Unit))
-        }
-        Op::SaveSetting { key, value } => {
-            c.execute(
-                "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3)
+                    &[school, doc, &clock.now_ms()],
+                )
+                .await?;
+                Ok(Done::ok(Out::Unit))
+            }
+            Op::SaveSetting { key, value } => {
+                c.execute(
+                    "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3)
                  ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
-                &[key, value, &clock.now_ms()],
-            )
-            .await?;
-            Ok(Done::ok(Out::Unit))
-        }
-        Op::PutRecord(r) => {
-            c.execute(
-                "INSERT INTO records (kind, school, id, at, doc) VALUES ($1, $2, $3, $4, $5)
+                    &[key, value, &clock.now_ms()],
+                )
+                .await?;
+                Ok(Done::ok(Out::Unit))
+            }
+            Op::PutRecord(r) => {
+                c.execute(
+                    "INSERT INTO records (kind, school, id, at, doc) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (kind, school, id) DO UPDATE SET at = EXCLUDED.at, doc = EXCLUDED.doc",
-                &[&r.kind, &r.school, &r.id, &r.at_ms, &r.doc],
-            )
-            .await?;
-            Ok(Done::ok(Out::Unit))
-        }
-        Op::PurgeRecords { kind, before_ms } => {
-            let n = c.execute("DELETE FROM records WHERE kind = $1 AND at < $2", &[kind, before_ms]).await?;
-            Ok(Done::ok(Out::Seq(n)))
-        }
-        Op::Probe => {
-            c.execute(
-                "INSERT INTO probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at",
-                &[&clock.now_ms()],
-            )
-            .await?;
-            Ok(Done::ok(Out::Unit))
+                    &[&r.kind, &r.school, &r.id, &r.at_ms, &r.doc],
+                )
+                .await?;
+                Ok(Done::ok(Out::Unit))
+            }
+            Op::PurgeRecords { kind, before_ms } => {
+                let n = c.execute("DELETE FROM records WHERE kind = $1 AND at < $2", &[kind, before_ms]).await?;
+                Ok(Done::ok(Out::Seq(n)))
+            }
+            Op::Probe => {
+                c.execute(
+                    "INSERT INTO probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at",
+                    &[&clock.now_ms()],
+                )
+                .await?;
+                Ok(Done::ok(Out::Unit))
+            }
         }
     }
 }
