@@ -51,12 +51,11 @@ forums() { # <name> [gateway flags...]
   echo "== forums on $name" >&2
   $B/preau-load --file "$FORUMS" --name "forums-$name" --out "$OUT" --addr 127.0.0.1:18480 --pid $gw >"$W/last.json"
   local c1; c1=$(pg_cpu)
-  echo "forums-$name: PostgreSQL server CPU over the run: $(( (c1 - c0) ))0 ms" | tee -a "$OUT/postgres-server-cpu.txt"
+  echo "forums-$name: PostgreSQL server CPU over the run: $(( (c1 - c0) * 10 )) ms" | tee -a "$OUT/postgres-server-cpu.txt"
   kill $gw; wait $gw 2>/dev/null || true
 }
 
 forums sqlite
 $B/preau-gateway migrate --postgres-url "$PGURL"
 forums postgres --postgres-url "$PGURL"
-$B/preau-load --scenario summary --out "$OUT"
 echo "results: $OUT"
