@@ -234,18 +234,22 @@ impl Session {
         sink: &mut K,
         mut stream: T,
         mut rx: Outbox,
-        mut start: SessionStart,
+        start: SessionStart,
         first: bool,
     ) -> End
     where
         K: Sink<Message, Error = axum::Error> + Unpin,
         T: Stream<Item = Result<Message, axum::Error>> + Unpin,
     {
-        if let Err(e) = self.greet(sink, &start.user, first).await {
+        // The user's record serves the greeting only: dropped before the loop rather than
+        // held for the connection's life (commands read the current directory).
+        let SessionStart { user, exp, enc: _, mut shutdown } = start;
+        if let Err(e) = self.greet(sink, &user, first).await {
             return e;
         }
+        drop(user);
         // The token's wall-clock expiry, turned into the session's (pausable) clock.
-        let expires = Instant::now() + Duration::from_secs(start.exp.saturating_sub(self.g.clock.now_secs()));
+        let expires = Instant::now() + Duration::from_secs(exp.saturating_sub(self.g.clock.now_secs()));
         let mut reader = Reader {
             frames: TokenBucket::new(self.g.cfg.frames_per_second, self.g.cfg.frames_per_second * 4, Instant::now()),
             last_seen: Instant::now(),
@@ -264,7 +268,7 @@ impl Session {
         tokio::pin!(wake);
         // Also made once: a new `changed()` each turn registered and removed a waiter
         // (two locks) for every delivery. It fires once; then `restart_at` is set.
-        let shutdown = start.shutdown.changed();
+        let shutdown = shutdown.changed();
         tokio::pin!(shutdown);
         loop {
             let turn = tokio::select! {
