@@ -930,26 +930,13 @@ impl Store for PgStore {
                      WHERE m.user_id = $1 ORDER BY c.channel, m2.user_id",
                 )
                 .await?;
-            let mut out: Vec<Conversation> = Vec::new();
-            for r in c.query(&st, &[&user]).await? {
-                let ch: String = r.try_get(0)?;
-                let member: String = r.try_get(3)?;
-                match out.last_mut() {
-                    Some(last) if last.channel.as_str() == ch => last.members.push(member),
-                    _ => {
-                        if let Ok(id) = ChannelId::parse(&ch) {
-                            out.push(Conversation {
-                                kind: id.kind(),
-                                channel: id,
-                                title: r.try_get(1)?,
-                                creator: r.try_get(2)?,
-                                members: vec![member],
-                            });
-                        }
-                    }
-                }
-            }
-            Ok(out)
+            let rows = c
+                .query(&st, &[&user])
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+                .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+            Ok(conversations_from_rows(rows))
         }))
     }
 

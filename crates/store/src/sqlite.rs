@@ -690,15 +690,18 @@ impl Store for SqliteStore {
     fn conversations_of(&self, user: &str) -> BoxFut<'_, Result<Vec<Conversation>, StoreError>> {
         let user = user.to_owned();
         Box::pin(self.read(move |c| {
-            let mut st = c.prepare_cached("SELECT channel FROM members WHERE user = ?1 ORDER BY channel")?;
-            let chans = st.query_map([&user], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut out = Vec::with_capacity(chans.len());
-            for ch in chans {
-                if let Some(conv) = conversation(c, &ch)? {
-                    out.push(conv);
-                }
-            }
-            Ok(out)
+            // One query for all of them (a session's set-up runs this): each of the user's
+            // conversations, a row per member, in channel then member order.
+            let mut st = c.prepare_cached(
+                "SELECT c.channel, c.title, c.creator, m2.user FROM members m
+                 JOIN conversations c ON c.channel = m.channel
+                 JOIN members m2 ON m2.channel = m.channel
+                 WHERE m.user = ?1 ORDER BY c.channel, m2.user",
+            )?;
+            let rows = st
+                .query_map([&user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(conversations_from_rows(rows))
         }))
     }
 

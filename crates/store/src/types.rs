@@ -209,3 +209,21 @@ pub struct Record {
     /// The record (JSON).
     pub doc: String,
 }
+
+/// Conversations from rows of (channel, title, creator, member) sorted by channel then
+/// member, as the backends read a user's conversations in one query.
+pub(crate) fn conversations_from_rows(rows: Vec<(String, String, String, String)>) -> Vec<Conversation> {
+    let mut out: Vec<Conversation> = Vec::new();
+    for (ch, title, creator, member) in rows {
+        match out.last_mut() {
+            Some(last) if last.channel.as_str() == ch => last.members.push(member),
+            _ => {
+                // Channel ids are written by this code; one that does not parse is skipped.
+                if let Ok(id) = ChannelId::parse(&ch) {
+                    out.push(Conversation { kind: id.kind(), channel: id, title, creator, members: vec![member] });
+                }
+            }
+        }
+    }
+    out
+}
