@@ -1,7 +1,7 @@
 //! The storage contract as executable checks. Every backend's tests call [`run_all`] on a
 //! fresh store; a failed check panics with what broke.
 
-use crate::{Committed, NewConversation, Store, StoreError, Write};
+use crate::{Committed, Erasure, NewConversation, Store, StoreError, Write};
 use preau_proto::{ChannelId, EntryKind};
 use std::sync::{Arc, Mutex};
 
@@ -75,6 +75,99 @@ pub async fn run_all(store: Arc<dyn Store>, log: HookLog) {
     conversations(store.as_ref()).await;
     mutes_and_directory(store.as_ref()).await;
     records(store.as_ref()).await;
+    leases(store.as_ref()).await;
+}
+
+/// One holder at a time; the holder renews; an expired lease passes on.
+pub async fn leases(store: &dyn Store) {
+    assert_eq!(store.try_lease("purge", "gw1", 1_000, 61_000).await, Ok(true));
+    assert_eq!(store.try_lease("purge", "gw2", 2_000, 62_000).await, Ok(false), "held by gw1");
+    assert_eq!(store.try_lease("purge", "gw1", 30_000, 90_000).await, Ok(true), "renewed");
+    assert_eq!(store.try_lease("other", "gw2", 30_000, 90_000).await, Ok(true), "leases are apart");
+    assert_eq!(store.try_lease("purge", "gw2", 90_001, 150_000).await, Ok(true), "expired: taken over");
+    assert_eq!(store.try_lease("purge", "gw1", 100_000, 160_000).await, Ok(false));
+}
+
+/// A person's erasure (the backends that support it: SQLite, PostgreSQL): bounded steps
+/// until done, a dry run that changes nothing, their direct conversation gone, their
+/// shared posts pseudonymised (kept or emptied), their name out of membership entries,
+/// their memberships, markers and mutes gone, and a second run finding nothing.
+pub async fn erasure(store: &dyn Store) {
+    let dm = ChannelId::direct("gone", "t1");
+    let grp = ChannelId::group("erase-g");
+    let forum = ChannelId::forum("0750001A", "erase-f");
+    let nc = |ch: &ChannelId, members: &[&str]| NewConversation {
+        channel: ch.clone(),
+        title: "t".into(),
+        creator: "gone".into(),
+        client_id: Some(format!("k-{ch}")),
+        members: members.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    store.create_conversation(nc(&dm, &["gone", "t1"])).await.expect("dm");
+    store.create_conversation(nc(&grp, &["gone", "p2", "t1"])).await.expect("group");
+    for i in 0..4 {
+        store.write(post(&dm, "gone", &format!("d{i}"), "Mon fils est malade")).await.expect("dm post");
+    }
+    store.write(post(&dm, "t1", "r", "Bon rétablissement")).await.expect("answer");
+    let join =
+        Write::Membership { channel: grp.clone(), author: "t1".into(), members: vec!["gone".into()], joined: true };
+    store.write(join).await.expect("join entry");
+    store.write(post(&grp, "gone", "g1", "Réunion jeudi")).await.expect("group post");
+    let kept = store.write(post(&forum, "gone", "f1", "Ma réponse à l'exercice")).await.expect("forum").entry.seq;
+    store.write(post(&forum, "gone2", "f2", "Autre réponse")).await.expect("forum 2");
+    store.mark_read("gone", &forum, 2).await.expect("marker");
+    store.set_mute(&forum, "gone", 5_000).await.expect("mute");
+
+    let e = |user: &str, keep: bool, limit: u32, dry_run: bool| Erasure {
+        user: user.into(),
+        pseudonym: format!("ancien-{user}"),
+        keep_shared_posts: keep,
+        direct: if user == "gone" { vec![dm.clone()] } else { Vec::new() },
+        limit,
+        dry_run,
+    };
+    let dry = store.erase_user(e("gone", true, 3, true)).await.expect("dry run");
+    assert!(dry.done && dry.rows >= 12, "a dry run counts everything: {dry:?}");
+    assert_eq!(store.history(&dm, Some(0), None, 10).await.map(|h| h.0.len()), Ok(5), "the dry run changed nothing");
+    let mut calls = 0;
+    let mut rows = 0;
+    loop {
+        calls += 1;
+        assert!(calls < 50, "erasure never finishes");
+        let step = store.erase_user(e("gone", true, 3, false)).await.expect("erase");
+        assert!(step.rows <= 3 + 5, "a step is bounded: {step:?}");
+        rows += step.rows;
+        if step.done {
+            break;
+        }
+    }
+    assert!(
+        calls > 1 && rows >= dry.rows,
+        "bounded steps ({calls}) removed what the dry run counted ({rows} of {})",
+        dry.rows
+    );
+    assert_eq!(store.conversation(&dm).await, Ok(None), "the direct conversation is gone");
+    assert_eq!(store.history(&dm, Some(0), None, 10).await.map(|h| h.0.len()), Ok(0));
+    let f = store.entry(&forum, kept).await.expect("read").expect("kept");
+    assert_eq!(
+        (f.author.as_str(), f.body.as_deref(), f.client_id.as_deref()),
+        ("ancien-gone", Some("Ma réponse à l'exercice"), None)
+    );
+    let g = store.conversation(&grp).await.expect("read").expect("group stays");
+    assert_eq!(g.members, vec!["p2".to_owned(), "t1".to_owned()]);
+    assert_eq!(g.creator, "ancien-gone");
+    let (h, _) = store.history(&grp, Some(0), None, 10).await.expect("history");
+    assert!(h.iter().all(|e| e.author != "gone" && !e.members.contains(&"gone".to_owned())), "{h:?}");
+    assert!(h.iter().any(|e| e.members.contains(&"ancien-gone".to_owned())), "membership entries name the pseudonym");
+    assert_eq!(store.read_markers(&forum, &["gone".into()]).await, Ok(vec![0]));
+    assert_eq!(store.muted_until(&forum, "gone").await, Ok(0));
+    assert_eq!(store.conversations_of("gone").await, Ok(Vec::new()));
+    let again = store.erase_user(e("gone", true, 100, false)).await.expect("again");
+    assert_eq!(again, crate::Erased { rows: 0, done: true }, "idempotent");
+    // A person who objected: their shared posts lose their text.
+    while !store.erase_user(e("gone2", false, 100, false)).await.expect("erase 2").done {}
+    let f2 = store.entry(&forum, kept + 1).await.expect("read").expect("stays");
+    assert!(f2.deleted && f2.body.is_none() && f2.author == "ancien-gone2", "{f2:?}");
 }
 
 /// Many concurrent writers on one channel get 1..=n without gaps, published in order.

@@ -135,6 +135,16 @@ pub trait Store: Send + Sync + 'static {
     /// Removes records of a kind older than `before_ms` (retention); returns how many.
     fn purge_records(&self, kind: &str, before_ms: i64) -> BoxFut<'_, Result<u64, StoreError>>;
 
+    /// Removes (or, dry, counts) a person's data: the direct conversations named, their
+    /// authorship and idempotency keys in shared channels (pseudonymised, and their texts
+    /// removed unless kept), their name in membership entries, their group memberships,
+    /// read markers and mutes. At most `limit` rows per call: repeat until `done`.
+    fn erase_user(&self, e: Erasure) -> BoxFut<'_, Result<Erased, StoreError>>;
+
+    /// Takes or renews the lease `name` for `holder` until `until_ms`, if it is free,
+    /// expired at `now_ms`, or already `holder`'s: one node at a time runs a job.
+    fn try_lease(&self, name: &str, holder: &str, now_ms: i64, until_ms: i64) -> BoxFut<'_, Result<bool, StoreError>>;
+
     /// Whether the store answers (for readiness).
     fn ping(&self) -> BoxFut<'_, Result<(), StoreError>>;
 }

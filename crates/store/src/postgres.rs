@@ -61,6 +61,8 @@ CREATE TABLE entries (
     edited BOOLEAN NOT NULL DEFAULT FALSE, deleted BOOLEAN NOT NULL DEFAULT FALSE, client_id TEXT,
     PRIMARY KEY (channel, seq));
 CREATE UNIQUE INDEX entries_idem ON entries (channel, author, client_id) WHERE client_id IS NOT NULL;
+CREATE INDEX entries_by_author ON entries (author);
+CREATE INDEX entries_with_members ON entries (channel) WHERE members IS NOT NULL;
 CREATE TABLE conversations (
     channel TEXT PRIMARY KEY, kind TEXT NOT NULL, title TEXT NOT NULL, creator TEXT NOT NULL,
     client_id TEXT, created_at BIGINT NOT NULL);
@@ -228,12 +230,21 @@ enum Op {
     },
     /// A write that only proves the database takes writes again (readiness).
     Probe,
+    Erase(Erasure),
+    Lease {
+        name: String,
+        holder: String,
+        now_ms: i64,
+        until_ms: i64,
+    },
 }
 
 enum Out {
     Appended(Appended),
     Seq(Seq),
     Conversation(Conversation),
+    Erased(Erased),
+    Bool(bool),
     Unit,
 }
 
@@ -832,6 +843,20 @@ impl Tx<'_> {
                 let n = c.execute("DELETE FROM records WHERE kind = $1 AND at < $2", &[kind, before_ms]).await?;
                 Ok(Done::ok(Out::Seq(n)))
             }
+            Op::Erase(e) => Ok(Done::ok(Out::Erased(erase(c, e).await?))),
+            Op::Lease { name, holder, now_ms, until_ms } => {
+                let value = serde_json::json!({ "holder": holder, "until": until_ms }).to_string();
+                let taken = c
+                    .query_opt(
+                        "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at
+                     WHERE settings.value::jsonb->>'holder' = $4 OR (settings.value::jsonb->>'until')::bigint <= $3
+                     RETURNING key",
+                        &[&format!("lease:{name}"), &value, now_ms, holder],
+                    )
+                    .await?;
+                Ok(Done::ok(Out::Bool(taken.is_some())))
+            }
             Op::Probe => {
                 c.execute(
                     "INSERT INTO probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at",
@@ -842,6 +867,82 @@ impl Tx<'_> {
             }
         }
     }
+}
+
+/// One bounded step of an erasure (see [`Store::erase_user`]), inside the batch. A dry run
+/// applies all of it in a savepoint and rolls it back: its count is exact.
+async fn erase(c: &Client, e: &Erasure) -> Result<Erased, tokio_postgres::Error> {
+    if !e.dry_run {
+        return erase_step(c, e).await;
+    }
+    c.batch_execute("SAVEPOINT dry").await?;
+    let all = Erasure { limit: u32::MAX, ..e.clone() };
+    let r = erase_step(c, &all).await;
+    c.batch_execute("ROLLBACK TO SAVEPOINT dry").await?;
+    r.map(|x| Erased { rows: x.rows, done: true })
+}
+
+async fn erase_step(c: &Client, e: &Erasure) -> Result<Erased, tokio_postgres::Error> {
+    let (u, p) = (e.user.as_str(), e.pseudonym.as_str());
+    // Membership entries list user ids as JSON strings.
+    let (qu, qp) = (serde_json::to_string(u).unwrap_or_default(), serde_json::to_string(p).unwrap_or_default());
+    let mut left = i64::from(e.limit.max(1));
+    let mut rows = 0u64;
+    // Changes at most `left` rows; the statement's last parameter is the bound.
+    let step = async |change: &str, args: &[&(dyn ToSql + Sync)], left: &mut i64| {
+        let bound = *left;
+        let mut a: Vec<&(dyn ToSql + Sync)> = args.to_vec();
+        a.push(&bound);
+        let n = c.execute(change, &a).await? as i64;
+        *left = (*left - n).max(0);
+        Ok::<u64, tokio_postgres::Error>(n as u64)
+    };
+    for ch in &e.direct {
+        let ch = ch.as_str();
+        rows += step(
+            "DELETE FROM entries WHERE channel = $1 AND seq IN (SELECT seq FROM entries WHERE channel = $1 LIMIT $2)",
+            &[&ch],
+            &mut left,
+        )
+        .await?;
+        if left <= 0 {
+            break;
+        }
+        for t in ["members", "read_markers", "mutes", "conversations", "channels"] {
+            rows += step(&format!("DELETE FROM {t} WHERE channel = $1 AND $2::bigint > 0"), &[&ch], &mut left).await?;
+        }
+    }
+    let (text, title, deleted) = if e.keep_shared_posts {
+        ("body", "title", "deleted")
+    } else {
+        ("NULL", "NULL", "CASE WHEN kind IN ('message', 'thread') THEN TRUE ELSE deleted END")
+    };
+    rows += step(
+        &format!(
+            "UPDATE entries SET author = $2, client_id = NULL, body = {text}, title = {title}, deleted = {deleted}
+             WHERE (channel, seq) IN (SELECT channel, seq FROM entries WHERE author = $1 LIMIT $3)"
+        ),
+        &[&u, &p],
+        &mut left,
+    )
+    .await?;
+    rows += step(
+        "UPDATE entries SET members = replace(members, $1, $2) WHERE (channel, seq) IN
+         (SELECT channel, seq FROM entries WHERE members IS NOT NULL AND strpos(members, $1) > 0 LIMIT $3)",
+        &[&qu, &qp],
+        &mut left,
+    )
+    .await?;
+    rows += step(
+        "UPDATE conversations SET creator = $2, client_id = NULL WHERE creator = $1 AND $3::bigint > 0",
+        &[&u, &p],
+        &mut left,
+    )
+    .await?;
+    for t in ["members", "read_markers", "mutes"] {
+        rows += step(&format!("DELETE FROM {t} WHERE user_id = $1 AND $2::bigint > 0"), &[&u], &mut left).await?;
+    }
+    Ok(Erased { rows, done: left > 0 })
 }
 
 /// A conversation and its members, through any client (the writer's or a reader's).
@@ -1123,6 +1224,25 @@ impl Store for PgStore {
             match self.submit(op).await? {
                 Out::Seq(n) => Ok(n),
                 _ => Ok(0),
+            }
+        })
+    }
+
+    fn erase_user(&self, e: Erasure) -> BoxFut<'_, Result<Erased, StoreError>> {
+        Box::pin(async move {
+            match self.submit(Op::Erase(e)).await? {
+                Out::Erased(x) => Ok(x),
+                o => Err(unexpected(o)),
+            }
+        })
+    }
+
+    fn try_lease(&self, name: &str, holder: &str, now_ms: i64, until_ms: i64) -> BoxFut<'_, Result<bool, StoreError>> {
+        let op = Op::Lease { name: name.to_owned(), holder: holder.to_owned(), now_ms, until_ms };
+        Box::pin(async move {
+            match self.submit(op).await? {
+                Out::Bool(b) => Ok(b),
+                o => Err(unexpected(o)),
             }
         })
     }

@@ -88,12 +88,21 @@ enum Op {
         kind: String,
         before_ms: i64,
     },
+    Erase(Erasure),
+    Lease {
+        name: String,
+        holder: String,
+        now_ms: i64,
+        until_ms: i64,
+    },
 }
 
 enum Out {
     Appended(Appended),
     Seq(Seq),
     Conversation(Conversation),
+    Erased(Erased),
+    Bool(bool),
     Unit,
 }
 
@@ -118,6 +127,8 @@ CREATE TABLE IF NOT EXISTS entries (
     PRIMARY KEY (channel, seq)) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS entries_idem ON entries(channel, author, client_id)
     WHERE client_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS entries_by_author ON entries(author);
+CREATE INDEX IF NOT EXISTS entries_with_members ON entries(channel) WHERE members IS NOT NULL;
 CREATE TABLE IF NOT EXISTS conversations (
     channel TEXT PRIMARY KEY, kind TEXT NOT NULL, title TEXT NOT NULL, creator TEXT NOT NULL,
     client_id TEXT, created_at INTEGER NOT NULL);
@@ -209,6 +220,9 @@ impl SqliteStore {
         }
         let conn = open(&opts.path, opts.sync_full).map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        // Removed rows are overwritten, not just unlinked: an erased person's messages must
+        // not stay readable in free pages (docs/data-protection.md).
+        conn.pragma_update(None, "secure_delete", true).map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(opts.queue);
         let healthy = Arc::new(AtomicBool::new(true));
         let h = healthy.clone();
@@ -230,7 +244,10 @@ impl SqliteStore {
             .map_err(unavailable)?;
         std::thread::Builder::new()
             .name("preau-store-writer".into())
-            .spawn(move || Writer { conn, next: HashMap::new(), shared, events, healthy: h, clock }.run(rx, max_batch))
+            .spawn(move || {
+                Writer { conn, next: HashMap::new(), shared, events, healthy: h, clock, checkpoint: false }
+                    .run(rx, max_batch)
+            })
             .map_err(unavailable)?;
         Ok(SqliteStore { tx, readers: Arc::new(ReaderPool { path: opts.path, idle: Mutex::new(Vec::new()) }), healthy })
     }
@@ -291,6 +308,9 @@ struct Writer {
     healthy: Arc<AtomicBool>,
     /// Stamps entries (`at`) and saved documents.
     clock: SharedClock,
+    /// An erasure finished in this batch: checkpoint after the commit, so the WAL keeps
+    /// no copy of what it removed.
+    checkpoint: bool,
 }
 
 /// A job's effect, kept until the commit succeeds.
@@ -342,6 +362,11 @@ impl Writer {
             return;
         }
         self.healthy.store(true, Ordering::Relaxed);
+        if std::mem::take(&mut self.checkpoint)
+            && let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "checkpoint after an erasure failed; the next one will do it");
+        }
         let mut events = Vec::with_capacity(done.len());
         for (d, reply) in done.into_iter().zip(replies) {
             events.extend(d.event);
@@ -387,6 +412,80 @@ impl Writer {
             self.conn
                 .query_row("SELECT COALESCE(MAX(seq), 0) FROM entries WHERE channel = ?1", [channel], |r| r.get(0))?;
         Ok(max as Seq + 1)
+    }
+
+    /// One bounded step of an erasure (see [`Store::erase_user`]), inside the batch. A dry
+    /// run applies all of it in a savepoint and rolls it back: its count is exact.
+    fn erase(&mut self, e: &Erasure) -> rusqlite::Result<Erased> {
+        if !e.dry_run {
+            return self.erase_step(e);
+        }
+        self.conn.execute_batch("SAVEPOINT dry")?;
+        let all = Erasure { limit: u32::MAX, ..e.clone() };
+        let r = self.erase_step(&all);
+        self.conn.execute_batch("ROLLBACK TO dry; RELEASE dry")?;
+        r.map(|x| Erased { rows: x.rows, done: true })
+    }
+
+    fn erase_step(&mut self, e: &Erasure) -> rusqlite::Result<Erased> {
+        let c = &self.conn;
+        let (u, p) = (e.user.as_str(), e.pseudonym.as_str());
+        // Membership entries list user ids as JSON strings.
+        let (qu, qp) = (serde_json::to_string(u).unwrap_or_default(), serde_json::to_string(p).unwrap_or_default());
+        let keep = e.keep_shared_posts;
+        let mut left = i64::from(e.limit.max(1));
+        let mut rows = 0u64;
+        // Changes at most `left` rows; the statement's last parameter is the bound.
+        let mut step = |change: &str, args: &[&dyn rusqlite::ToSql], left: &mut i64| -> rusqlite::Result<()> {
+            let bound = *left;
+            let mut a: Vec<&dyn rusqlite::ToSql> = args.to_vec();
+            a.push(&bound);
+            let n = c.execute(change, a.as_slice())? as i64;
+            rows += n as u64;
+            *left = (*left - n).max(0);
+            Ok(())
+        };
+        for ch in &e.direct {
+            let ch = ch.as_str();
+            step(
+                "DELETE FROM entries WHERE channel = ?1 AND seq IN (SELECT seq FROM entries WHERE channel = ?1 LIMIT ?2)",
+                &[&ch],
+                &mut left,
+            )?;
+            if left <= 0 {
+                break;
+            }
+            for t in ["members", "read_markers", "mutes", "conversations"] {
+                step(&format!("DELETE FROM {t} WHERE channel = ?1 AND ?2 > 0"), &[&ch], &mut left)?;
+            }
+        }
+        let text = if keep { "body" } else { "NULL" };
+        let title = if keep { "title" } else { "NULL" };
+        let deleted = if keep { "deleted" } else { "CASE WHEN kind IN ('message', 'thread') THEN 1 ELSE deleted END" };
+        step(
+            &format!(
+                "UPDATE entries SET author = ?2, client_id = NULL, body = {text}, title = {title}, deleted = {deleted}
+                 WHERE (channel, seq) IN (SELECT channel, seq FROM entries WHERE author = ?1 LIMIT ?3)"
+            ),
+            &[&u, &p],
+            &mut left,
+        )?;
+        step(
+            "UPDATE entries SET members = replace(members, ?1, ?2) WHERE (channel, seq) IN
+             (SELECT channel, seq FROM entries WHERE members IS NOT NULL AND instr(members, ?1) > 0 LIMIT ?3)",
+            &[&qu, &qp],
+            &mut left,
+        )?;
+        step(
+            "UPDATE conversations SET creator = ?2, client_id = NULL WHERE creator = ?1 AND ?3 > 0",
+            &[&u, &p],
+            &mut left,
+        )?;
+        for (t, col) in [("members", "user"), ("read_markers", "user"), ("mutes", "user")] {
+            step(&format!("DELETE FROM {t} WHERE {col} = ?1 AND ?2 > 0"), &[&u], &mut left)?;
+        }
+        drop(step);
+        Ok(Erased { rows, done: left > 0 })
     }
 
     fn apply(&mut self, op: Op) -> rusqlite::Result<Done> {
@@ -582,6 +681,30 @@ impl Writer {
                     params![r.kind, r.school, r.id, r.at_ms, r.doc],
                 )?;
                 Ok(Done { out: Ok(Out::Unit), next: None, event: None })
+            }
+            Op::Erase(e) => {
+                let out = self.erase(&e)?;
+                self.checkpoint |= out.done && !e.dry_run;
+                Ok(Done { out: Ok(Out::Erased(out)), next: None, event: None })
+            }
+            Op::Lease { name, holder, now_ms, until_ms } => {
+                let key = format!("lease:{name}");
+                let cur: Option<String> = self
+                    .conn
+                    .query_row("SELECT value FROM settings WHERE key = ?1", [&key], |r| r.get(0))
+                    .optional()?;
+                let held = cur.and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok()).is_some_and(|v| {
+                    v["holder"].as_str() != Some(holder.as_str()) && v["until"].as_i64().unwrap_or(0) > now_ms
+                });
+                if !held {
+                    let value = serde_json::json!({ "holder": holder, "until": until_ms }).to_string();
+                    self.conn.execute(
+                        "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                        params![key, value, now_ms],
+                    )?;
+                }
+                Ok(Done { out: Ok(Out::Bool(!held)), next: None, event: None })
             }
             Op::PurgeRecords { kind, before_ms } => {
                 let n =
@@ -871,6 +994,25 @@ impl Store for SqliteStore {
             match self.submit(op).await? {
                 Out::Seq(n) => Ok(n),
                 _ => Ok(0),
+            }
+        })
+    }
+
+    fn erase_user(&self, e: Erasure) -> BoxFut<'_, Result<Erased, StoreError>> {
+        Box::pin(async move {
+            match self.submit(Op::Erase(e)).await? {
+                Out::Erased(x) => Ok(x),
+                o => Err(unexpected(o)),
+            }
+        })
+    }
+
+    fn try_lease(&self, name: &str, holder: &str, now_ms: i64, until_ms: i64) -> BoxFut<'_, Result<bool, StoreError>> {
+        let op = Op::Lease { name: name.to_owned(), holder: holder.to_owned(), now_ms, until_ms };
+        Box::pin(async move {
+            match self.submit(op).await? {
+                Out::Bool(b) => Ok(b),
+                o => Err(unexpected(o)),
             }
         })
     }

@@ -227,3 +227,33 @@ pub(crate) fn conversations_from_rows(rows: Vec<(String, String, String, String)
     }
     out
 }
+
+/// A person's data to remove from the store: a departure past its delay, or a request
+/// (the data-protection rules, docs/data-protection.md). Applying it is idempotent and
+/// bounded: each call changes at most `limit` rows and says whether anything is left.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Erasure {
+    /// The person.
+    pub user: UserId,
+    /// Stands for them in what stays (shared posts kept for teaching, membership
+    /// entries): stable and opaque, per school.
+    pub pseudonym: String,
+    /// Their posts in shared channels stay, pseudonymised (true), or lose their text
+    /// (false: the school's choice, or the author objected).
+    pub keep_shared_posts: bool,
+    /// Direct conversations removed whole (both sides gone, or the school's choice).
+    pub direct: Vec<ChannelId>,
+    /// Most rows changed in one call.
+    pub limit: u32,
+    /// Count what would change, change nothing.
+    pub dry_run: bool,
+}
+
+/// What one [`Erasure`] call changed (or, dry, would change).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Erased {
+    /// Rows removed or rewritten.
+    pub rows: u64,
+    /// Nothing of the person is left (a dry run counts everything at once: always true).
+    pub done: bool,
+}

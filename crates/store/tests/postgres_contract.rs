@@ -20,7 +20,9 @@ async fn postgres_keeps_the_contract() {
     let db = TestDb::create().await;
     let log = HookLog::default();
     let store = open(&db.url, &log).await;
-    contract::run_all(Arc::new(store), log).await;
+    let store = Arc::new(store);
+    contract::run_all(store.clone(), log).await;
+    contract::erasure(store.as_ref()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

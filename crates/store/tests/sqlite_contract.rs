@@ -10,7 +10,9 @@ async fn sqlite_keeps_the_contract() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = HookLog::default();
     let store = SqliteStore::open(SqliteOptions::new(dir.path().join("preau.db")), log.hook()).expect("open");
-    contract::run_all(Arc::new(store), log).await;
+    let store = Arc::new(store);
+    contract::run_all(store.clone(), log).await;
+    contract::erasure(store.as_ref()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
