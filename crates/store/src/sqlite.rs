@@ -484,7 +484,6 @@ impl Writer {
         for (t, col) in [("members", "user"), ("read_markers", "user"), ("mutes", "user")] {
             step(&format!("DELETE FROM {t} WHERE {col} = ?1 AND ?2 > 0"), &[&u], &mut left)?;
         }
-        drop(step);
         Ok(Erased { rows, done: left > 0 })
     }
 
