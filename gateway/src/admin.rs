@@ -1,6 +1,7 @@
 //! The admin API: a school's admin acts on their own school, the operator (an `admin`
 //! token of school `*`) on the platform and any school. Directory imports, the
-//! messaging suspension switches and the moderation audit trail.
+//! messaging suspension switches, the moderation audit trail, and the erasure of a
+//! person's data on request.
 
 use crate::cmd::audit::{self, AuditEntry};
 use crate::cmd::suspension::{Scope, Suspension, Suspensions};
@@ -246,6 +247,49 @@ pub async fn suspend(State(s): State<AppState>, headers: HeaderMap, body: axum::
             Json(visible(&who, &all)).into_response()
         }
         Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.code.as_str(), "store", &e.message),
+    }
+}
+
+/// `DELETE /admin/users/{id}/data`: erases a person's personal data now (an RGPD
+/// request), with the departure purge's rules for shared spaces (`purge.rs`). Query:
+/// `dry_run=true` counts and changes nothing; `school` names the school of a person no
+/// longer in the directory (a school's admin: their own, by default).
+pub async fn erase(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    let who = match admin(&s, &headers) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let dry_run = match q.get("dry_run").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return err(StatusCode::BAD_REQUEST, "bad_request", "bad_dry_run", "`dry_run` is true or false"),
+    };
+    let listed = s.g.dir().user(&id).map(|u| u.school.clone());
+    let school = match (listed, q.get("school"), &who) {
+        (Some(sc), _, _) => sc,
+        (None, Some(sc), _) => sc.clone(),
+        (None, None, Admin::School(uai, _)) => uai.clone(),
+        (None, None, Admin::Operator) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "school_needed",
+                "this person is not in the directory: say their school with `school`",
+            );
+        }
+    };
+    if !who.may_act_on(&school) {
+        return err(StatusCode::FORBIDDEN, "forbidden", "other_school", "you may erase people of your own school only");
+    }
+    match s.g.erase_person(&school, &id, &who.id(), dry_run).await {
+        Ok(p) => Json(json!({ "school": p.school, "pseudonym": p.pseudonym, "rows": p.rows, "dry_run": dry_run }))
+            .into_response(),
+        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.code.as_str(), "erasure_failed", &e.message),
     }
 }
 

@@ -32,6 +32,26 @@ pub enum Command {
     /// Create or complete the database schema: PostgreSQL (`--postgres-url`) or ScyllaDB
     /// (`--scylla-nodes`). Idempotent; several gateways may run it at once.
     Migrate,
+    /// Erase the personal data of departed users past `--departed-retention-days` now
+    /// (the gateway also does it hourly); `--dry-run` prints who and how many rows.
+    Purge {
+        /// Count, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Erase one person's personal data now (a request under the RGPD), whether or not
+    /// they are still in the directory.
+    Erase {
+        /// User id.
+        #[arg(long)]
+        user: String,
+        /// School UAI (default: the user's school in the directory).
+        #[arg(long)]
+        school: Option<String>,
+        /// Count, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print a development token for a user of the directory (development mode only).
     Token {
         /// User id.
@@ -110,6 +130,17 @@ pub struct Config {
     /// Days the moderation audit trail and closed reports are kept.
     #[arg(long, env = "PREAU_AUDIT_RETENTION_DAYS", default_value_t = 365, global = true)]
     pub audit_retention_days: u32,
+    /// Days after a person leaves the directory before their personal data is erased.
+    #[arg(long, env = "PREAU_DEPARTED_RETENTION_DAYS", default_value_t = 90, global = true)]
+    pub departed_retention_days: u32,
+    /// A departed person's posts in shared channels (forums, announcements, groups) stay
+    /// with the author pseudonymised (true) or lose their text (false).
+    #[arg(long, env = "PREAU_PURGE_KEEP_SHARED_POSTS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub purge_keep_shared_posts: bool,
+    /// A departed person's direct conversations are removed even when the other side is
+    /// still in the directory (by default, only when both sides are gone).
+    #[arg(long, env = "PREAU_PURGE_DIRECT_ALWAYS", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub purge_direct_always: bool,
     /// Mass-send brake: the window distinct conversations are counted in, seconds.
     #[arg(long, env = "PREAU_BRAKE_WINDOW_SECONDS", default_value_t = 60, global = true)]
     pub brake_window_seconds: u64,

@@ -27,6 +27,7 @@ pub mod limits;
 pub mod metrics;
 pub mod order;
 pub mod pii;
+pub mod purge;
 pub mod service;
 pub mod session;
 
@@ -87,7 +88,8 @@ pub async fn run(
             }
         })
     };
-    // Retention of the audit trail: hourly, and once at start.
+    // Retention of the audit trail and the purge of departed users: hourly, and once at
+    // start.
     let purger = {
         let g = g.clone();
         tokio::spawn(async move {
@@ -97,6 +99,14 @@ pub async fn run(
                 let n = g.purge_expired().await;
                 if n > 0 {
                     tracing::info!(removed = n, "audit entries past their retention removed");
+                }
+                match g.purge_departed(&g.cfg.node_id(), false).await {
+                    Ok(r) if !r.purged.is_empty() => {
+                        let rows: u64 = r.purged.iter().map(|p| p.rows).sum();
+                        tracing::info!(people = r.purged.len(), rows, "personal data of departed users erased");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e.message, "purge of departed users failed; next run retries"),
                 }
             }
         })

@@ -83,6 +83,28 @@ async fn main() -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("migrate needs --postgres-url or --scylla-nodes (SQLite needs none)"))?;
             migrate(&so).await
         }
+        Command::Purge { dry_run } => {
+            let g = Gateway::start(cfg.clone()).await?;
+            let r = g
+                .purge_departed(&cfg.node_id(), dry_run)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
+        Command::Erase { user, school, dry_run } => {
+            let g = Gateway::start(cfg).await?;
+            let school = match school.or_else(|| g.dir().user(&user).map(|u| u.school.clone())) {
+                Some(s) => s,
+                None => anyhow::bail!("`{user}` is not in the directory: say which school with --school"),
+            };
+            let r = g
+                .erase_person(&school, &user, "preau-gateway erase", dry_run)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
         Command::Token { user } => {
             anyhow::ensure!(cfg.dev_mode(), "tokens are issued in development mode only");
             let g = Gateway::start(cfg).await?;

@@ -29,6 +29,12 @@ pub const SEND_ACK_SECONDS: &str = "preau_send_ack_seconds";
 pub const STORE_SECONDS: &str = "preau_store_seconds";
 /// Messages stored (counter).
 pub const MESSAGES_STORED: &str = "preau_messages_stored_total";
+/// Rows removed or rewritten by personal-data erasures (counter).
+pub const PURGE_ROWS: &str = "preau_purge_rows_total";
+/// Duration of one person's erasure, seconds (histogram).
+pub const PURGE_SECONDS: &str = "preau_purge_seconds";
+/// When the last purge run ended, seconds since the epoch (gauge).
+pub const PURGE_LAST_RUN: &str = "preau_purge_last_run_timestamp_seconds";
 
 /// Installs the global recorder and returns the handle rendering /metrics.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -42,7 +48,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()?;
     // Present from the first scrape, before anything happened.
     metrics::gauge!(CONNECTIONS).set(0.0);
-    for c in [FRAMES_IN, FRAMES_OUT, DELIVERIES, QUEUE_DROPS, MESSAGES_STORED] {
+    for c in [FRAMES_IN, FRAMES_OUT, DELIVERIES, QUEUE_DROPS, MESSAGES_STORED, PURGE_ROWS] {
         metrics::counter!(c).increment(0);
     }
     Ok(handle)

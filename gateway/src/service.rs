@@ -254,12 +254,15 @@ impl Gateway {
     /// Validates, saves and applies a directory document; sessions re-check their
     /// channels at once. Returns the schools replaced.
     pub async fn import(&self, doc: DirectoryDoc) -> Result<Vec<String>, CmdError> {
-        let (next, replaced) = self.dir().with_import(doc).map_err(|e| bad(e.to_string()))?;
+        let before = self.dir();
+        let (next, replaced) = before.with_import(doc).map_err(|e| bad(e.to_string()))?;
+        let left = crate::purge::departures(&before, &next, &replaced);
         for (uai, d) in next.school_docs().filter(|(u, _)| replaced.iter().any(|r| r == u)) {
             let json = serde_json::to_string(d).map_err(|e| bad(e.to_string()))?;
             timed("save_directory", self.store.save_directory(uai, json)).await?;
         }
         *self.dir.write() = Arc::new(next);
+        self.record_departures(&left).await;
         self.hub.recheck_all();
         self.bus.publish(BusMessage::DirectoryChanged { schools: replaced.clone() });
         Ok(replaced)

@@ -381,6 +381,10 @@ pub async fn records(store: &dyn Store) {
     assert_eq!(store.records("audit", "S1", 2_000, 1).await.map(ids), Ok(vec!["b".into()]));
     assert_eq!(store.record("audit", "S1", "b").await.map(|r| r.map(|r| r.doc)), Ok(Some("{\"closed\":true}".into())));
     assert_eq!(store.record("report", "S1", "b").await, Ok(None), "kinds are apart");
+    store.delete_record("audit", "S1", "c").await.expect("delete");
+    store.delete_record("audit", "S1", "nothing").await.expect("deleting what is not there");
+    assert_eq!(store.record("audit", "S1", "c").await, Ok(None));
+    store.put_record(rec("c", 3_000, "{}")).await.expect("put back");
     assert_eq!(store.purge_records("audit", 2_000).await, Ok(2), "a (S1) and x (S2)");
     assert_eq!(store.records("audit", "S1", 0, 10).await.map(ids), Ok(vec!["b".into(), "c".into()]));
 }

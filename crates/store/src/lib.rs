@@ -132,6 +132,9 @@ pub trait Store: Send + Sync + 'static {
     /// One record.
     fn record(&self, kind: &str, school: &str, id: &str) -> BoxFut<'_, Result<Option<Record>, StoreError>>;
 
+    /// Removes one record (a no-op when there is none).
+    fn delete_record(&self, kind: &str, school: &str, id: &str) -> BoxFut<'_, Result<(), StoreError>>;
+
     /// Removes records of a kind older than `before_ms` (retention); returns how many.
     fn purge_records(&self, kind: &str, before_ms: i64) -> BoxFut<'_, Result<u64, StoreError>>;
 

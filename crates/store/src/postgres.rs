@@ -231,6 +231,11 @@ enum Op {
     /// A write that only proves the database takes writes again (readiness).
     Probe,
     Erase(Erasure),
+    DeleteRecord {
+        kind: String,
+        school: String,
+        id: String,
+    },
     Lease {
         name: String,
         holder: String,
@@ -844,6 +849,11 @@ impl Tx<'_> {
                 Ok(Done::ok(Out::Seq(n)))
             }
             Op::Erase(e) => Ok(Done::ok(Out::Erased(erase(c, e).await?))),
+            Op::DeleteRecord { kind, school, id } => {
+                c.execute("DELETE FROM records WHERE kind = $1 AND school = $2 AND id = $3", &[kind, school, id])
+                    .await?;
+                Ok(Done::ok(Out::Unit))
+            }
             Op::Lease { name, holder, now_ms, until_ms } => {
                 let value = serde_json::json!({ "holder": holder, "until": until_ms }).to_string();
                 let taken = c
@@ -1226,6 +1236,11 @@ impl Store for PgStore {
                 _ => Ok(0),
             }
         })
+    }
+
+    fn delete_record(&self, kind: &str, school: &str, id: &str) -> BoxFut<'_, Result<(), StoreError>> {
+        let op = Op::DeleteRecord { kind: kind.to_owned(), school: school.to_owned(), id: id.to_owned() };
+        Box::pin(async move { self.submit(op).await.map(|_| ()) })
     }
 
     fn erase_user(&self, e: Erasure) -> BoxFut<'_, Result<Erased, StoreError>> {

@@ -980,6 +980,17 @@ impl Store for ScyllaStore {
         })
     }
 
+    fn delete_record(&self, kind: &str, school: &str, id: &str) -> BoxFut<'_, Result<(), StoreError>> {
+        let (kind, school, id) = (kind.to_owned(), school.to_owned(), id.to_owned());
+        Box::pin(async move {
+            self.session
+                .execute_unpaged(&self.st.delete_record, (kind.as_str(), school.as_str(), id.as_str()))
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
     fn erase_user(&self, e: Erasure) -> BoxFut<'_, Result<Erased, StoreError>> {
         // Refused rather than done in part: finding a person's rows here needs indexes
         // the schema does not have yet (entries by author, membership lists), and a

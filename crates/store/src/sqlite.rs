@@ -89,6 +89,11 @@ enum Op {
         before_ms: i64,
     },
     Erase(Erasure),
+    DeleteRecord {
+        kind: String,
+        school: String,
+        id: String,
+    },
     Lease {
         name: String,
         holder: String,
@@ -681,6 +686,15 @@ impl Writer {
                 )?;
                 Ok(Done { out: Ok(Out::Unit), next: None, event: None })
             }
+            Op::DeleteRecord { kind, school, id } => {
+                self.conn.execute(
+                    "DELETE FROM records WHERE kind = ?1 AND school = ?2 AND id = ?3",
+                    params![kind, school, id],
+                )?;
+                // The last step of a purge (its departure record): nothing of it stays.
+                self.checkpoint = true;
+                Ok(Done { out: Ok(Out::Unit), next: None, event: None })
+            }
             Op::Erase(e) => {
                 let out = self.erase(&e)?;
                 self.checkpoint |= out.done && !e.dry_run;
@@ -995,6 +1009,11 @@ impl Store for SqliteStore {
                 _ => Ok(0),
             }
         })
+    }
+
+    fn delete_record(&self, kind: &str, school: &str, id: &str) -> BoxFut<'_, Result<(), StoreError>> {
+        let op = Op::DeleteRecord { kind: kind.to_owned(), school: school.to_owned(), id: id.to_owned() };
+        Box::pin(async move { self.submit(op).await.map(|_| ()) })
     }
 
     fn erase_user(&self, e: Erasure) -> BoxFut<'_, Result<Erased, StoreError>> {
