@@ -85,10 +85,17 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Purge { dry_run } => {
             let g = Gateway::start(cfg.clone()).await?;
-            let r = g
-                .purge_departed(&cfg.node_id(), dry_run)
-                .await
-                .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+            // One holder for every run of the command on this host: a run killed halfway
+            // is resumed by the next at once, not after its lease expires.
+            let holder = cfg.node_id.clone().unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+                format!("purge-{host}")
+            });
+            let r =
+                g.purge_departed(&holder, dry_run).await.map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+            if r.lease_held_elsewhere {
+                eprintln!("another node is purging now (its lease lasts at most 10 minutes); try again later");
+            }
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }

@@ -207,7 +207,10 @@ impl Gateway {
             }
         }
         if !dry_run {
-            metrics::gauge!(crate::metrics::PURGE_LAST_RUN).set(now as f64 / 1000.0);
+            let end = self.clock.now_ms();
+            metrics::gauge!(crate::metrics::PURGE_LAST_RUN).set(end as f64 / 1000.0);
+            // Released (renewed to expire now), so the next run on any node need not wait.
+            timed("try_lease", self.store.try_lease(LEASE, holder, end, end)).await?;
         }
         Ok(report)
     }

@@ -12,6 +12,7 @@ mod deploy;
 mod directory;
 mod harness;
 mod isolation;
+mod lifecycle;
 mod live;
 mod moderation;
 mod ops;
