@@ -269,28 +269,59 @@ pub async fn erase(
         Some("true") => true,
         Some(_) => return err(StatusCode::BAD_REQUEST, "bad_request", "bad_dry_run", "`dry_run` is true or false"),
     };
-    let listed = s.g.dir().user(&id).map(|u| u.school.clone());
-    let school = match (listed, q.get("school"), &who) {
-        (Some(sc), _, _) => sc,
-        (None, Some(sc), _) => sc.clone(),
-        (None, None, Admin::School(uai, _)) => uai.clone(),
-        (None, None, Admin::Operator) => {
-            return err(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "school_needed",
-                "this person is not in the directory: say their school with `school`",
-            );
-        }
+    let school = match person_school(&s, &who, &id, &q) {
+        Ok(sc) => sc,
+        Err(r) => return *r,
     };
-    if !who.may_act_on(&school) {
-        return err(StatusCode::FORBIDDEN, "forbidden", "other_school", "you may erase people of your own school only");
-    }
     match s.g.erase_person(&school, &id, &who.id(), dry_run).await {
         Ok(p) => Json(json!({ "school": p.school, "pseudonym": p.pseudonym, "rows": p.rows, "dry_run": dry_run }))
             .into_response(),
         Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.code.as_str(), "erasure_failed", &e.message),
     }
+}
+
+/// The school a person-level admin request is about: the person's in the directory, else
+/// `school` from the query, else a school's admin's own; refused for another school.
+fn person_school(s: &AppState, who: &Admin, id: &str, q: &HashMap<String, String>) -> Result<String, Box<Response>> {
+    let listed = s.g.dir().user(id).map(|u| u.school.clone());
+    let school = match (listed, q.get("school"), who) {
+        (Some(sc), _, _) => sc,
+        (None, Some(sc), _) => sc.clone(),
+        (None, None, Admin::School(uai, _)) => uai.clone(),
+        (None, None, Admin::Operator) => {
+            return Err(Box::new(err(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "school_needed",
+                "this person is not in the directory: say their school with `school`",
+            )));
+        }
+    };
+    if !who.may_act_on(&school) {
+        return Err(Box::new(err(StatusCode::FORBIDDEN, "forbidden", "other_school", "not a person of your school")));
+    }
+    Ok(school)
+}
+
+/// `GET /admin/users/{id}/export`: everything held about a person, as one JSON document
+/// streamed (`docs/data-protection.md`, "Export"). `school` as for the erasure.
+pub async fn export(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    let who = match admin(&s, &headers) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let school = match person_school(&s, &who, &id, &q) {
+        Ok(sc) => sc,
+        Err(r) => return *r,
+    };
+    let rx = s.g.export_person(&school, &id, &who.id());
+    let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(body)).into_response()
 }
 
 #[cfg(test)]

@@ -52,6 +52,16 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Write everything held about one person as JSON to standard output (a request
+    /// under the RGPD; docs/data-protection.md gives the format).
+    Export {
+        /// User id.
+        #[arg(long)]
+        user: String,
+        /// School UAI (default: the user's school in the directory).
+        #[arg(long)]
+        school: Option<String>,
+    },
     /// Print a development token for a user of the directory (development mode only).
     Token {
         /// User id.

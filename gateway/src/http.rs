@@ -83,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/suspension", get(crate::admin::suspensions).put(crate::admin::suspend))
         .route("/admin/audit", get(crate::admin::audit_trail))
         .route("/admin/users/{id}/data", axum::routing::delete(crate::admin::erase))
+        .route("/admin/users/{id}/export", get(crate::admin::export))
         .route("/rooms/{class}/token", post(room_token))
         // The live classroom page (the same file the SFU serves).
         .route("/classroom", get(|| async { Html(include_str!("../../sfu/static/classroom.html")) }));

@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod cmd;
 pub mod config;
+pub mod export;
 pub mod http;
 pub mod hub;
 pub mod limits;

@@ -112,6 +112,20 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }
+        Command::Export { user, school } => {
+            let g = Gateway::start(cfg).await?;
+            let school = match school.or_else(|| g.dir().user(&user).map(|u| u.school.clone())) {
+                Some(s) => s,
+                None => anyhow::bail!("`{user}` is not in the directory: say which school with --school"),
+            };
+            let mut rx = g.export_person(&school, &user, "preau-gateway export");
+            let mut out = std::io::stdout().lock();
+            while let Some(chunk) = rx.recv().await {
+                out.write_all(&chunk?)?;
+            }
+            writeln!(out)?;
+            Ok(())
+        }
         Command::Token { user } => {
             anyhow::ensure!(cfg.dev_mode(), "tokens are issued in development mode only");
             let g = Gateway::start(cfg).await?;

@@ -115,7 +115,7 @@ impl Gateway {
     }
 
     /// The school's pseudonym salt, made at first use.
-    async fn salt(&self, school: &str) -> Result<Vec<u8>, CmdError> {
+    pub(crate) async fn salt(&self, school: &str) -> Result<Vec<u8>, CmdError> {
         let key = format!("pseudonym-salt:{school}");
         if let Some(s) = timed("load_setting", self.store.load_setting(&key)).await? {
             return Ok(s.into_bytes());

@@ -118,6 +118,22 @@ pub async fn erasure(store: &dyn Store) {
     store.mark_read("gone", &forum, 2).await.expect("marker");
     store.set_mute(&forum, "gone", 5_000).await.expect("mute");
 
+    // What a person's export reads: their entries by channel, paged, and their markers.
+    let mut mine = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.authored("gone", after.clone(), 2).await.expect("authored");
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some((last.0.clone(), last.1.seq));
+        mine.extend(page.into_iter().map(|(c, e)| (c.to_string(), e.seq)));
+    }
+    let want: Vec<(String, u64)> =
+        (1..=4).map(|s| (dm.to_string(), s)).chain([(forum.to_string(), kept)]).chain([(grp.to_string(), 2)]).collect();
+    let mut sorted = want.clone();
+    sorted.sort();
+    assert_eq!(mine, sorted, "every entry of theirs, by channel then seq");
+    assert_eq!(store.read_markers_of("gone").await, Ok(vec![(forum.clone(), 2)]));
     let e = |user: &str, keep: bool, limit: u32, dry_run: bool| Erasure {
         user: user.into(),
         pseudonym: format!("ancien-{user}"),

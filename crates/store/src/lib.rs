@@ -138,6 +138,18 @@ pub trait Store: Send + Sync + 'static {
     /// Removes records of a kind older than `before_ms` (retention); returns how many.
     fn purge_records(&self, kind: &str, before_ms: i64) -> BoxFut<'_, Result<u64, StoreError>>;
 
+    /// Entries `author` wrote, by channel then seq, after `after` (keyset paging), at
+    /// most `limit` (a person's export).
+    fn authored(
+        &self,
+        author: &str,
+        after: Option<(ChannelId, Seq)>,
+        limit: u32,
+    ) -> BoxFut<'_, Result<Vec<(ChannelId, Entry)>, StoreError>>;
+
+    /// Every read marker of `user`, by channel.
+    fn read_markers_of(&self, user: &str) -> BoxFut<'_, Result<Vec<(ChannelId, Seq)>, StoreError>>;
+
     /// Removes (or, dry, counts) a person's data: the direct conversations named, their
     /// authorship and idempotency keys in shared channels (pseudonymised, and their texts
     /// removed unless kept), their name in membership entries, their group memberships,

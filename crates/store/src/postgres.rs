@@ -61,7 +61,7 @@ CREATE TABLE entries (
     edited BOOLEAN NOT NULL DEFAULT FALSE, deleted BOOLEAN NOT NULL DEFAULT FALSE, client_id TEXT,
     PRIMARY KEY (channel, seq));
 CREATE UNIQUE INDEX entries_idem ON entries (channel, author, client_id) WHERE client_id IS NOT NULL;
-CREATE INDEX entries_by_author ON entries (author);
+CREATE INDEX entries_by_author ON entries (author, channel, seq);
 CREATE INDEX entries_with_members ON entries (channel) WHERE members IS NOT NULL;
 CREATE TABLE conversations (
     channel TEXT PRIMARY KEY, kind TEXT NOT NULL, title TEXT NOT NULL, creator TEXT NOT NULL,
@@ -1236,6 +1236,48 @@ impl Store for PgStore {
                 _ => Ok(0),
             }
         })
+    }
+
+    fn authored(
+        &self,
+        author: &str,
+        after: Option<(ChannelId, Seq)>,
+        limit: u32,
+    ) -> BoxFut<'_, Result<Vec<(ChannelId, Entry)>, StoreError>> {
+        let author = author.to_owned();
+        let (ch, seq) = after.map(|(c, s)| (c.as_str().to_owned(), s as i64)).unwrap_or_default();
+        Box::pin(self.read(async move |c| {
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {COLS}, channel FROM entries WHERE author = $1 AND (channel, seq) > ($2, $3)
+                     ORDER BY channel, seq LIMIT $4"
+                ))
+                .await?;
+            let mut out = Vec::new();
+            for r in c.query(&st, &[&author, &ch, &seq, &i64::from(limit.max(1))]).await? {
+                let ch: String = r.try_get(16)?;
+                if let Ok(id) = ChannelId::parse(&ch) {
+                    out.push((id, row_entry(&r)?));
+                }
+            }
+            Ok(out)
+        }))
+    }
+
+    fn read_markers_of(&self, user: &str) -> BoxFut<'_, Result<Vec<(ChannelId, Seq)>, StoreError>> {
+        let user = user.to_owned();
+        Box::pin(self.read(async move |c| {
+            let rows =
+                c.query("SELECT channel, seq FROM read_markers WHERE user_id = $1 ORDER BY channel", &[&user]).await?;
+            let mut out = Vec::new();
+            for r in rows {
+                let ch: String = r.try_get(0)?;
+                if let Ok(id) = ChannelId::parse(&ch) {
+                    out.push((id, r.try_get::<_, i64>(1)? as Seq));
+                }
+            }
+            Ok(out)
+        }))
     }
 
     fn delete_record(&self, kind: &str, school: &str, id: &str) -> BoxFut<'_, Result<(), StoreError>> {

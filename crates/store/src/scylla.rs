@@ -980,6 +980,40 @@ impl Store for ScyllaStore {
         })
     }
 
+    fn authored(
+        &self,
+        author: &str,
+        _after: Option<(ChannelId, Seq)>,
+        _limit: u32,
+    ) -> BoxFut<'_, Result<Vec<(ChannelId, Entry)>, StoreError>> {
+        // Refused rather than answered in part: the schema has no index by author yet
+        // (the same gap as erasure, docs/data-protection.md).
+        let _ = author;
+        Box::pin(
+            async move { Err(unavailable("the entries of one author cannot be listed on ScyllaDB yet (issue 13)")) },
+        )
+    }
+
+    fn read_markers_of(&self, user: &str) -> BoxFut<'_, Result<Vec<(ChannelId, Seq)>, StoreError>> {
+        let user = user.to_owned();
+        Box::pin(async move {
+            let ks = &self.ks;
+            let r = self
+                .session
+                .query_unpaged(format!("SELECT channel, seq FROM {ks}.read_markers WHERE user = ?"), (user.as_str(),))
+                .await
+                .map_err(unavailable)?;
+            let rows = r
+                .into_rows_result()
+                .map_err(unavailable)?
+                .rows::<(String, i64)>()
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            Ok(rows.into_iter().filter_map(|(ch, s)| ChannelId::parse(&ch).ok().map(|c| (c, s as Seq))).collect())
+        })
+    }
+
     fn delete_record(&self, kind: &str, school: &str, id: &str) -> BoxFut<'_, Result<(), StoreError>> {
         let (kind, school, id) = (kind.to_owned(), school.to_owned(), id.to_owned());
         Box::pin(async move {

@@ -132,7 +132,7 @@ CREATE TABLE IF NOT EXISTS entries (
     PRIMARY KEY (channel, seq)) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS entries_idem ON entries(channel, author, client_id)
     WHERE client_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS entries_by_author ON entries(author);
+CREATE INDEX IF NOT EXISTS entries_by_author ON entries(author, channel, seq);
 CREATE INDEX IF NOT EXISTS entries_with_members ON entries(channel) WHERE members IS NOT NULL;
 CREATE TABLE IF NOT EXISTS conversations (
     channel TEXT PRIMARY KEY, kind TEXT NOT NULL, title TEXT NOT NULL, creator TEXT NOT NULL,
@@ -1009,6 +1009,37 @@ impl Store for SqliteStore {
                 _ => Ok(0),
             }
         })
+    }
+
+    fn authored(
+        &self,
+        author: &str,
+        after: Option<(ChannelId, Seq)>,
+        limit: u32,
+    ) -> BoxFut<'_, Result<Vec<(ChannelId, Entry)>, StoreError>> {
+        let author = author.to_owned();
+        let (ch, seq) = after.map(|(c, s)| (c.as_str().to_owned(), s as i64)).unwrap_or_default();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {COLS}, channel FROM entries WHERE author = ?1 AND (channel, seq) > (?2, ?3)
+                 ORDER BY channel, seq LIMIT ?4"
+            ))?;
+            let rows = st
+                .query_map(params![author, ch, seq, limit.max(1)], |r| Ok((r.get::<_, String>(16)?, row_entry(r)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows.into_iter().filter_map(|(ch, e)| ChannelId::parse(&ch).ok().map(|c| (c, e))).collect())
+        }))
+    }
+
+    fn read_markers_of(&self, user: &str) -> BoxFut<'_, Result<Vec<(ChannelId, Seq)>, StoreError>> {
+        let user = user.to_owned();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT channel, seq FROM read_markers WHERE user = ?1 ORDER BY channel")?;
+            let rows = st
+                .query_map([&user], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows.into_iter().filter_map(|(ch, s)| ChannelId::parse(&ch).ok().map(|c| (c, s as Seq))).collect())
+        }))
     }
 
     fn delete_record(&self, kind: &str, school: &str, id: &str) -> BoxFut<'_, Result<(), StoreError>> {

@@ -124,3 +124,52 @@ async fn a_purge_killed_at_any_point_resumes_and_ends_the_same() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the report is JSON");
     assert_eq!(report["purged"].as_array().map(Vec::len), Some(0), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_holds_every_message_a_person_sent_and_received() {
+    let s = Server::start(FAST);
+    let (e001, e002, t01) = (s.connect("e001").await, s.connect("e002").await, s.connect("t01").await);
+    let dm = e001.request(Command::OpenDirect { user: "e002".into() }).await.expect("open").channel.expect("dm");
+    for i in 0..700 {
+        e001.send_message(&dm, &format!("envoyé {i}")).await.expect("send");
+    }
+    e002.send_message(&dm, "reçu de e002").await.expect("answer");
+    let forum = ChannelId::forum("0750001A", "6A");
+    let create = Command::CreateThread {
+        channel: forum.clone(),
+        client_id: "t".into(),
+        title: "Sujet".into(),
+        body: "x".into(),
+    };
+    let thread = t01.request(create).await.expect("thread").seq.expect("seq");
+    let post = Command::Send {
+        channel: forum.clone(),
+        client_id: "p".into(),
+        body: "ma réponse au forum".into(),
+        thread: Some(thread),
+        reply_to: None,
+    };
+    e001.request(post).await.expect("forum post");
+    e001.request(Command::MarkRead { channel: dm.clone(), seq: 701 }).await.expect("read");
+    let admin = s.token("ad01").await;
+    let (status, body) =
+        http_with(&s.addr, "GET", "/admin/users/e002/export", &s.token("e001").await, "").await.expect("get");
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = http_with(&s.addr, "GET", "/admin/users/e001/export", &admin, "").await.expect("export");
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("one JSON document");
+    assert_eq!(doc["format"], "preau-export/1");
+    assert_eq!(doc["directory_record"]["id"], "e001");
+    let convs = doc["conversations"].as_array().expect("conversations");
+    let c = convs.iter().find(|c| c["channel"] == dm.to_string()).expect("the conversation");
+    let bodies: Vec<&str> =
+        c["entries"].as_array().expect("entries").iter().filter_map(|e| e["body"].as_str()).collect();
+    assert_eq!(bodies.len(), 701, "every message, sent and received, across pages");
+    assert!(bodies.contains(&"envoyé 699") && bodies.contains(&"reçu de e002"));
+    let posts = doc["posts"].as_array().expect("posts");
+    assert!(posts.iter().any(|p| p["entry"]["body"] == "ma réponse au forum" && p["channel"] == forum.to_string()));
+    assert!(posts.iter().all(|p| p["channel"] != dm.to_string()), "conversations are not repeated in posts");
+    assert_eq!(doc["read_markers"][0]["seq"], 701);
+    let (_, trail) = http_with(&s.addr, "GET", "/admin/audit", &admin, "").await.expect("audit");
+    assert!(trail.contains("personal_data_exported") && !trail.contains("\"e001\""), "{trail}");
+}
