@@ -137,11 +137,17 @@ impl Gateway {
             .map(|c| c.channel)
             .collect();
         let dir = self.dir();
+        let rules = dir.school(school).map(|s| s.data.clone()).unwrap_or_default();
         let e = Erasure {
             user: user.to_owned(),
             pseudonym: pseudonym.clone(),
-            keep_shared_posts: self.cfg.purge_keep_shared_posts,
-            direct: direct_to_remove(&dir, user, &convs, self.cfg.purge_direct_always),
+            keep_shared_posts: rules.keep_shared_posts.unwrap_or(self.cfg.purge_keep_shared_posts),
+            direct: direct_to_remove(
+                &dir,
+                user,
+                &convs,
+                rules.remove_direct_always.unwrap_or(self.cfg.purge_direct_always),
+            ),
             limit: STEP_ROWS,
             dry_run,
         };
@@ -177,10 +183,14 @@ impl Gateway {
             report.lease_held_elsewhere = true;
             return Ok(report);
         }
-        let cutoff = now - i64::from(self.cfg.departed_retention_days) * 86_400_000;
         let dir = self.dir();
         let schools: BTreeSet<String> = dir.school_docs().map(|(u, _)| u.to_owned()).collect();
         for school in schools {
+            let days = dir
+                .school(&school)
+                .and_then(|s| s.data.departed_retention_days)
+                .unwrap_or(self.cfg.departed_retention_days);
+            let cutoff = now - i64::from(days) * 86_400_000;
             for r in timed("records", self.store.records(DEPARTED, &school, 0, PER_RUN)).await? {
                 if dir.user(&r.id).is_some() {
                     report.returned += 1;
@@ -312,6 +322,44 @@ mod tests {
         for needle in ["pa050", parent.name.as_str(), "Mon fils est malade"] {
             assert_eq!(found(&files, needle), Vec::<String>::new(), "{needle:?} is still in the data folder");
         }
+    }
+
+    /// A school's own choices win over the platform's: a shorter delay, and posts that
+    /// lose their text.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_school_chooses_its_delay_and_whether_posts_keep_their_text() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let args = ["preau-gateway", "--data-dir", data.to_str().expect("utf-8")];
+        let clock = preau_proto::clock::ManualClock::at(1_796_160_600_000);
+        let g = Gateway::start_with_clock(Cli::parse_from(args).config, clock.clone()).await.expect("gateway");
+        let forum = ChannelId::forum("0750001A", "6A");
+        let create = Command::CreateThread {
+            channel: forum.clone(),
+            client_id: "t".into(),
+            title: "S".into(),
+            body: "x".into(),
+        };
+        let thread = g.handle("t01", 1, create).await.expect("thread").seq.expect("seq");
+        let post = Command::Send {
+            channel: forum.clone(),
+            client_id: "p".into(),
+            body: "ma réponse".into(),
+            thread: Some(thread),
+            reply_to: None,
+        };
+        let seq = g.handle("e001", 2, post).await.expect("post").seq.expect("seq");
+        let mut doc = demo_doc();
+        doc.schools[0].data.departed_retention_days = Some(10);
+        doc.schools[0].data.keep_shared_posts = Some(false);
+        doc.users.retain(|u| u.id != "e001");
+        doc.links.retain(|l| l.child != "e001");
+        g.import(doc).await.expect("import");
+        clock.advance(11 * 86_400_000);
+        let r = g.purge_departed("gw-test", false).await.expect("purge");
+        assert_eq!(r.purged.len(), 1, "ten days, not the platform's ninety");
+        let e = g.store.entry(&forum, seq).await.expect("read").expect("the post's place stays");
+        assert!(e.deleted && e.body.is_none() && e.author == r.purged[0].pseudonym, "{e:?}");
     }
 
     #[test]

@@ -81,6 +81,7 @@ pub fn demo_doc() -> DirectoryDoc {
             uai: SCHOOL.into(),
             name: "Collège Jean Zay (démo)".into(),
             policy: PolicyConfig::default(),
+            data: Default::default(),
         }],
         classes: classes
             .iter()

@@ -227,6 +227,9 @@ fn split(
         if let Some(Err(why)) = s.policy.discussion_hours.as_ref().map(|h| h.validate()) {
             problems.push(format!("school `{}`: {why}", s.uai));
         }
+        if s.data.departed_retention_days.is_some_and(|d| d > 3650) {
+            problems.push(format!("school `{}`: data.departed_retention_days is at most 3650", s.uai));
+        }
         let uai = s.uai.clone();
         parts.insert(uai, DirectoryDoc { schools: vec![s], ..DirectoryDoc::default() });
     }
@@ -365,7 +368,12 @@ mod tests {
     #[test]
     fn refuses_inconsistent_documents() {
         let doc = DirectoryDoc {
-            schools: vec![SchoolDoc { uai: "S1".into(), name: "S".into(), policy: PolicyConfig::default() }],
+            schools: vec![SchoolDoc {
+                uai: "S1".into(),
+                name: "S".into(),
+                policy: PolicyConfig::default(),
+                data: Default::default(),
+            }],
             classes: vec![ClassDoc { id: "c1".into(), school: "S2".into(), name: "x".into() }],
             groups: vec![],
             users: vec![

@@ -20,7 +20,7 @@ pub mod policy;
 
 pub use index::{Directory, DirectoryError, UserRec};
 pub use model::{
-    ClassDoc, DirectoryDoc, GroupDoc, LinkDoc, Override, PolicyConfig, Profile, Reach, SchoolDoc, UserDoc,
+    ClassDoc, DataRules, DirectoryDoc, GroupDoc, LinkDoc, Override, PolicyConfig, Profile, Reach, SchoolDoc, UserDoc,
 };
 pub use policy::{
     ASSEMBLY, ChannelAccess, LiveRole, class_access, class_channels, live_role, may_post_direct, may_write_first,

@@ -89,6 +89,30 @@ pub struct SchoolDoc {
     /// Communication settings.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// The school's choices on personal data (docs/data-protection.md); absent ones
+    /// take the platform's (the gateway's flags).
+    #[serde(default, skip_serializing_if = "DataRules::is_default")]
+    pub data: DataRules,
+}
+
+/// A school's choices on the personal data of people who leave.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataRules {
+    /// Days between a departure and the purge (at most 3650).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub departed_retention_days: Option<u32>,
+    /// A departed person's shared posts stay pseudonymised (true) or lose their text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_shared_posts: Option<bool>,
+    /// Direct conversations go even when the other side stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_direct_always: Option<bool>,
+}
+
+impl DataRules {
+    fn is_default(&self) -> bool {
+        *self == DataRules::default()
+    }
 }
 
 /// A class (division).

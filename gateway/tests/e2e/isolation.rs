@@ -31,7 +31,12 @@ fn school_b(with_class: bool) -> DirectoryDoc {
         users.push(user("b-t01", Profile::Teacher, &["6A"]));
     }
     DirectoryDoc {
-        schools: vec![SchoolDoc { uai: B.into(), name: "Collège B".into(), policy: Default::default() }],
+        schools: vec![SchoolDoc {
+            uai: B.into(),
+            name: "Collège B".into(),
+            policy: Default::default(),
+            data: Default::default(),
+        }],
         classes,
         users,
         ..DirectoryDoc::default()
