@@ -209,7 +209,9 @@ pub struct Config {
     /// Replication factor `migrate` gives a new keyspace.
     #[arg(long, env = "PREAU_SCYLLA_REPLICATION", default_value_t = 3, global = true)]
     pub scylla_replication: u32,
-    /// Days messages are kept in ScyllaDB (row TTL); 0 keeps them.
+    /// Days messages are kept (a school may choose its own for its class channels); 0
+    /// keeps them. SQLite and PostgreSQL remove older ones hourly; ScyllaDB by row TTL,
+    /// set by `migrate`.
     #[arg(long, env = "PREAU_RETENTION_DAYS", default_value_t = 400, global = true)]
     pub retention_days: u32,
     /// Private key (PEM) signing room tokens for the SFU (production); development mode

@@ -99,6 +99,8 @@ pub struct PurgeReport {
     pub waiting: usize,
     /// Departed people who are back in the directory (their record is dropped).
     pub returned: usize,
+    /// Messages past their retention removed (not counted in a dry run).
+    pub expired_rows: u64,
 }
 
 impl Gateway {
@@ -174,6 +176,33 @@ impl Gateway {
         Ok(Purged { school: school.to_owned(), user: user.to_owned(), pseudonym, rows })
     }
 
+    /// Removes messages past their retention: each school's class channels by its
+    /// `data.message_retention_days` (else `--retention-days`), conversations by
+    /// `--retention-days`. Returns the rows removed.
+    async fn expire_messages(&self, dir: &Directory, now: i64) -> Result<u64, CmdError> {
+        let platform = self.cfg.retention_days;
+        let mut plan: Vec<(String, u32)> = vec![("dm:".into(), platform), ("grp:".into(), platform)];
+        for (uai, _) in dir.school_docs() {
+            let days = dir.school(uai).and_then(|s| s.data.message_retention_days).unwrap_or(platform);
+            plan.push((format!("forum:{uai}:"), days));
+            plan.push((format!("ann:{uai}:"), days));
+        }
+        let mut rows = 0;
+        for (prefix, days) in plan.into_iter().filter(|(_, d)| *d > 0) {
+            let x = preau_store::Expiry { prefix, before_ms: now - i64::from(days) * 86_400_000, limit: STEP_ROWS };
+            loop {
+                let step = timed("expire", self.store.expire(x.clone())).await?;
+                rows += step.rows;
+                metrics::counter!(crate::metrics::PURGE_ROWS).increment(step.rows);
+                if step.done {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(rows)
+    }
+
     /// One purge run: every departure past `--departed-retention-days` is erased, on one
     /// node at a time. `holder` names this node in the lease.
     pub async fn purge_departed(&self, holder: &str, dry_run: bool) -> Result<PurgeReport, CmdError> {
@@ -217,6 +246,7 @@ impl Gateway {
             }
         }
         if !dry_run {
+            report.expired_rows = self.expire_messages(&dir, now).await?;
             let end = self.clock.now_ms();
             metrics::gauge!(crate::metrics::PURGE_LAST_RUN).set(end as f64 / 1000.0);
             // Released (renewed to expire now), so the next run on any node need not wait.
@@ -334,6 +364,18 @@ mod tests {
         let clock = preau_proto::clock::ManualClock::at(1_796_160_600_000);
         let g = Gateway::start_with_clock(Cli::parse_from(args).config, clock.clone()).await.expect("gateway");
         let forum = ChannelId::forum("0750001A", "6A");
+        // An old announcement, past the school's retention of 30 days by the end.
+        let ann = ChannelId::announcements("0750001A", "6A");
+        for (i, body) in ["ancienne annonce", "annonce récente"].iter().enumerate() {
+            let send = Command::Send {
+                channel: ann.clone(),
+                client_id: format!("a{i}"),
+                body: (*body).into(),
+                thread: None,
+                reply_to: None,
+            };
+            g.handle("t01", 10 + i as u64, send).await.expect("announce");
+        }
         let create = Command::CreateThread {
             channel: forum.clone(),
             client_id: "t".into(),
@@ -352,6 +394,7 @@ mod tests {
         let mut doc = demo_doc();
         doc.schools[0].data.departed_retention_days = Some(10);
         doc.schools[0].data.keep_shared_posts = Some(false);
+        doc.schools[0].data.message_retention_days = Some(30);
         doc.users.retain(|u| u.id != "e001");
         doc.links.retain(|l| l.child != "e001");
         g.import(doc).await.expect("import");
@@ -360,6 +403,13 @@ mod tests {
         assert_eq!(r.purged.len(), 1, "ten days, not the platform's ninety");
         let e = g.store.entry(&forum, seq).await.expect("read").expect("the post's place stays");
         assert!(e.deleted && e.body.is_none() && e.author == r.purged[0].pseudonym, "{e:?}");
+        assert_eq!(r.expired_rows, 0, "nothing is 30 days old yet");
+        clock.advance(20 * 86_400_000);
+        let r = g.purge_departed("gw-test", false).await.expect("purge");
+        assert!(r.expired_rows >= 2, "31 days: the school's retention applies ({r:?})");
+        let (h, _) = g.store.history(&ann, Some(0), None, 10).await.expect("history");
+        assert_eq!(h.len(), 1, "only the channel's last entry stays, emptied: {h:?}");
+        assert!(h[0].body.is_none() && h[0].seq == 2);
     }
 
     #[test]

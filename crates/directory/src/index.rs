@@ -230,6 +230,9 @@ fn split(
         if s.data.departed_retention_days.is_some_and(|d| d > 3650) {
             problems.push(format!("school `{}`: data.departed_retention_days is at most 3650", s.uai));
         }
+        if s.data.message_retention_days.is_some_and(|d| d > 3650) {
+            problems.push(format!("school `{}`: data.message_retention_days is at most 3650", s.uai));
+        }
         let uai = s.uai.clone();
         parts.insert(uai, DirectoryDoc { schools: vec![s], ..DirectoryDoc::default() });
     }

@@ -107,6 +107,10 @@ pub struct DataRules {
     /// Direct conversations go even when the other side stays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remove_direct_always: Option<bool>,
+    /// Days the messages of the school's class forums and announcements are kept (0:
+    /// kept); at most 3650.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_retention_days: Option<u32>,
 }
 
 impl DataRules {

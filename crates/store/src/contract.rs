@@ -78,6 +78,30 @@ pub async fn run_all(store: Arc<dyn Store>, log: HookLog) {
     leases(store.as_ref()).await;
 }
 
+/// Retention: messages written before the cutoff go, in bounded steps, except each
+/// channel's last, emptied, so the channel's seq goes on; other prefixes are untouched.
+pub async fn expiry(store: &dyn Store) {
+    let old = ChannelId::forum("0750009Z", "x1");
+    let other = ChannelId::forum("0750008Y", "x1");
+    for i in 0..7 {
+        store.write(post(&old, "u1", &format!("o{i}"), "ancien message")).await.expect("post");
+    }
+    store.write(post(&other, "u1", "k", "autre école")).await.expect("post");
+    let x = |limit| crate::Expiry { prefix: "forum:0750009Z:".into(), before_ms: i64::MAX, limit };
+    let mut calls = 0;
+    while !store.expire(x(3)).await.expect("expire").done {
+        calls += 1;
+        assert!(calls < 20, "expiry never finishes");
+    }
+    let (h, _) = store.history(&old, Some(0), None, 10).await.expect("history");
+    assert_eq!(h.len(), 1, "only the last entry stays");
+    assert!(h[0].seq == 7 && h[0].deleted && h[0].body.is_none() && h[0].author.is_empty(), "{:?}", h[0]);
+    assert_eq!(store.write(post(&old, "u2", "n", "nouveau")).await.expect("post").entry.seq, 8, "the seq goes on");
+    assert_eq!(store.history(&other, Some(0), None, 10).await.map(|h| h.0.len()), Ok(1), "another school's stays");
+    // With a cutoff of "always", the old tombstone goes and the new last entry is emptied.
+    assert_eq!(store.expire(x(3)).await.map(|r| r.rows), Ok(2));
+}
+
 /// One holder at a time; the holder renews; an expired lease passes on.
 pub async fn leases(store: &dyn Store) {
     assert_eq!(store.try_lease("purge", "gw1", 1_000, 61_000).await, Ok(true));

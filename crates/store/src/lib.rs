@@ -156,6 +156,9 @@ pub trait Store: Send + Sync + 'static {
     /// read markers and mutes. At most `limit` rows per call: repeat until `done`.
     fn erase_user(&self, e: Erasure) -> BoxFut<'_, Result<Erased, StoreError>>;
 
+    /// Removes messages past their retention (see [`Expiry`]); repeat until `done`.
+    fn expire(&self, x: Expiry) -> BoxFut<'_, Result<Erased, StoreError>>;
+
     /// Takes or renews the lease `name` for `holder` until `until_ms`, if it is free,
     /// expired at `now_ms`, or already `holder`'s: one node at a time runs a job.
     fn try_lease(&self, name: &str, holder: &str, now_ms: i64, until_ms: i64) -> BoxFut<'_, Result<bool, StoreError>>;

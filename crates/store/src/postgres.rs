@@ -63,6 +63,7 @@ CREATE TABLE entries (
 CREATE UNIQUE INDEX entries_idem ON entries (channel, author, client_id) WHERE client_id IS NOT NULL;
 CREATE INDEX entries_by_author ON entries (author, channel, seq);
 CREATE INDEX entries_with_members ON entries (channel) WHERE members IS NOT NULL;
+CREATE INDEX entries_by_time ON entries (at);
 CREATE TABLE conversations (
     channel TEXT PRIMARY KEY, kind TEXT NOT NULL, title TEXT NOT NULL, creator TEXT NOT NULL,
     client_id TEXT, created_at BIGINT NOT NULL);
@@ -231,6 +232,7 @@ enum Op {
     /// A write that only proves the database takes writes again (readiness).
     Probe,
     Erase(Erasure),
+    Expire(Expiry),
     DeleteRecord {
         kind: String,
         school: String,
@@ -849,6 +851,29 @@ impl Tx<'_> {
                 Ok(Done::ok(Out::Seq(n)))
             }
             Op::Erase(e) => Ok(Done::ok(Out::Erased(erase(c, e).await?))),
+            Op::Expire(x) => {
+                let limit = i64::from(x.limit.max(1));
+                // Every expired entry but each channel's last, then that one emptied; the
+                // counter row keeps the seq either way. `starts_with`, not a range: the
+                // database's collation may not order ids byte by byte.
+                let n = c
+                    .execute(
+                        "DELETE FROM entries WHERE (channel, seq) IN (SELECT channel, seq FROM entries e
+                     WHERE at < $2 AND starts_with(channel, $1)
+                     AND seq < (SELECT MAX(seq) FROM entries m WHERE m.channel = e.channel) LIMIT $3)",
+                        &[&x.prefix, &x.before_ms, &limit],
+                    )
+                    .await? as i64;
+                let m = c
+                    .execute(
+                        "UPDATE entries SET body = NULL, title = NULL, members = NULL, client_id = NULL, author = '',
+                     deleted = TRUE WHERE (channel, seq) IN (SELECT channel, seq FROM entries
+                     WHERE at < $2 AND starts_with(channel, $1) AND author <> '' LIMIT $3)",
+                        &[&x.prefix, &x.before_ms, &(limit - n).max(0)],
+                    )
+                    .await? as i64;
+                Ok(Done::ok(Out::Erased(Erased { rows: (n + m) as u64, done: n + m < limit })))
+            }
             Op::DeleteRecord { kind, school, id } => {
                 c.execute("DELETE FROM records WHERE kind = $1 AND school = $2 AND id = $3", &[kind, school, id])
                     .await?;
@@ -1283,6 +1308,15 @@ impl Store for PgStore {
     fn delete_record(&self, kind: &str, school: &str, id: &str) -> BoxFut<'_, Result<(), StoreError>> {
         let op = Op::DeleteRecord { kind: kind.to_owned(), school: school.to_owned(), id: id.to_owned() };
         Box::pin(async move { self.submit(op).await.map(|_| ()) })
+    }
+
+    fn expire(&self, x: Expiry) -> BoxFut<'_, Result<Erased, StoreError>> {
+        Box::pin(async move {
+            match self.submit(Op::Expire(x)).await? {
+                Out::Erased(r) => Ok(r),
+                o => Err(unexpected(o)),
+            }
+        })
     }
 
     fn erase_user(&self, e: Erasure) -> BoxFut<'_, Result<Erased, StoreError>> {

@@ -89,6 +89,7 @@ enum Op {
         before_ms: i64,
     },
     Erase(Erasure),
+    Expire(Expiry),
     DeleteRecord {
         kind: String,
         school: String,
@@ -134,6 +135,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS entries_idem ON entries(channel, author, clien
     WHERE client_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS entries_by_author ON entries(author, channel, seq);
 CREATE INDEX IF NOT EXISTS entries_with_members ON entries(channel) WHERE members IS NOT NULL;
+CREATE INDEX IF NOT EXISTS entries_by_time ON entries(at);
 CREATE TABLE IF NOT EXISTS conversations (
     channel TEXT PRIMARY KEY, kind TEXT NOT NULL, title TEXT NOT NULL, creator TEXT NOT NULL,
     client_id TEXT, created_at INTEGER NOT NULL);
@@ -695,6 +697,27 @@ impl Writer {
                 self.checkpoint = true;
                 Ok(Done { out: Ok(Out::Unit), next: None, event: None })
             }
+            Op::Expire(x) => {
+                let (lo, hi) = x.range();
+                let limit = i64::from(x.limit.max(1));
+                // Every expired entry but each channel's last, then that one emptied.
+                let n = self.conn.execute(
+                    "DELETE FROM entries WHERE (channel, seq) IN (SELECT channel, seq FROM entries e
+                     WHERE at < ?3 AND channel >= ?1 AND channel < ?2
+                     AND seq < (SELECT MAX(seq) FROM entries m WHERE m.channel = e.channel) LIMIT ?4)",
+                    params![lo, hi, x.before_ms, limit],
+                )? as i64;
+                let m = self.conn.execute(
+                    "UPDATE entries SET body = NULL, title = NULL, members = NULL, client_id = NULL, author = '',
+                     deleted = 1 WHERE (channel, seq) IN (SELECT channel, seq FROM entries
+                     WHERE at < ?3 AND channel >= ?1 AND channel < ?2 AND author <> '' LIMIT ?4)",
+                    params![lo, hi, x.before_ms, (limit - n).max(0)],
+                )? as i64;
+                let done = n + m < limit;
+                self.checkpoint |= done && n + m > 0;
+                let out = Erased { rows: (n + m) as u64, done };
+                Ok(Done { out: Ok(Out::Erased(out)), next: None, event: None })
+            }
             Op::Erase(e) => {
                 let out = self.erase(&e)?;
                 self.checkpoint |= out.done && !e.dry_run;
@@ -1045,6 +1068,15 @@ impl Store for SqliteStore {
     fn delete_record(&self, kind: &str, school: &str, id: &str) -> BoxFut<'_, Result<(), StoreError>> {
         let op = Op::DeleteRecord { kind: kind.to_owned(), school: school.to_owned(), id: id.to_owned() };
         Box::pin(async move { self.submit(op).await.map(|_| ()) })
+    }
+
+    fn expire(&self, x: Expiry) -> BoxFut<'_, Result<Erased, StoreError>> {
+        Box::pin(async move {
+            match self.submit(Op::Expire(x)).await? {
+                Out::Erased(r) => Ok(r),
+                o => Err(unexpected(o)),
+            }
+        })
     }
 
     fn erase_user(&self, e: Erasure) -> BoxFut<'_, Result<Erased, StoreError>> {

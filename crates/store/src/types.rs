@@ -257,3 +257,23 @@ pub struct Erased {
     /// Nothing of the person is left (a dry run counts everything at once: always true).
     pub done: bool,
 }
+
+/// Messages past their retention to remove: those of the channels whose id starts with
+/// `prefix` written before `before_ms`. Each channel's last entry stays as an empty
+/// tombstone, so its seq goes on from where it was. At most `limit` rows per call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expiry {
+    /// Channel id prefix (`forum:0750001A:`, `dm:`).
+    pub prefix: String,
+    /// Entries written before this, milliseconds since the epoch.
+    pub before_ms: i64,
+    /// Most rows changed in one call.
+    pub limit: u32,
+}
+
+impl Expiry {
+    /// The bounds of the channel ids with the prefix, in byte order (ids are ASCII).
+    pub fn range(&self) -> (String, String) {
+        (self.prefix.clone(), format!("{}\u{10ffff}", self.prefix))
+    }
+}

@@ -13,6 +13,7 @@ async fn sqlite_keeps_the_contract() {
     let store = Arc::new(store);
     contract::run_all(store.clone(), log).await;
     contract::erasure(store.as_ref()).await;
+    contract::expiry(store.as_ref()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
