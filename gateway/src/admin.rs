@@ -252,6 +252,7 @@ pub async fn suspend(State(s): State<AppState>, headers: HeaderMap, body: axum::
 
 /// `DELETE /admin/users/{id}/data`: erases a person's personal data now (an RGPD
 /// request), with the departure purge's rules for shared spaces (`purge.rs`). Query:
+/// `posts=remove` (the person objected) takes the text of their shared posts too;
 /// `dry_run=true` counts and changes nothing; `school` names the school of a person no
 /// longer in the directory (a school's admin: their own, by default).
 pub async fn erase(
@@ -273,7 +274,12 @@ pub async fn erase(
         Ok(sc) => sc,
         Err(r) => return *r,
     };
-    match s.g.erase_person(&school, &id, &who.id(), dry_run).await {
+    let objected = match q.get("posts").map(String::as_str) {
+        None | Some("school") => false,
+        Some("remove") => true,
+        Some(_) => return err(StatusCode::BAD_REQUEST, "bad_request", "bad_posts", "`posts` is school or remove"),
+    };
+    match s.g.erase_person(&school, &id, &who.id(), objected, dry_run).await {
         Ok(p) => Json(json!({ "school": p.school, "pseudonym": p.pseudonym, "rows": p.rows, "dry_run": dry_run }))
             .into_response(),
         Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.code.as_str(), "erasure_failed", &e.message),

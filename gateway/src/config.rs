@@ -48,6 +48,9 @@ pub enum Command {
         /// School UAI (default: the user's school in the directory).
         #[arg(long)]
         school: Option<String>,
+        /// The person objected to their shared posts being kept: their text goes too.
+        #[arg(long)]
+        remove_posts: bool,
         /// Count, change nothing.
         #[arg(long)]
         dry_run: bool,

@@ -99,14 +99,14 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }
-        Command::Erase { user, school, dry_run } => {
+        Command::Erase { user, school, remove_posts, dry_run } => {
             let g = Gateway::start(cfg).await?;
             let school = match school.or_else(|| g.dir().user(&user).map(|u| u.school.clone())) {
                 Some(s) => s,
                 None => anyhow::bail!("`{user}` is not in the directory: say which school with --school"),
             };
             let r = g
-                .erase_person(&school, &user, "preau-gateway erase", dry_run)
+                .erase_person(&school, &user, "preau-gateway erase", remove_posts, dry_run)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
             println!("{}", serde_json::to_string_pretty(&r)?);

@@ -128,9 +128,18 @@ impl Gateway {
         Ok(json.into_bytes())
     }
 
-    /// Erases `user` of `school` now: bounded steps until done. Returns rows changed (or
-    /// that would be, dry). Recorded in the audit trail as `actor`'s, without the id.
-    pub async fn erase_person(&self, school: &str, user: &str, actor: &str, dry_run: bool) -> Result<Purged, CmdError> {
+    /// Erases `user` of `school` now: bounded steps until done. `objected`: the person
+    /// objected to their shared posts being kept, so their text goes whatever the school's
+    /// choice. Returns rows changed (or that would be, dry). Recorded in the audit trail
+    /// as `actor`'s, without the id.
+    pub async fn erase_person(
+        &self,
+        school: &str,
+        user: &str,
+        actor: &str,
+        objected: bool,
+        dry_run: bool,
+    ) -> Result<Purged, CmdError> {
         let salt = self.salt(school).await?;
         let pseudonym = pseudonym(&salt, user);
         let convs: Vec<ChannelId> = timed("conversations_of", self.store.conversations_of(user))
@@ -143,7 +152,7 @@ impl Gateway {
         let e = Erasure {
             user: user.to_owned(),
             pseudonym: pseudonym.clone(),
-            keep_shared_posts: rules.keep_shared_posts.unwrap_or(self.cfg.purge_keep_shared_posts),
+            keep_shared_posts: !objected && rules.keep_shared_posts.unwrap_or(self.cfg.purge_keep_shared_posts),
             direct: direct_to_remove(
                 &dir,
                 user,
@@ -237,7 +246,7 @@ impl Gateway {
                     let now = self.clock.now_ms();
                     timed("try_lease", self.store.try_lease(LEASE, holder, now, now + LEASE_MS)).await?;
                 }
-                let p = self.erase_person(&school, &r.id, "preau-purge", dry_run).await?;
+                let p = self.erase_person(&school, &r.id, "preau-purge", false, dry_run).await?;
                 if !dry_run {
                     // Last: a run cut before this point erases again (idempotent) next time.
                     timed("delete_record", self.store.delete_record(DEPARTED, &school, &r.id)).await?;

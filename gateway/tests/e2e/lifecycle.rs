@@ -21,6 +21,8 @@ async fn an_admin_erases_a_person_on_request_and_others_may_not() {
     let (status, body) =
         http_with(&s.addr, "DELETE", &format!("{path}?dry_run=maybe"), &admin, "").await.expect("delete");
     assert!(status == 400 && body.contains("bad_dry_run"), "{status} {body}");
+    let (status, body) = http_with(&s.addr, "DELETE", &format!("{path}?posts=some"), &admin, "").await.expect("delete");
+    assert!(status == 400 && body.contains("bad_posts"), "{status} {body}");
     let (status, body) = http_with(&s.addr, "DELETE", &format!("{path}?dry_run=true"), &admin, "").await.expect("dry");
     assert_eq!(status, 200, "{body}");
     let dry: serde_json::Value = serde_json::from_str(&body).expect("json");
