@@ -8,6 +8,8 @@
 //!   a writer per gateway with group commit, seqs from a counter row locked in the write.
 //! - [`sqlite`]: the embedded default, SQLite in WAL mode: one writer thread that groups
 //!   the writes waiting for it into one transaction (group commit), a pool of readers.
+//! - `queue`: the write queue SQLite's and PostgreSQL's single writers share (what is
+//!   queued, the typed calls that wait for the answer).
 //! - [`rules`]: the entry rules (threads, locks, replies, who edits and deletes what,
 //!   idempotency keys), written once and applied by every backend.
 //! - [`types`]: what goes in and comes out.
@@ -22,6 +24,7 @@
 
 pub mod contract;
 pub mod postgres;
+mod queue;
 pub mod rules;
 #[cfg(feature = "scylla")]
 pub mod scylla;

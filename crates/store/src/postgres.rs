@@ -26,6 +26,7 @@
 //! outcome is unknown (the connection died during `COMMIT`) is answered `Unavailable` too:
 //! the client retries with the same client id and gets the stored entry if it committed.
 
+use crate::queue::{Job, Op, Out, Queue};
 use crate::rules;
 use crate::types::*;
 use crate::{BoxFut, CommitHook, Pending, Store};
@@ -36,7 +37,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
@@ -203,66 +204,9 @@ fn row_record(r: &Row) -> Result<Record, tokio_postgres::Error> {
     })
 }
 
-enum Op {
-    Write(Write),
-    MarkRead {
-        user: String,
-        channel: ChannelId,
-        seq: Seq,
-    },
-    CreateConversation(NewConversation),
-    SetMute {
-        channel: ChannelId,
-        user: String,
-        until_ms: i64,
-    },
-    SaveDirectory {
-        school: String,
-        doc: String,
-    },
-    SaveSetting {
-        key: String,
-        value: String,
-    },
-    PutRecord(Record),
-    PurgeRecords {
-        kind: String,
-        before_ms: i64,
-    },
-    /// A write that only proves the database takes writes again (readiness).
-    Probe,
-    Erase(Erasure),
-    Expire(Expiry),
-    DeleteRecord {
-        kind: String,
-        school: String,
-        id: String,
-    },
-    Lease {
-        name: String,
-        holder: String,
-        now_ms: i64,
-        until_ms: i64,
-    },
-}
-
-enum Out {
-    Appended(Appended),
-    Seq(Seq),
-    Conversation(Conversation),
-    Erased(Erased),
-    Bool(bool),
-    Unit,
-}
-
-struct Job {
-    op: Op,
-    reply: oneshot::Sender<Result<Out, StoreError>>,
-}
-
 /// The PostgreSQL store.
 pub struct PgStore {
-    tx: mpsc::Sender<Job>,
+    q: Queue,
     pool: Pool,
     timeout: Duration,
     healthy: Arc<AtomicBool>,
@@ -327,7 +271,7 @@ impl PgStore {
             .recycle_timeout(Some(opts.timeout))
             .build()
             .map_err(unavailable)?;
-        let (tx, rx) = mpsc::channel(opts.queue.max(1));
+        let (q, rx) = Queue::bounded(opts.queue);
         let healthy = Arc::new(AtomicBool::new(true));
         let (events, mut dispatch) = mpsc::channel::<Vec<Committed>>(DISPATCH_BACKLOG);
         std::thread::Builder::new()
@@ -349,13 +293,7 @@ impl PgStore {
             timeout: opts.timeout,
         };
         tokio::spawn(writer.run(rx, opts.max_batch.max(1)));
-        Ok(PgStore { tx, pool, timeout: opts.timeout, healthy })
-    }
-
-    async fn submit(&self, op: Op) -> Result<Out, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { op, reply }).await.map_err(|_| unavailable("writer stopped"))?;
-        rx.await.map_err(|_| unavailable("writer stopped"))?
+        Ok(PgStore { q, pool, timeout: opts.timeout, healthy })
     }
 
     /// Runs `f` on a pooled read connection, within the timeout.
@@ -998,56 +936,22 @@ async fn conversation(c: &Client, channel: &str) -> Result<Option<Conversation>,
     Ok(Some(Conversation { kind: id.kind(), channel: id, title: row.try_get(0)?, creator: row.try_get(1)?, members }))
 }
 
-fn unexpected<T>(_: T) -> StoreError {
-    unavailable("unexpected answer from the writer")
-}
-
 impl Store for PgStore {
     fn write(&self, w: Write) -> BoxFut<'_, Result<Appended, StoreError>> {
-        Box::pin(async move {
-            match self.submit(Op::Write(w)).await? {
-                Out::Appended(a) => Ok(a),
-                o => Err(unexpected(o)),
-            }
-        })
+        Box::pin(self.q.write(w))
     }
 
     fn queue_write(&self, w: Write) -> BoxFut<'_, Result<Pending, StoreError>> {
-        Box::pin(async move {
-            // A full backlog is refused at once (retry), never waited for.
-            let permit = match self.tx.try_reserve() {
-                Ok(p) => p,
-                Err(mpsc::error::TrySendError::Full(())) => return Err(StoreError::Overloaded),
-                Err(mpsc::error::TrySendError::Closed(())) => return Err(unavailable("writer stopped")),
-            };
-            let (reply, rx) = oneshot::channel();
-            permit.send(Job { op: Op::Write(w), reply });
-            Ok(Box::pin(async move {
-                match rx.await.map_err(|_| unavailable("writer stopped"))?? {
-                    Out::Appended(a) => Ok(a),
-                    o => Err(unexpected(o)),
-                }
-            }) as Pending)
-        })
+        Box::pin(async move { self.q.queue_write(w) })
     }
 
     fn mark_read(&self, user: &str, channel: &ChannelId, seq: Seq) -> BoxFut<'_, Result<Seq, StoreError>> {
         let op = Op::MarkRead { user: user.to_owned(), channel: channel.clone(), seq };
-        Box::pin(async move {
-            match self.submit(op).await? {
-                Out::Seq(s) => Ok(s),
-                o => Err(unexpected(o)),
-            }
-        })
+        Box::pin(self.q.seq(op))
     }
 
     fn create_conversation(&self, c: NewConversation) -> BoxFut<'_, Result<Conversation, StoreError>> {
-        Box::pin(async move {
-            match self.submit(Op::CreateConversation(c)).await? {
-                Out::Conversation(c) => Ok(c),
-                o => Err(unexpected(o)),
-            }
-        })
+        Box::pin(self.q.conversation(c))
     }
 
     fn conversation(&self, channel: &ChannelId) -> BoxFut<'_, Result<Option<Conversation>, StoreError>> {
@@ -1181,7 +1085,7 @@ impl Store for PgStore {
 
     fn set_mute(&self, channel: &ChannelId, user: &str, until_ms: i64) -> BoxFut<'_, Result<(), StoreError>> {
         let op = Op::SetMute { channel: channel.clone(), user: user.to_owned(), until_ms };
-        Box::pin(async move { self.submit(op).await.map(|_| ()) })
+        Box::pin(self.q.unit(op))
     }
 
     fn muted_until(&self, channel: &ChannelId, user: &str) -> BoxFut<'_, Result<i64, StoreError>> {
@@ -1195,7 +1099,7 @@ impl Store for PgStore {
 
     fn save_directory(&self, school: &str, doc_json: String) -> BoxFut<'_, Result<(), StoreError>> {
         let op = Op::SaveDirectory { school: school.to_owned(), doc: doc_json };
-        Box::pin(async move { self.submit(op).await.map(|_| ()) })
+        Box::pin(self.q.unit(op))
     }
 
     fn load_directories(&self) -> BoxFut<'_, Result<Vec<String>, StoreError>> {
@@ -1206,7 +1110,7 @@ impl Store for PgStore {
 
     fn save_setting(&self, key: &str, value_json: String) -> BoxFut<'_, Result<(), StoreError>> {
         let op = Op::SaveSetting { key: key.to_owned(), value: value_json };
-        Box::pin(async move { self.submit(op).await.map(|_| ()) })
+        Box::pin(self.q.unit(op))
     }
 
     fn load_setting(&self, key: &str) -> BoxFut<'_, Result<Option<String>, StoreError>> {
@@ -1217,7 +1121,7 @@ impl Store for PgStore {
     }
 
     fn put_record(&self, r: Record) -> BoxFut<'_, Result<(), StoreError>> {
-        Box::pin(async move { self.submit(Op::PutRecord(r)).await.map(|_| ()) })
+        Box::pin(self.q.unit(Op::PutRecord(r)))
     }
 
     fn records(
@@ -1255,12 +1159,7 @@ impl Store for PgStore {
 
     fn purge_records(&self, kind: &str, before_ms: i64) -> BoxFut<'_, Result<u64, StoreError>> {
         let op = Op::PurgeRecords { kind: kind.to_owned(), before_ms };
-        Box::pin(async move {
-            match self.submit(op).await? {
-                Out::Seq(n) => Ok(n),
-                _ => Ok(0),
-            }
-        })
+        Box::pin(self.q.seq(op))
     }
 
     fn authored(
@@ -1307,47 +1206,32 @@ impl Store for PgStore {
 
     fn delete_record(&self, kind: &str, school: &str, id: &str) -> BoxFut<'_, Result<(), StoreError>> {
         let op = Op::DeleteRecord { kind: kind.to_owned(), school: school.to_owned(), id: id.to_owned() };
-        Box::pin(async move { self.submit(op).await.map(|_| ()) })
+        Box::pin(self.q.unit(op))
     }
 
     fn expire(&self, x: Expiry) -> BoxFut<'_, Result<Erased, StoreError>> {
-        Box::pin(async move {
-            match self.submit(Op::Expire(x)).await? {
-                Out::Erased(r) => Ok(r),
-                o => Err(unexpected(o)),
-            }
-        })
+        Box::pin(self.q.erased(Op::Expire(x)))
     }
 
     fn erase_user(&self, e: Erasure) -> BoxFut<'_, Result<Erased, StoreError>> {
-        Box::pin(async move {
-            match self.submit(Op::Erase(e)).await? {
-                Out::Erased(x) => Ok(x),
-                o => Err(unexpected(o)),
-            }
-        })
+        Box::pin(self.q.erased(Op::Erase(e)))
     }
 
     fn try_lease(&self, name: &str, holder: &str, now_ms: i64, until_ms: i64) -> BoxFut<'_, Result<bool, StoreError>> {
         let op = Op::Lease { name: name.to_owned(), holder: holder.to_owned(), now_ms, until_ms };
-        Box::pin(async move {
-            match self.submit(op).await? {
-                Out::Bool(b) => Ok(b),
-                o => Err(unexpected(o)),
-            }
-        })
+        Box::pin(self.q.bool(op))
     }
 
     fn ping(&self) -> BoxFut<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            if self.tx.is_closed() {
+            if self.q.is_closed() {
                 return Err(unavailable("writer is gone"));
             }
             self.read(async |c| c.query_one("SELECT 1", &[]).await.map(|_| ())).await?;
             if !self.healthy.load(Ordering::Relaxed) {
                 // The server answers again; the writer reconnects at its next batch, so
                 // readiness returns once a write has gone through.
-                self.submit(Op::Probe).await?;
+                self.q.unit(Op::Probe).await?;
             }
             Ok(())
         })

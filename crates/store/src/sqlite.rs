@@ -12,6 +12,7 @@
 //! Reads run on a small pool of read-only connections on tokio's blocking threads; WAL
 //! lets them proceed while the writer commits.
 
+use crate::queue::{Job, Op, Out, Queue};
 use crate::rules;
 use crate::types::*;
 use crate::{BoxFut, CommitHook, Pending, Store};
@@ -22,7 +23,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// Options of the embedded store.
 #[derive(Clone, Debug)]
@@ -60,66 +61,9 @@ impl SqliteOptions {
     }
 }
 
-enum Op {
-    Write(Write),
-    MarkRead {
-        user: String,
-        channel: ChannelId,
-        seq: Seq,
-    },
-    CreateConversation(NewConversation),
-    SetMute {
-        channel: ChannelId,
-        user: String,
-        until_ms: i64,
-    },
-    SaveDirectory {
-        school: String,
-        doc: String,
-    },
-    SaveSetting {
-        key: String,
-        value: String,
-    },
-    PutRecord(Record),
-    /// A write that only proves the disk takes writes again (readiness after a failure).
-    Probe,
-    PurgeRecords {
-        kind: String,
-        before_ms: i64,
-    },
-    Erase(Erasure),
-    Expire(Expiry),
-    DeleteRecord {
-        kind: String,
-        school: String,
-        id: String,
-    },
-    Lease {
-        name: String,
-        holder: String,
-        now_ms: i64,
-        until_ms: i64,
-    },
-}
-
-enum Out {
-    Appended(Appended),
-    Seq(Seq),
-    Conversation(Conversation),
-    Erased(Erased),
-    Bool(bool),
-    Unit,
-}
-
-struct Job {
-    op: Op,
-    reply: oneshot::Sender<Result<Out, StoreError>>,
-}
-
 /// The embedded SQLite store.
 pub struct SqliteStore {
-    tx: mpsc::Sender<Job>,
+    q: Queue,
     readers: Arc<ReaderPool>,
     healthy: Arc<AtomicBool>,
 }
@@ -230,7 +174,7 @@ impl SqliteStore {
         // Removed rows are overwritten, not just unlinked: an erased person's messages must
         // not stay readable in free pages (docs/data-protection.md).
         conn.pragma_update(None, "secure_delete", true).map_err(unavailable)?;
-        let (tx, rx) = mpsc::channel(opts.queue);
+        let (q, rx) = Queue::bounded(opts.queue);
         let healthy = Arc::new(AtomicBool::new(true));
         let h = healthy.clone();
         let max_batch = opts.max_batch.max(1);
@@ -256,13 +200,7 @@ impl SqliteStore {
                     .run(rx, max_batch)
             })
             .map_err(unavailable)?;
-        Ok(SqliteStore { tx, readers: Arc::new(ReaderPool { path: opts.path, idle: Mutex::new(Vec::new()) }), healthy })
-    }
-
-    async fn submit(&self, op: Op) -> Result<Out, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { op, reply }).await.map_err(|_| unavailable("writer stopped"))?;
-        rx.await.map_err(|_| unavailable("writer stopped"))?
+        Ok(SqliteStore { q, readers: Arc::new(ReaderPool { path: opts.path, idle: Mutex::new(Vec::new()) }), healthy })
     }
 
     async fn read<R: Send + 'static>(
@@ -788,57 +726,22 @@ fn conversation(c: &Connection, channel: &str) -> rusqlite::Result<Option<Conver
     Ok(Some(Conversation { kind: id.kind(), channel: id, title, creator, members }))
 }
 
-fn unexpected<T>(_: T) -> StoreError {
-    unavailable("unexpected answer from the writer")
-}
-
 impl Store for SqliteStore {
     fn write(&self, w: Write) -> BoxFut<'_, Result<Appended, StoreError>> {
-        Box::pin(async move {
-            match self.submit(Op::Write(w)).await? {
-                Out::Appended(a) => Ok(a),
-                o => Err(unexpected(o)),
-            }
-        })
+        Box::pin(self.q.write(w))
     }
 
     fn queue_write(&self, w: Write) -> BoxFut<'_, Result<Pending, StoreError>> {
-        Box::pin(async move {
-            // Never waits for room: a full backlog is refused at once, so a client is
-            // told to retry instead of waiting behind everyone else's writes.
-            let permit = match self.tx.try_reserve() {
-                Ok(p) => p,
-                Err(mpsc::error::TrySendError::Full(())) => return Err(StoreError::Overloaded),
-                Err(mpsc::error::TrySendError::Closed(())) => return Err(unavailable("writer stopped")),
-            };
-            let (reply, rx) = oneshot::channel();
-            permit.send(Job { op: Op::Write(w), reply });
-            Ok(Box::pin(async move {
-                match rx.await.map_err(|_| unavailable("writer stopped"))?? {
-                    Out::Appended(a) => Ok(a),
-                    o => Err(unexpected(o)),
-                }
-            }) as Pending)
-        })
+        Box::pin(async move { self.q.queue_write(w) })
     }
 
     fn mark_read(&self, user: &str, channel: &ChannelId, seq: Seq) -> BoxFut<'_, Result<Seq, StoreError>> {
         let op = Op::MarkRead { user: user.to_owned(), channel: channel.clone(), seq };
-        Box::pin(async move {
-            match self.submit(op).await? {
-                Out::Seq(s) => Ok(s),
-                o => Err(unexpected(o)),
-            }
-        })
+        Box::pin(self.q.seq(op))
     }
 
     fn create_conversation(&self, c: NewConversation) -> BoxFut<'_, Result<Conversation, StoreError>> {
-        Box::pin(async move {
-            match self.submit(Op::CreateConversation(c)).await? {
-                Out::Conversation(c) => Ok(c),
-                o => Err(unexpected(o)),
-            }
-        })
+        Box::pin(self.q.conversation(c))
     }
 
     fn conversation(&self, channel: &ChannelId) -> BoxFut<'_, Result<Option<Conversation>, StoreError>> {
@@ -950,7 +853,7 @@ impl Store for SqliteStore {
 
     fn set_mute(&self, channel: &ChannelId, user: &str, until_ms: i64) -> BoxFut<'_, Result<(), StoreError>> {
         let op = Op::SetMute { channel: channel.clone(), user: user.to_owned(), until_ms };
-        Box::pin(async move { self.submit(op).await.map(|_| ()) })
+        Box::pin(self.q.unit(op))
     }
 
     fn muted_until(&self, channel: &ChannelId, user: &str) -> BoxFut<'_, Result<i64, StoreError>> {
@@ -967,7 +870,7 @@ impl Store for SqliteStore {
 
     fn save_directory(&self, school: &str, doc_json: String) -> BoxFut<'_, Result<(), StoreError>> {
         let op = Op::SaveDirectory { school: school.to_owned(), doc: doc_json };
-        Box::pin(async move { self.submit(op).await.map(|_| ()) })
+        Box::pin(self.q.unit(op))
     }
 
     fn load_directories(&self) -> BoxFut<'_, Result<Vec<String>, StoreError>> {
@@ -979,7 +882,7 @@ impl Store for SqliteStore {
 
     fn save_setting(&self, key: &str, value_json: String) -> BoxFut<'_, Result<(), StoreError>> {
         let op = Op::SaveSetting { key: key.to_owned(), value: value_json };
-        Box::pin(async move { self.submit(op).await.map(|_| ()) })
+        Box::pin(self.q.unit(op))
     }
 
     fn load_setting(&self, key: &str) -> BoxFut<'_, Result<Option<String>, StoreError>> {
@@ -992,7 +895,7 @@ impl Store for SqliteStore {
     }
 
     fn put_record(&self, r: Record) -> BoxFut<'_, Result<(), StoreError>> {
-        Box::pin(async move { self.submit(Op::PutRecord(r)).await.map(|_| ()) })
+        Box::pin(self.q.unit(Op::PutRecord(r)))
     }
 
     fn records(
@@ -1026,12 +929,7 @@ impl Store for SqliteStore {
 
     fn purge_records(&self, kind: &str, before_ms: i64) -> BoxFut<'_, Result<u64, StoreError>> {
         let op = Op::PurgeRecords { kind: kind.to_owned(), before_ms };
-        Box::pin(async move {
-            match self.submit(op).await? {
-                Out::Seq(n) => Ok(n),
-                _ => Ok(0),
-            }
-        })
+        Box::pin(self.q.seq(op))
     }
 
     fn authored(
@@ -1067,46 +965,31 @@ impl Store for SqliteStore {
 
     fn delete_record(&self, kind: &str, school: &str, id: &str) -> BoxFut<'_, Result<(), StoreError>> {
         let op = Op::DeleteRecord { kind: kind.to_owned(), school: school.to_owned(), id: id.to_owned() };
-        Box::pin(async move { self.submit(op).await.map(|_| ()) })
+        Box::pin(self.q.unit(op))
     }
 
     fn expire(&self, x: Expiry) -> BoxFut<'_, Result<Erased, StoreError>> {
-        Box::pin(async move {
-            match self.submit(Op::Expire(x)).await? {
-                Out::Erased(r) => Ok(r),
-                o => Err(unexpected(o)),
-            }
-        })
+        Box::pin(self.q.erased(Op::Expire(x)))
     }
 
     fn erase_user(&self, e: Erasure) -> BoxFut<'_, Result<Erased, StoreError>> {
-        Box::pin(async move {
-            match self.submit(Op::Erase(e)).await? {
-                Out::Erased(x) => Ok(x),
-                o => Err(unexpected(o)),
-            }
-        })
+        Box::pin(self.q.erased(Op::Erase(e)))
     }
 
     fn try_lease(&self, name: &str, holder: &str, now_ms: i64, until_ms: i64) -> BoxFut<'_, Result<bool, StoreError>> {
         let op = Op::Lease { name: name.to_owned(), holder: holder.to_owned(), now_ms, until_ms };
-        Box::pin(async move {
-            match self.submit(op).await? {
-                Out::Bool(b) => Ok(b),
-                o => Err(unexpected(o)),
-            }
-        })
+        Box::pin(self.q.bool(op))
     }
 
     fn ping(&self) -> BoxFut<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            if self.tx.is_closed() {
+            if self.q.is_closed() {
                 return Err(unavailable("writer is gone"));
             }
             // After a failed commit, only a write can tell the disk takes writes again
             // (a freed full disk): try one, so readiness comes back by itself.
             if !self.healthy.load(Ordering::Relaxed) {
-                self.submit(Op::Probe).await?;
+                self.q.unit(Op::Probe).await?;
             }
             self.read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))).await.map(|_| ())
         })
