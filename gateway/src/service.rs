@@ -190,7 +190,7 @@ impl Gateway {
         let room_issuer = match &cfg.room_signing_key {
             Some(pem) => {
                 let alg = preau_auth::parse_algorithm(&cfg.room_signing_alg)?;
-                Some(Issuer::from_pem(alg, &std::fs::read(pem)?, None)?)
+                Some(key_file(pem, "--room-signing-key", &cfg.room_signing_alg, |b| Issuer::from_pem(alg, b, None))?)
             }
             None if cfg.dev_mode() => Some(Issuer::hs256(&dev_key(&cfg.data_dir)?)),
             None => None,
@@ -449,12 +449,24 @@ async fn load_directory(store: &dyn Store, seed_demo: bool) -> anyhow::Result<Di
     Ok(Directory::from_docs(parsed)?)
 }
 
+/// Reads a key file; an error names the file, what it is for and the algorithm expected.
+fn key_file<T>(
+    path: &std::path::Path,
+    what: &str,
+    alg: &str,
+    parse: impl FnOnce(&[u8]) -> Result<T, preau_auth::KeyError>,
+) -> anyhow::Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))?;
+    parse(&bytes).map_err(|e| anyhow::anyhow!("{what} {}: not a usable {alg} key: {e}", path.display()))
+}
+
 fn keys(cfg: &Config) -> anyhow::Result<(Verifier, Option<Issuer>)> {
     let (v, i) = if let Some(jwks) = &cfg.jwks {
-        (Verifier::from_jwks(&std::fs::read_to_string(jwks)?)?, None)
+        let v = key_file(jwks, "--jwks", "JWKS", |b| Verifier::from_jwks(&String::from_utf8_lossy(b)))?;
+        (v, None)
     } else if let Some(pem) = &cfg.jwt_public_key {
         let alg = preau_auth::parse_algorithm(&cfg.jwt_alg)?;
-        (Verifier::from_pem(alg, &std::fs::read(pem)?)?, None)
+        (key_file(pem, "--jwt-public-key", &cfg.jwt_alg, |b| Verifier::from_pem(alg, b))?, None)
     } else {
         let key = dev_key(&cfg.data_dir)?;
         (Verifier::hs256(&key), Some(Issuer::hs256(&key)))

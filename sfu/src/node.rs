@@ -43,7 +43,9 @@ impl Sfu {
             Some(pem) => {
                 let alg = preau_auth::parse_algorithm(&cfg.room_alg)?;
                 let key = std::fs::read(pem).map_err(|e| anyhow::anyhow!("room public key {}: {e}", pem.display()))?;
-                Verifier::from_pem(alg, &key)?
+                Verifier::from_pem(alg, &key).map_err(|e| {
+                    anyhow::anyhow!("room public key {}: not a usable {} key: {e}", pem.display(), cfg.room_alg)
+                })?
             }
             None => {
                 let key = std::fs::read(&cfg.room_key_file).map_err(|e| {

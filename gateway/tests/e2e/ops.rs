@@ -280,3 +280,29 @@ async fn readiness_comes_back_by_itself_after_a_full_disk_is_freed() {
     t01.send_message(&ann, "après").await.expect("writes again");
     s.kill9();
 }
+
+/// A key that cannot be read or used stops the start with the flag, the file and the
+/// algorithm expected named (it used to say "No such file or directory" and nothing else).
+#[test]
+fn a_bad_key_file_is_named_with_the_algorithm_expected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("portal-missing.pem");
+    let garbage = dir.path().join("portal-garbage.pem");
+    std::fs::write(&garbage, "pas une clé").expect("write");
+    for (key, want) in [(&missing, "No such file"), (&garbage, "not a usable RS256 key")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_preau-gateway"))
+            .args(["--listen", "127.0.0.1:0", "--dev", "false", "--jwt-public-key"])
+            .arg(key)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a bad key must stop the start");
+        assert!(
+            err.contains("--jwt-public-key") && err.contains(&key.display().to_string()) && err.contains(want),
+            "{err}"
+        );
+    }
+}
