@@ -18,7 +18,7 @@ pub struct SfuConfig {
     /// Addresses announced in ICE candidates instead of the local ones (the node's public
     /// address behind 1:1 NAT or a Kubernetes hostPort). Comma-separated.
     #[arg(long, env = "PREAU_SFU_PUBLIC_IP", value_delimiter = ',')]
-    pub public_ip: Vec<String>,
+    pub public_ip: Vec<std::net::IpAddr>,
     /// The signaling URL clients use to reach this node (the registry hands it out).
     /// Defaults to `ws://<listen>/ws`.
     #[arg(long, env = "PREAU_SFU_PUBLIC_URL")]
@@ -76,5 +76,26 @@ impl SfuConfig {
     /// The URL clients use for signaling.
     pub fn public_url(&self, bound: SocketAddr) -> String {
         self.public_url.clone().unwrap_or_else(|| format!("ws://{bound}/ws"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        cfg: SfuConfig,
+    }
+
+    /// `--public-ip notanip` used to be taken and announced in every ICE candidate.
+    #[test]
+    fn public_addresses_must_be_ip_addresses() {
+        let bad = Cli::try_parse_from(["preau-sfu", "--public-ip", "notanip"]).err().expect("refused");
+        assert!(bad.to_string().contains("notanip"), "{bad}");
+        let ok = Cli::try_parse_from(["preau-sfu", "--public-ip", "203.0.113.7,2001:db8::7"]).expect("addresses");
+        assert_eq!(ok.cfg.public_ip.len(), 2);
     }
 }

@@ -38,7 +38,11 @@ impl Sfu {
         public_url: String,
         prom: Option<metrics_exporter_prometheus::PrometheusHandle>,
     ) -> anyhow::Result<Arc<Sfu>> {
-        let engines = Engines::new(&NetConfig { udp: cfg.udp, public_ips: cfg.public_ip.clone() }).await?;
+        let engines = Engines::new(&NetConfig {
+            udp: cfg.udp,
+            public_ips: cfg.public_ip.iter().map(|ip| ip.to_string()).collect(),
+        })
+        .await?;
         let verifier = match &cfg.room_public_key {
             Some(pem) => {
                 let alg = preau_auth::parse_algorithm(&cfg.room_alg)?;
