@@ -30,8 +30,9 @@ pub struct SfuConfig {
     /// Public key (PEM) verifying room tokens (production); replaces `--room-key-file`.
     #[arg(long, env = "PREAU_SFU_ROOM_PUBLIC_KEY")]
     pub room_public_key: Option<PathBuf>,
-    /// Algorithm of `--room-public-key`: RS256, ES256 or EdDSA.
-    #[arg(long, env = "PREAU_SFU_ROOM_ALG", default_value = "ES256")]
+    /// Algorithm of `--room-public-key`: RS256, ES256 or EdDSA. The default is the
+    /// gateway's `--room-signing-alg` default, so the two agree unless both are set.
+    #[arg(long, env = "PREAU_SFU_ROOM_ALG", default_value = "EdDSA")]
     pub room_alg: String,
     /// STUN/TURN URLs handed to browsers, e.g. `turn:turn.example.fr:3478?transport=tcp`
     /// for networks that block UDP. Comma-separated.
@@ -97,5 +98,12 @@ mod tests {
         assert!(bad.to_string().contains("notanip"), "{bad}");
         let ok = Cli::try_parse_from(["preau-sfu", "--public-ip", "203.0.113.7,2001:db8::7"]).expect("addresses");
         assert_eq!(ok.cfg.public_ip.len(), 2);
+    }
+
+    /// The SFU expected ES256 room tokens by default while the gateway signs EdDSA.
+    #[test]
+    fn the_room_token_algorithm_defaults_to_the_gateways() {
+        let cfg = Cli::try_parse_from(["preau-sfu"]).expect("defaults").cfg;
+        assert_eq!(cfg.room_alg, "EdDSA");
     }
 }
