@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&file)?;
             let doc = serde_json::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("{}: not a directory document: {e}", file.display()))?;
-            let g = Gateway::start(cfg).await?;
+            let g = Gateway::start_tool(cfg).await?;
             let schools = g
                 .import_as(doc, "preau-gateway import")
                 .await
@@ -84,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
             migrate(&so).await
         }
         Command::Purge { dry_run } => {
-            let g = Gateway::start(cfg.clone()).await?;
+            let g = Gateway::start_tool(cfg.clone()).await?;
             // One holder for every run of the command on this host: a run killed halfway
             // is resumed by the next at once, not after its lease expires.
             let holder = cfg.node_id.clone().unwrap_or_else(|| {
@@ -100,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Erase { user, school, remove_posts, dry_run } => {
-            let g = Gateway::start(cfg).await?;
+            let g = Gateway::start_tool(cfg).await?;
             let school = match school.or_else(|| g.dir().user(&user).map(|u| u.school.clone())) {
                 Some(s) => s,
                 None => anyhow::bail!("`{user}` is not in the directory: say which school with --school"),
@@ -113,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Export { user, school } => {
-            let g = Gateway::start(cfg).await?;
+            let g = Gateway::start_tool(cfg).await?;
             let school = match school.or_else(|| g.dir().user(&user).map(|u| u.school.clone())) {
                 Some(s) => s,
                 None => anyhow::bail!("`{user}` is not in the directory: say which school with --school"),

@@ -159,6 +159,17 @@ impl Gateway {
 
     /// [`Gateway::start`] with a given wall clock (tests move it by hand).
     pub async fn start_with_clock(cfg: Config, clock: SharedClock) -> anyhow::Result<Arc<Gateway>> {
+        Gateway::start_inner(cfg, clock, false).await
+    }
+
+    /// The gateway of a command-line tool (`import`, `purge`, `erase`, `export`): it
+    /// serves nobody, so it never loads the demo school nor makes a development key, and
+    /// needs no token keys (a production folder stays as it was but for the tool's work).
+    pub async fn start_tool(cfg: Config) -> anyhow::Result<Arc<Gateway>> {
+        Gateway::start_inner(cfg, preau_proto::clock::system(), true).await
+    }
+
+    async fn start_inner(cfg: Config, clock: SharedClock, tool: bool) -> anyhow::Result<Arc<Gateway>> {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let bus: Arc<dyn Bus> = match &cfg.redis {
             Some(url) => {
@@ -186,16 +197,23 @@ impl Gateway {
                 Arc::new(SqliteStore::open(opts, commit_hook(bus.clone()))?)
             }
         };
-        let (verifier, issuer) = keys(&cfg)?;
+        let (verifier, issuer) = if tool && cfg.jwks.is_none() && cfg.jwt_public_key.is_none() {
+            // Verifies nothing anyone holds: a tool takes no connections.
+            let mut k = vec![0u8; 32];
+            rand::rng().fill(&mut k[..]);
+            (Verifier::hs256(&k), None)
+        } else {
+            keys(&cfg)?
+        };
         let room_issuer = match &cfg.room_signing_key {
             Some(pem) => {
                 let alg = preau_auth::parse_algorithm(&cfg.room_signing_alg)?;
                 Some(key_file(pem, "--room-signing-key", &cfg.room_signing_alg, |b| Issuer::from_pem(alg, b, None))?)
             }
-            None if cfg.dev_mode() => Some(Issuer::hs256(&dev_key(&cfg.data_dir)?)),
+            None if cfg.dev_mode() && !tool => Some(Issuer::hs256(&dev_key(&cfg.data_dir)?)),
             None => None,
         };
-        let dir = load_directory(store.as_ref(), cfg.dev_mode()).await?;
+        let dir = load_directory(store.as_ref(), cfg.dev_mode() && !tool).await?;
         let suspensions = load_suspensions(store.as_ref()).await?;
         let cfg_brake = cfg.brake();
         let hub = Arc::new(Hub::new(cfg.max_connections_per_user, (cfg.sends_per_second, cfg.send_burst)));

@@ -120,3 +120,44 @@ async fn the_import_command_loads_a_directory_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory document"));
     assert!(run(&["token", "--user", "t01"]).status.success());
 }
+
+/// `import` into a fresh folder used to load the demo school first (and write a
+/// development key there), so a production folder started with the demo's 300 people in
+/// it: now it holds the imported schools only, and needs no token keys.
+#[test]
+fn the_import_command_never_brings_the_demo_school_into_a_new_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut doc = demo::demo_doc();
+    doc.schools[0].uai = "0750002B".into();
+    for c in &mut doc.classes {
+        c.school = "0750002B".into();
+    }
+    for u in &mut doc.users {
+        u.school = "0750002B".into();
+    }
+    for g in &mut doc.groups {
+        g.school = "0750002B".into();
+    }
+    let file = dir.path().join("annuaire.json");
+    std::fs::write(&file, serde_json::to_string(&doc).expect("json")).expect("write");
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_preau-gateway"))
+        .args(["import", "--file"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&data)
+        .env("PREAU_LOG", "warn")
+        .output()
+        .expect("run preau-gateway");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let db = rusqlite::Connection::open(data.join("preau.db")).expect("open");
+    let schools: Vec<String> = db
+        .prepare("SELECT school FROM directory ORDER BY school")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(schools, vec!["0750002B".to_owned()], "the imported school only, no demo school");
+    assert!(!data.join("dev-signing-key").exists(), "no development key in a production folder");
+}
