@@ -22,7 +22,9 @@ async fn main() -> anyhow::Result<()> {
     if cfg.log_json {
         tracing_subscriber::fmt().json().with_env_filter(filter).init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Colours only on a terminal: a log file or a collector gets plain text.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init();
     }
     let prom = preau_sfu::metrics::install()?;
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;

@@ -306,3 +306,22 @@ fn a_bad_key_file_is_named_with_the_algorithm_expected() {
         );
     }
 }
+
+/// Logs written to a file (here the test's log file; in production a collector) carry no
+/// terminal colour codes: they were full of `ESC[2m`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_not_on_a_terminal_have_no_colour_codes() {
+    let s = Server::start(FAST);
+    // The development-mode warning is logged at start.
+    let log = s.data_path().join("gateway.log");
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log).expect("the gateway's log");
+        if text.contains("DEVELOPMENT MODE") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(text.contains("DEVELOPMENT MODE"), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour codes in a log file: {text:?}");
+}
