@@ -102,6 +102,30 @@ pub async fn expiry(store: &dyn Store) {
     assert_eq!(store.expire(x(3)).await.map(|r| r.rows), Ok(2));
 }
 
+/// A store opened with a backlog of 4: writes queued one after the other without waiting
+/// (far faster than commits) are applied in the order queued, and those beyond the
+/// backlog are refused `Overloaded` with nothing stored.
+pub async fn small_backlog(store: &dyn Store) {
+    let ch = ChannelId::group("burst");
+    let mut pending = Vec::new();
+    let mut refused = 0;
+    for i in 0..300 {
+        match store.queue_write(post(&ch, "u", &format!("k{i}"), "m")).await {
+            Ok(p) => pending.push(p),
+            Err(StoreError::Overloaded) => refused += 1,
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    let mut seqs = Vec::new();
+    for p in pending {
+        seqs.push(p.await.expect("queued write").entry.seq);
+    }
+    assert!(refused > 0, "a backlog of 4 refuses some of 300 writes queued at once");
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "queued writes are applied in the order queued");
+    let (h, _) = store.history(&ch, Some(0), None, 1000).await.expect("history");
+    assert_eq!(h.len(), seqs.len(), "refused writes stored nothing");
+}
+
 /// One holder at a time; the holder renews; an expired lease passes on.
 pub async fn leases(store: &dyn Store) {
     assert_eq!(store.try_lease("purge", "gw1", 1_000, 61_000).await, Ok(true));

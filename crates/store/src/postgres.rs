@@ -427,9 +427,11 @@ impl Writer {
                     let _ = self.events.send(events).await;
                 }
             }
-            Err(e) if ops.len() > 1 && !matches!(e, StoreError::Unavailable(ref m) if m.contains("connection")) => {
-                // One job's error fails its whole transaction: apply each alone, so the
-                // others are not refused for it.
+            // The connection survived: one job's error failed the whole transaction, so
+            // apply each alone and refuse only that one. (A lost or unreachable server
+            // drops the connection: then every job is refused at once, not retried one by
+            // one behind a connection timeout each.)
+            Err(e) if ops.len() > 1 && self.conn.is_some() => {
                 tracing::warn!(error = %e, jobs = ops.len(), "postgresql batch failed; applying its writes one by one");
                 for (op, reply) in ops.into_iter().zip(replies) {
                     let out = match self.commit(std::slice::from_ref(&op)).await {
@@ -946,12 +948,11 @@ impl Store for PgStore {
     }
 
     fn mark_read(&self, user: &str, channel: &ChannelId, seq: Seq) -> BoxFut<'_, Result<Seq, StoreError>> {
-        let op = Op::MarkRead { user: user.to_owned(), channel: channel.clone(), seq };
-        Box::pin(self.q.seq(op))
+        Box::pin(self.q.mark_read(user.to_owned(), channel.clone(), seq))
     }
 
     fn create_conversation(&self, c: NewConversation) -> BoxFut<'_, Result<Conversation, StoreError>> {
-        Box::pin(self.q.conversation(c))
+        Box::pin(self.q.create_conversation(c))
     }
 
     fn conversation(&self, channel: &ChannelId) -> BoxFut<'_, Result<Option<Conversation>, StoreError>> {
@@ -1084,8 +1085,7 @@ impl Store for PgStore {
     }
 
     fn set_mute(&self, channel: &ChannelId, user: &str, until_ms: i64) -> BoxFut<'_, Result<(), StoreError>> {
-        let op = Op::SetMute { channel: channel.clone(), user: user.to_owned(), until_ms };
-        Box::pin(self.q.unit(op))
+        Box::pin(self.q.set_mute(channel.clone(), user.to_owned(), until_ms))
     }
 
     fn muted_until(&self, channel: &ChannelId, user: &str) -> BoxFut<'_, Result<i64, StoreError>> {
@@ -1098,8 +1098,7 @@ impl Store for PgStore {
     }
 
     fn save_directory(&self, school: &str, doc_json: String) -> BoxFut<'_, Result<(), StoreError>> {
-        let op = Op::SaveDirectory { school: school.to_owned(), doc: doc_json };
-        Box::pin(self.q.unit(op))
+        Box::pin(self.q.save_directory(school.to_owned(), doc_json))
     }
 
     fn load_directories(&self) -> BoxFut<'_, Result<Vec<String>, StoreError>> {
@@ -1109,8 +1108,7 @@ impl Store for PgStore {
     }
 
     fn save_setting(&self, key: &str, value_json: String) -> BoxFut<'_, Result<(), StoreError>> {
-        let op = Op::SaveSetting { key: key.to_owned(), value: value_json };
-        Box::pin(self.q.unit(op))
+        Box::pin(self.q.save_setting(key.to_owned(), value_json))
     }
 
     fn load_setting(&self, key: &str) -> BoxFut<'_, Result<Option<String>, StoreError>> {
@@ -1121,7 +1119,7 @@ impl Store for PgStore {
     }
 
     fn put_record(&self, r: Record) -> BoxFut<'_, Result<(), StoreError>> {
-        Box::pin(self.q.unit(Op::PutRecord(r)))
+        Box::pin(self.q.put_record(r))
     }
 
     fn records(
@@ -1158,8 +1156,7 @@ impl Store for PgStore {
     }
 
     fn purge_records(&self, kind: &str, before_ms: i64) -> BoxFut<'_, Result<u64, StoreError>> {
-        let op = Op::PurgeRecords { kind: kind.to_owned(), before_ms };
-        Box::pin(self.q.seq(op))
+        Box::pin(self.q.purge_records(kind.to_owned(), before_ms))
     }
 
     fn authored(
@@ -1205,21 +1202,19 @@ impl Store for PgStore {
     }
 
     fn delete_record(&self, kind: &str, school: &str, id: &str) -> BoxFut<'_, Result<(), StoreError>> {
-        let op = Op::DeleteRecord { kind: kind.to_owned(), school: school.to_owned(), id: id.to_owned() };
-        Box::pin(self.q.unit(op))
+        Box::pin(self.q.delete_record(kind.to_owned(), school.to_owned(), id.to_owned()))
     }
 
     fn expire(&self, x: Expiry) -> BoxFut<'_, Result<Erased, StoreError>> {
-        Box::pin(self.q.erased(Op::Expire(x)))
+        Box::pin(self.q.expire(x))
     }
 
     fn erase_user(&self, e: Erasure) -> BoxFut<'_, Result<Erased, StoreError>> {
-        Box::pin(self.q.erased(Op::Erase(e)))
+        Box::pin(self.q.erase(e))
     }
 
     fn try_lease(&self, name: &str, holder: &str, now_ms: i64, until_ms: i64) -> BoxFut<'_, Result<bool, StoreError>> {
-        let op = Op::Lease { name: name.to_owned(), holder: holder.to_owned(), now_ms, until_ms };
-        Box::pin(self.q.bool(op))
+        Box::pin(self.q.lease(name.to_owned(), holder.to_owned(), now_ms, until_ms))
     }
 
     fn ping(&self) -> BoxFut<'_, Result<(), StoreError>> {
@@ -1231,7 +1226,7 @@ impl Store for PgStore {
             if !self.healthy.load(Ordering::Relaxed) {
                 // The server answers again; the writer reconnects at its next batch, so
                 // readiness returns once a write has gone through.
-                self.q.unit(Op::Probe).await?;
+                self.q.probe().await?;
             }
             Ok(())
         })

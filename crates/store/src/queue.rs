@@ -122,33 +122,73 @@ impl Queue {
         }))
     }
 
-    pub async fn seq(&self, op: Op) -> Result<Seq, StoreError> {
+    async fn seq(&self, op: Op) -> Result<Seq, StoreError> {
         match self.submit(op).await? {
             Out::Seq(s) => Ok(s),
             o => Err(unexpected(o)),
         }
     }
 
-    pub async fn conversation(&self, c: NewConversation) -> Result<Conversation, StoreError> {
-        match self.submit(Op::CreateConversation(c)).await? {
-            Out::Conversation(c) => Ok(c),
-            o => Err(unexpected(o)),
-        }
-    }
-
-    pub async fn unit(&self, op: Op) -> Result<(), StoreError> {
+    async fn unit(&self, op: Op) -> Result<(), StoreError> {
         self.submit(op).await.map(|_| ())
     }
 
-    pub async fn erased(&self, op: Op) -> Result<Erased, StoreError> {
+    async fn erased(&self, op: Op) -> Result<Erased, StoreError> {
         match self.submit(op).await? {
             Out::Erased(x) => Ok(x),
             o => Err(unexpected(o)),
         }
     }
 
-    pub async fn bool(&self, op: Op) -> Result<bool, StoreError> {
-        match self.submit(op).await? {
+    pub async fn mark_read(&self, user: String, channel: ChannelId, seq: Seq) -> Result<Seq, StoreError> {
+        self.seq(Op::MarkRead { user, channel, seq }).await
+    }
+
+    pub async fn create_conversation(&self, c: NewConversation) -> Result<Conversation, StoreError> {
+        match self.submit(Op::CreateConversation(c)).await? {
+            Out::Conversation(c) => Ok(c),
+            o => Err(unexpected(o)),
+        }
+    }
+
+    pub async fn set_mute(&self, channel: ChannelId, user: String, until_ms: i64) -> Result<(), StoreError> {
+        self.unit(Op::SetMute { channel, user, until_ms }).await
+    }
+
+    pub async fn save_directory(&self, school: String, doc: String) -> Result<(), StoreError> {
+        self.unit(Op::SaveDirectory { school, doc }).await
+    }
+
+    pub async fn save_setting(&self, key: String, value: String) -> Result<(), StoreError> {
+        self.unit(Op::SaveSetting { key, value }).await
+    }
+
+    pub async fn put_record(&self, r: Record) -> Result<(), StoreError> {
+        self.unit(Op::PutRecord(r)).await
+    }
+
+    pub async fn purge_records(&self, kind: String, before_ms: i64) -> Result<u64, StoreError> {
+        self.seq(Op::PurgeRecords { kind, before_ms }).await
+    }
+
+    pub async fn delete_record(&self, kind: String, school: String, id: String) -> Result<(), StoreError> {
+        self.unit(Op::DeleteRecord { kind, school, id }).await
+    }
+
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        self.unit(Op::Probe).await
+    }
+
+    pub async fn expire(&self, x: Expiry) -> Result<Erased, StoreError> {
+        self.erased(Op::Expire(x)).await
+    }
+
+    pub async fn erase(&self, e: Erasure) -> Result<Erased, StoreError> {
+        self.erased(Op::Erase(e)).await
+    }
+
+    pub async fn lease(&self, name: String, holder: String, now_ms: i64, until_ms: i64) -> Result<bool, StoreError> {
+        match self.submit(Op::Lease { name, holder, now_ms, until_ms }).await? {
             Out::Bool(b) => Ok(b),
             o => Err(unexpected(o)),
         }

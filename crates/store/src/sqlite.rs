@@ -736,12 +736,11 @@ impl Store for SqliteStore {
     }
 
     fn mark_read(&self, user: &str, channel: &ChannelId, seq: Seq) -> BoxFut<'_, Result<Seq, StoreError>> {
-        let op = Op::MarkRead { user: user.to_owned(), channel: channel.clone(), seq };
-        Box::pin(self.q.seq(op))
+        Box::pin(self.q.mark_read(user.to_owned(), channel.clone(), seq))
     }
 
     fn create_conversation(&self, c: NewConversation) -> BoxFut<'_, Result<Conversation, StoreError>> {
-        Box::pin(self.q.conversation(c))
+        Box::pin(self.q.create_conversation(c))
     }
 
     fn conversation(&self, channel: &ChannelId) -> BoxFut<'_, Result<Option<Conversation>, StoreError>> {
@@ -852,8 +851,7 @@ impl Store for SqliteStore {
     }
 
     fn set_mute(&self, channel: &ChannelId, user: &str, until_ms: i64) -> BoxFut<'_, Result<(), StoreError>> {
-        let op = Op::SetMute { channel: channel.clone(), user: user.to_owned(), until_ms };
-        Box::pin(self.q.unit(op))
+        Box::pin(self.q.set_mute(channel.clone(), user.to_owned(), until_ms))
     }
 
     fn muted_until(&self, channel: &ChannelId, user: &str) -> BoxFut<'_, Result<i64, StoreError>> {
@@ -869,8 +867,7 @@ impl Store for SqliteStore {
     }
 
     fn save_directory(&self, school: &str, doc_json: String) -> BoxFut<'_, Result<(), StoreError>> {
-        let op = Op::SaveDirectory { school: school.to_owned(), doc: doc_json };
-        Box::pin(self.q.unit(op))
+        Box::pin(self.q.save_directory(school.to_owned(), doc_json))
     }
 
     fn load_directories(&self) -> BoxFut<'_, Result<Vec<String>, StoreError>> {
@@ -881,8 +878,7 @@ impl Store for SqliteStore {
     }
 
     fn save_setting(&self, key: &str, value_json: String) -> BoxFut<'_, Result<(), StoreError>> {
-        let op = Op::SaveSetting { key: key.to_owned(), value: value_json };
-        Box::pin(self.q.unit(op))
+        Box::pin(self.q.save_setting(key.to_owned(), value_json))
     }
 
     fn load_setting(&self, key: &str) -> BoxFut<'_, Result<Option<String>, StoreError>> {
@@ -895,7 +891,7 @@ impl Store for SqliteStore {
     }
 
     fn put_record(&self, r: Record) -> BoxFut<'_, Result<(), StoreError>> {
-        Box::pin(self.q.unit(Op::PutRecord(r)))
+        Box::pin(self.q.put_record(r))
     }
 
     fn records(
@@ -928,8 +924,7 @@ impl Store for SqliteStore {
     }
 
     fn purge_records(&self, kind: &str, before_ms: i64) -> BoxFut<'_, Result<u64, StoreError>> {
-        let op = Op::PurgeRecords { kind: kind.to_owned(), before_ms };
-        Box::pin(self.q.seq(op))
+        Box::pin(self.q.purge_records(kind.to_owned(), before_ms))
     }
 
     fn authored(
@@ -964,21 +959,19 @@ impl Store for SqliteStore {
     }
 
     fn delete_record(&self, kind: &str, school: &str, id: &str) -> BoxFut<'_, Result<(), StoreError>> {
-        let op = Op::DeleteRecord { kind: kind.to_owned(), school: school.to_owned(), id: id.to_owned() };
-        Box::pin(self.q.unit(op))
+        Box::pin(self.q.delete_record(kind.to_owned(), school.to_owned(), id.to_owned()))
     }
 
     fn expire(&self, x: Expiry) -> BoxFut<'_, Result<Erased, StoreError>> {
-        Box::pin(self.q.erased(Op::Expire(x)))
+        Box::pin(self.q.expire(x))
     }
 
     fn erase_user(&self, e: Erasure) -> BoxFut<'_, Result<Erased, StoreError>> {
-        Box::pin(self.q.erased(Op::Erase(e)))
+        Box::pin(self.q.erase(e))
     }
 
     fn try_lease(&self, name: &str, holder: &str, now_ms: i64, until_ms: i64) -> BoxFut<'_, Result<bool, StoreError>> {
-        let op = Op::Lease { name: name.to_owned(), holder: holder.to_owned(), now_ms, until_ms };
-        Box::pin(self.q.bool(op))
+        Box::pin(self.q.lease(name.to_owned(), holder.to_owned(), now_ms, until_ms))
     }
 
     fn ping(&self) -> BoxFut<'_, Result<(), StoreError>> {
@@ -989,7 +982,7 @@ impl Store for SqliteStore {
             // After a failed commit, only a write can tell the disk takes writes again
             // (a freed full disk): try one, so readiness comes back by itself.
             if !self.healthy.load(Ordering::Relaxed) {
-                self.q.unit(Op::Probe).await?;
+                self.q.probe().await?;
             }
             self.read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))).await.map(|_| ())
         })

@@ -71,24 +71,7 @@ async fn queued_writes_keep_their_order_and_a_full_backlog_is_refused_with_nothi
     let mut opts = PgOptions::new(&db.url);
     opts.queue = 4;
     let store = PgStore::open(opts, HookLog::default().hook()).await.expect("open");
-    let ch = ChannelId::group("burst");
-    let mut pending = Vec::new();
-    let mut refused = 0;
-    for i in 0..300 {
-        match store.queue_write(contract::post(&ch, "u", &format!("k{i}"), "m")).await {
-            Ok(p) => pending.push(p),
-            Err(StoreError::Overloaded) => refused += 1,
-            Err(e) => panic!("unexpected: {e}"),
-        }
-    }
-    let mut seqs = Vec::new();
-    for p in pending {
-        seqs.push(p.await.expect("queued write").entry.seq);
-    }
-    assert!(refused > 0, "a backlog of 4 refuses some of 300 writes queued at once");
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "applied in the order queued");
-    let (h, _) = store.history(&ch, Some(0), None, 1000).await.expect("history");
-    assert_eq!(h.len(), seqs.len(), "refused writes stored nothing");
+    contract::small_backlog(&store).await;
 }
 
 const WRITERS: usize = 3;
