@@ -271,6 +271,11 @@ struct Sub {
     ssrc: u32,
     payload_type: u8,
     fwd: Forward,
+    /// In an offer sent on `sub`.
+    offered: bool,
+    /// In an answered offer: the subscriber knows its SSRC, so packets may flow (ones
+    /// sent before would arrive on an SSRC the subscriber cannot place).
+    ready: bool,
 }
 
 struct Source {
@@ -589,6 +594,15 @@ impl Engine {
             c.pc.set_remote_description(now, RTCSessionDescription::answer(sdp)?)?;
         }
         self.dirty.push(conn);
+        for s in 0..self.sources.len() {
+            for i in 0..self.sources[s].subs.len() {
+                let sub = &mut self.sources[s].subs[i];
+                if sub.peer == peer && sub.offered && !sub.ready {
+                    sub.ready = true;
+                    self.retarget(now, s, i);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -624,14 +638,18 @@ impl Engine {
         let Some(c) = self.conns[conn].as_mut() else { return Ok(()) };
         let sender = c.pc.add_track(track)?;
         let fwd = if src.media == Media::Audio { Forward::audio(48000) } else { Forward::video(90000) };
-        let connected = self.members.get(&peer).is_some_and(|m| m.sub_connected);
-        self.sources[s].subs.push(Sub { peer, conn, sender, ssrc, payload_type: codec.payload_type, fwd });
+        self.sources[s].subs.push(Sub {
+            peer,
+            conn,
+            sender,
+            ssrc,
+            payload_type: codec.payload_type,
+            fwd,
+            offered: false,
+            ready: false,
+        });
         if let Some(m) = self.members.get_mut(&peer) {
             m.renegotiate = true;
-        }
-        if connected {
-            let idx = self.sources[s].subs.len() - 1;
-            self.retarget(now, s, idx);
         }
         Ok(())
     }
@@ -670,6 +688,11 @@ impl Engine {
             let sdp = c.pc.local_description().map(|d| d.sdp).unwrap_or_default();
             self.dirty.push(conn);
             self.send_to_peer(peer, &ServerMsg::Offer { sdp });
+            for src in &mut self.sources {
+                for sub in src.subs.iter_mut().filter(|x| x.peer == peer) {
+                    sub.offered = true;
+                }
+            }
         }
     }
 
@@ -873,7 +896,7 @@ impl Engine {
             return;
         }
         let live = self.members.get(&src.subs[i].peer).is_some_and(|m| m.sub_connected);
-        if !live {
+        if !live || !src.subs[i].ready {
             return;
         }
         let want = if src.simulcast { 1 } else { 0 };
@@ -908,7 +931,7 @@ impl Engine {
         let src = &mut self.sources[s];
         let keyframe = src.media != Media::Audio && vp8_is_keyframe(&p.payload);
         let mut sent = 0;
-        for sub in &mut src.subs {
+        for sub in src.subs.iter_mut().filter(|x| x.ready) {
             let Verdict::Send { seq, ts, .. } =
                 sub.fwd.on_packet(now, layer, p.header.sequence_number, p.header.timestamp, keyframe)
             else {
@@ -1000,5 +1023,30 @@ mod tests {
         assert_eq!(rid_rank("q"), 0);
         assert_eq!(rid_rank("h"), 1);
         assert_eq!(rid_rank("f"), 2);
+    }
+
+    #[tokio::test]
+    async fn sendmmsg_delivers_every_datagram_to_its_address() {
+        let tx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let mut rx = Vec::new();
+        for _ in 0..5 {
+            rx.push(std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"));
+        }
+        let batch: Vec<(SocketAddr, BytesMut)> = (0..150u32)
+            .map(|i| (rx[i as usize % 5].local_addr().expect("addr"), BytesMut::from(&i.to_be_bytes()[..])))
+            .collect();
+        for chunk in batch.chunks(BATCH) {
+            send_batch(&tx, chunk).expect("sent");
+        }
+        for (k, r) in rx.iter().enumerate() {
+            r.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
+            let mut got = Vec::new();
+            let mut b = [0u8; 16];
+            while got.len() < 30 {
+                let n = r.recv(&mut b).expect("datagram");
+                got.push(u32::from_be_bytes(b[..n].try_into().expect("4 bytes")));
+            }
+            assert_eq!(got, (0..150u32).filter(|i| *i as usize % 5 == k).collect::<Vec<_>>());
+        }
     }
 }
