@@ -1,0 +1,577 @@
+//! The spike's engine on str0m (sans-IO, RTP mode: payloads arrive and leave as shared
+//! `Arc<[u8]>`): the same table, routing and forwarding as [`crate::rtc_engine`].
+
+use crate::{Cmd, PLI_INTERVAL, Stats, Wire, rid_rank, route_key, send_to_peer};
+use bytes::Bytes;
+use preau_live::signal::{self, Media, Pc, PeerId, ServerMsg};
+use preau_sfu::forward::{Forward, Verdict, vp8_is_keyframe};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::sync::mpsc;
+
+type ConnId = usize;
+
+struct Conn {
+    rtc: Rtc,
+    peer: PeerId,
+    kind: Pc,
+    deadline: Instant,
+    addr: Option<SocketAddr>,
+    ufrag: String,
+}
+
+struct Member {
+    room: String,
+    out: mpsc::Sender<String>,
+    publish: Option<ConnId>,
+    subscribe: Option<ConnId>,
+    pending: Option<SdpPendingOffer>,
+    renegotiate: bool,
+    sub_connected: bool,
+    /// Sources added to `sub` and not yet in an offer.
+    to_add: Vec<usize>,
+}
+
+struct Layer {
+    ssrc: Ssrc,
+    last_pli: Option<Instant>,
+}
+
+struct Sub {
+    peer: PeerId,
+    conn: ConnId,
+    mid: Option<Mid>,
+    payload_type: Option<Pt>,
+    fwd: Forward,
+    /// The last extended sequence number sent (str0m takes 64-bit sequence numbers).
+    last_seq: Option<u64>,
+    ready: bool,
+}
+
+struct Source {
+    id: String,
+    peer: PeerId,
+    room: String,
+    media: Media,
+    conn: ConnId,
+    mid: Mid,
+    layers: [Option<Layer>; 3],
+    simulcast: bool,
+    subs: Vec<Sub>,
+}
+
+/// Extends a 16-bit sequence number next to the last one sent.
+fn extend(last: &mut Option<u64>, seq: u16) -> u64 {
+    let e = match *last {
+        None => u64::from(seq),
+        Some(l) => {
+            let d = i64::from(seq.wrapping_sub(l as u16) as i16);
+            (l as i64 + d).max(0) as u64
+        }
+    };
+    if last.is_none_or(|l| e > l) {
+        *last = Some(e);
+    }
+    e
+}
+
+/// The node's peers on str0m.
+pub struct Engine {
+    wire: Wire,
+    local: SocketAddr,
+    stats: Arc<Stats>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<ConnId>,
+    by_addr: HashMap<SocketAddr, ConnId>,
+    by_ufrag: HashMap<String, ConnId>,
+    members: HashMap<PeerId, Member>,
+    sources: Vec<Source>,
+    by_ssrc: HashMap<(ConnId, Ssrc), (usize, usize)>,
+    dirty: Vec<ConnId>,
+}
+
+impl Engine {
+    /// An engine sending and receiving on `wire`.
+    pub fn new(wire: Wire) -> Engine {
+        str0m::crypto::from_feature_flags().install_process_default();
+        let (local, stats) = (wire.local, wire.stats.clone());
+        Engine {
+            wire,
+            local,
+            stats,
+            conns: Vec::new(),
+            free: Vec::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            members: HashMap::new(),
+            sources: Vec::new(),
+            by_ssrc: HashMap::new(),
+            dirty: Vec::new(),
+        }
+    }
+
+    /// Runs until the command queue closes.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) -> anyhow::Result<()> {
+        let mut buf = vec![0u8; 2048];
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                r = self.wire.sock.recv_from(&mut buf) => {
+                    let Ok((n, from)) = r else { continue };
+                    self.datagram(Instant::now(), from, &buf[..n]);
+                    for _ in 0..crate::BATCH {
+                        match self.wire.sock.try_recv_from(&mut buf) {
+                            Ok((n, from)) => self.datagram(Instant::now(), from, &buf[..n]),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                c = rx.recv() => {
+                    let Some(c) = c else { return Ok(()) };
+                    self.command(Instant::now(), c);
+                }
+                _ = tick.tick() => self.timeouts(Instant::now()),
+            }
+            self.wire.flush().await;
+        }
+    }
+
+    fn new_conn(&mut self, now: Instant, peer: PeerId, kind: Pc) -> anyhow::Result<ConnId> {
+        let mut rtc = Rtc::builder().set_rtp_mode(true).set_ice_lite(true).build(now);
+        rtc.add_local_candidate(Candidate::host(self.local, "udp")?);
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag.clone();
+        let conn = Conn { rtc, peer, kind, deadline: now, addr: None, ufrag: ufrag.clone() };
+        let id = match self.free.pop() {
+            Some(i) => {
+                self.conns[i] = Some(conn);
+                i
+            }
+            None => {
+                self.conns.push(Some(conn));
+                self.conns.len() - 1
+            }
+        };
+        self.by_ufrag.insert(ufrag, id);
+        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    fn close_conn(&mut self, id: ConnId) {
+        let Some(mut c) = self.conns.get_mut(id).and_then(Option::take) else { return };
+        c.rtc.disconnect();
+        self.by_ufrag.remove(&c.ufrag);
+        if let Some(a) = c.addr {
+            self.by_addr.remove(&a);
+        }
+        self.by_ssrc.retain(|(conn, _), _| *conn != id);
+        self.free.push(id);
+        self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn send_to_peer(&self, peer: PeerId, msg: &ServerMsg) {
+        if let Some(m) = self.members.get(&peer) {
+            send_to_peer(&m.out, msg);
+        }
+    }
+
+    fn command(&mut self, now: Instant, c: Cmd) {
+        let result = match c {
+            Cmd::Join { peer, room, out } => {
+                let m = Member {
+                    room: room.clone(),
+                    out,
+                    publish: None,
+                    subscribe: None,
+                    pending: None,
+                    renegotiate: false,
+                    sub_connected: false,
+                    to_add: Vec::new(),
+                };
+                self.members.insert(peer, m);
+                let existing: Vec<usize> = (0..self.sources.len())
+                    .filter(|&i| self.sources[i].room == room && self.sources[i].peer != peer)
+                    .collect();
+                for s in existing {
+                    if let Err(e) = self.subscribe(now, peer, s) {
+                        tracing::warn!(peer, error = %e, "subscribe failed");
+                    }
+                }
+                Ok(())
+            }
+            Cmd::Publish { peer, id, sdp, .. } => self.publish(now, peer, id, sdp),
+            Cmd::Answer { peer, sdp } => self.answer(now, peer, sdp),
+            Cmd::Candidate { peer, pc, candidate } => {
+                let conn = self.members.get(&peer).and_then(|m| if pc == Pc::Pub { m.publish } else { m.subscribe });
+                if let Some(c) = conn.and_then(|c| self.conns[c].as_mut())
+                    && let Ok(cand) = Candidate::from_sdp_string(&candidate.candidate)
+                {
+                    // ICE lite: the client's checks tell its address; its candidates are optional.
+                    c.rtc.add_remote_candidate(cand);
+                }
+                Ok(())
+            }
+            Cmd::Leave { peer } => {
+                self.leave(peer);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "command failed");
+        }
+        self.offers(now);
+        self.drain_dirty(now);
+    }
+
+    fn publish(&mut self, now: Instant, peer: PeerId, id: Option<u64>, sdp: String) -> anyhow::Result<()> {
+        let Some(m) = self.members.get(&peer) else { return Ok(()) };
+        let conn = match m.publish {
+            Some(c) => c,
+            None => {
+                let c = self.new_conn(now, peer, Pc::Pub)?;
+                if let Some(m) = self.members.get_mut(&peer) {
+                    m.publish = Some(c);
+                }
+                c
+            }
+        };
+        let Some(c) = self.conns[conn].as_mut() else { return Ok(()) };
+        let answer = c.rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&sdp)?)?;
+        self.dirty.push(conn);
+        self.send_to_peer(peer, &ServerMsg::Answer { sdp: answer.to_sdp_string() });
+        if let Some(id) = id {
+            self.send_to_peer(peer, &ServerMsg::Ack { id });
+        }
+        Ok(())
+    }
+
+    fn answer(&mut self, now: Instant, peer: PeerId, sdp: String) -> anyhow::Result<()> {
+        let Some(m) = self.members.get_mut(&peer) else { return Ok(()) };
+        let (Some(conn), Some(pending)) = (m.subscribe, m.pending.take()) else { return Ok(()) };
+        let Some(c) = self.conns[conn].as_mut() else { return Ok(()) };
+        c.rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&sdp)?)?;
+        self.dirty.push(conn);
+        for s in 0..self.sources.len() {
+            for i in 0..self.sources[s].subs.len() {
+                let sub = &self.sources[s].subs[i];
+                if sub.peer != peer || sub.ready {
+                    continue;
+                }
+                let Some(mid) = sub.mid else { continue };
+                let want = if self.sources[s].media == Media::Audio { Codec::Opus } else { Codec::Vp8 };
+                let Some(c) = self.conns[conn].as_mut() else { continue };
+                let pts: Vec<Pt> = c.rtc.media(mid).map(|m| m.remote_pts().to_vec()).unwrap_or_default();
+                let pt = c.rtc.codec_config().params().iter().find(|p| p.spec().codec == want && pts.contains(&p.pt())).map(|p| p.pt());
+                let sub = &mut self.sources[s].subs[i];
+                sub.payload_type = pt;
+                sub.ready = pt.is_some();
+                self.retarget(now, s, i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds source `s` to `peer`'s `sub` connection (an offer follows).
+    fn subscribe(&mut self, now: Instant, peer: PeerId, s: usize) -> anyhow::Result<()> {
+        let Some(m) = self.members.get(&peer) else { return Ok(()) };
+        let conn = match m.subscribe {
+            Some(c) => c,
+            None => {
+                let c = self.new_conn(now, peer, Pc::Sub)?;
+                if let Some(m) = self.members.get_mut(&peer) {
+                    m.subscribe = Some(c);
+                }
+                c
+            }
+        };
+        let fwd = if self.sources[s].media == Media::Audio { Forward::audio(48000) } else { Forward::video(90000) };
+        self.sources[s].subs.push(Sub { peer, conn, mid: None, payload_type: None, fwd, last_seq: None, ready: false });
+        if let Some(m) = self.members.get_mut(&peer) {
+            m.to_add.push(s);
+            m.renegotiate = true;
+        }
+        Ok(())
+    }
+
+    /// Sends an offer on every `sub` connection whose tracks changed and that has no
+    /// offer waiting for its answer.
+    fn offers(&mut self, _now: Instant) {
+        let peers: Vec<PeerId> =
+            self.members.iter().filter(|(_, m)| m.renegotiate && m.pending.is_none()).map(|(p, _)| *p).collect();
+        for peer in peers {
+            let Some(m) = self.members.get_mut(&peer) else { continue };
+            let Some(conn) = m.subscribe else { continue };
+            let adds = std::mem::take(&mut m.to_add);
+            m.renegotiate = false;
+            let Some(c) = self.conns[conn].as_mut() else { continue };
+            let mut api = c.rtc.sdp_api();
+            let mut mids = Vec::new();
+            for &s in &adds {
+                let src = &self.sources[s];
+                let kind = if src.media == Media::Audio { MediaKind::Audio } else { MediaKind::Video };
+                let mid = api.add_media(kind, Direction::SendOnly, Some(src.id.clone()), Some(src.id.clone()), None);
+                mids.push((s, mid));
+            }
+            let Some((offer, pending)) = api.apply() else { continue };
+            for (s, mid) in mids {
+                if let Some(sub) = self.sources[s].subs.iter_mut().find(|x| x.peer == peer) {
+                    sub.mid = Some(mid);
+                }
+            }
+            if let Some(m) = self.members.get_mut(&peer) {
+                m.pending = Some(pending);
+            }
+            self.dirty.push(conn);
+            self.send_to_peer(peer, &ServerMsg::Offer { sdp: offer.to_sdp_string() });
+        }
+    }
+
+    fn leave(&mut self, peer: PeerId) {
+        let Some(m) = self.members.remove(&peer) else { return };
+        for s in &mut self.sources {
+            s.subs.retain(|x| x.peer != peer);
+        }
+        for s in self.sources.iter_mut().filter(|s| s.peer == peer) {
+            s.subs.clear();
+            s.layers = [None, None, None];
+        }
+        for c in [m.publish, m.subscribe].into_iter().flatten() {
+            self.close_conn(c);
+        }
+    }
+
+    fn datagram(&mut self, now: Instant, from: SocketAddr, b: &[u8]) {
+        self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
+        let conn = match self.by_addr.get(&from) {
+            Some(&c) => Some(c),
+            None => route_key(b).and_then(|u| self.by_ufrag.get(u).copied()),
+        };
+        let Some(id) = conn else {
+            self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let local = self.local;
+        let Some(c) = self.conns[id].as_mut() else { return };
+        if c.addr.is_none() {
+            c.addr = Some(from);
+            self.by_addr.insert(from, id);
+        }
+        let Ok(contents) = b.try_into() else { return };
+        let input = Input::Receive(now, Receive { proto: Protocol::Udp, source: from, destination: local, contents });
+        if let Err(e) = c.rtc.handle_input(input) {
+            tracing::debug!(error = %e, "read refused");
+        }
+        self.drain(now, id);
+    }
+
+    fn timeouts(&mut self, now: Instant) {
+        for id in 0..self.conns.len() {
+            let Some(c) = self.conns[id].as_mut() else { continue };
+            if c.deadline <= now {
+                let _ = c.rtc.handle_input(Input::Timeout(now));
+                self.dirty.push(id);
+            }
+        }
+        self.drain_dirty(now);
+    }
+
+    fn drain_dirty(&mut self, now: Instant) {
+        while let Some(id) = self.dirty.pop() {
+            self.drain(now, id);
+        }
+    }
+
+    /// Every output of connection `id` until it asks for a timeout.
+    fn drain(&mut self, now: Instant, id: ConnId) {
+        let mut events = Vec::new();
+        {
+            let Some(c) = self.conns[id].as_mut() else { return };
+            loop {
+                match c.rtc.poll_output() {
+                    Ok(Output::Transmit(t)) => self.wire.push(t.destination, Bytes::from(Vec::from(t.contents))),
+                    Ok(Output::Timeout(t)) => {
+                        c.deadline = t;
+                        break;
+                    }
+                    Ok(Output::Event(e)) => events.push(e),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "peer failed");
+                        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                        c.deadline = now + Duration::from_secs(3600);
+                        break;
+                    }
+                }
+            }
+        }
+        let (peer, kind) = match self.conns[id].as_ref() {
+            Some(c) => (c.peer, c.kind),
+            None => return,
+        };
+        for e in events {
+            self.event(now, id, peer, kind, e);
+        }
+        if !self.dirty.is_empty() {
+            self.drain_dirty(now);
+        }
+    }
+
+    fn event(&mut self, now: Instant, id: ConnId, peer: PeerId, kind: Pc, e: Event) {
+        match e {
+            Event::Connected => {
+                self.stats.connected.fetch_add(1, Ordering::Relaxed);
+                if kind == Pc::Sub {
+                    if let Some(m) = self.members.get_mut(&peer) {
+                        m.sub_connected = true;
+                    }
+                    for s in 0..self.sources.len() {
+                        if let Some(i) = self.sources[s].subs.iter().position(|x| x.peer == peer) {
+                            self.retarget(now, s, i);
+                        }
+                    }
+                }
+            }
+            Event::MediaAdded(added) if kind == Pc::Pub => {
+                let Some(room) = self.members.get(&peer).map(|m| m.room.clone()) else { return };
+                let media = if added.kind == MediaKind::Audio { Media::Audio } else { Media::Video };
+                self.sources.push(Source {
+                    id: signal::source_id(peer, media),
+                    peer,
+                    room: room.clone(),
+                    media,
+                    conn: id,
+                    mid: added.mid,
+                    layers: [None, None, None],
+                    simulcast: added.simulcast.is_some(),
+                    subs: Vec::new(),
+                });
+                let s = self.sources.len() - 1;
+                let others: Vec<PeerId> =
+                    self.members.iter().filter(|(p, m)| **p != peer && m.room == room).map(|(p, _)| *p).collect();
+                for o in others {
+                    if let Err(e) = self.subscribe(now, o, s) {
+                        tracing::warn!(peer = o, error = %e, "subscribe failed");
+                    }
+                }
+                self.offers(now);
+            }
+            Event::RtpPacket(p) if kind == Pc::Pub => self.rtp(now, id, p),
+            Event::KeyframeRequest(req) if kind == Pc::Sub => {
+                let found = self.sources.iter().enumerate().find_map(|(s, src)| {
+                    src.subs.iter().position(|x| x.peer == peer && x.mid == Some(req.mid)).map(|i| (s, i))
+                });
+                if let Some((s, i)) = found {
+                    let f = &self.sources[s].subs[i].fwd;
+                    if let Some(l) = f.current().or(f.target()) {
+                        self.pli(now, s, l);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn retarget(&mut self, now: Instant, s: usize, i: usize) {
+        let src = &self.sources[s];
+        if src.media == Media::Audio {
+            return;
+        }
+        let live = self.members.get(&src.subs[i].peer).is_some_and(|m| m.sub_connected);
+        if !live || !src.subs[i].ready {
+            return;
+        }
+        let want = if src.simulcast { 1 } else { 0 };
+        let target = (0..=want).rev().find(|&l| src.layers[l].is_some());
+        if self.sources[s].subs[i].fwd.set_target(target)
+            && let Some(l) = target
+        {
+            self.pli(now, s, l);
+        }
+    }
+
+    fn pli(&mut self, now: Instant, s: usize, l: usize) {
+        let conn = self.sources[s].conn;
+        let Some(layer) = self.sources[s].layers[l].as_mut() else { return };
+        if layer.last_pli.is_some_and(|t| now.saturating_duration_since(t) < PLI_INTERVAL) {
+            return;
+        }
+        layer.last_pli = Some(now);
+        let ssrc = layer.ssrc;
+        if let Some(c) = self.conns[conn].as_mut() {
+            let mut api = c.rtc.direct_api();
+            if let Some(rx) = api.stream_rx(&ssrc) {
+                rx.request_keyframe(KeyframeRequestKind::Pli);
+                self.dirty.push(conn);
+            }
+        }
+    }
+
+    /// One published packet: to every subscriber whose forward takes it.
+    fn rtp(&mut self, now: Instant, conn: ConnId, p: str0m::rtp::RtpPacket) {
+        self.stats.rtp_in.fetch_add(1, Ordering::Relaxed);
+        let ssrc = p.header.ssrc;
+        let (s, layer) = match self.by_ssrc.get(&(conn, ssrc)) {
+            Some(&x) => x,
+            None => {
+                // A new stream: its mid and rid say which source and layer it is.
+                let Some(c) = self.conns[conn].as_mut() else { return };
+                let mut api = c.rtc.direct_api();
+                let Some(rx) = api.stream_rx(&ssrc) else { return };
+                let (mid, rid) = (rx.mid(), rx.rid());
+                let Some(s) = self.sources.iter().position(|x| x.conn == conn && x.mid == mid) else { return };
+                let layer = rid.map(|r| rid_rank(&r.to_string())).unwrap_or(0);
+                self.sources[s].layers[layer] = Some(Layer { ssrc, last_pli: None });
+                self.by_ssrc.insert((conn, ssrc), (s, layer));
+                for i in 0..self.sources[s].subs.len() {
+                    self.retarget(now, s, i);
+                }
+                (s, layer)
+            }
+        };
+        let src = &mut self.sources[s];
+        let keyframe = src.media != Media::Audio && vp8_is_keyframe(&p.payload);
+        let mut sent = 0;
+        for sub in src.subs.iter_mut().filter(|x| x.ready) {
+            let Verdict::Send { seq, ts, .. } =
+                sub.fwd.on_packet(now, layer, p.header.sequence_number, p.header.timestamp, keyframe)
+            else {
+                continue;
+            };
+            let (Some(mid), Some(pt)) = (sub.mid, sub.payload_type) else { continue };
+            let seq_no: SeqNo = extend(&mut sub.last_seq, seq).into();
+            let Some(c) = self.conns[sub.conn].as_mut() else { continue };
+            let mut api = c.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else { continue };
+            let w = RtpWrite::new(pt, seq_no, ts, p.timestamp, p.payload.clone())
+                .marker(p.header.marker)
+                .nackable(true);
+            tx.write_rtp(w);
+            sent += 1;
+            self.dirty.push(sub.conn);
+        }
+        self.stats.rtp_out.fetch_add(sent, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::extend;
+
+    #[test]
+    fn sequence_numbers_extend_across_wraps_and_reordering() {
+        let mut last = None;
+        assert_eq!(extend(&mut last, 65534), 65534);
+        assert_eq!(extend(&mut last, 65535), 65535);
+        assert_eq!(extend(&mut last, 0), 65536);
+        assert_eq!(extend(&mut last, 65535), 65535);
+        assert_eq!(extend(&mut last, 1), 65537);
+    }
+}
