@@ -71,6 +71,7 @@ pub(crate) enum Cmd {
 pub(crate) struct Stats {
     pub(crate) datagrams_in: AtomicU64,
     pub(crate) datagrams_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
     pub(crate) send_calls: AtomicU64,
     pub(crate) rtp_in: AtomicU64,
     pub(crate) rtp_out: AtomicU64,
@@ -85,7 +86,7 @@ impl Stats {
     fn json(&self) -> serde_json::Value {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         serde_json::json!({
-            "datagrams_in": g(&self.datagrams_in), "datagrams_out": g(&self.datagrams_out),
+            "datagrams_in": g(&self.datagrams_in), "datagrams_out": g(&self.datagrams_out), "bytes_out": g(&self.bytes_out),
             "send_calls": g(&self.send_calls), "rtp_in": g(&self.rtp_in), "rtp_out": g(&self.rtp_out),
             "unrouted": g(&self.unrouted), "send_errors": g(&self.send_errors),
             "connections": g(&self.connections), "connected": g(&self.connected), "failed": g(&self.failed),
@@ -140,7 +141,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn ws(State(s): State<Arc<Shared>>, up: WebSocketUpgrade) -> impl IntoResponse {
-    up.on_upgrade(move |socket| session(s, socket))
+    // Signaling messages are small (an SDP offer is a few KB): tungstenite's 128 KiB
+    // default buffers would be most of a peer's memory.
+    up.read_buffer_size(4096).write_buffer_size(4096).on_upgrade(move |socket| session(s, socket))
 }
 
 fn text(msg: &ServerMsg) -> String {
@@ -277,6 +280,8 @@ impl Wire {
             return;
         }
         self.stats.datagrams_out.fetch_add(self.out.len() as u64, Ordering::Relaxed);
+        let bytes: usize = self.out.iter().map(|(_, b)| b.len()).sum();
+        self.stats.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
         if self.sendmmsg {
             for chunk in self.out.chunks(BATCH) {
                 self.stats.send_calls.fetch_add(1, Ordering::Relaxed);

@@ -39,6 +39,10 @@ struct Member {
     sub_connected: bool,
     /// Sources added to `sub` and not yet in an offer.
     to_add: Vec<usize>,
+    /// The first offer on `sub` was sent: the next waits until `sub` connects (a webrtc-rs
+    /// 0.17 client given a second offer while its ICE is still checking answers with new
+    /// ICE credentials, an ICE restart that str0m rightly refuses in an answer).
+    offered: bool,
 }
 
 struct Layer {
@@ -196,6 +200,7 @@ impl Engine {
                     renegotiate: false,
                     sub_connected: false,
                     to_add: Vec::new(),
+                    offered: false,
                 };
                 self.members.insert(peer, m);
                 let existing: Vec<usize> = (0..self.sources.len())
@@ -258,7 +263,15 @@ impl Engine {
         let Some(m) = self.members.get_mut(&peer) else { return Ok(()) };
         let (Some(conn), Some(pending)) = (m.subscribe, m.pending.take()) else { return Ok(()) };
         let Some(c) = self.conns[conn].as_mut() else { return Ok(()) };
-        c.rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&sdp)?)?;
+        tracing::debug!(peer, creds = ?sdp.lines().filter(|l| l.starts_with("a=ice-")).collect::<Vec<_>>(), "answer");
+        if let Err(e) = c.rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&sdp)?) {
+            let ufrags: Vec<&str> = sdp.lines().filter(|l| l.starts_with("a=ice-ufrag")).collect();
+            tracing::warn!(peer, ?ufrags, "answer refused");
+            if std::env::var_os("SPIKE_DUMP").is_some() {
+                let _ = std::fs::write(format!("/tmp/answer-{peer}.sdp"), &sdp);
+            }
+            return Err(e.into());
+        }
         self.dirty.push(conn);
         for s in 0..self.sources.len() {
             for i in 0..self.sources[s].subs.len() {
@@ -306,12 +319,17 @@ impl Engine {
     /// offer waiting for its answer.
     fn offers(&mut self, _now: Instant) {
         let peers: Vec<PeerId> =
-            self.members.iter().filter(|(_, m)| m.renegotiate && m.pending.is_none()).map(|(p, _)| *p).collect();
+            self.members
+                .iter()
+                .filter(|(_, m)| m.renegotiate && m.pending.is_none() && (!m.offered || m.sub_connected))
+                .map(|(p, _)| *p)
+                .collect();
         for peer in peers {
             let Some(m) = self.members.get_mut(&peer) else { continue };
             let Some(conn) = m.subscribe else { continue };
             let adds = std::mem::take(&mut m.to_add);
             m.renegotiate = false;
+            m.offered = true;
             let Some(c) = self.conns[conn].as_mut() else { continue };
             let mut api = c.rtc.sdp_api();
             let mut mids = Vec::new();
@@ -331,7 +349,9 @@ impl Engine {
                 m.pending = Some(pending);
             }
             self.dirty.push(conn);
-            self.send_to_peer(peer, &ServerMsg::Offer { sdp: offer.to_sdp_string() });
+            let sdp = offer.to_sdp_string();
+            tracing::debug!(peer, creds = ?sdp.lines().filter(|l| l.starts_with("a=ice-") || l.starts_with("a=mid")).collect::<Vec<_>>(), "offer");
+            self.send_to_peer(peer, &ServerMsg::Offer { sdp });
         }
     }
 
@@ -426,7 +446,9 @@ impl Engine {
 
     fn event(&mut self, now: Instant, id: ConnId, peer: PeerId, kind: Pc, e: Event) {
         match e {
+            Event::IceConnectionStateChange(st) => tracing::debug!(peer, ?kind, ?st, "ice"),
             Event::Connected => {
+                tracing::debug!(peer, ?kind, "connected");
                 self.stats.connected.fetch_add(1, Ordering::Relaxed);
                 if kind == Pc::Sub {
                     if let Some(m) = self.members.get_mut(&peer) {
@@ -437,6 +459,7 @@ impl Engine {
                             self.retarget(now, s, i);
                         }
                     }
+                    self.offers(now);
                 }
             }
             Event::MediaAdded(added) if kind == Pc::Pub => {
