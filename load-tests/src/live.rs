@@ -4,7 +4,7 @@
 //! per peer (from /proc), publisher-to-subscriber latency (HDR), and packets lost
 //! (sequence gaps seen by subscribers).
 
-use crate::{janus, percentiles, proc_sample};
+use crate::{janus, percentiles, proc_sample, proc_system_seconds};
 use anyhow::Context;
 use preau_auth::Issuer;
 use preau_live::client::{Latency, LiveClient, Publication, Received};
@@ -146,6 +146,7 @@ pub async fn live_class(a: LiveArgs) -> anyhow::Result<serde_json::Value> {
         c.latency.lock().reset();
     }
     let (rss1, cpu1) = proc_sample(&a.pid)?;
+    let sys1 = proc_system_seconds(&a.pid);
     let (p1, g1) = received_packets(&rx);
     let mut rss_max = rss1;
     let mut samples = Vec::new();
@@ -157,6 +158,7 @@ pub async fn live_class(a: LiveArgs) -> anyhow::Result<serde_json::Value> {
         samples.push(json!({"t": start.elapsed().as_secs_f64(), "rss": rss, "cpu": cpu - cpu1, "packets": received_packets(&rx).0 - p1}));
     }
     let (rss2, cpu2) = proc_sample(&a.pid)?;
+    let sys = proc_system_seconds(&a.pid) - sys1;
     let (p2, g2) = received_packets(&rx);
 
     let secs = start.elapsed().as_secs_f64();
@@ -183,6 +185,9 @@ pub async fn live_class(a: LiveArgs) -> anyhow::Result<serde_json::Value> {
         "sfu_cpu_share_of_one_core": cpu / secs,
         "sfu_packets_per_cpu_second": forwarded as f64 / cpu.max(1e-9),
         "sfu_cpu_us_per_packet": cpu * 1e6 / forwarded.max(1) as f64,
+        // The kernel's share (system calls, the UDP stack) and the process's own.
+        "sfu_cpu_us_per_packet_system": sys * 1e6 / forwarded.max(1) as f64,
+        "sfu_cpu_us_per_packet_user": (cpu - sys) * 1e6 / forwarded.max(1) as f64,
         "sfu_cpu_seconds_setup_and_warmup": cpu1 - cpu0,
         "sfu_rss_before_bytes": rss0,
         "sfu_rss_after_setup_bytes": rss1,

@@ -151,6 +151,18 @@ fn proc_sample(pids: &[u32]) -> anyhow::Result<(u64, f64)> {
     Ok(total)
 }
 
+/// CPU seconds the processes spent in the kernel (system calls, the network stack).
+fn proc_system_seconds(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let rest = stat.rsplit_once(") ").map(|(_, r)| r)?;
+            rest.split_whitespace().nth(12)?.parse::<f64>().ok()
+        })
+        .sum::<f64>()
+        / 100.0
+}
+
 /// Resident memory (bytes) and CPU seconds (user + system) of a process.
 fn proc_sample_one(pid: u32) -> anyhow::Result<(u64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("read /proc status")?;

@@ -28,7 +28,7 @@ use preau_auth::Verifier;
 use preau_live::signal::{self, ClientCmd, Media, Pc, PeerId, Role, ServerMsg};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -52,6 +52,11 @@ struct Args {
     /// Send each input's datagrams with one `sendmmsg` instead of one `sendto` each.
     #[arg(long)]
     sendmmsg: bool,
+    /// Estimate each `sub` connection's bandwidth from the subscriber's transport-wide
+    /// feedback (TWCC): str0m's estimator (with probing and pacing) or rtc's GCC. The
+    /// estimates are served at `/stats`, per peer.
+    #[arg(long)]
+    bwe: bool,
     /// The engine: `rtc` (webrtc-rs's sans-IO core) or `str0m`.
     #[arg(long, default_value = "rtc")]
     engine: String,
@@ -80,6 +85,8 @@ pub(crate) struct Stats {
     pub(crate) connections: AtomicU64,
     pub(crate) connected: AtomicU64,
     pub(crate) failed: AtomicU64,
+    /// The latest bandwidth estimate of each peer's `sub` connection, bits per second.
+    pub(crate) estimates: std::sync::Mutex<BTreeMap<PeerId, u64>>,
 }
 
 impl Stats {
@@ -90,6 +97,7 @@ impl Stats {
             "send_calls": g(&self.send_calls), "rtp_in": g(&self.rtp_in), "rtp_out": g(&self.rtp_out),
             "unrouted": g(&self.unrouted), "send_errors": g(&self.send_errors),
             "connections": g(&self.connections), "connected": g(&self.connected), "failed": g(&self.failed),
+            "estimates": self.estimates.lock().map(|e| e.clone()).unwrap_or_default(),
         })
     }
 }
@@ -114,14 +122,15 @@ fn main() -> anyhow::Result<()> {
     let sendmmsg = args.sendmmsg;
     anyhow::ensure!(matches!(args.engine.as_str(), "rtc" | "str0m"), "--engine: `rtc` or `str0m`");
     let engine_name = args.engine.clone();
+    let bwe = args.bwe;
     let engine = std::thread::Builder::new().name("engine".into()).spawn(move || -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(async move {
             let sock = tokio::net::UdpSocket::from_std(udp)?;
             let wire = Wire::new(sock, sendmmsg, engine_stats)?;
             match engine_name.as_str() {
-                "str0m" => str0m_engine::Engine::new(wire).run(rx).await,
-                _ => rtc_engine::Engine::new(wire).run(rx).await,
+                "str0m" => str0m_engine::Engine::new(wire, bwe).run(rx).await,
+                _ => rtc_engine::Engine::new(wire, bwe).run(rx).await,
             }
         })
     })?;
@@ -225,6 +234,8 @@ async fn session(s: Arc<Shared>, socket: WebSocket) {
 
 pub(crate) const PLI_INTERVAL: Duration = Duration::from_millis(300);
 pub(crate) const BATCH: usize = 64;
+/// The UDP socket's receive and send buffers.
+const SOCKET_BUFFER: usize = 8 << 20;
 
 pub(crate) fn rid_rank(rid: &str) -> usize {
     match rid {
@@ -267,7 +278,19 @@ pub struct Wire {
 
 impl Wire {
     fn new(sock: tokio::net::UdpSocket, sendmmsg: bool, stats: Arc<Stats>) -> std::io::Result<Wire> {
+        use nix::sys::socket::{setsockopt, sockopt};
         let local = sock.local_addr()?;
+        // One socket carries every peer: the kernel's default 208 KiB would overflow (and
+        // drop a publisher's packets, lost for every subscriber) whenever the engine
+        // thread is descheduled for a few milliseconds. The forced variants pass
+        // net.core.rmem_max when running as root; otherwise the plain ones cap there.
+        let fd = sock.as_fd();
+        if setsockopt(&fd, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
+            let _ = setsockopt(&fd, sockopt::RcvBuf, &SOCKET_BUFFER);
+        }
+        if setsockopt(&fd, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
+            let _ = setsockopt(&fd, sockopt::SndBuf, &SOCKET_BUFFER);
+        }
         Ok(Wire { sock, local, out: Vec::with_capacity(BATCH), sendmmsg, stats })
     }
 

@@ -10,7 +10,12 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::{configure_nack, configure_rtcp_reports};
+use rtc::interceptor::Gcc;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    CongestionFeedback, configure_congestion_control, configure_nack, configure_rtcp_reports,
+};
+use rtc::statistics::StatsSelector;
+use rtc::statistics::report::RTCStatsReportEntry;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
@@ -141,11 +146,13 @@ pub struct Engine {
     by_ssrc: HashMap<(ConnId, u32), (usize, usize)>,
     /// Connections with outputs to drain.
     dirty: Vec<ConnId>,
+    bwe: bool,
+    next_stats: Instant,
 }
 
 impl Engine {
     /// An engine sending and receiving on `wire`.
-    pub fn new(wire: Wire) -> Engine {
+    pub fn new(wire: Wire, bwe: bool) -> Engine {
         let (local, stats) = (wire.local, wire.stats.clone());
         Engine {
             wire,
@@ -159,6 +166,8 @@ impl Engine {
             sources: Vec::new(),
             by_ssrc: HashMap::new(),
             dirty: Vec::new(),
+            bwe,
+            next_stats: Instant::now(),
         }
     }
 
@@ -207,7 +216,10 @@ impl Engine {
             RtpCodecKind::Audio,
             None,
         )?;
-        let reg = configure_rtcp_reports(configure_nack(Registry::new(), &mut me));
+        let mut reg = configure_rtcp_reports(configure_nack(Registry::new(), &mut me));
+        if self.bwe && kind == Pc::Sub {
+            reg = configure_congestion_control(reg, Gcc::default(), CongestionFeedback::Twcc, &mut me)?;
+        }
         let ufrag = format!("{:016x}", rand::random::<u64>());
         let pwd = format!("{:032x}", rand::random::<u128>());
         let se = SettingEngineBuilder::new()
@@ -513,7 +525,33 @@ impl Engine {
         self.drain(now, id);
     }
 
+    /// The GCC estimates, once a second (rtc reports them in its statistics).
+    fn estimates(&mut self, now: Instant) {
+        if !self.bwe || now < self.next_stats {
+            return;
+        }
+        self.next_stats = now + Duration::from_secs(1);
+        let mut found = Vec::new();
+        for c in self.conns.iter_mut().flatten().filter(|c| c.kind == Pc::Sub) {
+            let report = c.pc.get_stats(now, StatsSelector::None);
+            let best = report
+                .iter()
+                .filter_map(|e| match e {
+                    RTCStatsReportEntry::OutboundRtp(o) => Some(o.target_bitrate),
+                    _ => None,
+                })
+                .fold(0.0f64, f64::max);
+            if best > 0.0 {
+                found.push((c.peer, best as u64));
+            }
+        }
+        if let Ok(mut e) = self.stats.estimates.lock() {
+            e.extend(found);
+        }
+    }
+
     fn timeouts(&mut self, now: Instant) {
+        self.estimates(now);
         for id in 0..self.conns.len() {
             let Some(c) = self.conns[id].as_mut() else { continue };
             if c.deadline.is_some_and(|d| d <= now) {

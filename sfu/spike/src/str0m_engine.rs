@@ -15,6 +15,7 @@ use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::mpsc;
 
@@ -101,11 +102,12 @@ pub struct Engine {
     sources: Vec<Source>,
     by_ssrc: HashMap<(ConnId, Ssrc), (usize, usize)>,
     dirty: Vec<ConnId>,
+    bwe: bool,
 }
 
 impl Engine {
     /// An engine sending and receiving on `wire`.
-    pub fn new(wire: Wire) -> Engine {
+    pub fn new(wire: Wire, bwe: bool) -> Engine {
         str0m::crypto::from_feature_flags().install_process_default();
         let (local, stats) = (wire.local, wire.stats.clone());
         Engine {
@@ -120,6 +122,7 @@ impl Engine {
             sources: Vec::new(),
             by_ssrc: HashMap::new(),
             dirty: Vec::new(),
+            bwe,
         }
     }
 
@@ -151,7 +154,16 @@ impl Engine {
     }
 
     fn new_conn(&mut self, now: Instant, peer: PeerId, kind: Pc) -> anyhow::Result<ConnId> {
-        let mut rtc = Rtc::builder().set_rtp_mode(true).set_ice_lite(true).build(now);
+        let estimate = self.bwe && kind == Pc::Sub;
+        let mut builder = Rtc::builder().set_rtp_mode(true).set_ice_lite(true);
+        if estimate {
+            builder = builder.enable_bwe(Some(Bitrate::kbps(300)));
+        }
+        let mut rtc = builder.build(now);
+        if estimate {
+            // Probe towards what the top layer and the audio would need.
+            rtc.bwe().set_bitrate(Bitrate::kbps(100), Bitrate::mbps(2));
+        }
         rtc.add_local_candidate(Candidate::host(self.local, "udp")?);
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag.clone();
         let conn = Conn { rtc, peer, kind, deadline: now, addr: None, ufrag: ufrag.clone() };
@@ -487,6 +499,11 @@ impl Engine {
                 self.offers(now);
             }
             Event::RtpPacket(p) if kind == Pc::Pub => self.rtp(now, id, p),
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                if let Ok(mut e) = self.stats.estimates.lock() {
+                    e.insert(peer, estimate.as_u64());
+                }
+            }
             Event::KeyframeRequest(req) if kind == Pc::Sub => {
                 let found = self.sources.iter().enumerate().find_map(|(s, src)| {
                     src.subs.iter().position(|x| x.peer == peer && x.mid == Some(req.mid)).map(|i| (s, i))
