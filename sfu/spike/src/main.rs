@@ -57,6 +57,10 @@ struct Args {
     /// estimates are served at `/stats`, per peer.
     #[arg(long)]
     bwe: bool,
+    /// The address announced in the SFU's candidate, when clients reach the socket through
+    /// a relay (load-tests/spike-relay.py drops packets for the NACK/RTX check).
+    #[arg(long)]
+    announce: Option<SocketAddr>,
     /// The engine: `rtc` (webrtc-rs's sans-IO core) or `str0m`.
     #[arg(long, default_value = "rtc")]
     engine: String,
@@ -68,6 +72,8 @@ pub(crate) enum Cmd {
     Publish { peer: PeerId, id: Option<u64>, sdp: String, tracks: BTreeMap<String, Media> },
     Answer { peer: PeerId, sdp: String },
     Candidate { peer: PeerId, pc: Pc, candidate: signal::Candidate },
+    /// The `sub` connection restarts ICE: the SFU offers new credentials.
+    RestartIce { peer: PeerId },
     Leave { peer: PeerId },
 }
 
@@ -104,6 +110,8 @@ impl Stats {
 
 struct Shared {
     verifier: Verifier,
+    /// Signs room tokens for the interop page (loopback measurement only).
+    issuer: preau_auth::Issuer,
     next_peer: AtomicU64,
     engine: mpsc::Sender<Cmd>,
     stats: Arc<Stats>,
@@ -123,11 +131,15 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(matches!(args.engine.as_str(), "rtc" | "str0m"), "--engine: `rtc` or `str0m`");
     let engine_name = args.engine.clone();
     let bwe = args.bwe;
+    let announce = args.announce;
     let engine = std::thread::Builder::new().name("engine".into()).spawn(move || -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(async move {
             let sock = tokio::net::UdpSocket::from_std(udp)?;
-            let wire = Wire::new(sock, sendmmsg, engine_stats)?;
+            let mut wire = Wire::new(sock, sendmmsg, engine_stats)?;
+            if let Some(a) = announce {
+                wire.local = a;
+            }
             match engine_name.as_str() {
                 "str0m" => str0m_engine::Engine::new(wire, bwe).run(rx).await,
                 _ => rtc_engine::Engine::new(wire, bwe).run(rx).await,
@@ -135,10 +147,12 @@ fn main() -> anyhow::Result<()> {
         })
     })?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let shared = Arc::new(Shared { verifier: Verifier::hs256(&key), next_peer: AtomicU64::new(1), engine: tx, stats });
+    let shared = Arc::new(Shared { verifier: Verifier::hs256(&key), issuer: preau_auth::Issuer::hs256(&key), next_peer: AtomicU64::new(1), engine: tx, stats });
     rt.block_on(async move {
         let app = axum::Router::new()
             .route("/ws", axum::routing::get(ws))
+            .route("/interop", axum::routing::get(|| async { axum::response::Html(include_str!("../static/interop.html")) }))
+            .route("/token", axum::routing::get(token))
             .route("/stats", axum::routing::get(|State(s): State<Arc<Shared>>| async move { axum::Json(s.stats.json()) }))
             .with_state(shared);
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
@@ -147,6 +161,16 @@ fn main() -> anyhow::Result<()> {
     })?;
     drop(engine);
     Ok(())
+}
+
+/// A room token for the interop page: `?user=&role=&room=` (the spike listens on loopback).
+async fn token(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<BTreeMap<String, String>>,
+) -> String {
+    let get = |k: &str, d: &str| q.get(k).cloned().unwrap_or_else(|| d.to_owned());
+    let user = get("user", "u");
+    s.issuer.issue_room(&user, &user, "0750001A", &get("room", "class:interop"), &get("role", "participant"), 600)
 }
 
 async fn ws(State(s): State<Arc<Shared>>, up: WebSocketUpgrade) -> impl IntoResponse {
@@ -213,6 +237,12 @@ async fn session(s: Arc<Shared>, socket: WebSocket) {
             ClientCmd::Publish { sdp, tracks } => Cmd::Publish { peer: p, id: m.id, sdp, tracks },
             ClientCmd::Answer { sdp } => Cmd::Answer { peer: p, sdp },
             ClientCmd::Candidate { pc, candidate } => Cmd::Candidate { peer: p, pc, candidate },
+            ClientCmd::RestartIce => {
+                if let Some(a) = ack(m.id) {
+                    let _ = out.send(a).await;
+                }
+                Cmd::RestartIce { peer: p }
+            }
             ClientCmd::Leave => break,
             _ => {
                 // Room control is not what the spike measures: acknowledged.

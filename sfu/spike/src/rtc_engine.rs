@@ -323,6 +323,12 @@ impl Engine {
                 }
                 Ok(())
             }
+            Cmd::RestartIce { peer } => {
+                // The spike restarts ICE on str0m only (the interop run); rtc's offer
+                // would need its new ufrag routed like str0m's.
+                tracing::warn!(peer, "restart_ice is not handled by the rtc engine");
+                Ok(())
+            }
             Cmd::Leave { peer } => {
                 self.leave(peer);
                 Ok(())

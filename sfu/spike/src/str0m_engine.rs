@@ -27,7 +27,8 @@ struct Conn {
     kind: Pc,
     deadline: Instant,
     addr: Option<SocketAddr>,
-    ufrag: String,
+    /// Every local ufrag the connection answered to (more after an ICE restart).
+    ufrags: Vec<String>,
 }
 
 struct Member {
@@ -40,6 +41,8 @@ struct Member {
     sub_connected: bool,
     /// Sources added to `sub` and not yet in an offer.
     to_add: Vec<usize>,
+    /// The member asked for new ICE credentials on `sub`.
+    restart: bool,
     /// The first offer on `sub` was sent: the next waits until `sub` connects (a webrtc-rs
     /// 0.17 client given a second offer while its ICE is still checking answers with new
     /// ICE credentials, an ICE restart that str0m rightly refuses in an answer).
@@ -166,7 +169,7 @@ impl Engine {
         }
         rtc.add_local_candidate(Candidate::host(self.local, "udp")?);
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag.clone();
-        let conn = Conn { rtc, peer, kind, deadline: now, addr: None, ufrag: ufrag.clone() };
+        let conn = Conn { rtc, peer, kind, deadline: now, addr: None, ufrags: vec![ufrag.clone()] };
         let id = match self.free.pop() {
             Some(i) => {
                 self.conns[i] = Some(conn);
@@ -185,13 +188,24 @@ impl Engine {
     fn close_conn(&mut self, id: ConnId) {
         let Some(mut c) = self.conns.get_mut(id).and_then(Option::take) else { return };
         c.rtc.disconnect();
-        self.by_ufrag.remove(&c.ufrag);
+        for u in &c.ufrags {
+            self.by_ufrag.remove(u);
+        }
         if let Some(a) = c.addr {
             self.by_addr.remove(&a);
         }
         self.by_ssrc.retain(|(conn, _), _| *conn != id);
         self.free.push(id);
         self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Routes the connection's current local ufrag to it (it changes on an ICE restart).
+    fn register_ufrag(&mut self, id: ConnId, ufrag: String) {
+        let Some(c) = self.conns[id].as_mut() else { return };
+        if !c.ufrags.contains(&ufrag) {
+            c.ufrags.push(ufrag.clone());
+            self.by_ufrag.insert(ufrag, id);
+        }
     }
 
     fn send_to_peer(&self, peer: PeerId, msg: &ServerMsg) {
@@ -212,6 +226,7 @@ impl Engine {
                     renegotiate: false,
                     sub_connected: false,
                     to_add: Vec::new(),
+                    restart: false,
                     offered: false,
                 };
                 self.members.insert(peer, m);
@@ -234,6 +249,13 @@ impl Engine {
                 {
                     // ICE lite: the client's checks tell its address; its candidates are optional.
                     c.rtc.add_remote_candidate(cand);
+                }
+                Ok(())
+            }
+            Cmd::RestartIce { peer } => {
+                if let Some(m) = self.members.get_mut(&peer) {
+                    m.restart = true;
+                    m.renegotiate = true;
                 }
                 Ok(())
             }
@@ -263,6 +285,9 @@ impl Engine {
         };
         let Some(c) = self.conns[conn].as_mut() else { return Ok(()) };
         let answer = c.rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&sdp)?)?;
+        // A publisher's ICE restart gives this side new credentials too.
+        let ufrag = c.rtc.direct_api().local_ice_credentials().ufrag.clone();
+        self.register_ufrag(conn, ufrag);
         self.dirty.push(conn);
         self.send_to_peer(peer, &ServerMsg::Answer { sdp: answer.to_sdp_string() });
         if let Some(id) = id {
@@ -340,10 +365,12 @@ impl Engine {
             let Some(m) = self.members.get_mut(&peer) else { continue };
             let Some(conn) = m.subscribe else { continue };
             let adds = std::mem::take(&mut m.to_add);
+            let restart = std::mem::take(&mut m.restart);
             m.renegotiate = false;
             m.offered = true;
             let Some(c) = self.conns[conn].as_mut() else { continue };
             let mut api = c.rtc.sdp_api();
+            let new_ufrag = restart.then(|| api.ice_restart(true).ufrag);
             let mut mids = Vec::new();
             for &s in &adds {
                 let src = &self.sources[s];
@@ -352,6 +379,9 @@ impl Engine {
                 mids.push((s, mid));
             }
             let Some((offer, pending)) = api.apply() else { continue };
+            if let Some(u) = new_ufrag {
+                self.register_ufrag(conn, u);
+            }
             for (s, mid) in mids {
                 if let Some(sub) = self.sources[s].subs.iter_mut().find(|x| x.peer == peer) {
                     sub.mid = Some(mid);
