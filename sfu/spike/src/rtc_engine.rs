@@ -49,7 +49,8 @@ struct Conn {
     peer: PeerId,
     kind: Pc,
     deadline: Option<Instant>,
-    addr: Option<SocketAddr>,
+    /// Every address the peer's checks came from (a new one after an ICE restart).
+    addrs: Vec<SocketAddr>,
     ufrag: String,
 }
 
@@ -233,7 +234,7 @@ impl Engine {
             .with_media_engine(me)
             .with_interceptor_registry(reg)
             .build(now)?;
-        let conn = Conn { pc, peer, kind, deadline: None, addr: None, ufrag: ufrag.clone() };
+        let conn = Conn { pc, peer, kind, deadline: None, addrs: Vec::new(), ufrag: ufrag.clone() };
         let id = match self.free.pop() {
             Some(i) => {
                 self.conns[i] = Some(conn);
@@ -268,8 +269,8 @@ impl Engine {
         let Some(mut c) = self.conns.get_mut(id).and_then(Option::take) else { return };
         let _ = c.pc.close();
         self.by_ufrag.remove(&c.ufrag);
-        if let Some(a) = c.addr {
-            self.by_addr.remove(&a);
+        for a in &c.addrs {
+            self.by_addr.remove(a);
         }
         self.by_ssrc.retain(|(conn, _), _| *conn != id);
         self.free.push(id);
@@ -516,8 +517,9 @@ impl Engine {
         };
         let local = self.local;
         let Some(c) = self.conns[id].as_mut() else { return };
-        if c.addr.is_none() {
-            c.addr = Some(from);
+        if !c.addrs.contains(&from) {
+            // Routed by its STUN ufrag: this address is the peer's from now on too.
+            c.addrs.push(from);
             self.by_addr.insert(from, id);
         }
         let msg = TaggedBytesMut {

@@ -26,7 +26,8 @@ struct Conn {
     peer: PeerId,
     kind: Pc,
     deadline: Instant,
-    addr: Option<SocketAddr>,
+    /// Every address the peer's checks came from (a new one after an ICE restart).
+    addrs: Vec<SocketAddr>,
     /// Every local ufrag the connection answered to (more after an ICE restart).
     ufrags: Vec<String>,
 }
@@ -169,7 +170,7 @@ impl Engine {
         }
         rtc.add_local_candidate(Candidate::host(self.local, "udp")?);
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag.clone();
-        let conn = Conn { rtc, peer, kind, deadline: now, addr: None, ufrags: vec![ufrag.clone()] };
+        let conn = Conn { rtc, peer, kind, deadline: now, addrs: Vec::new(), ufrags: vec![ufrag.clone()] };
         let id = match self.free.pop() {
             Some(i) => {
                 self.conns[i] = Some(conn);
@@ -191,8 +192,8 @@ impl Engine {
         for u in &c.ufrags {
             self.by_ufrag.remove(u);
         }
-        if let Some(a) = c.addr {
-            self.by_addr.remove(&a);
+        for a in &c.addrs {
+            self.by_addr.remove(a);
         }
         self.by_ssrc.retain(|(conn, _), _| *conn != id);
         self.free.push(id);
@@ -423,8 +424,9 @@ impl Engine {
         };
         let local = self.local;
         let Some(c) = self.conns[id].as_mut() else { return };
-        if c.addr.is_none() {
-            c.addr = Some(from);
+        if !c.addrs.contains(&from) {
+            // Routed by its STUN ufrag: this address is the peer's from now on too.
+            c.addrs.push(from);
             self.by_addr.insert(from, id);
         }
         let Ok(contents) = b.try_into() else { return };
