@@ -16,7 +16,6 @@
 //! Datagrams leave by `sendto`, or with `--sendmmsg` in one `sendmmsg` per input.
 //! The WebSocket tasks only talk to the engine through its command queue.
 
-
 use anyhow::Context;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -68,13 +67,33 @@ struct Args {
 
 /// What the WebSocket tasks ask of the engine.
 pub(crate) enum Cmd {
-    Join { peer: PeerId, room: String, out: mpsc::Sender<String> },
-    Publish { peer: PeerId, id: Option<u64>, sdp: String, tracks: BTreeMap<String, Media> },
-    Answer { peer: PeerId, sdp: String },
-    Candidate { peer: PeerId, pc: Pc, candidate: signal::Candidate },
+    Join {
+        peer: PeerId,
+        room: String,
+        out: mpsc::Sender<String>,
+    },
+    Publish {
+        peer: PeerId,
+        id: Option<u64>,
+        sdp: String,
+        tracks: BTreeMap<String, Media>,
+    },
+    Answer {
+        peer: PeerId,
+        sdp: String,
+    },
+    Candidate {
+        peer: PeerId,
+        pc: Pc,
+        candidate: signal::Candidate,
+    },
     /// The `sub` connection restarts ICE: the SFU offers new credentials.
-    RestartIce { peer: PeerId },
-    Leave { peer: PeerId },
+    RestartIce {
+        peer: PeerId,
+    },
+    Leave {
+        peer: PeerId,
+    },
 }
 
 /// Counters printed at exit and served at `/stats`.
@@ -119,7 +138,10 @@ struct Shared {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt().with_ansi(false).with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let key = std::fs::read(&args.room_key_file)
         .with_context(|| format!("--room-key-file {}", args.room_key_file.display()))?;
     let udp = std::net::UdpSocket::bind(args.udp).with_context(|| format!("--udp {}", args.udp))?;
@@ -147,13 +169,25 @@ fn main() -> anyhow::Result<()> {
         })
     })?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let shared = Arc::new(Shared { verifier: Verifier::hs256(&key), issuer: preau_auth::Issuer::hs256(&key), next_peer: AtomicU64::new(1), engine: tx, stats });
+    let shared = Arc::new(Shared {
+        verifier: Verifier::hs256(&key),
+        issuer: preau_auth::Issuer::hs256(&key),
+        next_peer: AtomicU64::new(1),
+        engine: tx,
+        stats,
+    });
     rt.block_on(async move {
         let app = axum::Router::new()
             .route("/ws", axum::routing::get(ws))
-            .route("/interop", axum::routing::get(|| async { axum::response::Html(include_str!("../static/interop.html")) }))
+            .route(
+                "/interop",
+                axum::routing::get(|| async { axum::response::Html(include_str!("../static/interop.html")) }),
+            )
             .route("/token", axum::routing::get(token))
-            .route("/stats", axum::routing::get(|State(s): State<Arc<Shared>>| async move { axum::Json(s.stats.json()) }))
+            .route(
+                "/stats",
+                axum::routing::get(|State(s): State<Arc<Shared>>| async move { axum::Json(s.stats.json()) }),
+            )
             .with_state(shared);
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         axum::serve(listener, app).with_graceful_shutdown(async { _ = tokio::signal::ctrl_c().await }).await?;
@@ -261,7 +295,6 @@ async fn session(s: Arc<Shared>, socket: WebSocket) {
     }
 }
 
-
 pub(crate) const PLI_INTERVAL: Duration = Duration::from_millis(300);
 pub(crate) const BATCH: usize = 64;
 /// The UDP socket's receive and send buffers.
@@ -294,7 +327,6 @@ pub(crate) fn stun_local_ufrag(b: &[u8]) -> Option<&str> {
     }
     None
 }
-
 
 /// The node's one UDP socket and the datagrams waiting to leave by it: flushed after
 /// each input, with one `sendto` each or, with `--sendmmsg`, one `sendmmsg` per [`BATCH`].

@@ -5,17 +5,15 @@ use crate::{BATCH, Cmd, PLI_INTERVAL, Stats, Wire, rid_rank, route_key, send_to_
 use bytes::BytesMut;
 use preau_live::signal::{self, Media, Pc, PeerId, ServerMsg};
 use preau_sfu::forward::{Forward, Verdict, vp8_is_keyframe};
+use rtc::interceptor::Gcc;
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::interceptor::Gcc;
 use rtc::peer_connection::configuration::interceptor_registry::{
     CongestionFeedback, configure_congestion_control, configure_nack, configure_rtcp_reports,
 };
-use rtc::statistics::StatsSelector;
-use rtc::statistics::report::RTCStatsReportEntry;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
@@ -34,6 +32,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rtc::statistics::StatsSelector;
+use rtc::statistics::report::RTCStatsReportEntry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,8 +99,9 @@ struct Source {
     layers: [Option<Layer>; 3],
     simulcast: bool,
     subs: Vec<Sub>,
+    /// Its publisher left: kept in place (indices are held by `by_ssrc`), never offered.
+    gone: bool,
 }
-
 
 fn codecs() -> (RTCRtpCodecParameters, RTCRtpCodecParameters) {
     let opus = RTCRtpCodecParameters {
@@ -131,7 +132,6 @@ fn codecs() -> (RTCRtpCodecParameters, RTCRtpCodecParameters) {
     };
     (opus, vp8)
 }
-
 
 pub struct Engine {
     wire: Wire,
@@ -210,7 +210,11 @@ impl Engine {
             "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
             "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
         ] {
-            me.register_header_extension(RTCRtpHeaderExtensionCapability { uri: uri.to_owned() }, RtpCodecKind::Video, None)?;
+            me.register_header_extension(
+                RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
+                RtpCodecKind::Video,
+                None,
+            )?;
         }
         me.register_header_extension(
             RTCRtpHeaderExtensionCapability { uri: signal::AUDIO_LEVEL_URI.to_owned() },
@@ -298,8 +302,9 @@ impl Engine {
                     sub_connected: false,
                 };
                 self.members.insert(peer, m);
-                let existing: Vec<usize> =
-                    (0..self.sources.len()).filter(|&i| self.sources[i].room == room && self.sources[i].peer != peer).collect();
+                let existing: Vec<usize> = (0..self.sources.len())
+                    .filter(|&i| self.sources[i].room == room && self.sources[i].peer != peer && !self.sources[i].gone)
+                    .collect();
                 for s in existing {
                     if let Err(e) = self.subscribe(now, peer, s) {
                         tracing::warn!(peer, error = %e, "subscribe failed");
@@ -499,6 +504,7 @@ impl Engine {
         for s in self.sources.iter_mut().filter(|s| s.peer == peer) {
             s.subs.clear();
             s.layers = [None, None, None];
+            s.gone = true;
         }
         for c in [m.publish, m.subscribe].into_iter().flatten() {
             self.close_conn(c);
@@ -524,7 +530,12 @@ impl Engine {
         }
         let msg = TaggedBytesMut {
             now,
-            transport: TransportContext { local_addr: local, peer_addr: from, ecn: None, transport_protocol: TransportProtocol::UDP },
+            transport: TransportContext {
+                local_addr: local,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
             message: BytesMut::from(b),
         };
         if let Err(e) = c.pc.handle_read(msg) {
@@ -613,9 +624,9 @@ impl Engine {
             match r {
                 RTCMessage::RtpPacket(track, p) if kind == Pc::Pub => self.rtp(now, id, peer, &track, p),
                 RTCMessage::RtcpPacket(track, pkts) if kind == Pc::Sub => {
-                    let asks = pkts.iter().any(|p| {
-                        p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
-                    });
+                    let asks = pkts
+                        .iter()
+                        .any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>());
                     if asks && let Some(s) = self.sources.iter().position(|s| s.id == track) {
                         if let Some(i) = self.sources[s].subs.iter().position(|x| x.peer == peer) {
                             let layer = self.sources[s].subs[i].fwd.current().or(self.sources[s].subs[i].fwd.target());
@@ -664,8 +675,7 @@ impl Engine {
                 };
                 let receiver = init.receiver_id;
                 let kind_media = media.unwrap_or_else(|| {
-                    let is_audio = self
-                        .conns[id]
+                    let is_audio = self.conns[id]
                         .as_mut()
                         .and_then(|c| c.pc.rtp_receiver(receiver).map(|r| r.track().kind() == RtpCodecKind::Audio))
                         .unwrap_or(false);
@@ -673,7 +683,7 @@ impl Engine {
                 });
                 let sid = signal::source_id(peer, kind_media);
                 let layer = init.rid.as_deref().map(rid_rank).unwrap_or(0);
-                let s = match self.sources.iter().position(|s| s.id == sid && s.conn == id) {
+                let s = match self.sources.iter().position(|s| s.id == sid && s.conn == id && !s.gone) {
                     Some(s) => s,
                     None => {
                         self.sources.push(Source {
@@ -685,10 +695,15 @@ impl Engine {
                             layers: [None, None, None],
                             simulcast: init.rid.is_some(),
                             subs: Vec::new(),
+                            gone: false,
                         });
                         let s = self.sources.len() - 1;
-                        let others: Vec<PeerId> =
-                            self.members.iter().filter(|(p, m)| **p != peer && m.room == room).map(|(p, _)| *p).collect();
+                        let others: Vec<PeerId> = self
+                            .members
+                            .iter()
+                            .filter(|(p, m)| **p != peer && m.room == room)
+                            .map(|(p, _)| *p)
+                            .collect();
                         for o in others {
                             if let Err(e) = self.subscribe(now, o, s) {
                                 tracing::warn!(peer = o, error = %e, "subscribe failed");

@@ -10,12 +10,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
-use str0m::bwe::{Bitrate, BweKind};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::mpsc;
 
@@ -76,6 +76,8 @@ struct Source {
     layers: [Option<Layer>; 3],
     simulcast: bool,
     subs: Vec<Sub>,
+    /// Its publisher left: kept in place (indices are held by `by_ssrc`), never offered.
+    gone: bool,
 }
 
 /// Extends a 16-bit sequence number next to the last one sent.
@@ -107,12 +109,17 @@ pub struct Engine {
     by_ssrc: HashMap<(ConnId, Ssrc), (usize, usize)>,
     dirty: Vec<ConnId>,
     bwe: bool,
+    /// One DTLS certificate for every connection of the node: generating one per
+    /// connection was 40% of the engine's instructions in a short class (callgrind).
+    cert: Option<str0m::config::DtlsCert>,
 }
 
 impl Engine {
     /// An engine sending and receiving on `wire`.
     pub fn new(wire: Wire, bwe: bool) -> Engine {
-        str0m::crypto::from_feature_flags().install_process_default();
+        let provider = str0m::crypto::from_feature_flags();
+        let cert = provider.dtls_provider.generate_certificate();
+        provider.install_process_default();
         let (local, stats) = (wire.local, wire.stats.clone());
         Engine {
             wire,
@@ -127,6 +134,7 @@ impl Engine {
             by_ssrc: HashMap::new(),
             dirty: Vec::new(),
             bwe,
+            cert,
         }
     }
 
@@ -160,6 +168,9 @@ impl Engine {
     fn new_conn(&mut self, now: Instant, peer: PeerId, kind: Pc) -> anyhow::Result<ConnId> {
         let estimate = self.bwe && kind == Pc::Sub;
         let mut builder = Rtc::builder().set_rtp_mode(true).set_ice_lite(true);
+        if let Some(cert) = &self.cert {
+            builder = builder.set_dtls_cert(cert.clone());
+        }
         if estimate {
             builder = builder.enable_bwe(Some(Bitrate::kbps(300)));
         }
@@ -232,7 +243,7 @@ impl Engine {
                 };
                 self.members.insert(peer, m);
                 let existing: Vec<usize> = (0..self.sources.len())
-                    .filter(|&i| self.sources[i].room == room && self.sources[i].peer != peer)
+                    .filter(|&i| self.sources[i].room == room && self.sources[i].peer != peer && !self.sources[i].gone)
                     .collect();
                 for s in existing {
                     if let Err(e) = self.subscribe(now, peer, s) {
@@ -321,7 +332,13 @@ impl Engine {
                 let want = if self.sources[s].media == Media::Audio { Codec::Opus } else { Codec::Vp8 };
                 let Some(c) = self.conns[conn].as_mut() else { continue };
                 let pts: Vec<Pt> = c.rtc.media(mid).map(|m| m.remote_pts().to_vec()).unwrap_or_default();
-                let pt = c.rtc.codec_config().params().iter().find(|p| p.spec().codec == want && pts.contains(&p.pt())).map(|p| p.pt());
+                let pt = c
+                    .rtc
+                    .codec_config()
+                    .params()
+                    .iter()
+                    .find(|p| p.spec().codec == want && pts.contains(&p.pt()))
+                    .map(|p| p.pt());
                 let sub = &mut self.sources[s].subs[i];
                 sub.payload_type = pt;
                 sub.ready = pt.is_some();
@@ -356,12 +373,12 @@ impl Engine {
     /// Sends an offer on every `sub` connection whose tracks changed and that has no
     /// offer waiting for its answer.
     fn offers(&mut self, _now: Instant) {
-        let peers: Vec<PeerId> =
-            self.members
-                .iter()
-                .filter(|(_, m)| m.renegotiate && m.pending.is_none() && (!m.offered || m.sub_connected))
-                .map(|(p, _)| *p)
-                .collect();
+        let peers: Vec<PeerId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.renegotiate && m.pending.is_none() && (!m.offered || m.sub_connected))
+            .map(|(p, _)| *p)
+            .collect();
         for peer in peers {
             let Some(m) = self.members.get_mut(&peer) else { continue };
             let Some(conn) = m.subscribe else { continue };
@@ -406,6 +423,7 @@ impl Engine {
         for s in self.sources.iter_mut().filter(|s| s.peer == peer) {
             s.subs.clear();
             s.layers = [None, None, None];
+            s.gone = true;
         }
         for c in [m.publish, m.subscribe].into_iter().flatten() {
             self.close_conn(c);
@@ -519,6 +537,7 @@ impl Engine {
                     layers: [None, None, None],
                     simulcast: added.simulcast.is_some(),
                     subs: Vec::new(),
+                    gone: false,
                 });
                 let s = self.sources.len() - 1;
                 let others: Vec<PeerId> =
@@ -598,7 +617,9 @@ impl Engine {
                 let mut api = c.rtc.direct_api();
                 let Some(rx) = api.stream_rx(&ssrc) else { return };
                 let (mid, rid) = (rx.mid(), rx.rid());
-                let Some(s) = self.sources.iter().position(|x| x.conn == conn && x.mid == mid) else { return };
+                let Some(s) = self.sources.iter().position(|x| x.conn == conn && x.mid == mid && !x.gone) else {
+                    return;
+                };
                 let layer = rid.map(|r| rid_rank(&r.to_string())).unwrap_or(0);
                 self.sources[s].layers[layer] = Some(Layer { ssrc, last_pli: None });
                 self.by_ssrc.insert((conn, ssrc), (s, layer));
@@ -622,9 +643,8 @@ impl Engine {
             let Some(c) = self.conns[sub.conn].as_mut() else { continue };
             let mut api = c.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(mid, None) else { continue };
-            let w = RtpWrite::new(pt, seq_no, ts, p.timestamp, p.payload.clone())
-                .marker(p.header.marker)
-                .nackable(true);
+            let w =
+                RtpWrite::new(pt, seq_no, ts, p.timestamp, p.payload.clone()).marker(p.header.marker).nackable(true);
             tx.write_rtp(w);
             sent += 1;
             self.dirty.push(sub.conn);
