@@ -396,6 +396,11 @@ pub(crate) fn route_key(b: &[u8]) -> Option<&str> {
     stun_local_ufrag(b)
 }
 
+/// The engines' clock (tokio's, so that it is the one the runtime's timers use).
+pub(crate) fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// Queues a message for a member's WebSocket (dropped when its queue is full).
 pub(crate) fn send_to_peer(out: &mpsc::Sender<String>, msg: &ServerMsg) {
     let _ = out.try_send(text(msg));

@@ -113,7 +113,6 @@ fn codecs() -> (RTCRtpCodecParameters, RTCRtpCodecParameters) {
             rtcp_feedback: vec![],
         },
         payload_type: 111,
-        ..Default::default()
     };
     let vp8 = RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {
@@ -128,7 +127,6 @@ fn codecs() -> (RTCRtpCodecParameters, RTCRtpCodecParameters) {
             ],
         },
         payload_type: 96,
-        ..Default::default()
     };
     (opus, vp8)
 }
@@ -168,7 +166,7 @@ impl Engine {
             by_ssrc: HashMap::new(),
             dirty: Vec::new(),
             bwe,
-            next_stats: Instant::now(),
+            next_stats: crate::now(),
         }
     }
 
@@ -181,20 +179,20 @@ impl Engine {
             tokio::select! {
                 r = self.wire.sock.recv_from(&mut buf) => {
                     let Ok((n, from)) = r else { continue };
-                    self.datagram(Instant::now(), from, &buf[..n]);
+                    self.datagram(crate::now(), from, &buf[..n]);
                     // Whatever else is queued, without waiting (one wake-up, many datagrams).
                     for _ in 0..BATCH {
                         match self.wire.sock.try_recv_from(&mut buf) {
-                            Ok((n, from)) => self.datagram(Instant::now(), from, &buf[..n]),
+                            Ok((n, from)) => self.datagram(crate::now(), from, &buf[..n]),
                             Err(_) => break,
                         }
                     }
                 }
                 c = rx.recv() => {
                     let Some(c) = c else { return Ok(()) };
-                    self.command(Instant::now(), c);
+                    self.command(crate::now(), c);
                 }
-                _ = tick.tick() => self.timeouts(Instant::now()),
+                _ = tick.tick() => self.timeouts(crate::now()),
             }
             self.wire.flush().await;
         }
@@ -627,12 +625,13 @@ impl Engine {
                     let asks = pkts
                         .iter()
                         .any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>());
-                    if asks && let Some(s) = self.sources.iter().position(|s| s.id == track) {
-                        if let Some(i) = self.sources[s].subs.iter().position(|x| x.peer == peer) {
-                            let layer = self.sources[s].subs[i].fwd.current().or(self.sources[s].subs[i].fwd.target());
-                            if let Some(l) = layer {
-                                self.pli(now, s, l);
-                            }
+                    if asks
+                        && let Some(s) = self.sources.iter().position(|s| s.id == track)
+                        && let Some(i) = self.sources[s].subs.iter().position(|x| x.peer == peer)
+                    {
+                        let f = &self.sources[s].subs[i].fwd;
+                        if let Some(l) = f.current().or(f.target()) {
+                            self.pli(now, s, l);
                         }
                     }
                 }

@@ -28,6 +28,9 @@ struct Conn {
     deadline: Instant,
     /// Every address the peer's checks came from (a new one after an ICE restart).
     addrs: Vec<SocketAddr>,
+    /// Media was written since the last drain: str0m releases queued packets when time
+    /// moves (an input), so the drain first tells it the time.
+    wrote: bool,
     /// Every local ufrag the connection answered to (more after an ICE restart).
     ufrags: Vec<String>,
 }
@@ -147,19 +150,19 @@ impl Engine {
             tokio::select! {
                 r = self.wire.sock.recv_from(&mut buf) => {
                     let Ok((n, from)) = r else { continue };
-                    self.datagram(Instant::now(), from, &buf[..n]);
+                    self.datagram(crate::now(), from, &buf[..n]);
                     for _ in 0..crate::BATCH {
                         match self.wire.sock.try_recv_from(&mut buf) {
-                            Ok((n, from)) => self.datagram(Instant::now(), from, &buf[..n]),
+                            Ok((n, from)) => self.datagram(crate::now(), from, &buf[..n]),
                             Err(_) => break,
                         }
                     }
                 }
                 c = rx.recv() => {
                     let Some(c) = c else { return Ok(()) };
-                    self.command(Instant::now(), c);
+                    self.command(crate::now(), c);
                 }
-                _ = tick.tick() => self.timeouts(Instant::now()),
+                _ = tick.tick() => self.timeouts(crate::now()),
             }
             self.wire.flush().await;
         }
@@ -181,7 +184,8 @@ impl Engine {
         }
         rtc.add_local_candidate(Candidate::host(self.local, "udp")?);
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag.clone();
-        let conn = Conn { rtc, peer, kind, deadline: now, addrs: Vec::new(), ufrags: vec![ufrag.clone()] };
+        let conn =
+            Conn { rtc, peer, kind, deadline: now, wrote: false, addrs: Vec::new(), ufrags: vec![ufrag.clone()] };
         let id = match self.free.pop() {
             Some(i) => {
                 self.conns[i] = Some(conn);
@@ -477,6 +481,9 @@ impl Engine {
         let mut events = Vec::new();
         {
             let Some(c) = self.conns[id].as_mut() else { return };
+            if std::mem::take(&mut c.wrote) {
+                let _ = c.rtc.handle_input(Input::Timeout(now));
+            }
             loop {
                 match c.rtc.poll_output() {
                     Ok(Output::Transmit(t)) => self.wire.push(t.destination, Bytes::from(Vec::from(t.contents))),
@@ -646,6 +653,7 @@ impl Engine {
             let w =
                 RtpWrite::new(pt, seq_no, ts, p.timestamp, p.payload.clone()).marker(p.header.marker).nackable(true);
             tx.write_rtp(w);
+            c.wrote = true;
             sent += 1;
             self.dirty.push(sub.conn);
         }
