@@ -26,6 +26,7 @@ for engine in str0m rtc; do
   echo "== $engine, $LOSS lost each way" >&2
   node load-tests/spike-browser/interop.mjs http://127.0.0.1:18490 --no-restart --seconds "$SECS" \
     >"$OUT/nack-$engine.json" || echo "$engine: receivers stopped decoding" >&2
+  curl -s 127.0.0.1:18490/stats >"$OUT/nack-$engine.stats.json" || true
   kill $P $R; wait $P $R 2>/dev/null || true
 done
 python3 - "$OUT" <<'PY'

@@ -56,6 +56,8 @@ struct Member {
 struct Layer {
     ssrc: Ssrc,
     last_pli: Option<Instant>,
+    /// The newest extended sequence number received.
+    newest: u64,
 }
 
 struct Sub {
@@ -628,7 +630,7 @@ impl Engine {
                     return;
                 };
                 let layer = rid.map(|r| rid_rank(&r.to_string())).unwrap_or(0);
-                self.sources[s].layers[layer] = Some(Layer { ssrc, last_pli: None });
+                self.sources[s].layers[layer] = Some(Layer { ssrc, last_pli: None, newest: 0 });
                 self.by_ssrc.insert((conn, ssrc), (s, layer));
                 for i in 0..self.sources[s].subs.len() {
                     self.retarget(now, s, i);
@@ -637,6 +639,12 @@ impl Engine {
             }
         };
         let src = &mut self.sources[s];
+        if let Some(l) = src.layers[layer].as_mut() {
+            if *p.seq_no < l.newest {
+                self.stats.rtp_in_late.fetch_add(1, Ordering::Relaxed);
+            }
+            l.newest = l.newest.max(*p.seq_no);
+        }
         let keyframe = src.media != Media::Audio && vp8_is_keyframe(&p.payload);
         let mut sent = 0;
         for sub in src.subs.iter_mut().filter(|x| x.ready) {
