@@ -302,6 +302,23 @@ pub(crate) const BATCH: usize = 64;
 /// The UDP socket's receive and send buffers.
 const SOCKET_BUFFER: usize = 8 << 20;
 
+/// The layer a subscriber's tile gets: the middle one of three (as `preau-sfu` gives a
+/// pupil's tile), else the highest present below it; the only one without simulcast.
+pub(crate) fn wanted_layer(simulcast: bool, present: [bool; 3]) -> Option<usize> {
+    let want = if simulcast { 1 } else { 0 };
+    (0..=want).rev().find(|&l| present[l])
+}
+
+/// Whether a keyframe request for a layer may go now (at most one per [`PLI_INTERVAL`]);
+/// records it when it may.
+pub(crate) fn pli_due(last: &mut Option<std::time::Instant>, now: std::time::Instant) -> bool {
+    if last.is_some_and(|t| now.saturating_duration_since(t) < PLI_INTERVAL) {
+        return false;
+    }
+    *last = Some(now);
+    true
+}
+
 pub(crate) fn rid_rank(rid: &str) -> usize {
     match rid {
         "q" | "l" | "low" => 0,
@@ -446,6 +463,19 @@ mod tests {
         assert_eq!(rid_rank("q"), 0);
         assert_eq!(rid_rank("h"), 1);
         assert_eq!(rid_rank("f"), 2);
+    }
+
+    #[test]
+    fn layers_and_keyframe_requests() {
+        assert_eq!(wanted_layer(true, [true, true, true]), Some(1));
+        assert_eq!(wanted_layer(true, [true, false, true]), Some(0));
+        assert_eq!(wanted_layer(true, [false, false, true]), None);
+        assert_eq!(wanted_layer(false, [true, false, false]), Some(0));
+        let t0 = crate::now();
+        let mut last = None;
+        assert!(pli_due(&mut last, t0));
+        assert!(!pli_due(&mut last, t0 + Duration::from_millis(299)));
+        assert!(pli_due(&mut last, t0 + PLI_INTERVAL));
     }
 
     #[tokio::test]

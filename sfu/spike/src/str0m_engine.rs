@@ -1,7 +1,7 @@
 //! The spike's engine on str0m (sans-IO, RTP mode: payloads arrive and leave as shared
 //! `Arc<[u8]>`): the same table, routing and forwarding as [`crate::rtc_engine`].
 
-use crate::{Cmd, PLI_INTERVAL, Stats, Wire, rid_rank, route_key, send_to_peer};
+use crate::{Cmd, Stats, Wire, rid_rank, route_key, send_to_peer};
 use bytes::Bytes;
 use preau_live::signal::{self, Media, Pc, PeerId, ServerMsg};
 use preau_sfu::forward::{Forward, Verdict, vp8_is_keyframe};
@@ -599,8 +599,7 @@ impl Engine {
         if !live || !src.subs[i].ready {
             return;
         }
-        let want = if src.simulcast { 1 } else { 0 };
-        let target = (0..=want).rev().find(|&l| src.layers[l].is_some());
+        let target = crate::wanted_layer(src.simulcast, src.layers.each_ref().map(Option::is_some));
         if self.sources[s].subs[i].fwd.set_target(target)
             && let Some(l) = target
         {
@@ -611,10 +610,9 @@ impl Engine {
     fn pli(&mut self, now: Instant, s: usize, l: usize) {
         let conn = self.sources[s].conn;
         let Some(layer) = self.sources[s].layers[l].as_mut() else { return };
-        if layer.last_pli.is_some_and(|t| now.saturating_duration_since(t) < PLI_INTERVAL) {
+        if !crate::pli_due(&mut layer.last_pli, now) {
             return;
         }
-        layer.last_pli = Some(now);
         let ssrc = layer.ssrc;
         if let Some(c) = self.conns[conn].as_mut() {
             let mut api = c.rtc.direct_api();
