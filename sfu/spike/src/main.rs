@@ -409,10 +409,48 @@ impl Wire {
     }
 }
 
-/// Where an incoming datagram goes when its source address is not known yet: the local
-/// ufrag of a STUN request (ICE lite: the client's checks come first).
-pub(crate) fn route_key(b: &[u8]) -> Option<&str> {
-    stun_local_ufrag(b)
+/// Our routing index over the node's one socket: a datagram goes to the connection its
+/// source address is known for, else to the one whose local ufrag its STUN request names
+/// (ICE lite: a client's checks come first), and that address is learnt (an ICE restart
+/// may move the client to new ports). Connections are table indices.
+#[derive(Default)]
+pub(crate) struct Router {
+    by_addr: std::collections::HashMap<SocketAddr, usize>,
+    by_ufrag: std::collections::HashMap<String, usize>,
+    /// What each connection is known by, to forget it when it closes.
+    keys: std::collections::HashMap<usize, (Vec<SocketAddr>, Vec<String>)>,
+}
+
+impl Router {
+    /// Connection `conn` answers to `ufrag` (a second one after an ICE restart).
+    pub(crate) fn add_ufrag(&mut self, conn: usize, ufrag: String) {
+        if self.by_ufrag.insert(ufrag.clone(), conn).is_none() {
+            self.keys.entry(conn).or_default().1.push(ufrag);
+        }
+    }
+
+    /// The connection datagram `b` from `from` belongs to.
+    pub(crate) fn route(&mut self, from: SocketAddr, b: &[u8]) -> Option<usize> {
+        if let Some(&c) = self.by_addr.get(&from) {
+            return Some(c);
+        }
+        let c = *self.by_ufrag.get(stun_local_ufrag(b)?)?;
+        self.by_addr.insert(from, c);
+        self.keys.entry(c).or_default().0.push(from);
+        Some(c)
+    }
+
+    /// Forgets connection `conn`.
+    pub(crate) fn remove(&mut self, conn: usize) {
+        if let Some((addrs, ufrags)) = self.keys.remove(&conn) {
+            for a in addrs {
+                self.by_addr.remove(&a);
+            }
+            for u in ufrags {
+                self.by_ufrag.remove(&u);
+            }
+        }
+    }
 }
 
 /// The engines' clock (tokio's, so that it is the one the runtime's timers use).
@@ -460,6 +498,16 @@ mod tests {
         let mut rtp = b.clone();
         rtp[0] = 0x80;
         assert_eq!(stun_local_ufrag(&rtp), None);
+        let mut r = Router::default();
+        r.add_ufrag(7, "abcd".into());
+        let from: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
+        assert_eq!(r.route(from, &rtp), None);
+        assert_eq!(r.route(from, &b), Some(7));
+        // Learnt: later packets (SRTP, not STUN) from that address go there too.
+        assert_eq!(r.route(from, &rtp), Some(7));
+        r.remove(7);
+        assert_eq!(r.route(from, &rtp), None);
+        assert_eq!(r.route(from, &b), None);
         assert_eq!(rid_rank("q"), 0);
         assert_eq!(rid_rank("h"), 1);
         assert_eq!(rid_rank("f"), 2);

@@ -1,7 +1,7 @@
 //! The spike's engine on webrtc-rs's sans-IO core (`rtc` 0.21): peer connections in a
 //! table, routed by [`crate::route`], drained after every input.
 
-use crate::{BATCH, Cmd, Stats, Wire, rid_rank, route_key, send_to_peer};
+use crate::{BATCH, Cmd, Router, Stats, Wire, rid_rank, send_to_peer};
 use bytes::BytesMut;
 use preau_live::signal::{self, Media, Pc, PeerId, ServerMsg};
 use preau_sfu::forward::{Forward, Verdict, vp8_is_keyframe};
@@ -49,9 +49,6 @@ struct Conn {
     peer: PeerId,
     kind: Pc,
     deadline: Option<Instant>,
-    /// Every address the peer's checks came from (a new one after an ICE restart).
-    addrs: Vec<SocketAddr>,
-    ufrag: String,
 }
 
 struct Member {
@@ -137,8 +134,7 @@ pub struct Engine {
     stats: Arc<Stats>,
     conns: Vec<Option<Conn>>,
     free: Vec<ConnId>,
-    by_addr: HashMap<SocketAddr, ConnId>,
-    by_ufrag: HashMap<String, ConnId>,
+    router: Router,
     members: HashMap<PeerId, Member>,
     sources: Vec<Source>,
     /// (publishing connection, SSRC) to (source index, layer).
@@ -159,8 +155,7 @@ impl Engine {
             stats,
             conns: Vec::new(),
             free: Vec::new(),
-            by_addr: HashMap::new(),
-            by_ufrag: HashMap::new(),
+            router: Router::default(),
             members: HashMap::new(),
             sources: Vec::new(),
             by_ssrc: HashMap::new(),
@@ -236,7 +231,7 @@ impl Engine {
             .with_media_engine(me)
             .with_interceptor_registry(reg)
             .build(now)?;
-        let conn = Conn { pc, peer, kind, deadline: None, addrs: Vec::new(), ufrag: ufrag.clone() };
+        let conn = Conn { pc, peer, kind, deadline: None };
         let id = match self.free.pop() {
             Some(i) => {
                 self.conns[i] = Some(conn);
@@ -247,7 +242,7 @@ impl Engine {
                 self.conns.len() - 1
             }
         };
-        self.by_ufrag.insert(ufrag, id);
+        self.router.add_ufrag(id, ufrag);
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         Ok(id)
     }
@@ -270,10 +265,7 @@ impl Engine {
     fn close_conn(&mut self, id: ConnId) {
         let Some(mut c) = self.conns.get_mut(id).and_then(Option::take) else { return };
         let _ = c.pc.close();
-        self.by_ufrag.remove(&c.ufrag);
-        for a in &c.addrs {
-            self.by_addr.remove(a);
-        }
+        self.router.remove(id);
         self.by_ssrc.retain(|(conn, _), _| *conn != id);
         self.free.push(id);
         self.stats.connections.fetch_sub(1, Ordering::Relaxed);
@@ -511,21 +503,12 @@ impl Engine {
 
     fn datagram(&mut self, now: Instant, from: SocketAddr, b: &[u8]) {
         self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
-        let conn = match self.by_addr.get(&from) {
-            Some(&c) => Some(c),
-            None => route_key(b).and_then(|u| self.by_ufrag.get(u).copied()),
-        };
-        let Some(id) = conn else {
+        let Some(id) = self.router.route(from, b) else {
             self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
             return;
         };
         let local = self.local;
         let Some(c) = self.conns[id].as_mut() else { return };
-        if !c.addrs.contains(&from) {
-            // Routed by its STUN ufrag: this address is the peer's from now on too.
-            c.addrs.push(from);
-            self.by_addr.insert(from, id);
-        }
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {

@@ -1,7 +1,7 @@
 //! The spike's engine on str0m (sans-IO, RTP mode: payloads arrive and leave as shared
 //! `Arc<[u8]>`): the same table, routing and forwarding as [`crate::rtc_engine`].
 
-use crate::{Cmd, Stats, Wire, rid_rank, route_key, send_to_peer};
+use crate::{Cmd, Router, Stats, Wire, rid_rank, send_to_peer};
 use bytes::Bytes;
 use preau_live::signal::{self, Media, Pc, PeerId, ServerMsg};
 use preau_sfu::forward::{Forward, Verdict, vp8_is_keyframe};
@@ -26,13 +26,9 @@ struct Conn {
     peer: PeerId,
     kind: Pc,
     deadline: Instant,
-    /// Every address the peer's checks came from (a new one after an ICE restart).
-    addrs: Vec<SocketAddr>,
     /// Media was written since the last drain: str0m releases queued packets when time
     /// moves (an input), so the drain first tells it the time.
     wrote: bool,
-    /// Every local ufrag the connection answered to (more after an ICE restart).
-    ufrags: Vec<String>,
 }
 
 struct Member {
@@ -107,8 +103,7 @@ pub struct Engine {
     stats: Arc<Stats>,
     conns: Vec<Option<Conn>>,
     free: Vec<ConnId>,
-    by_addr: HashMap<SocketAddr, ConnId>,
-    by_ufrag: HashMap<String, ConnId>,
+    router: Router,
     members: HashMap<PeerId, Member>,
     sources: Vec<Source>,
     by_ssrc: HashMap<(ConnId, Ssrc), (usize, usize)>,
@@ -135,8 +130,7 @@ impl Engine {
             stats,
             conns: Vec::new(),
             free: Vec::new(),
-            by_addr: HashMap::new(),
-            by_ufrag: HashMap::new(),
+            router: Router::default(),
             members: HashMap::new(),
             sources: Vec::new(),
             by_ssrc: HashMap::new(),
@@ -191,8 +185,7 @@ impl Engine {
         }
         rtc.add_local_candidate(Candidate::host(self.local, "udp")?);
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag.clone();
-        let conn =
-            Conn { rtc, peer, kind, deadline: now, wrote: false, addrs: Vec::new(), ufrags: vec![ufrag.clone()] };
+        let conn = Conn { rtc, peer, kind, deadline: now, wrote: false };
         let id = match self.free.pop() {
             Some(i) => {
                 self.conns[i] = Some(conn);
@@ -203,7 +196,7 @@ impl Engine {
                 self.conns.len() - 1
             }
         };
-        self.by_ufrag.insert(ufrag, id);
+        self.router.add_ufrag(id, ufrag);
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         Ok(id)
     }
@@ -211,24 +204,10 @@ impl Engine {
     fn close_conn(&mut self, id: ConnId) {
         let Some(mut c) = self.conns.get_mut(id).and_then(Option::take) else { return };
         c.rtc.disconnect();
-        for u in &c.ufrags {
-            self.by_ufrag.remove(u);
-        }
-        for a in &c.addrs {
-            self.by_addr.remove(a);
-        }
+        self.router.remove(id);
         self.by_ssrc.retain(|(conn, _), _| *conn != id);
         self.free.push(id);
         self.stats.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Routes the connection's current local ufrag to it (it changes on an ICE restart).
-    fn register_ufrag(&mut self, id: ConnId, ufrag: String) {
-        let Some(c) = self.conns[id].as_mut() else { return };
-        if !c.ufrags.contains(&ufrag) {
-            c.ufrags.push(ufrag.clone());
-            self.by_ufrag.insert(ufrag, id);
-        }
     }
 
     fn send_to_peer(&self, peer: PeerId, msg: &ServerMsg) {
@@ -310,7 +289,8 @@ impl Engine {
         let answer = c.rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(&sdp)?)?;
         // A publisher's ICE restart gives this side new credentials too.
         let ufrag = c.rtc.direct_api().local_ice_credentials().ufrag.clone();
-        self.register_ufrag(conn, ufrag);
+        // A publisher's ICE restart changes it.
+        self.router.add_ufrag(conn, ufrag);
         self.dirty.push(conn);
         self.send_to_peer(peer, &ServerMsg::Answer { sdp: answer.to_sdp_string() });
         if let Some(id) = id {
@@ -409,7 +389,7 @@ impl Engine {
             }
             let Some((offer, pending)) = api.apply() else { continue };
             if let Some(u) = new_ufrag {
-                self.register_ufrag(conn, u);
+                self.router.add_ufrag(conn, u);
             }
             for (s, mid) in mids {
                 if let Some(sub) = self.sources[s].subs.iter_mut().find(|x| x.peer == peer) {
@@ -443,21 +423,12 @@ impl Engine {
 
     fn datagram(&mut self, now: Instant, from: SocketAddr, b: &[u8]) {
         self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
-        let conn = match self.by_addr.get(&from) {
-            Some(&c) => Some(c),
-            None => route_key(b).and_then(|u| self.by_ufrag.get(u).copied()),
-        };
-        let Some(id) = conn else {
+        let Some(id) = self.router.route(from, b) else {
             self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
             return;
         };
         let local = self.local;
         let Some(c) = self.conns[id].as_mut() else { return };
-        if !c.addrs.contains(&from) {
-            // Routed by its STUN ufrag: this address is the peer's from now on too.
-            c.addrs.push(from);
-            self.by_addr.insert(from, id);
-        }
         let Ok(contents) = b.try_into() else { return };
         let input = Input::Receive(now, Receive { proto: Protocol::Udp, source: from, destination: local, contents });
         if let Err(e) = c.rtc.handle_input(input) {
