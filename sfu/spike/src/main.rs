@@ -106,6 +106,8 @@ pub(crate) struct Stats {
     pub(crate) rtp_in: AtomicU64,
     /// Published packets older than the newest of their stream (repairs, reordering).
     pub(crate) rtp_in_late: AtomicU64,
+    /// Of those, copies written to subscribers.
+    pub(crate) rtp_out_late: AtomicU64,
     pub(crate) rtp_out: AtomicU64,
     pub(crate) unrouted: AtomicU64,
     pub(crate) send_errors: AtomicU64,
@@ -121,7 +123,7 @@ impl Stats {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         serde_json::json!({
             "datagrams_in": g(&self.datagrams_in), "datagrams_out": g(&self.datagrams_out), "bytes_out": g(&self.bytes_out),
-            "send_calls": g(&self.send_calls), "rtp_in": g(&self.rtp_in), "rtp_in_late": g(&self.rtp_in_late), "rtp_out": g(&self.rtp_out),
+            "send_calls": g(&self.send_calls), "rtp_in": g(&self.rtp_in), "rtp_in_late": g(&self.rtp_in_late), "rtp_out_late": g(&self.rtp_out_late), "rtp_out": g(&self.rtp_out),
             "unrouted": g(&self.unrouted), "send_errors": g(&self.send_errors),
             "connections": g(&self.connections), "connected": g(&self.connected), "failed": g(&self.failed),
             "estimates": self.estimates.lock().map(|e| e.clone()).unwrap_or_default(),

@@ -619,11 +619,13 @@ impl Engine {
             }
         };
         let src = &mut self.sources[s];
+        let mut late = false;
         if let Some(l) = src.layers[layer].as_mut() {
-            if *p.seq_no < l.newest {
-                self.stats.rtp_in_late.fetch_add(1, Ordering::Relaxed);
-            }
+            late = *p.seq_no < l.newest;
             l.newest = l.newest.max(*p.seq_no);
+        }
+        if late {
+            self.stats.rtp_in_late.fetch_add(1, Ordering::Relaxed);
         }
         let keyframe = src.media != Media::Audio && vp8_is_keyframe(&p.payload);
         let mut sent = 0;
@@ -648,6 +650,9 @@ impl Engine {
             sent += 1;
         }
         self.stats.rtp_out.fetch_add(sent, Ordering::Relaxed);
+        if late {
+            self.stats.rtp_out_late.fetch_add(sent, Ordering::Relaxed);
+        }
     }
 }
 
