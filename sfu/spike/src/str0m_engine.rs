@@ -307,9 +307,6 @@ impl Engine {
         if let Err(e) = c.rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&sdp)?) {
             let ufrags: Vec<&str> = sdp.lines().filter(|l| l.starts_with("a=ice-ufrag")).collect();
             tracing::warn!(peer, ?ufrags, "answer refused");
-            if std::env::var_os("SPIKE_DUMP").is_some() {
-                let _ = std::fs::write(format!("/tmp/answer-{peer}.sdp"), &sdp);
-            }
             return Err(e.into());
         }
         self.dirty.push(conn);
