@@ -303,7 +303,7 @@ impl Engine {
         let Some(m) = self.members.get_mut(&peer) else { return Ok(()) };
         let (Some(conn), Some(pending)) = (m.subscribe, m.pending.take()) else { return Ok(()) };
         let Some(c) = self.conns[conn].as_mut() else { return Ok(()) };
-        tracing::debug!(peer, creds = ?sdp.lines().filter(|l| l.starts_with("a=ice-")).collect::<Vec<_>>(), "answer");
+        tracing::debug!(peer, creds = ?sdp.lines().filter(|l| l.starts_with("a=ice-ufrag")).collect::<Vec<_>>(), "answer");
         if let Err(e) = c.rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&sdp)?) {
             let ufrags: Vec<&str> = sdp.lines().filter(|l| l.starts_with("a=ice-ufrag")).collect();
             tracing::warn!(peer, ?ufrags, "answer refused");
@@ -398,7 +398,7 @@ impl Engine {
             }
             self.dirty.push(conn);
             let sdp = offer.to_sdp_string();
-            tracing::debug!(peer, creds = ?sdp.lines().filter(|l| l.starts_with("a=ice-") || l.starts_with("a=mid")).collect::<Vec<_>>(), "offer");
+            tracing::debug!(peer, creds = ?sdp.lines().filter(|l| l.starts_with("a=ice-ufrag") || l.starts_with("a=mid")).collect::<Vec<_>>(), "offer");
             self.send_to_peer(peer, &ServerMsg::Offer { sdp });
         }
     }
