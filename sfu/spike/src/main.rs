@@ -1,20 +1,24 @@
-//! Issue 20's engine spike: the live-class forwarding path of `preau-sfu` rebuilt on
-//! webrtc-rs's sans-IO core (`rtc` 0.21), so that both engines, and Janus, are measured
-//! by the same clients in one run (`load-tests/live.sh`).
+//! Issue 20's engine spike: the live-class forwarding path of `preau-sfu` rebuilt on two
+//! sans-IO WebRTC engines, webrtc-rs's core `rtc` 0.21 and str0m 0.25, so that they,
+//! today's engine and Janus are measured by the same clients in one run
+//! (`load-tests/engine-spike.sh` and its siblings; the figures and the decision are in
+//! ARCHITECTURE.md).
 //!
 //! What it keeps of `preau-sfu`: the signaling protocol's media part (`join`, `publish`,
-//! the SFU's `offer` on `sub`, `answer`, `candidate`), room tokens, and the forwarding
-//! decisions ([`preau_sfu::forward::Forward`]: keyframe-gated layer choice, sequence and
-//! timestamp rewriting). What it leaves out, as it costs little per packet and nothing per
-//! peer: room control (admit, grant and quality are acknowledged), speakers and last-N.
+//! the SFU's `offer` on `sub`, `answer`, `candidate`, `restart_ice`), room tokens, and the
+//! forwarding decisions ([`preau_sfu::forward::Forward`]: keyframe-gated layer choice,
+//! sequence and timestamp rewriting). What it leaves out, as it costs little per packet
+//! and nothing per peer: room control (admit, grant and quality are acknowledged),
+//! speakers and last-N.
 //!
-//! How it is laid out: one engine thread owns every peer connection and the node's one
-//! UDP socket. A datagram is routed by our own index (source address, else the STUN
-//! USERNAME's local ufrag, one per connection), handed to that connection, and every
-//! output of the connection is drained at once; a publisher's packet is rewritten per
-//! subscriber (the payload `Bytes` is shared) and written to each subscriber's sender.
-//! Datagrams leave by `sendto`, or with `--sendmmsg` in one `sendmmsg` per input.
-//! The WebSocket tasks only talk to the engine through its command queue.
+//! How it is laid out: this file has the flags, the WebSocket sessions (they talk to the
+//! engine only through its command queue), what both engines share ([`Router`], our
+//! routing index; [`Wire`], the socket and its `sendto` or `sendmmsg` flush; the layer
+//! choice and the keyframe-request throttle) and `/stats`. `rtc_engine.rs` and
+//! `str0m_engine.rs` are the same engine over the two libraries: one thread owns every
+//! peer connection and the node's one UDP socket; a datagram is routed, handed to its
+//! connection, and every output of the connection is drained; a publisher's packet is
+//! rewritten per subscriber, its payload shared.
 
 use anyhow::Context;
 use axum::extract::State;
