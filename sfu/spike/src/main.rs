@@ -185,18 +185,21 @@ fn main() -> anyhow::Result<()> {
         stats,
     });
     rt.block_on(async move {
-        let app = axum::Router::new()
+        let mut app = axum::Router::new()
             .route("/ws", axum::routing::get(ws))
             .route(
                 "/interop",
                 axum::routing::get(|| async { axum::response::Html(include_str!("../static/interop.html")) }),
             )
-            .route("/token", axum::routing::get(token))
             .route(
                 "/stats",
                 axum::routing::get(|State(s): State<Arc<Shared>>| async move { axum::Json(s.stats.json()) }),
-            )
-            .with_state(shared);
+            );
+        // Anyone who reaches `/token` gets a room token: only on a loopback address.
+        if args.listen.ip().is_loopback() {
+            app = app.route("/token", axum::routing::get(token));
+        }
+        let app = app.with_state(shared);
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         axum::serve(listener, app).with_graceful_shutdown(async { _ = tokio::signal::ctrl_c().await }).await?;
         anyhow::Ok(())
