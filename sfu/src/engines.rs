@@ -150,3 +150,18 @@ impl Engines {
 pub fn extension_id(params: &webrtc::rtp_transceiver::rtp_codec::RTCRtpParameters, uri: &str) -> Option<u8> {
     params.header_extensions.iter().find(|h| h.uri == uri).map(|h| h.id as u8)
 }
+
+#[cfg(test)]
+mod tests {
+    use webrtc::stats::StatsReportType;
+
+    /// The vendored webrtc-rs panicked (`todo!()`) on these three stats types.
+    #[test]
+    fn stats_types_webrtc_rs_never_produces_are_refused_not_panicked_on() {
+        for ty in ["csrc", "receiver", "sender"] {
+            let json = format!(r#"{{"type":"{ty}","id":"x","timestamp":0}}"#);
+            let err = serde_json::from_str::<StatsReportType>(&json).expect_err(ty);
+            assert!(err.to_string().contains("cannot be deserialized"), "{ty}: {err}");
+        }
+    }
+}

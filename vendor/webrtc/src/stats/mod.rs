@@ -142,9 +142,10 @@ impl<'de> Deserialize<'de> for StatsReportType {
                 let stats = serde_json::from_value(value).map_err(serde::de::Error::custom)?;
                 Ok(StatsReportType::Codec(stats))
             }
-            RTCStatsType::CSRC => {
-                todo!()
-            }
+            // Préau patch: webrtc-rs never produces these; refuse them, never panic.
+            RTCStatsType::CSRC => Err(serde::de::Error::custom(
+                "csrc stats cannot be deserialized",
+            )),
             RTCStatsType::DataChannel => {
                 let stats = serde_json::from_value(value).map_err(serde::de::Error::custom)?;
                 Ok(StatsReportType::DataChannel(stats))
@@ -165,9 +166,10 @@ impl<'de> Deserialize<'de> for StatsReportType {
                 let stats = serde_json::from_value(value).map_err(serde::de::Error::custom)?;
                 Ok(StatsReportType::PeerConnection(stats))
             }
-            RTCStatsType::Receiver => {
-                todo!()
-            }
+            // Préau patch: webrtc-rs never produces these; refuse them, never panic.
+            RTCStatsType::Receiver => Err(serde::de::Error::custom(
+                "receiver stats cannot be deserialized",
+            )),
             RTCStatsType::RemoteCandidate => {
                 let stats = serde_json::from_value(value).map_err(serde::de::Error::custom)?;
                 Ok(StatsReportType::RemoteCandidate(stats))
@@ -180,9 +182,10 @@ impl<'de> Deserialize<'de> for StatsReportType {
                 let stats = serde_json::from_value(value).map_err(serde::de::Error::custom)?;
                 Ok(StatsReportType::RemoteOutboundRTP(stats))
             }
-            RTCStatsType::Sender => {
-                todo!()
-            }
+            // Préau patch: webrtc-rs never produces these; refuse them, never panic.
+            RTCStatsType::Sender => Err(serde::de::Error::custom(
+                "sender stats cannot be deserialized",
+            )),
             RTCStatsType::Transport => {
                 let stats = serde_json::from_value(value).map_err(serde::de::Error::custom)?;
                 Ok(StatsReportType::Transport(stats))
