@@ -103,3 +103,12 @@ stop_janus() {
   ip link del "$JANUS_IF" 2>/dev/null || true
   JANUS_PID=""; JANUS_HOLDER=""
 }
+
+# The engine spike's browser scripts (spike-interop.sh, spike-nack.sh): Debian's Chromium,
+# Node and npm (installed when missing), and playwright-core from spike-browser's lockfile.
+need_spike_browser() {
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  command -v chromium >/dev/null 2>&1 || $sudo apt-get install -y -qq chromium
+  command -v npm >/dev/null 2>&1 || $sudo apt-get install -y -qq nodejs npm
+  (cd load-tests/spike-browser && npm ci --no-audit --no-fund >/dev/null)
+}

@@ -6,14 +6,12 @@
 #   load-tests/spike-interop.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v chromium >/dev/null 2>&1 || { SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"; $SUDO apt-get install -y -qq chromium; }
-command -v node >/dev/null 2>&1 || { SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"; $SUDO apt-get install -y -qq nodejs npm; }
 cargo build --release --locked -p preau-sfu-spike
-(cd load-tests/spike-browser && npm ci --no-audit --no-fund >/dev/null)
 B=target/release
 OUT=${OUT:-load-tests/results/$(date +%F)-spike-interop}
 mkdir -p "$OUT"
 . load-tests/lib.sh
+need_spike_browser
 head -c 32 /dev/urandom >"$W/room.key"
 status=0
 for engine in str0m rtc; do

@@ -8,13 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOSS=${1:-0.02}; SECS=${2:-20}
-command -v chromium >/dev/null 2>&1 || { SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"; $SUDO apt-get install -y -qq chromium; }
 cargo build --release --locked -p preau-sfu-spike
-(cd load-tests/spike-browser && npm ci --no-audit --no-fund >/dev/null)
 B=target/release
 OUT=${OUT:-load-tests/results/$(date +%F)-spike-nack}
 mkdir -p "$OUT"
 . load-tests/lib.sh
+need_spike_browser
 head -c 32 /dev/urandom >"$W/room.key"
 for engine in str0m rtc; do
   python3 load-tests/spike-relay.py --listen 127.0.0.1:18492 --to 127.0.0.1:18491 --loss "$LOSS" \
