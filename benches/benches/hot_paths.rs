@@ -139,12 +139,12 @@ fn store_appends(c: &mut Criterion) {
     g.finish();
 }
 
-/// The SFU's per-packet work for one subscriber, without the socket: the forwarding
-/// decision (layer, keyframe gate, seq/ts rewrite), the packet rewrite, and SRTP-free
-/// marshalling (what `TrackLocalStaticRTP` does before encrypting).
+/// The SFU's own per-packet work for one subscriber, without the engine and the socket:
+/// the forwarding decision (layer, keyframe gate, seq/ts rewrite) and the shared
+/// payload handed to the subscriber's connection (an `Arc` clone; str0m then
+/// packetises and encrypts, measured by load-tests/live.sh).
 fn rtp_forwarding(c: &mut Criterion) {
-    use preau_sfu::forward::{Forward, rewrite, vp8_is_keyframe};
-    use webrtc::util::Marshal;
+    use preau_sfu::forward::{Forward, vp8_is_keyframe};
     let mut g = c.benchmark_group("rtp_forward");
     let payload = {
         let mut p = vec![0u8; 1100];
@@ -154,10 +154,7 @@ fn rtp_forwarding(c: &mut Criterion) {
         p[3] = 0x23;
         p
     };
-    let pkt = webrtc::rtp::packet::Packet {
-        header: webrtc::rtp::header::Header { version: 2, payload_type: 96, ssrc: 1, ..Default::default() },
-        payload: payload.into(),
-    };
+    let payload: std::sync::Arc<[u8]> = payload.into();
     for subs in [1usize, 30, 300] {
         g.throughput(Throughput::Elements(subs as u64));
         g.bench_function(format!("per_packet_to_{subs}_subscribers"), |b| {
@@ -173,15 +170,14 @@ fn rtp_forwarding(c: &mut Criterion) {
             let mut seq = 1u16;
             b.iter(|| {
                 seq = seq.wrapping_add(1);
-                let key = vp8_is_keyframe(&pkt.payload);
-                let mut bytes = 0;
+                let key = vp8_is_keyframe(&payload);
+                let mut out = Vec::with_capacity(subs);
                 for f in fwd.iter_mut() {
                     if let preau_sfu::forward::Verdict::Send { seq, ts, .. } = f.on_packet(now, 1, seq, 3000, key) {
-                        let out = rewrite(&pkt, seq, ts);
-                        bytes += out.marshal().map(|b| b.len()).unwrap_or(0);
+                        out.push((seq, ts, payload.clone()));
                     }
                 }
-                std::hint::black_box(bytes)
+                std::hint::black_box(out)
             });
         });
     }

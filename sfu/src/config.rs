@@ -47,6 +47,9 @@ pub struct SfuConfig {
     /// This node's id in the registry.
     #[arg(long, env = "PREAU_NODE_ID", default_value = "sfu-1")]
     pub node_id: String,
+    /// Media engine threads, each owning a share of the peers (0: one per core).
+    #[arg(long, env = "PREAU_SFU_ENGINE_THREADS", default_value_t = 0)]
+    pub engine_threads: usize,
     /// In rooms with more video publishers than this, a subscriber receives the hosts'
     /// video and that of the latest speakers only.
     #[arg(long, env = "PREAU_SFU_LAST_N", default_value_t = 6)]

@@ -171,46 +171,11 @@ impl Forward {
     }
 }
 
-/// The packet a subscriber gets: its sequence number and timestamp, and no header
-/// extension: the publisher's extension ids mean nothing on the subscriber's connection
-/// (the track adds the ones negotiated there). Browsers pad their extension block; the
-/// padding goes too, or the packet would not marshal.
-pub fn rewrite(p: &webrtc::rtp::packet::Packet, seq: u16, ts: u32) -> webrtc::rtp::packet::Packet {
-    let mut out = p.clone();
-    out.header.sequence_number = seq;
-    out.header.timestamp = ts;
-    out.header.extension = false;
-    out.header.extensions.clear();
-    out.header.extension_profile = 0;
-    out.header.extensions_padding = 0;
-    out
-}
-
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // one real instant as the origin of simulated time
 mod tests {
     use super::*;
     use std::time::Duration;
-    use webrtc::util::{Marshal, MarshalSize, Unmarshal};
-
-    #[test]
-    fn a_rewritten_browser_packet_marshals() {
-        // As Chromium sends video: a one-byte extension block with padding.
-        let mut h = webrtc::rtp::header::Header { version: 2, payload_type: 96, ssrc: 7, ..Default::default() };
-        h.set_extension(1, bytes::Bytes::from_static(b"\x01\x02\x03")).expect("ext");
-        h.extension = true;
-        h.extension_profile = 0xBEDE;
-        let p = webrtc::rtp::packet::Packet { header: h, payload: bytes::Bytes::from_static(&[0x10, 0, 1, 2]) };
-        let raw = p.marshal().expect("marshal");
-        let mut back = webrtc::rtp::packet::Packet::unmarshal(&mut &raw[..]).expect("unmarshal");
-        // What the parser keeps of a browser's padded extension block.
-        back.header.extensions_padding = 4;
-        let mut out = rewrite(&back, 9, 90);
-        assert_eq!((out.header.sequence_number, out.header.timestamp, out.header.extension), (9, 90, false));
-        out.header.set_extension(1, bytes::Bytes::from_static(b"0")).expect("ext");
-        let bytes = out.marshal().expect("a rewritten packet marshals");
-        assert_eq!(bytes.len(), out.marshal_size());
-    }
 
     #[test]
     fn picks_the_highest_layer_that_fits_the_estimate_and_the_tile() {

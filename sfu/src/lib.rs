@@ -1,4 +1,4 @@
-//! Préau's live classes: a WebRTC SFU on webrtc-rs 0.17. A teacher teaches a class live;
+//! Préau's live classes: a WebRTC SFU on str0m (sans-IO WebRTC). A teacher teaches a class live;
 //! pupils join muted, without camera, through a waiting room; a head teacher can address
 //! an assembly of 300.
 //!
@@ -14,10 +14,13 @@
 //!   client sees of a failure).
 //!
 //! With IO (thin drivers of the above):
-//! - [`node`]: [`Sfu`], one node: engines, verifier, rooms, registry entry.
-//! - [`room_task`]: one task per room; [`peer`]: one task per member.
-//! - [`engines`]: webrtc-rs factories over one UDP port; [`media`]: published sources
-//!   and their reader tasks.
+//! - [`net`]: the routing index over the node's one UDP socket (no IO) and batched
+//!   sends.
+//! - [`node`]: [`Sfu`], one node: engine, verifier, rooms, registry entry.
+//! - [`room_task`]: one task per room; [`peer`]: one task per member (signaling).
+//! - [`engine`]: the media engine: str0m connections owned by a few engine threads
+//!   (shards), one receiving thread routing the socket's datagrams to them, packets
+//!   shared between shards; [`media`]: a published source as the room sees it.
 //! - [`http`]: the routes; [`config`], [`metrics`]: flags and metric names.
 //!
 //! The signaling types and the Rust live client are in `preau-live`. The `preau-sfu`
@@ -25,13 +28,14 @@
 
 pub mod admission;
 pub mod config;
-pub mod engines;
+pub mod engine;
 pub mod error;
 pub mod forward;
 pub mod http;
 pub mod media;
 pub mod metrics;
 pub mod negotiator;
+pub mod net;
 pub mod node;
 pub mod peer;
 pub mod room;

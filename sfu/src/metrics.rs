@@ -25,6 +25,9 @@ pub const NACKS: &str = "preau_sfu_nacks_total";
 pub const PLIS: &str = "preau_sfu_plis_total";
 /// Simulcast layer switches done for subscribers (counter).
 pub const LAYER_SWITCHES: &str = "preau_sfu_layer_switches_total";
+/// Sessions ended because the media engine failed on one of their connections (a caught
+/// panic; the node goes on) (counter).
+pub const ENGINE_PANICS: &str = "preau_sfu_engine_panics_total";
 /// Signaling requests refused, by code (counter).
 pub const ERRORS: &str = "preau_sfu_errors_total";
 
@@ -34,7 +37,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     for g in [ROOMS, PEERS, TRACKS] {
         metrics::gauge!(g).set(0.0);
     }
-    for c in [NACKS, LAYER_SWITCHES] {
+    for c in [NACKS, LAYER_SWITCHES, ENGINE_PANICS] {
         metrics::counter!(c).increment(0);
     }
     Ok(handle)

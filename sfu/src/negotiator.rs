@@ -1,11 +1,13 @@
 //! Renegotiation of a member's `sub` connection, without IO: the SFU offers whenever the
 //! tracks it sends change or the member asks for an ICE restart, but never while an offer
 //! waits for its answer (so the two sides never offer at once, and no rollback is ever
-//! needed).
+//! needed). After the first offer, changes of tracks wait until `sub` is connected: a
+//! client given a second offer while its ICE is still checking may answer it with new
+//! ICE credentials (webrtc-rs 0.17 does), an ICE restart nobody asked for.
 //!
 //! # Call contract
 //! - Inputs: [`Negotiator::tracks_changed`], [`Negotiator::restart_ice`],
-//!   [`Negotiator::handle_answer`].
+//!   [`Negotiator::handle_answer`], [`Negotiator::connected`].
 //! - Output: after any input (and after each turn of the peer task), call
 //!   [`Negotiator::poll_offer`]; when it returns a plan, create and send that offer, and
 //!   report [`Negotiator::offer_failed`] if that could not be done.
@@ -25,6 +27,10 @@ pub struct Negotiator {
     offering: bool,
     dirty: bool,
     restart: bool,
+    /// An offer was made once.
+    offered: bool,
+    /// `sub` connected once.
+    up: bool,
 }
 
 impl Negotiator {
@@ -41,6 +47,11 @@ impl Negotiator {
     /// The member asked for new ICE credentials on `sub`.
     pub fn restart_ice(&mut self) {
         self.restart = true;
+    }
+
+    /// `sub` is connected: changes held since the first offer may be offered.
+    pub fn connected(&mut self) {
+        self.up = true;
     }
 
     /// An answer arrived; `no_offer` when none was asked for. Call before applying it.
@@ -61,10 +72,15 @@ impl Negotiator {
         if self.offering || !(self.dirty || self.restart) {
             return None;
         }
+        // A restart is asked for by the client itself, connected or not.
+        if self.offered && !self.up && !self.restart {
+            return None;
+        }
         let plan = OfferPlan { ice_restart: self.restart };
         self.dirty = false;
         self.restart = false;
         self.offering = true;
+        self.offered = true;
         Some(plan)
     }
 
@@ -84,6 +100,7 @@ mod tests {
     #[test]
     fn offers_one_at_a_time_and_carries_changes_over() {
         let mut n = Negotiator::default();
+        n.connected();
         assert_eq!(n.poll_offer(), None, "nothing changed");
         assert_eq!(n.handle_answer().map_err(|e| e.code), Err(SignalCode::NoOffer));
         n.tracks_changed();
@@ -99,6 +116,25 @@ mod tests {
         assert_eq!(n.poll_offer(), Some(OfferPlan { ice_restart: true }));
         n.answer_applied();
         assert_eq!(n.poll_offer(), None);
+    }
+
+    #[test]
+    fn a_second_offer_waits_for_the_connection_unless_the_client_restarts_ice() {
+        let mut n = Negotiator::default();
+        n.tracks_changed();
+        assert_eq!(n.poll_offer(), Some(OfferPlan { ice_restart: false }), "the first offer goes at once");
+        assert!(n.handle_answer().is_ok());
+        n.answer_applied();
+        n.tracks_changed();
+        assert_eq!(n.poll_offer(), None, "held until `sub` connects");
+        n.connected();
+        assert_eq!(n.poll_offer(), Some(OfferPlan { ice_restart: false }));
+        let mut m = Negotiator::default();
+        m.tracks_changed();
+        let _ = m.poll_offer();
+        m.answer_applied();
+        m.restart_ice();
+        assert_eq!(m.poll_offer(), Some(OfferPlan { ice_restart: true }), "a client that never connected restarts");
     }
 
     #[test]

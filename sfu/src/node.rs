@@ -1,9 +1,9 @@
-//! One SFU node: its webrtc-rs engines over one UDP port, the room-token verifier, the
+//! One SFU node: its media engine over one UDP port, the room-token verifier, the
 //! live rooms (one task each, started on first join) and its entry in the registry.
 
 use crate::config::SfuConfig;
 use crate::error::registry_unavailable;
-use crate::media::{Engines, NetConfig};
+use crate::engine::{Engine, NetConfig};
 use crate::metrics as m;
 use crate::room::RoomConfig;
 use crate::room_task::{self, RoomRef};
@@ -19,7 +19,7 @@ use std::time::Duration;
 /// One SFU node.
 pub struct Sfu {
     pub(crate) cfg: SfuConfig,
-    pub(crate) engines: Engines,
+    pub(crate) engine: Engine,
     pub(crate) verifier: Verifier,
     /// Live rooms by `school/room`. Locked only to find or start a room, never on the
     /// media or signaling path.
@@ -38,11 +38,11 @@ impl Sfu {
         public_url: String,
         prom: Option<metrics_exporter_prometheus::PrometheusHandle>,
     ) -> anyhow::Result<Arc<Sfu>> {
-        let engines = Engines::new(&NetConfig {
+        let engine = Engine::start(&NetConfig {
             udp: cfg.udp,
-            public_ips: cfg.public_ip.iter().map(|ip| ip.to_string()).collect(),
-        })
-        .await?;
+            public_ips: cfg.public_ip.clone(),
+            threads: cfg.engine_threads,
+        })?;
         let verifier = match &cfg.room_public_key {
             Some(pem) => {
                 let alg = preau_auth::parse_algorithm(&cfg.room_alg)?;
@@ -67,7 +67,7 @@ impl Sfu {
         };
         Ok(Arc::new(Sfu {
             cfg,
-            engines,
+            engine,
             verifier,
             rooms: Mutex::new(HashMap::new()),
             next_peer: AtomicU64::new(1),
@@ -80,7 +80,7 @@ impl Sfu {
 
     /// The UDP address media uses.
     pub fn udp_addr(&self) -> std::net::SocketAddr {
-        self.engines.udp_addr
+        self.engine.udp_addr()
     }
 
     fn set_load(&self) {

@@ -1,11 +1,13 @@
-//! The peer task: one per member, owning the member's two peer connections (`pub`,
-//! which the browser offers, and `sub`, which the SFU offers through its
-//! [`Negotiator`]) and its signaling WebSocket. It `select!`s on the room's commands,
-//! webrtc-rs's callbacks and the socket; room commands go to the room task.
+//! The peer task: one per member, owning the member's signaling WebSocket. Its two
+//! connections (`pub`, which the browser offers, and `sub`, which the SFU offers through
+//! its [`Negotiator`]) live on one engine shard ([`crate::engine`]); the task `select!`s
+//! on the room's commands, the shard's notices and the socket, sends room commands to
+//! the room task and connection work to the shard.
 
 use crate::admission::{self, Admitted};
-use crate::error::{bad_sdp, internal};
-use crate::media::{AUDIO_LEVEL_URI, Source, extension_id};
+use crate::engine::{Internal, ShardCmd};
+use crate::error::bad_sdp;
+use crate::media::Source;
 use crate::metrics as m;
 use crate::negotiator::Negotiator;
 use crate::node::Sfu;
@@ -13,58 +15,33 @@ use crate::room::{Media, PeerId};
 use crate::room_task::{PeerCmd, RoomMsg, RoomRef, json};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use parking_lot::Mutex;
-use preau_live::signal::{self, Candidate, ClientCmd, Pc, ServerMsg, SignalCode, SignalError};
+use preau_live::signal::{self, ClientCmd, Pc, ServerMsg, SignalCode, SignalError};
 use preau_proto::close;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use tokio::sync::{mpsc, oneshot};
-use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
-use webrtc::peer_connection::RTCPeerConnection;
-use webrtc::peer_connection::configuration::RTCConfiguration;
-use webrtc::peer_connection::offer_answer_options::RTCOfferOptions;
-use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
-use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
-use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
-use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
-use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 
 /// Messages waiting for the socket writer; the peer task waits when it is full.
 const OUT_QUEUE: usize = 256;
-/// webrtc-rs callbacks waiting for the peer task.
-const INTERNAL_QUEUE: usize = 256;
+/// Shard notices waiting for the peer task.
+const INTERNAL_QUEUE: usize = 64;
 /// Candidates kept that came before the `publish` offer they belong to.
 const EARLY_CANDIDATES: usize = 64;
-
-/// What webrtc-rs's callbacks tell the peer task.
-enum Internal {
-    Candidate(Pc, Candidate),
-    Connected(Pc),
-    Failed(Pc),
-}
 
 struct PeerTask {
     sfu: Arc<Sfu>,
     peer: PeerId,
+    shard: usize,
     room: Arc<RoomRef>,
     out: mpsc::Sender<Message>,
-    internal: mpsc::Sender<Internal>,
-    publish: Option<Arc<RTCPeerConnection>>,
-    subscribe: Option<Arc<RTCPeerConnection>>,
-    senders: HashMap<String, Arc<RTCRtpSender>>,
     /// What this member receives, and whether the room forwards it (last-N).
     receiving: HashMap<String, (Arc<Source>, bool)>,
-    /// Whether `sub` is connected: forwarding starts then, on a fresh keyframe (one sent
-    /// before the connection is up would be lost, and the picture with it).
-    sub_connected: bool,
-    labels: Arc<Mutex<HashMap<String, Media>>>,
-    by_track: Arc<Mutex<HashMap<String, Arc<Source>>>>,
-    estimate: Arc<AtomicU64>,
+    /// Whether `pub` was negotiated (candidates for it are applied, not kept).
+    published: bool,
     negotiator: Negotiator,
     /// Candidates that came before the `publish` offer they belong to (a browser starts
     /// trickling as soon as it sets its local description).
-    early: Vec<RTCIceCandidateInit>,
+    early: Vec<String>,
 }
 
 fn error_msg(id: Option<u64>, e: SignalError) -> Message {
@@ -74,6 +51,10 @@ fn error_msg(id: Option<u64>, e: SignalError) -> Message {
 
 fn room_ended() -> SignalError {
     SignalError::new(SignalCode::RoomEnded, "the class has ended")
+}
+
+fn engine_stopped() -> SignalError {
+    SignalError::new(SignalCode::Internal, "the media engine is stopping")
 }
 
 impl PeerTask {
@@ -87,239 +68,126 @@ impl PeerTask {
         rx.await.ok()
     }
 
-    fn watch(&self, pc: &Arc<RTCPeerConnection>, which: Pc) {
-        let internal = self.internal.clone();
-        pc.on_ice_candidate(Box::new(move |c| {
-            let internal = internal.clone();
-            Box::pin(async move {
-                if let Some(c) = c
-                    && let Ok(j) = c.to_json()
-                {
-                    let _ = internal.send(Internal::Candidate(which, j.into())).await;
-                }
-            })
-        }));
-        let internal = self.internal.clone();
-        let peer = self.peer;
-        pc.on_peer_connection_state_change(Box::new(move |s| {
-            let internal = internal.clone();
-            tracing::debug!(peer, pc = ?which, state = %s, "peer connection state");
-            Box::pin(async move {
-                match s {
-                    RTCPeerConnectionState::Failed => {
-                        let _ = internal.send(Internal::Failed(which)).await;
-                    }
-                    RTCPeerConnectionState::Connected => {
-                        let _ = internal.send(Internal::Connected(which)).await;
-                    }
-                    _ => {}
-                }
-            })
-        }));
-    }
-
     /// The kinds a `publish` offer adds: those named in `tracks`, or, when it names
     /// none, what its SDP sends.
-    fn offered_kinds(
-        offer: &RTCSessionDescription,
-        tracks: &BTreeMap<String, Media>,
-    ) -> Result<Vec<Media>, SignalError> {
+    fn offered_kinds(sdp: &str, tracks: &BTreeMap<String, Media>) -> Result<Vec<Media>, SignalError> {
+        if !sdp.starts_with("v=0") {
+            return Err(bad_sdp("offer", "not an SDP session description"));
+        }
         let mut kinds: Vec<Media> = tracks.values().copied().collect();
-        let parsed = offer.unmarshal().map_err(|e| bad_sdp("offer", e))?;
         if tracks.is_empty() {
-            for md in &parsed.media_descriptions {
-                let sends = md.attribute("sendonly").is_some() || md.attribute("sendrecv").is_some();
-                match md.media_name.media.as_str() {
-                    "audio" if sends => kinds.push(Media::Audio),
-                    "video" if sends => kinds.push(Media::Video),
-                    _ => {}
+            let mut section: Option<&str> = None;
+            let mut sends = false;
+            let close = |section: Option<&str>, sends: bool, kinds: &mut Vec<Media>| match section {
+                Some("audio") if sends => kinds.push(Media::Audio),
+                Some("video") if sends => kinds.push(Media::Video),
+                _ => {}
+            };
+            for line in sdp.lines().map(str::trim_end) {
+                if let Some(rest) = line.strip_prefix("m=") {
+                    close(section, sends, &mut kinds);
+                    section = rest.split(' ').next();
+                    sends = false;
+                } else if line == "a=sendonly" || line == "a=sendrecv" {
+                    sends = true;
                 }
             }
+            close(section, sends, &mut kinds);
         }
         kinds.sort_by_key(|m| *m as u8);
         kinds.dedup();
         Ok(kinds)
     }
 
-    async fn pub_pc(&mut self) -> Result<Arc<RTCPeerConnection>, SignalError> {
-        if let Some(pc) = &self.publish {
-            return Ok(pc.clone());
-        }
-        let pc = Arc::new(
-            self.sfu
-                .engines
-                .publish
-                .new_peer_connection(RTCConfiguration::default())
-                .await
-                .map_err(|e| internal("new pub connection", e))?,
-        );
-        self.watch(&pc, Pc::Pub);
-        let labels = self.labels.clone();
-        let by_track = self.by_track.clone();
-        let room = self.room.clone();
-        let peer = self.peer;
-        let weak = Arc::downgrade(&pc);
-        pc.on_track(Box::new(move |track, receiver, _| {
-            let labels = labels.clone();
-            let by_track = by_track.clone();
-            let room = room.clone();
-            let weak = weak.clone();
-            Box::pin(async move {
-                let Some(pc) = weak.upgrade() else { return };
-                let media = labels.lock().get(&track.id()).copied().unwrap_or(match track.kind() {
-                    RTPCodecType::Audio => Media::Audio,
-                    _ => Media::Video,
-                });
-                let (source, new) = {
-                    let mut by = by_track.lock();
-                    match by.get(&track.id()).filter(|s| !s.is_closed()) {
-                        Some(s) => (s.clone(), false),
-                        None => {
-                            let s = Source::new(peer, media, track.codec().capability, &pc, false);
-                            by.insert(track.id(), s.clone());
-                            (s, true)
-                        }
-                    }
-                };
-                if new {
-                    let _ = room.tx.send(RoomMsg::SourceAdded(source.clone())).await;
-                }
-                let levels = if media == Media::Audio {
-                    let params = receiver.get_parameters().await;
-                    extension_id(&params, AUDIO_LEVEL_URI).map(|id| (id, room.levels.clone()))
-                } else {
-                    None
-                };
-                tokio::spawn(source.read_layer(track, levels, room.closed.clone()));
-            })
-        }));
-        self.publish = Some(pc.clone());
-        Ok(pc)
-    }
-
     async fn publish(&mut self, sdp: String, tracks: BTreeMap<String, Media>) -> Result<(), SignalError> {
-        let offer = RTCSessionDescription::offer(sdp).map_err(|e| bad_sdp("offer", e))?;
         // The grants checked are those of the tracks this offer adds (named in `tracks`);
         // an offer naming none is judged by what its SDP sends. A track whose grant is
         // withdrawn later is dropped packet by packet, whatever the browser does.
-        let kinds = PeerTask::offered_kinds(&offer, &tracks)?;
+        let kinds = PeerTask::offered_kinds(&sdp, &tracks)?;
         match self.ask(|reply| RoomMsg::MayPublish { peer: self.peer, media: kinds, reply }).await {
             Some(r) => r?,
             None => return Err(room_ended()),
         }
-        self.labels.lock().extend(tracks);
-        let pc = self.pub_pc().await?;
-        pc.set_remote_description(offer).await.map_err(|e| bad_sdp("offer", e))?;
-        for c in std::mem::take(&mut self.early) {
-            let _ = pc.add_ice_candidate(c).await;
-        }
-        let answer = pc.create_answer(None).await.map_err(|e| bad_sdp("offer", e))?;
-        pc.set_local_description(answer).await.map_err(|e| internal("set local answer", e))?;
-        let sdp = pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
+        let early = std::mem::take(&mut self.early);
+        let (peer, labels) = (self.peer, tracks);
+        let sdp = self
+            .sfu
+            .engine
+            .ask(self.shard, |reply| ShardCmd::Publish { peer, sdp, labels, early, reply })
+            .await
+            .ok_or_else(engine_stopped)??;
+        self.published = true;
         self.text(&ServerMsg::Answer { sdp }).await;
         Ok(())
     }
 
-    async fn sub_pc(&mut self) -> anyhow::Result<Arc<RTCPeerConnection>> {
-        if let Some(pc) = &self.subscribe {
-            return Ok(pc.clone());
-        }
-        let pc = Arc::new(self.sfu.engines.subscribe.new_peer_connection(RTCConfiguration::default()).await?);
-        self.watch(&pc, Pc::Sub);
-        self.subscribe = Some(pc.clone());
-        Ok(pc)
-    }
-
-    async fn add_subscription(&mut self, source: Arc<Source>, forwarded: bool) -> anyhow::Result<()> {
-        let pc = self.sub_pc().await?;
-        let track =
-            Arc::new(TrackLocalStaticRTP::new(source.codec.clone(), source.id.clone(), format!("p{}", source.peer)));
-        let sender = pc.add_track(track.clone()).await?;
-        tokio::spawn(source.clone().read_rtcp(sender.clone(), self.peer, self.estimate.clone()));
-        source.subscribe(self.peer, track, !(forwarded && self.sub_connected), self.estimate.clone()).await;
-        self.receiving.insert(source.id.clone(), (source.clone(), forwarded));
-        self.senders.insert(source.id.clone(), sender);
+    fn add_subscription(&mut self, source: Arc<Source>, forwarded: bool) {
+        source.add_subscriber(self.peer, self.shard);
+        self.sfu.engine.send(self.shard, ShardCmd::Subscribe { peer: self.peer, source: source.clone(), forwarded });
+        self.receiving.insert(source.id.clone(), (source, forwarded));
         self.negotiator.tracks_changed();
-        Ok(())
     }
 
-    /// `sub` connected: start what the room forwards, each on a keyframe.
-    async fn sub_up(&mut self) {
-        if self.sub_connected {
-            return;
-        }
-        self.sub_connected = true;
-        for (source, forwarded) in self.receiving.values() {
-            if *forwarded {
-                source.set_forwarded(self.peer, true).await;
-            }
-        }
-    }
-
-    async fn remove_subscription(&mut self, id: &str) {
-        self.receiving.remove(id);
-        if let (Some(sender), Some(pc)) = (self.senders.remove(id), &self.subscribe) {
-            let _ = pc.remove_track(&sender).await;
+    fn remove_subscription(&mut self, id: &str) {
+        if let Some((source, _)) = self.receiving.remove(id) {
+            source.unsubscribe(self.peer);
+            self.sfu.engine.send(self.shard, ShardCmd::Unsubscribe { peer: self.peer, key: source.key });
             self.negotiator.tracks_changed();
         }
     }
 
     /// Offers on `sub` when the negotiator says so.
     async fn negotiate(&mut self) {
-        let Some(pc) = self.subscribe.clone() else { return };
         let Some(plan) = self.negotiator.poll_offer() else { return };
-        let made = async {
-            let offer =
-                pc.create_offer(Some(RTCOfferOptions { ice_restart: plan.ice_restart, ..Default::default() })).await?;
-            pc.set_local_description(offer).await?;
-            Ok::<_, webrtc::Error>(pc.local_description().await.map(|d| d.sdp).unwrap_or_default())
-        };
-        match made.await {
-            Ok(sdp) => self.text(&ServerMsg::Offer { sdp }).await,
-            Err(e) => {
-                tracing::warn!(peer = self.peer, error = %e, "renegotiation failed; will try again");
+        let (peer, ice_restart) = (self.peer, plan.ice_restart);
+        match self.sfu.engine.ask(self.shard, |reply| ShardCmd::Offer { peer, ice_restart, reply }).await {
+            Some(Ok(Some(sdp))) => self.text(&ServerMsg::Offer { sdp }).await,
+            // Nothing to offer after all (a track added and removed before it was offered).
+            Some(Ok(None)) => self.negotiator.answer_applied(),
+            Some(Err(e)) => {
+                tracing::warn!(peer = self.peer, error = %e.message, "renegotiation failed; will try again");
                 self.negotiator.offer_failed(plan);
             }
+            None => self.negotiator.offer_failed(plan),
         }
     }
 
     async fn on_client(&mut self, cmd: ClientCmd) -> Result<(), SignalError> {
+        let peer = self.peer;
         match cmd {
             ClientCmd::Join { .. } => Err(SignalError::new(SignalCode::AlreadyJoined, "already in this room")),
             ClientCmd::Publish { sdp, tracks } => self.publish(sdp, tracks).await,
             ClientCmd::Answer { sdp } => {
-                let no_offer = || SignalError::new(SignalCode::NoOffer, "no offer to answer");
-                let pc = self.subscribe.clone().ok_or_else(no_offer)?;
                 self.negotiator.handle_answer()?;
-                let d = RTCSessionDescription::answer(sdp).map_err(|e| bad_sdp("answer", e))?;
-                pc.set_remote_description(d).await.map_err(|e| bad_sdp("answer", e))?;
+                self.sfu
+                    .engine
+                    .ask(self.shard, |reply| ShardCmd::Answer { peer, sdp, reply })
+                    .await
+                    .ok_or_else(engine_stopped)??;
                 self.negotiator.answer_applied();
                 Ok(())
             }
             ClientCmd::Candidate { pc, candidate } => {
-                let init = RTCIceCandidateInit::from(candidate);
-                let target = match pc {
-                    Pc::Pub => self.publish.clone(),
-                    Pc::Sub => self.subscribe.clone(),
-                };
-                match target {
-                    Some(t) if t.remote_description().await.is_some() => t.add_ice_candidate(init).await.map_err(|e| {
-                        tracing::debug!(error = %e, "unusable candidate");
-                        SignalError::new(SignalCode::BadCandidate, "the candidate could not be used")
-                    }),
-                    _ if pc == Pc::Pub && self.early.len() < EARLY_CANDIDATES => {
-                        self.early.push(init);
-                        Ok(())
+                if pc == Pc::Pub && !self.published {
+                    if self.early.len() >= EARLY_CANDIDATES {
+                        return Err(SignalError::new(SignalCode::NoConnection, "that connection is not negotiated yet"));
                     }
-                    _ => Err(SignalError::new(SignalCode::NoConnection, "that connection is not negotiated yet")),
+                    self.early.push(candidate.candidate);
+                    return Ok(());
                 }
+                let candidate = candidate.candidate;
+                self.sfu
+                    .engine
+                    .ask(self.shard, |reply| ShardCmd::Candidate { peer, pc, candidate, reply })
+                    .await
+                    .ok_or_else(engine_stopped)?
             }
             ClientCmd::RestartIce => {
                 self.negotiator.restart_ice();
                 Ok(())
             }
             ClientCmd::Leave => Ok(()),
-            cmd => match self.ask(|reply| RoomMsg::Control { peer: self.peer, cmd, reply }).await {
+            cmd => match self.ask(|reply| RoomMsg::Control { peer, cmd, reply }).await {
                 Some(r) => r,
                 None => Err(room_ended()),
             },
@@ -332,18 +200,13 @@ impl PeerTask {
             Some(PeerCmd::Text(t)) => {
                 let _ = self.out.send(Message::Text(t.as_ref().into())).await;
             }
-            Some(PeerCmd::Subscribe { source, forwarded }) => {
-                if let Err(e) = self.add_subscription(source, forwarded).await {
-                    tracing::warn!(peer = self.peer, error = %e, "subscription failed");
-                }
-            }
-            Some(PeerCmd::Unsubscribe(id)) => self.remove_subscription(&id).await,
+            Some(PeerCmd::Subscribe { source, forwarded }) => self.add_subscription(source, forwarded),
+            Some(PeerCmd::Unsubscribe(id)) => self.remove_subscription(&id),
             Some(PeerCmd::Forward(id, on)) => {
                 if let Some((source, fwd)) = self.receiving.get_mut(&id) {
                     *fwd = on;
-                    if self.sub_connected {
-                        source.set_forwarded(self.peer, on).await;
-                    }
+                    let key = source.key;
+                    self.sfu.engine.send(self.shard, ShardCmd::Forward { peer: self.peer, key, on });
                 }
             }
             Some(PeerCmd::Close { code, reason }) => return Some((code, reason)),
@@ -352,10 +215,10 @@ impl PeerTask {
         None
     }
 
-    async fn on_internal(&mut self, i: Option<Internal>) {
+    /// A notice from the shard; `Some((code, reason))` when the session must end.
+    async fn on_internal(&mut self, i: Option<Internal>) -> Option<(u16, String)> {
         match i {
-            Some(Internal::Candidate(pc, candidate)) => self.text(&ServerMsg::Candidate { pc, candidate }).await,
-            Some(Internal::Connected(Pc::Sub)) => self.sub_up().await,
+            Some(Internal::Connected(Pc::Sub)) => self.negotiator.connected(),
             Some(Internal::Connected(Pc::Pub)) | None => {}
             Some(Internal::Failed(pc)) => {
                 tracing::info!(peer = self.peer, ?pc, "peer connection failed");
@@ -365,7 +228,13 @@ impl PeerTask {
                 );
                 self.text(&ServerMsg::Error { id: None, code: e.code, message: e.message }).await;
             }
+            Some(Internal::Crashed) => {
+                let e = SignalError::new(SignalCode::Internal, "the media connection failed inside the SFU: join again");
+                let _ = self.out.send(error_msg(None, e)).await;
+                return Some((close::INTERNAL_ERROR, "media engine failure".into()));
+            }
         }
+        None
     }
 
     /// A text message from the client; `true` when the client leaves.
@@ -389,18 +258,6 @@ impl PeerTask {
                 let _ = self.out.send(error_msg(id, e)).await;
                 false
             }
-        }
-    }
-
-    async fn close_all(&mut self) {
-        if let Some(pc) = self.publish.take() {
-            let _ = pc.close().await;
-        }
-        if let Some(pc) = self.subscribe.take() {
-            let _ = pc.close().await;
-        }
-        for s in self.by_track.lock().values() {
-            s.close();
         }
     }
 }
@@ -437,20 +294,16 @@ pub(crate) async fn session(sfu: Arc<Sfu>, ws: WebSocket, token: Option<String>)
     sfu.peer_joined();
     tracing::info!(room = %key, peer, role = ?role, "joined");
     let (itx, mut irx) = mpsc::channel::<Internal>(INTERNAL_QUEUE);
+    let shard = sfu.engine.shard_of(peer);
+    sfu.engine.send(shard, ShardCmd::Open { peer, room: room.clone(), events: itx });
     let mut p = PeerTask {
         sfu: sfu.clone(),
         peer,
+        shard,
         room: room.clone(),
         out: out.clone(),
-        internal: itx,
-        publish: None,
-        subscribe: None,
-        senders: HashMap::new(),
         receiving: HashMap::new(),
-        sub_connected: false,
-        labels: Arc::new(Mutex::new(HashMap::new())),
-        by_track: Arc::new(Mutex::new(HashMap::new())),
-        estimate: Arc::new(AtomicU64::new(0)),
+        published: false,
         negotiator: Negotiator::default(),
         early: Vec::new(),
     };
@@ -465,7 +318,7 @@ pub(crate) async fn session(sfu: Arc<Sfu>, ws: WebSocket, token: Option<String>)
         tokio::select! {
             biased;
             cmd = prx.recv() => if let Some(end) = p.on_room(cmd).await { break end },
-            i = irx.recv() => p.on_internal(i).await,
+            i = irx.recv() => if let Some(end) = p.on_internal(i).await { break end },
             msg = stream.next() => match msg {
                 Some(Ok(Message::Text(t))) => if p.on_text(&t).await { break (close::NORMAL, "left".into()) },
                 Some(Ok(Message::Binary(_))) => {
@@ -478,7 +331,10 @@ pub(crate) async fn session(sfu: Arc<Sfu>, ws: WebSocket, token: Option<String>)
         p.negotiate().await;
     };
     let _ = room.tx.send(RoomMsg::Leave { peer }).await;
-    p.close_all().await;
+    for (source, _) in p.receiving.values() {
+        source.unsubscribe(peer);
+    }
+    sfu.engine.send(shard, ShardCmd::Leave { peer });
     if !reason.is_empty() {
         close_ws(&out, code, &reason).await;
     }

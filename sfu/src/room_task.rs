@@ -1,7 +1,7 @@
 //! The room task: the only writer of a room's state. It owns the [`Room`] (control),
 //! the published sources, the speakers and last-N; peers talk to it through
 //! [`RoomRef`], and it talks back through each peer's channel. Media never goes through
-//! it: packets flow from a source's reader tasks straight to subscribers' tracks.
+//! it: packets flow from the publisher's engine shard straight to the subscribers' shards.
 //!
 //! It sleeps until the next thing due: the room's own deadline
 //! ([`Room::poll_timeout`], the host's grace period), a speaker's hold running out
@@ -429,7 +429,7 @@ impl RoomTask {
                 let s = self.sources.iter().find(|s| s.id == source).cloned();
                 return match s {
                     Some(s) if s.subscribers().contains(&peer) => {
-                        s.set_quality(peer, quality).await;
+                        s.set_quality(peer, quality);
                         Ok(())
                     }
                     _ => Err(SignalError::new(SignalCode::UnknownSource, format!("you receive no source `{source}`"))),

@@ -58,6 +58,9 @@ pub mod close {
     pub const ELSEWHERE: u16 = 4009;
     /// The node is restarting: reconnect after the delay given in the `reconnect` frame.
     pub const SERVICE_RESTART: u16 = 1012;
+    /// The server failed on this session (at the SFU: the media engine, on one of the
+    /// member's connections); the node goes on. Join again.
+    pub const INTERNAL_ERROR: u16 = 1011;
     /// A text frame was not valid UTF-8 (RFC 6455).
     pub const INVALID_UTF8: u16 = 1007;
     /// A frame beyond the hard cap (four times the frame limit) was sent.

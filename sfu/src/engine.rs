@@ -1,0 +1,1399 @@
+//! The media engine: str0m (sans-IO WebRTC, RTP mode) driven by a few engine threads
+//! over the node's one UDP socket.
+//!
+//! - One receiving thread reads the socket and routes each datagram with the
+//!   [`Router`] to the shard owning its connection (routes are added by the shards as
+//!   connections and ICE credentials appear).
+//! - Each shard (one thread, with a single-threaded tokio runtime for its timers and
+//!   channels) owns the connections of the members it was given (a member's `pub` and
+//!   `sub` connections live on the same shard), the publisher side of their sources
+//!   (layers, keyframe requests, audio levels, bitrates) and the subscriber side of what
+//!   they receive (one [`Forward`] each). A published packet is wrapped once in a
+//!   shared [`Packet`] and handed to every shard with a subscriber to it; no task per
+//!   track, no lock on the packet path.
+//! - After each batch of inputs a shard drains every connection it wrote to (str0m
+//!   releases queued RTP when told the time) and sends what they produced with
+//!   `sendmmsg`, across peers.
+//! - A panic inside str0m is caught at the connection it happened on: that member's
+//!   connections on the shard are closed and its session ends with an error; the rest of
+//!   the shard goes on.
+//!
+//! Peer tasks and room tasks talk to shards with [`ShardCmd`]s.
+
+use crate::error::{bad_sdp, internal};
+use crate::forward::{Forward, LayerStat, Verdict, pick_layer, vp8_is_keyframe};
+use crate::media::{Packet, Source};
+use crate::metrics as m;
+use crate::net::{BATCH, Router, send_batch, size_buffers};
+use crate::room::{Media, PeerId};
+use crate::room_task::{RoomMsg, RoomRef};
+use crate::speaker::LevelWindow;
+use preau_live::signal::{Pc, Quality, SignalCode, SignalError};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use str0m::bwe::BweKind;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::{Codec, CodecConfig};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionMap, RtpWrite, SeqNo, Ssrc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::sync::{mpsc, oneshot};
+
+/// Media waiting for a shard (datagrams from the socket, packets from other shards);
+/// beyond this a shard is overloaded and media is dropped (counted), as a full socket
+/// buffer would.
+const MEDIA_QUEUE: usize = 16384;
+/// Shortest time between two keyframe requests for one layer.
+const PLI_INTERVAL: Duration = Duration::from_millis(300);
+/// How often connections' timers are looked at (str0m's own deadlines are checked then).
+const TICK: Duration = Duration::from_millis(5);
+/// How often a source's layers' bitrates are measured.
+const MEASURE_EVERY: Duration = Duration::from_millis(500);
+/// Audio level window sent to the room (five a second per speaker).
+const LEVEL_WINDOW: Duration = Duration::from_millis(200);
+
+/// How the node's connections reach the network.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// The one UDP socket's address (all peers of the node share it).
+    pub udp: SocketAddr,
+    /// Addresses to announce instead of the local ones (1:1 NAT, a Kubernetes node's
+    /// public address).
+    pub public_ips: Vec<IpAddr>,
+    /// Engine threads (0: one per core).
+    pub threads: usize,
+}
+
+/// What a shard tells a peer task.
+#[derive(Debug)]
+pub(crate) enum Internal {
+    Connected(Pc),
+    Failed(Pc),
+    /// The engine failed on this member's connection (a caught panic): the session ends.
+    Crashed,
+}
+
+/// Commands to a shard.
+pub(crate) enum ShardCmd {
+    /// A member's session starts on this shard.
+    Open { peer: PeerId, room: Arc<RoomRef>, events: mpsc::Sender<Internal> },
+    /// A `publish` offer: the answer's SDP.
+    Publish {
+        peer: PeerId,
+        sdp: String,
+        labels: BTreeMap<String, Media>,
+        early: Vec<String>,
+        reply: oneshot::Sender<Result<String, SignalError>>,
+    },
+    /// Send `source` to `peer` (an offer on `sub` follows).
+    Subscribe { peer: PeerId, source: Arc<Source>, forwarded: bool },
+    Unsubscribe { peer: PeerId, key: u64 },
+    /// Last-N turned a source's video on or off for `peer`.
+    Forward { peer: PeerId, key: u64, on: bool },
+    Quality { peer: PeerId, key: u64, quality: Quality },
+    /// The `sub` offer to send now, if anything changed.
+    Offer { peer: PeerId, ice_restart: bool, reply: oneshot::Sender<Result<Option<String>, SignalError>> },
+    Answer { peer: PeerId, sdp: String, reply: oneshot::Sender<Result<(), SignalError>> },
+    Candidate { peer: PeerId, pc: Pc, candidate: String, reply: oneshot::Sender<Result<(), SignalError>> },
+    Leave { peer: PeerId },
+    /// To the publisher's shard: a subscriber needs a keyframe of `layer`.
+    Keyframe { key: u64, layer: usize },
+    /// To subscribers' shards: the source's layers changed (`reset`: renumbered).
+    Relayer { key: u64, reset: bool },
+}
+
+/// Media for a shard.
+enum MediaIn {
+    Datagram { conn: u32, from: SocketAddr, data: Vec<u8> },
+    Packet(Arc<Packet>),
+}
+
+/// A routing table change, from a shard to the receiving thread.
+enum Route {
+    Ufrag(u64, String),
+    Remove(u64),
+}
+
+fn route_key(shard: usize, conn: u32) -> u64 {
+    ((shard as u64) << 32) | u64::from(conn)
+}
+
+struct Inner {
+    ctl: Vec<mpsc::UnboundedSender<ShardCmd>>,
+    media: Vec<mpsc::Sender<MediaIn>>,
+    routes: mpsc::UnboundedSender<Route>,
+    udp_addr: SocketAddr,
+    dropped: AtomicU64,
+}
+
+/// The node's engine: held by the node; the threads stop when it is dropped.
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// How shards, sources and peers reach the shards without keeping them alive.
+#[derive(Clone)]
+pub(crate) struct Shards {
+    inner: Weak<Inner>,
+}
+
+impl Shards {
+    /// Sends a command to `shard` (lost only when the engine is stopping).
+    pub(crate) fn send(&self, shard: usize, cmd: ShardCmd) {
+        if let Some(i) = self.inner.upgrade()
+            && let Some(tx) = i.ctl.get(shard)
+        {
+            let _ = tx.send(cmd);
+        }
+    }
+
+    fn media(&self, shard: usize, m: MediaIn) {
+        if let Some(i) = self.inner.upgrade()
+            && let Some(tx) = i.media.get(shard)
+            && tx.try_send(m).is_err()
+        {
+            i.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn route(&self, r: Route) {
+        if let Some(i) = self.inner.upgrade() {
+            let _ = i.routes.send(r);
+        }
+    }
+}
+
+impl Engine {
+    /// Binds the node's UDP socket and starts the receiving thread and the shards.
+    pub fn start(net: &NetConfig) -> anyhow::Result<Engine> {
+        let sock = std::net::UdpSocket::bind(net.udp)?;
+        sock.set_nonblocking(true)?;
+        size_buffers(&sock);
+        let udp_addr = sock.local_addr()?;
+        let candidates = announced(udp_addr, &net.public_ips);
+        let threads = if net.threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            net.threads
+        }
+        .clamp(1, 64);
+        let provider = str0m::crypto::from_feature_flags();
+        // One DTLS certificate for the node: generating one per connection was 40% of
+        // the engine's instructions in a short class (the spike's callgrind).
+        let cert = provider.dtls_provider.generate_certificate();
+        provider.install_process_default();
+        let (routes_tx, routes_rx) = mpsc::unbounded_channel();
+        let mut ctl = Vec::new();
+        let mut media = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..threads {
+            let (c, crx) = mpsc::unbounded_channel();
+            let (mtx, mrx) = mpsc::channel(MEDIA_QUEUE);
+            ctl.push(c);
+            media.push(mtx);
+            receivers.push((crx, mrx));
+        }
+        let inner = Arc::new(Inner {
+            ctl,
+            media: media.clone(),
+            routes: routes_tx,
+            udp_addr,
+            dropped: AtomicU64::new(0),
+        });
+        let sock = Arc::new(sock);
+        for (id, (crx, mrx)) in receivers.into_iter().enumerate() {
+            let shard = Shard {
+                id,
+                shards: Shards { inner: Arc::downgrade(&inner) },
+                sock: sock.clone(),
+                candidates: candidates.clone(),
+                cert: cert.clone(),
+                conns: Vec::new(),
+                free: Vec::new(),
+                members: HashMap::new(),
+                published: HashMap::new(),
+                by_ssrc: HashMap::new(),
+                subs: HashMap::new(),
+                out: Vec::new(),
+                written: Vec::new(),
+                counters: Counters::default(),
+            };
+            std::thread::Builder::new().name(format!("sfu-engine-{id}")).spawn(move || {
+                match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+                    Ok(rt) => rt.block_on(shard.run(crx, mrx)),
+                    Err(e) => tracing::error!(error = %e, "engine thread could not start"),
+                }
+            })?;
+        }
+        let recv = sock.try_clone()?;
+        std::thread::Builder::new().name("sfu-recv".into()).spawn(move || {
+            match tokio::runtime::Builder::new_current_thread().enable_io().build() {
+                Ok(rt) => rt.block_on(receive(recv, media, routes_rx)),
+                Err(e) => tracing::error!(error = %e, "receiving thread could not start"),
+            }
+        })?;
+        tracing::info!(%udp_addr, threads, "media engine started (str0m)");
+        Ok(Engine { inner })
+    }
+
+    /// The UDP address bound.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.inner.udp_addr
+    }
+
+    /// Engine threads.
+    pub fn shard_count(&self) -> usize {
+        self.inner.ctl.len()
+    }
+
+    /// The shard a member's connections live on.
+    pub(crate) fn shard_of(&self, peer: PeerId) -> usize {
+        (peer % self.inner.ctl.len() as u64) as usize
+    }
+
+
+    /// Sends a command to `shard`.
+    pub(crate) fn send(&self, shard: usize, cmd: ShardCmd) {
+        let _ = self.inner.ctl.get(shard).map(|tx| tx.send(cmd));
+    }
+
+    /// Sends a command built around a reply channel and waits for the reply (`None` if
+    /// the shard stopped).
+    pub(crate) async fn ask<T>(&self, shard: usize, f: impl FnOnce(oneshot::Sender<T>) -> ShardCmd) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.send(shard, f(tx));
+        rx.await.ok()
+    }
+}
+
+/// The addresses announced as host candidates: the public ones (same port) when given,
+/// else the bound address, else (bound to every interface) each interface's address.
+fn announced(bound: SocketAddr, public: &[IpAddr]) -> Vec<SocketAddr> {
+    if !public.is_empty() {
+        return public.iter().map(|ip| SocketAddr::new(*ip, bound.port())).collect();
+    }
+    if !bound.ip().is_unspecified() {
+        return vec![bound];
+    }
+    let v4 = bound.is_ipv4();
+    let mut found: Vec<SocketAddr> = nix::ifaddrs::getifaddrs()
+        .map(|addrs| {
+            addrs
+                .filter_map(|a| {
+                    let s = a.address?;
+                    let ip: IpAddr = match (s.as_sockaddr_in(), s.as_sockaddr_in6()) {
+                        (Some(i), _) => IpAddr::V4(i.ip()),
+                        (_, Some(i)) if !v4 => IpAddr::V6(i.ip()),
+                        _ => return None,
+                    };
+                    (!ip.is_loopback() && !ip.is_unspecified()).then(|| SocketAddr::new(ip, bound.port()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.dedup();
+    if found.is_empty() {
+        found.push(SocketAddr::new(if v4 { [127, 0, 0, 1].into() } else { IpAddr::V6(std::net::Ipv6Addr::LOCALHOST) }, bound.port()));
+    }
+    found
+}
+
+/// The receiving thread: reads the socket and hands each datagram to its shard.
+async fn receive(
+    sock: std::net::UdpSocket,
+    media: Vec<mpsc::Sender<MediaIn>>,
+    mut routes: mpsc::UnboundedReceiver<Route>,
+) {
+    let sock = match tokio::net::UdpSocket::from_std(sock) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "UDP socket unusable");
+            return;
+        }
+    };
+    let mut router: Router<u64> = Router::default();
+    let mut buf = vec![0u8; 2048];
+    let mut dropped = 0u64;
+    let apply = |router: &mut Router<u64>, r: Route| match r {
+        Route::Ufrag(k, u) => router.add_ufrag(k, u),
+        Route::Remove(k) => router.remove(k),
+    };
+    loop {
+        tokio::select! {
+            r = routes.recv() => match r {
+                Some(r) => apply(&mut router, r),
+                None => return,
+            },
+            r = sock.recv_from(&mut buf) => {
+                let Ok((n, from)) = r else { continue };
+                // Routes first: a connection's credentials are always sent before the
+                // SDP that lets its client reach it.
+                while let Ok(r) = routes.try_recv() {
+                    apply(&mut router, r);
+                }
+                let mut next = Some((n, from));
+                let mut batch = 0;
+                while let Some((n, from)) = next.take() {
+                    if let Some(key) = router.route(from, &buf[..n]) {
+                        let shard = (key >> 32) as usize;
+                        let m = MediaIn::Datagram { conn: key as u32, from, data: buf[..n].to_vec() };
+                        if media.get(shard).is_none_or(|tx| tx.try_send(m).is_err()) {
+                            dropped += 1;
+                            if dropped.is_power_of_two() {
+                                tracing::warn!(dropped, "engine overloaded: datagrams dropped");
+                            }
+                        }
+                    }
+                    batch += 1;
+                    if batch < BATCH
+                        && let Ok(r) = sock.try_recv_from(&mut buf)
+                    {
+                        next = Some(r);
+                    }
+                }
+            }
+        }
+    }
+}
+
+type ConnId = u32;
+
+struct Conn {
+    rtc: Rtc,
+    peer: PeerId,
+    kind: Pc,
+    deadline: Instant,
+    /// Media was written since the last drain.
+    wrote: bool,
+}
+
+struct Member {
+    room: Arc<RoomRef>,
+    events: mpsc::Sender<Internal>,
+    publish: Option<ConnId>,
+    subscribe: Option<ConnId>,
+    labels: BTreeMap<String, Media>,
+    pending: Option<SdpPendingOffer>,
+    /// Sources added to `sub` and not yet offered.
+    to_add: Vec<Arc<Source>>,
+    /// Media sections of `sub` to turn off at the next offer.
+    to_stop: Vec<Mid>,
+    sub_connected: bool,
+    /// The `sub` connection's bandwidth estimate (REMB), bits per second, 0 when unknown.
+    estimate: u64,
+}
+
+/// The publisher side of one layer.
+struct PubLayer {
+    rank: u8,
+    ssrc: Ssrc,
+    bytes: u64,
+    packets: u64,
+    /// As of the last measure: the stat, the counters then, when.
+    stat: (LayerStat, u64, u64, Instant),
+    last_pli: Option<Instant>,
+    /// A request came within the throttle window: one more goes when it ends.
+    pli_pending: bool,
+}
+
+/// The publisher side of one source, on the publisher's shard.
+struct Published {
+    source: Arc<Source>,
+    conn: ConnId,
+    mid: Mid,
+    /// Present layers, lowest first.
+    layers: Vec<PubLayer>,
+    next_measure: Instant,
+    level: LevelWindow,
+    level_start: Instant,
+}
+
+/// The subscriber side: one member receiving one source.
+struct Sub {
+    peer: PeerId,
+    conn: ConnId,
+    source: Arc<Source>,
+    mid: Option<Mid>,
+    pt: Option<Pt>,
+    fwd: Forward,
+    /// The last extended sequence number sent (str0m takes 64-bit sequence numbers).
+    last_seq: Option<u64>,
+    want: Quality,
+    forwarded: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    packets_in: [u64; 2],
+    bytes_in: [u64; 2],
+    packets_out: [u64; 2],
+    bytes_out: [u64; 2],
+    not_granted: u64,
+    plis_sent: u64,
+    plis_received: u64,
+    switches: u64,
+    nacks: u64,
+}
+
+struct Shard {
+    id: usize,
+    shards: Shards,
+    sock: Arc<std::net::UdpSocket>,
+    candidates: Vec<SocketAddr>,
+    cert: Option<str0m::config::DtlsCert>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<ConnId>,
+    members: HashMap<PeerId, Member>,
+    /// Sources published by this shard's members, by key.
+    published: HashMap<u64, Published>,
+    by_ssrc: HashMap<(ConnId, Ssrc), (u64, u8)>,
+    /// What this shard's members receive, by source key.
+    subs: HashMap<u64, Vec<Sub>>,
+    out: Vec<(SocketAddr, Vec<u8>)>,
+    written: Vec<ConnId>,
+    counters: Counters,
+}
+
+fn kind_index(media: Media) -> usize {
+    usize::from(media != Media::Audio)
+}
+
+fn rid_rank(rid: &str) -> u8 {
+    match rid {
+        "q" | "l" | "low" => 0,
+        "h" | "m" | "mid" => 1,
+        _ => 2,
+    }
+}
+
+/// Extends a 16-bit sequence number next to the last one sent.
+fn extend(last: &mut Option<u64>, seq: u16) -> u64 {
+    let e = match *last {
+        None => u64::from(seq) + (1 << 16),
+        Some(l) => {
+            let d = i64::from(seq.wrapping_sub(l as u16) as i16);
+            (l as i64 + d).max(0) as u64
+        }
+    };
+    if last.is_none_or(|l| e > l) {
+        *last = Some(e);
+    }
+    e
+}
+
+fn no_connection() -> SignalError {
+    SignalError::new(SignalCode::NoConnection, "that connection is not negotiated yet")
+}
+
+impl Shard {
+    async fn run(mut self, mut ctl: mpsc::UnboundedReceiver<ShardCmd>, mut media: mpsc::Receiver<MediaIn>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut next_report = now() + Duration::from_secs(1);
+        loop {
+            tokio::select! {
+                biased;
+                c = ctl.recv() => {
+                    let Some(c) = c else { break };
+                    self.command(now(), c);
+                    for _ in 0..BATCH {
+                        let Ok(c) = ctl.try_recv() else { break };
+                        self.command(now(), c);
+                    }
+                }
+                Some(m) = media.recv() => {
+                    let t = now();
+                    self.media(t, m);
+                    for _ in 0..4 * BATCH {
+                        let Ok(m) = media.try_recv() else { break };
+                        self.media(t, m);
+                    }
+                }
+                _ = tick.tick() => {
+                    let t = now();
+                    self.timeouts(t);
+                    if t >= next_report {
+                        next_report = t + Duration::from_secs(1);
+                        self.report();
+                    }
+                }
+            }
+            self.flush(now());
+        }
+        let peers: Vec<PeerId> = self.members.keys().copied().collect();
+        for p in peers {
+            self.leave(p);
+        }
+        self.flush(now());
+    }
+
+    /// Runs `f` for `peer`; a panic in it (str0m's) ends that member, not the shard.
+    fn guarded(&mut self, peer: PeerId, f: impl FnOnce(&mut Self)) {
+        if catch_unwind(AssertUnwindSafe(|| f(self))).is_err() {
+            self.crashed(peer);
+        }
+    }
+
+    fn crashed(&mut self, peer: PeerId) {
+        tracing::error!(peer, shard = self.id, "media engine failed on this member's connection: session closed");
+        metrics::counter!(m::ENGINE_PANICS).increment(1);
+        if let Some(mb) = self.members.get(&peer) {
+            let _ = mb.events.try_send(Internal::Crashed);
+        }
+        self.leave(peer);
+    }
+
+    fn new_conn(&mut self, now: Instant, peer: PeerId, kind: Pc) -> Result<ConnId, SignalError> {
+        let mut b = Rtc::builder().set_rtp_mode(true).set_ice_lite(true).clear_codecs();
+        if let Some(cert) = &self.cert {
+            b = b.set_dtls_cert(cert.clone());
+        }
+        let mut codecs = CodecConfig::empty();
+        codecs.enable_opus(true, false);
+        codecs.enable_vp8(true);
+        if kind == Pc::Sub {
+            // Subscribers estimate their bandwidth themselves and say it by REMB (from
+            // abs-send-time), which chooses their layers; without transport-cc a browser
+            // does exactly that.
+            let params = codecs
+                .params()
+                .iter()
+                .cloned()
+                .map(|mut p| {
+                    p.set_fb_transport_cc(false);
+                    p
+                })
+                .collect();
+            codecs = CodecConfig::new_from_payload_params(params);
+            let mut exts = ExtensionMap::empty();
+            exts.set(2, str0m::rtp::Extension::AbsoluteSendTime);
+            exts.set(4, str0m::rtp::Extension::RtpMid);
+            b = b.set_extension_map(exts);
+        }
+        *b.codec_config() = codecs;
+        let mut rtc = b.build(now);
+        for c in &self.candidates {
+            let cand = Candidate::host(*c, "udp").map_err(|e| internal("local candidate", e))?;
+            rtc.add_local_candidate(cand);
+        }
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag.clone();
+        let conn = Conn { rtc, peer, kind, deadline: now, wrote: false };
+        let id = match self.free.pop() {
+            Some(i) => {
+                self.conns[i as usize] = Some(conn);
+                i
+            }
+            None => {
+                self.conns.push(Some(conn));
+                (self.conns.len() - 1) as ConnId
+            }
+        };
+        self.shards.route(Route::Ufrag(route_key(self.id, id), ufrag));
+        Ok(id)
+    }
+
+    fn close_conn(&mut self, id: ConnId) {
+        let Some(mut c) = self.conns.get_mut(id as usize).and_then(Option::take) else { return };
+        // A panic here must not take the shard down with the member it was for.
+        let _ = catch_unwind(AssertUnwindSafe(|| c.rtc.disconnect()));
+        self.shards.route(Route::Remove(route_key(self.id, id)));
+        self.by_ssrc.retain(|(conn, _), _| *conn != id);
+        self.free.push(id);
+    }
+
+    fn conn(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns.get_mut(id as usize).and_then(Option::as_mut)
+    }
+
+    fn command(&mut self, now: Instant, c: ShardCmd) {
+        match c {
+            ShardCmd::Open { peer, room, events } => {
+                self.members.insert(
+                    peer,
+                    Member {
+                        room,
+                        events,
+                        publish: None,
+                        subscribe: None,
+                        labels: BTreeMap::new(),
+                        pending: None,
+                        to_add: Vec::new(),
+                        to_stop: Vec::new(),
+                        sub_connected: false,
+                        estimate: 0,
+                    },
+                );
+            }
+            ShardCmd::Publish { peer, sdp, labels, early, reply } => {
+                let mut r = Err(internal("publish", "engine failure"));
+                self.guarded(peer, |s| r = s.publish(now, peer, sdp, labels, early));
+                let _ = reply.send(r);
+            }
+            ShardCmd::Subscribe { peer, source, forwarded } => {
+                self.guarded(peer, |s| s.subscribe(now, peer, source, forwarded));
+            }
+            ShardCmd::Unsubscribe { peer, key } => self.unsubscribe(peer, key),
+            ShardCmd::Forward { peer, key, on } => {
+                if let Some(i) = self.sub_index(key, peer) {
+                    if let Some(v) = self.subs.get_mut(&key) {
+                        v[i].forwarded = on;
+                    }
+                    self.refresh(now, key, i);
+                }
+            }
+            ShardCmd::Quality { peer, key, quality } => {
+                if let Some(i) = self.sub_index(key, peer) {
+                    if let Some(v) = self.subs.get_mut(&key) {
+                        v[i].want = quality;
+                    }
+                    self.refresh(now, key, i);
+                }
+            }
+            ShardCmd::Offer { peer, ice_restart, reply } => {
+                let mut r = Err(internal("offer", "engine failure"));
+                self.guarded(peer, |s| r = s.offer(peer, ice_restart));
+                let _ = reply.send(r);
+            }
+            ShardCmd::Answer { peer, sdp, reply } => {
+                let mut r = Err(internal("answer", "engine failure"));
+                self.guarded(peer, |s| r = s.answer(now, peer, sdp));
+                let _ = reply.send(r);
+            }
+            ShardCmd::Candidate { peer, pc, candidate, reply } => {
+                let mut r = Err(internal("candidate", "engine failure"));
+                self.guarded(peer, |s| r = s.candidate(peer, pc, &candidate));
+                let _ = reply.send(r);
+            }
+            ShardCmd::Leave { peer } => self.leave(peer),
+            ShardCmd::Keyframe { key, layer } => self.pli(now, key, layer),
+            ShardCmd::Relayer { key, reset } => self.relayer(now, key, reset),
+        }
+    }
+
+    fn publish(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        sdp: String,
+        labels: BTreeMap<String, Media>,
+        early: Vec<String>,
+    ) -> Result<String, SignalError> {
+        let offer = SdpOffer::from_sdp_string(&sdp).map_err(|e| bad_sdp("offer", e))?;
+        let Some(mb) = self.members.get_mut(&peer) else { return Err(no_connection()) };
+        mb.labels.extend(labels);
+        let conn = match mb.publish {
+            Some(c) => c,
+            None => {
+                let c = self.new_conn(now, peer, Pc::Pub)?;
+                if let Some(mb) = self.members.get_mut(&peer) {
+                    mb.publish = Some(c);
+                }
+                c
+            }
+        };
+        let Some(c) = self.conn(conn) else { return Err(no_connection()) };
+        let answer = c.rtc.sdp_api().accept_offer(offer).map_err(|e| bad_sdp("offer", e))?;
+        for cand in early {
+            if let Ok(cand) = Candidate::from_sdp_string(&cand) {
+                c.rtc.add_remote_candidate(cand);
+            }
+        }
+        // A publisher's ICE restart gives this side new credentials too.
+        let ufrag = c.rtc.direct_api().local_ice_credentials().ufrag.clone();
+        self.shards.route(Route::Ufrag(route_key(self.id, conn), ufrag));
+        self.drain(now, conn);
+        Ok(answer.to_sdp_string())
+    }
+
+    fn subscribe(&mut self, now: Instant, peer: PeerId, source: Arc<Source>, forwarded: bool) {
+        let Some(mb) = self.members.get(&peer) else { return };
+        if source.is_closed() {
+            return;
+        }
+        let conn = match mb.subscribe {
+            Some(c) => c,
+            None => match self.new_conn(now, peer, Pc::Sub) {
+                Ok(c) => {
+                    if let Some(mb) = self.members.get_mut(&peer) {
+                        mb.subscribe = Some(c);
+                    }
+                    c
+                }
+                Err(e) => {
+                    tracing::warn!(peer, error = %e.message, "sub connection not created");
+                    return;
+                }
+            },
+        };
+        self.unsubscribe(peer, source.key);
+        let clock = if source.is_video() { 90000 } else { 48000 };
+        let mut fwd = if source.is_video() { Forward::video(clock) } else { Forward::audio(clock) };
+        // Until `sub` is up and the track negotiated: forwarding starts on a fresh keyframe.
+        fwd.pause();
+        let want = if source.media == Media::Video { Quality::Medium } else { Quality::High };
+        let key = source.key;
+        if let Some(mb) = self.members.get_mut(&peer) {
+            mb.to_add.push(source.clone());
+        }
+        self.subs.entry(key).or_default().push(Sub {
+            peer,
+            conn,
+            source,
+            mid: None,
+            pt: None,
+            fwd,
+            last_seq: None,
+            want,
+            forwarded,
+        });
+    }
+
+    fn sub_index(&self, key: u64, peer: PeerId) -> Option<usize> {
+        self.subs.get(&key)?.iter().position(|s| s.peer == peer)
+    }
+
+    fn unsubscribe(&mut self, peer: PeerId, key: u64) {
+        let Some(v) = self.subs.get_mut(&key) else { return };
+        let Some(i) = v.iter().position(|s| s.peer == peer) else { return };
+        let sub = v.swap_remove(i);
+        if v.is_empty() {
+            self.subs.remove(&key);
+        }
+        if let Some(mb) = self.members.get_mut(&peer) {
+            mb.to_add.retain(|s| s.key != key);
+            if let Some(mid) = sub.mid {
+                mb.to_stop.push(mid);
+            }
+        }
+    }
+
+    /// Sets subscription `i` of source `key` going or paused, on the layer it should have.
+    fn refresh(&mut self, now: Instant, key: u64, i: usize) {
+        let Some(sub) = self.subs.get(&key).and_then(|v| v.get(i)) else { return };
+        let (connected, estimate) =
+            self.members.get(&sub.peer).map(|m| (m.sub_connected, m.estimate)).unwrap_or((false, 0));
+        let live = connected && sub.pt.is_some() && sub.forwarded && !sub.source.is_closed();
+        let target = if sub.source.is_video() {
+            pick_layer(&sub.source.layers.read(), sub.want, (estimate > 0).then_some(estimate))
+        } else {
+            Some(0)
+        };
+        let publisher_shard = sub.source.shard;
+        let Some(sub) = self.subs.get_mut(&key).and_then(|v| v.get_mut(i)) else { return };
+        let mut pli = sub.fwd.set_target(target);
+        if live {
+            pli |= sub.fwd.resume();
+        } else {
+            sub.fwd.pause();
+        }
+        if pli && let Some(l) = target {
+            self.keyframe(now, publisher_shard, key, l);
+        }
+    }
+
+    fn refresh_member(&mut self, now: Instant, peer: PeerId) {
+        let found: Vec<(u64, usize)> = self
+            .subs
+            .iter()
+            .filter_map(|(k, v)| v.iter().position(|s| s.peer == peer).map(|i| (*k, i)))
+            .collect();
+        for (k, i) in found {
+            self.refresh(now, k, i);
+        }
+    }
+
+    fn relayer(&mut self, now: Instant, key: u64, reset: bool) {
+        let n = match self.subs.get_mut(&key) {
+            Some(v) => {
+                if reset {
+                    for s in v.iter_mut() {
+                        s.fwd.reset();
+                    }
+                }
+                v.len()
+            }
+            None => 0,
+        };
+        for i in 0..n {
+            self.refresh(now, key, i);
+        }
+    }
+
+    /// Asks the publisher's shard for a keyframe.
+    fn keyframe(&mut self, now: Instant, shard: usize, key: u64, layer: usize) {
+        if shard == self.id {
+            self.pli(now, key, layer);
+        } else {
+            self.shards.send(shard, ShardCmd::Keyframe { key, layer });
+        }
+    }
+
+    /// Requests a keyframe of `layer` from the publisher, at most every 300 ms per layer;
+    /// a request inside that window is sent when it closes (browsers send keyframes only
+    /// when asked, so a dropped request would leave a subscriber without picture).
+    fn pli(&mut self, now: Instant, key: u64, layer: usize) {
+        let Some(p) = self.published.get_mut(&key) else { return };
+        let conn = p.conn;
+        let Some(l) = p.layers.get_mut(layer) else { return };
+        if l.last_pli.is_some_and(|t| now.saturating_duration_since(t) < PLI_INTERVAL) {
+            l.pli_pending = true;
+            return;
+        }
+        l.last_pli = Some(now);
+        l.pli_pending = false;
+        let ssrc = l.ssrc;
+        let peer = self.conns.get(conn as usize).and_then(Option::as_ref).map(|c| c.peer);
+        let Some(peer) = peer else { return };
+        self.guarded(peer, |s| {
+            if let Some(c) = s.conn(conn)
+                && let Some(rx) = c.rtc.direct_api().stream_rx(&ssrc)
+            {
+                rx.request_keyframe(KeyframeRequestKind::Pli);
+                s.counters.plis_sent += 1;
+                s.drain(now, conn);
+            }
+        });
+    }
+
+    fn offer(&mut self, peer: PeerId, ice_restart: bool) -> Result<Option<String>, SignalError> {
+        let Some(mb) = self.members.get_mut(&peer) else { return Err(no_connection()) };
+        let Some(conn) = mb.subscribe else { return Ok(None) };
+        let adds = std::mem::take(&mut mb.to_add);
+        let stops = std::mem::take(&mut mb.to_stop);
+        let Some(c) = self.conns.get_mut(conn as usize).and_then(Option::as_mut) else { return Ok(None) };
+        let mut api = c.rtc.sdp_api();
+        let new_ufrag = ice_restart.then(|| api.ice_restart(true).ufrag);
+        for mid in stops {
+            api.set_direction(mid, Direction::Inactive);
+        }
+        let mut mids = Vec::new();
+        for s in adds.iter().filter(|s| !s.is_closed()) {
+            let kind = if s.is_video() { MediaKind::Video } else { MediaKind::Audio };
+            let stream = format!("p{}", s.peer);
+            let mid = api.add_media(kind, Direction::SendOnly, Some(stream), Some(s.id.clone()), None);
+            mids.push((s.key, mid));
+        }
+        let Some((offer, pending)) = api.apply() else { return Ok(None) };
+        if let Some(u) = new_ufrag {
+            self.shards.route(Route::Ufrag(route_key(self.id, conn), u));
+        }
+        for (key, mid) in mids {
+            if let Some(sub) = self.subs.get_mut(&key).and_then(|v| v.iter_mut().find(|s| s.peer == peer)) {
+                sub.mid = Some(mid);
+            }
+        }
+        if let Some(mb) = self.members.get_mut(&peer) {
+            mb.pending = Some(pending);
+        }
+        Ok(Some(offer.to_sdp_string()))
+    }
+
+    fn answer(&mut self, now: Instant, peer: PeerId, sdp: String) -> Result<(), SignalError> {
+        let answer = SdpAnswer::from_sdp_string(&sdp).map_err(|e| bad_sdp("answer", e))?;
+        let Some(mb) = self.members.get_mut(&peer) else { return Err(no_connection()) };
+        let no_offer = || SignalError::new(SignalCode::NoOffer, "no offer to answer");
+        let (Some(conn), Some(pending)) = (mb.subscribe, mb.pending.take()) else { return Err(no_offer()) };
+        let Some(c) = self.conn(conn) else { return Err(no_connection()) };
+        c.rtc.sdp_api().accept_answer(pending, answer).map_err(|e| bad_sdp("answer", e))?;
+        // Each new track's payload type: the codec the answer kept for its section.
+        let mut found = Vec::new();
+        for (key, v) in &self.subs {
+            for (i, sub) in v.iter().enumerate() {
+                if sub.peer != peer || sub.pt.is_some() {
+                    continue;
+                }
+                let Some(mid) = sub.mid else { continue };
+                let want = if sub.source.is_video() { Codec::Vp8 } else { Codec::Opus };
+                let Some(c) = self.conns.get(conn as usize).and_then(Option::as_ref) else { continue };
+                let pts: Vec<Pt> = c.rtc.media(mid).map(|m| m.remote_pts().to_vec()).unwrap_or_default();
+                let pt = c
+                    .rtc
+                    .codec_config()
+                    .params()
+                    .iter()
+                    .find(|p| p.spec().codec == want && pts.contains(&p.pt()))
+                    .map(|p| p.pt());
+                found.push((*key, i, pt));
+            }
+        }
+        for (key, i, pt) in found {
+            if let Some(sub) = self.subs.get_mut(&key).and_then(|v| v.get_mut(i)) {
+                sub.pt = pt;
+            }
+            self.refresh(now, key, i);
+        }
+        self.drain(now, conn);
+        Ok(())
+    }
+
+    fn candidate(&mut self, peer: PeerId, pc: Pc, candidate: &str) -> Result<(), SignalError> {
+        let Some(mb) = self.members.get(&peer) else { return Err(no_connection()) };
+        let conn = match pc {
+            Pc::Pub => mb.publish,
+            Pc::Sub => mb.subscribe,
+        };
+        let Some(c) = conn.and_then(|c| self.conn(c)) else { return Err(no_connection()) };
+        let line = candidate.strip_prefix("a=").unwrap_or(candidate);
+        let cand = Candidate::from_sdp_string(line).map_err(|e| {
+            tracing::debug!(error = %e, "unusable candidate");
+            SignalError::new(SignalCode::BadCandidate, "the candidate could not be used")
+        })?;
+        // ICE lite: the client's checks tell its address; its candidates are a hint.
+        c.rtc.add_remote_candidate(cand);
+        Ok(())
+    }
+
+    fn leave(&mut self, peer: PeerId) {
+        let Some(mb) = self.members.remove(&peer) else { return };
+        self.subs.retain(|_, v| {
+            v.retain(|s| s.peer != peer);
+            !v.is_empty()
+        });
+        let own: Vec<u64> = self.published.iter().filter(|(_, p)| p.source.peer == peer).map(|(k, _)| *k).collect();
+        for k in own {
+            if let Some(p) = self.published.remove(&k) {
+                p.source.close();
+                let _ = mb.room.closed.try_send(p.source.id.clone());
+            }
+        }
+        for c in [mb.publish, mb.subscribe].into_iter().flatten() {
+            self.close_conn(c);
+        }
+    }
+
+    fn media(&mut self, now: Instant, m: MediaIn) {
+        match m {
+            MediaIn::Datagram { conn, from, data } => {
+                let Some(c) = self.conn(conn) else { return };
+                let peer = c.peer;
+                // The destination is the announced address the client's checks name.
+                let destination = self.candidates.first().copied().unwrap_or(from);
+                self.guarded(peer, |s| {
+                    let Some(c) = s.conn(conn) else { return };
+                    let Ok(contents) = data.as_slice().try_into() else { return };
+                    let input =
+                        Input::Receive(now, Receive { proto: Protocol::Udp, source: from, destination, contents });
+                    if let Err(e) = c.rtc.handle_input(input) {
+                        tracing::debug!(error = %e, "datagram refused");
+                    }
+                    s.drain(now, conn);
+                });
+            }
+            MediaIn::Packet(p) => self.forward(now, &p),
+        }
+    }
+
+    fn timeouts(&mut self, now: Instant) {
+        for id in 0..self.conns.len() as ConnId {
+            let Some(c) = self.conn(id) else { continue };
+            if c.deadline > now {
+                continue;
+            }
+            let peer = c.peer;
+            self.guarded(peer, |s| {
+                if let Some(c) = s.conn(id) {
+                    let _ = c.rtc.handle_input(Input::Timeout(now));
+                }
+                s.drain(now, id);
+            });
+        }
+        // Keyframe requests held back by the throttle.
+        let due: Vec<(u64, usize)> = self
+            .published
+            .iter()
+            .flat_map(|(k, p)| {
+                p.layers.iter().enumerate().filter(|(_, l)| l.pli_pending).map(move |(i, _)| (*k, i))
+            })
+            .collect();
+        for (k, l) in due {
+            self.pli(now, k, l);
+        }
+    }
+
+    /// Drains what was written, then sends every datagram produced.
+    fn flush(&mut self, now: Instant) {
+        for id in std::mem::take(&mut self.written) {
+            let Some(c) = self.conn(id) else { continue };
+            let peer = c.peer;
+            self.guarded(peer, |s| s.drain(now, id));
+        }
+        if !self.out.is_empty() {
+            if let Err(e) = send_batch(&*self.sock, &self.out) {
+                tracing::debug!(error = %e, "send failed");
+            }
+            self.out.clear();
+        }
+    }
+
+    /// Every output of connection `id` until it asks for a timeout; then its events.
+    fn drain(&mut self, now: Instant, id: ConnId) {
+        let mut events = Vec::new();
+        let (peer, kind) = {
+            let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else { return };
+            if std::mem::take(&mut c.wrote) {
+                // str0m releases queued RTP when it is told the time.
+                let _ = c.rtc.handle_input(Input::Timeout(now));
+            }
+            loop {
+                match c.rtc.poll_output() {
+                    Ok(Output::Transmit(t)) => self.out.push((t.destination, t.contents.into())),
+                    Ok(Output::Timeout(t)) => {
+                        c.deadline = t;
+                        break;
+                    }
+                    Ok(Output::Event(e)) => events.push(e),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "connection failed");
+                        c.deadline = now + Duration::from_secs(3600);
+                        break;
+                    }
+                }
+            }
+            (c.peer, c.kind)
+        };
+        for e in events {
+            self.event(now, id, peer, kind, e);
+        }
+    }
+
+    fn tell(&self, peer: PeerId, i: Internal) {
+        if let Some(mb) = self.members.get(&peer) {
+            let _ = mb.events.try_send(i);
+        }
+    }
+
+    fn event(&mut self, now: Instant, id: ConnId, peer: PeerId, kind: Pc, e: Event) {
+        match e {
+            Event::Connected => {
+                tracing::debug!(peer, ?kind, "connected");
+                if kind == Pc::Sub {
+                    if let Some(mb) = self.members.get_mut(&peer) {
+                        mb.sub_connected = true;
+                    }
+                    self.refresh_member(now, peer);
+                }
+                self.tell(peer, Internal::Connected(kind));
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                tracing::info!(peer, ?kind, "connection lost");
+                self.tell(peer, Internal::Failed(kind));
+            }
+            Event::MediaAdded(added) if kind == Pc::Pub => self.source_added(now, id, peer, added.mid, added.kind),
+            Event::MediaChanged(ch) if kind == Pc::Pub && !ch.direction.is_receiving() => {
+                let gone: Vec<u64> =
+                    self.published.iter().filter(|(_, p)| p.conn == id && p.mid == ch.mid).map(|(k, _)| *k).collect();
+                for k in gone {
+                    if let Some(p) = self.published.remove(&k) {
+                        p.source.close();
+                        if let Some(mb) = self.members.get(&peer) {
+                            let _ = mb.room.closed.try_send(p.source.id.clone());
+                        }
+                    }
+                }
+            }
+            Event::RtpPacket(p) if kind == Pc::Pub => self.rtp(now, id, p),
+            Event::KeyframeRequest(req) if kind == Pc::Sub => {
+                self.counters.plis_received += 1;
+                let found = self.subs.iter().find_map(|(k, v)| {
+                    v.iter().find(|s| s.conn == id && s.mid == Some(req.mid)).map(|s| (*k, s))
+                });
+                if let Some((key, s)) = found
+                    && let Some(l) = s.fwd.current().or(s.fwd.target())
+                {
+                    let shard = s.source.shard;
+                    self.keyframe(now, shard, key, l);
+                }
+            }
+            Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) if kind == Pc::Sub => {
+                if let Some(mb) = self.members.get_mut(&peer) {
+                    mb.estimate = estimate.as_u64();
+                }
+                self.refresh_member(now, peer);
+            }
+            Event::MediaEgressStats(s) => self.counters.nacks += s.nacks,
+            _ => {}
+        }
+    }
+
+    fn source_added(&mut self, now: Instant, conn: ConnId, peer: PeerId, mid: Mid, kind: MediaKind) {
+        let Some(c) = self.conns.get(conn as usize).and_then(Option::as_ref) else { return };
+        let track = c.rtc.media(mid).map(|m| m.track_id().to_owned()).unwrap_or_default();
+        let Some(mb) = self.members.get(&peer) else { return };
+        let media = mb.labels.get(&track).copied().unwrap_or(match kind {
+            MediaKind::Audio => Media::Audio,
+            MediaKind::Video => Media::Video,
+        });
+        // A track published again replaces the old one (the room drops the old source).
+        let old: Vec<u64> =
+            self.published.iter().filter(|(_, p)| p.source.peer == peer && p.source.media == media).map(|(k, _)| *k).collect();
+        for k in old {
+            if let Some(p) = self.published.remove(&k) {
+                p.source.close();
+            }
+        }
+        let source = Source::new(self.shards.clone(), self.id, peer, media, false);
+        tracing::info!(peer, source = %source.id, ?mid, "source added");
+        self.published.insert(
+            source.key,
+            Published {
+                source: source.clone(),
+                conn,
+                mid,
+                layers: Vec::new(),
+                next_measure: now + MEASURE_EVERY,
+                level: LevelWindow::default(),
+                level_start: now,
+            },
+        );
+        let msg = RoomMsg::SourceAdded(source);
+        if let Err(mpsc::error::TrySendError::Full(msg)) = mb.room.tx.try_send(msg) {
+            let tx = mb.room.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(msg).await;
+            });
+        }
+    }
+
+    /// One published packet: measured, checked against grants, handed to every shard
+    /// with a subscriber.
+    fn rtp(&mut self, now: Instant, conn: ConnId, p: str0m::rtp::RtpPacket) {
+        let ssrc = p.header.ssrc;
+        let (key, rank) = match self.by_ssrc.get(&(conn, ssrc)) {
+            Some(&x) => x,
+            None => match self.new_layer(now, conn, ssrc) {
+                Some(x) => x,
+                None => return,
+            },
+        };
+        let Some(pb) = self.published.get_mut(&key) else { return };
+        let source = pb.source.clone();
+        let k = kind_index(source.media);
+        let size = p.payload.len() as u64 + 12;
+        self.counters.packets_in[k] += 1;
+        self.counters.bytes_in[k] += size;
+        let Some(layer) = pb.layers.iter().position(|l| l.rank == rank) else { return };
+        pb.layers[layer].bytes += size;
+        pb.layers[layer].packets += 1;
+        if now >= pb.next_measure {
+            pb.next_measure = now + MEASURE_EVERY;
+            if measure(pb, now) {
+                self.relayer_everywhere(now, &source, false);
+            }
+        }
+        if source.is_closed() {
+            return;
+        }
+        if !source.allowed.load(Ordering::Acquire) {
+            self.counters.not_granted += 1;
+            return;
+        }
+        let Some(pb) = self.published.get_mut(&key) else { return };
+        if source.media == Media::Audio {
+            if let Some(level) = p.header.ext_vals.audio_level {
+                pb.level.add(level.unsigned_abs());
+            }
+            if now.saturating_duration_since(pb.level_start) >= LEVEL_WINDOW {
+                pb.level_start = now;
+                if let Some(r) = pb.level.take()
+                    && let Some(mb) = self.members.get(&source.peer)
+                {
+                    // The room hears at most five reports a second; when busy it misses
+                    // one, never media.
+                    let _ = mb.room.levels.try_send((source.peer, r));
+                }
+            }
+        }
+        let keyframe = source.is_video() && vp8_is_keyframe(&p.payload);
+        let pkt = Arc::new(Packet {
+            source: source.clone(),
+            layer,
+            seq: p.header.sequence_number,
+            ts: p.header.timestamp,
+            marker: p.header.marker,
+            keyframe,
+            arrived: p.timestamp,
+            payload: p.payload,
+        });
+        let mask = source.shard_mask.load(Ordering::Acquire);
+        for shard in (0..64).filter(|s| mask & (1 << s) != 0) {
+            if shard == self.id {
+                self.forward(now, &pkt);
+            } else {
+                self.shards.media(shard, MediaIn::Packet(pkt.clone()));
+            }
+        }
+    }
+
+    /// A stream not seen before on a publisher's connection: its mid and rid say which
+    /// source and layer it is.
+    fn new_layer(&mut self, now: Instant, conn: ConnId, ssrc: Ssrc) -> Option<(u64, u8)> {
+        let c = self.conns.get_mut(conn as usize).and_then(Option::as_mut)?;
+        let mut api = c.rtc.direct_api();
+        let rx = api.stream_rx(&ssrc)?;
+        let (mid, rid) = (rx.mid(), rx.rid());
+        let key = *self.published.iter().find(|(_, p)| p.conn == conn && p.mid == mid)?.0;
+        let rank = rid.map(|r| rid_rank(&r.to_string())).unwrap_or(0);
+        let pb = self.published.get_mut(&key)?;
+        let moved = match pb.layers.iter_mut().find(|l| l.rank == rank) {
+            Some(l) => {
+                // The same layer under a new SSRC (the browser restarted its encoder).
+                l.ssrc = ssrc;
+                false
+            }
+            None => {
+                pb.layers.push(PubLayer {
+                    rank,
+                    ssrc,
+                    bytes: 0,
+                    packets: 0,
+                    stat: (LayerStat::default(), 0, 0, now),
+                    last_pli: None,
+                    pli_pending: false,
+                });
+                pb.layers.sort_by_key(|l| l.rank);
+                // Layers arrive in any order: indices held by subscribers are stale
+                // unless the new one went last.
+                pb.layers.last().is_some_and(|l| l.rank != rank)
+            }
+        };
+        *pb.source.layers.write() = pb.layers.iter().map(|l| l.stat.0).collect();
+        tracing::info!(source = %pb.source.id, rank, ssrc = *ssrc, "layer started");
+        let source = pb.source.clone();
+        self.by_ssrc.insert((conn, ssrc), (key, rank));
+        self.relayer_everywhere(now, &source, moved);
+        Some((key, rank))
+    }
+
+    fn relayer_everywhere(&mut self, now: Instant, source: &Arc<Source>, reset: bool) {
+        let mask = source.shard_mask.load(Ordering::Acquire);
+        for shard in (0..64).filter(|s| mask & (1 << s) != 0) {
+            if shard == self.id {
+                self.relayer(now, source.key, reset);
+            } else {
+                self.shards.send(shard, ShardCmd::Relayer { key: source.key, reset });
+            }
+        }
+    }
+
+    /// One published packet to this shard's subscribers whose forward takes it.
+    fn forward(&mut self, now: Instant, p: &Packet) {
+        let Some(subs) = self.subs.get_mut(&p.source.key) else { return };
+        let k = kind_index(p.source.media);
+        let size = p.payload.len() as u64 + 12;
+        for sub in subs.iter_mut() {
+            let (Some(mid), Some(pt)) = (sub.mid, sub.pt) else { continue };
+            let Verdict::Send { seq, ts, switched } = sub.fwd.on_packet(now, p.layer, p.seq, p.ts, p.keyframe) else {
+                continue;
+            };
+            if switched {
+                self.counters.switches += 1;
+            }
+            let seq_no: SeqNo = extend(&mut sub.last_seq, seq).into();
+            let Some(c) = self.conns.get_mut(sub.conn as usize).and_then(Option::as_mut) else { continue };
+            let w = RtpWrite::new(pt, seq_no, ts, p.arrived, p.payload.clone()).marker(p.marker).nackable(true);
+            let wrote = catch_unwind(AssertUnwindSafe(|| {
+                let mut api = c.rtc.direct_api();
+                match api.stream_tx_by_mid(mid, None) {
+                    Some(tx) => {
+                        tx.write_rtp(w);
+                        true
+                    }
+                    None => false,
+                }
+            }));
+            match wrote {
+                Ok(true) => {
+                    if !c.wrote {
+                        c.wrote = true;
+                        self.written.push(sub.conn);
+                    }
+                    self.counters.packets_out[k] += 1;
+                    self.counters.bytes_out[k] += size;
+                }
+                Ok(false) => {}
+                Err(_) => {
+                    // Its connection is closed at the next flush, outside this loop.
+                    c.deadline = now;
+                    c.wrote = false;
+                    let peer = sub.peer;
+                    tracing::error!(peer, "media engine failed writing to this member");
+                    if let Some(mb) = self.members.get(&peer) {
+                        let _ = mb.events.try_send(Internal::Crashed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes the shard's counters.
+    fn report(&mut self) {
+        let c = std::mem::take(&mut self.counters);
+        for (k, kind) in ["audio", "video"].into_iter().enumerate() {
+            metrics::counter!(m::PACKETS_IN, "kind" => kind).increment(c.packets_in[k]);
+            metrics::counter!(m::BYTES_IN, "kind" => kind).increment(c.bytes_in[k]);
+            metrics::counter!(m::PACKETS_OUT, "kind" => kind).increment(c.packets_out[k]);
+            metrics::counter!(m::BYTES_OUT, "kind" => kind).increment(c.bytes_out[k]);
+        }
+        metrics::counter!(m::PACKETS_DROPPED, "reason" => "not_granted").increment(c.not_granted);
+        metrics::counter!(m::PLIS, "dir" => "sent").increment(c.plis_sent);
+        metrics::counter!(m::PLIS, "dir" => "received").increment(c.plis_received);
+        metrics::counter!(m::LAYER_SWITCHES).increment(c.switches);
+        metrics::counter!(m::NACKS).increment(c.nacks);
+        if let Some(i) = self.shards.inner.upgrade() {
+            let d = i.dropped.swap(0, Ordering::Relaxed);
+            metrics::counter!(m::PACKETS_DROPPED, "reason" => "overload").increment(d);
+        }
+    }
+}
+
+/// Refreshes each layer's bitrate and activity; returns whether a layer turned on or
+/// off (subscribers then choose again).
+fn measure(pb: &mut Published, now: Instant) -> bool {
+    let mut changed = false;
+    for l in &mut pb.layers {
+        let (stat, bytes, packets, at) = l.stat;
+        let dt = now.saturating_duration_since(at).as_secs_f64();
+        if dt < 0.2 {
+            continue;
+        }
+        let active = l.packets > packets;
+        let bitrate = (((l.bytes - bytes) as f64 * 8.0) / dt) as u64;
+        changed |= active != stat.active;
+        // Smoothed: one keyframe burst must not look like a new bitrate.
+        let br = if stat.bitrate == 0 { bitrate } else { (stat.bitrate * 7 + bitrate * 3) / 10 };
+        l.stat = (LayerStat { active, bitrate: if active { br } else { 0 } }, l.bytes, l.packets, now);
+    }
+    *pb.source.layers.write() = pb.layers.iter().map(|l| l.stat.0).collect();
+    changed
+}
+
+/// The engines' clock (tokio's: the runtime's timers use it).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::extend;
+
+    #[test]
+    fn sequence_numbers_extend_across_wraps_and_reordering() {
+        let mut last = None;
+        assert_eq!(extend(&mut last, 65534), 65534 + 65536);
+        assert_eq!(extend(&mut last, 65535), 65535 + 65536);
+        assert_eq!(extend(&mut last, 0), 2 * 65536);
+        // A late packet keeps its place before the newest.
+        assert_eq!(extend(&mut last, 65535), 65535 + 65536);
+        assert_eq!(extend(&mut last, 1), 2 * 65536 + 1);
+        // Far behind the first one sent: still positive.
+        let mut first = None;
+        assert_eq!(extend(&mut first, 3), 3 + 65536);
+        assert_eq!(extend(&mut first, 65530), 65530);
+    }
+}
