@@ -81,7 +81,11 @@ pub(crate) enum Internal {
 /// Commands to a shard.
 pub(crate) enum ShardCmd {
     /// A member's session starts on this shard.
-    Open { peer: PeerId, room: Arc<RoomRef>, events: mpsc::Sender<Internal> },
+    Open {
+        peer: PeerId,
+        room: Arc<RoomRef>,
+        events: mpsc::Sender<Internal>,
+    },
     /// A `publish` offer: the answer's SDP.
     Publish {
         peer: PeerId,
@@ -91,20 +95,56 @@ pub(crate) enum ShardCmd {
         reply: oneshot::Sender<Result<String, SignalError>>,
     },
     /// Send `source` to `peer` (an offer on `sub` follows).
-    Subscribe { peer: PeerId, source: Arc<Source>, forwarded: bool },
-    Unsubscribe { peer: PeerId, key: u64 },
+    Subscribe {
+        peer: PeerId,
+        source: Arc<Source>,
+        forwarded: bool,
+    },
+    Unsubscribe {
+        peer: PeerId,
+        key: u64,
+    },
     /// Last-N turned a source's video on or off for `peer`.
-    Forward { peer: PeerId, key: u64, on: bool },
-    Quality { peer: PeerId, key: u64, quality: Quality },
+    Forward {
+        peer: PeerId,
+        key: u64,
+        on: bool,
+    },
+    Quality {
+        peer: PeerId,
+        key: u64,
+        quality: Quality,
+    },
     /// The `sub` offer to send now, if anything changed.
-    Offer { peer: PeerId, ice_restart: bool, reply: oneshot::Sender<Result<Option<String>, SignalError>> },
-    Answer { peer: PeerId, sdp: String, reply: oneshot::Sender<Result<(), SignalError>> },
-    Candidate { peer: PeerId, pc: Pc, candidate: String, reply: oneshot::Sender<Result<(), SignalError>> },
-    Leave { peer: PeerId },
+    Offer {
+        peer: PeerId,
+        ice_restart: bool,
+        reply: oneshot::Sender<Result<Option<String>, SignalError>>,
+    },
+    Answer {
+        peer: PeerId,
+        sdp: String,
+        reply: oneshot::Sender<Result<(), SignalError>>,
+    },
+    Candidate {
+        peer: PeerId,
+        pc: Pc,
+        candidate: String,
+        reply: oneshot::Sender<Result<(), SignalError>>,
+    },
+    Leave {
+        peer: PeerId,
+    },
     /// To the publisher's shard: a subscriber needs a keyframe of `layer`.
-    Keyframe { key: u64, layer: usize },
+    Keyframe {
+        key: u64,
+        layer: usize,
+    },
     /// To subscribers' shards: the source's layers changed (`reset`: renumbered).
-    Relayer { key: u64, reset: bool },
+    Relayer {
+        key: u64,
+        reset: bool,
+    },
 }
 
 /// Media for a shard.
@@ -198,13 +238,8 @@ impl Engine {
             media.push(mtx);
             receivers.push((crx, mrx));
         }
-        let inner = Arc::new(Inner {
-            ctl,
-            media: media.clone(),
-            routes: routes_tx,
-            udp_addr,
-            dropped: AtomicU64::new(0),
-        });
+        let inner =
+            Arc::new(Inner { ctl, media: media.clone(), routes: routes_tx, udp_addr, dropped: AtomicU64::new(0) });
         let sock = Arc::new(sock);
         for (id, (crx, mrx)) in receivers.into_iter().enumerate() {
             let shard = Shard {
@@ -256,7 +291,6 @@ impl Engine {
         (peer % self.inner.ctl.len() as u64) as usize
     }
 
-
     /// Sends a command to `shard`.
     pub(crate) fn send(&self, shard: usize, cmd: ShardCmd) {
         let _ = self.inner.ctl.get(shard).map(|tx| tx.send(cmd));
@@ -299,7 +333,10 @@ fn announced(bound: SocketAddr, public: &[IpAddr]) -> Vec<SocketAddr> {
     found.sort();
     found.dedup();
     if found.is_empty() {
-        found.push(SocketAddr::new(if v4 { [127, 0, 0, 1].into() } else { IpAddr::V6(std::net::Ipv6Addr::LOCALHOST) }, bound.port()));
+        found.push(SocketAddr::new(
+            if v4 { [127, 0, 0, 1].into() } else { IpAddr::V6(std::net::Ipv6Addr::LOCALHOST) },
+            bound.port(),
+        ));
     }
     found
 }
@@ -803,11 +840,8 @@ impl Shard {
     }
 
     fn refresh_member(&mut self, now: Instant, peer: PeerId) {
-        let found: Vec<(u64, usize)> = self
-            .subs
-            .iter()
-            .filter_map(|(k, v)| v.iter().position(|s| s.peer == peer).map(|i| (*k, i)))
-            .collect();
+        let found: Vec<(u64, usize)> =
+            self.subs.iter().filter_map(|(k, v)| v.iter().position(|s| s.peer == peer).map(|i| (*k, i))).collect();
         for (k, i) in found {
             self.refresh(now, k, i);
         }
@@ -1012,9 +1046,7 @@ impl Shard {
         let due: Vec<(u64, usize)> = self
             .published
             .iter()
-            .flat_map(|(k, p)| {
-                p.layers.iter().enumerate().filter(|(_, l)| l.pli_pending).map(move |(i, _)| (*k, i))
-            })
+            .flat_map(|(k, p)| p.layers.iter().enumerate().filter(|(_, l)| l.pli_pending).map(move |(i, _)| (*k, i)))
             .collect();
         for (k, l) in due {
             self.pli(now, k, l);
@@ -1105,9 +1137,10 @@ impl Shard {
             Event::RtpPacket(p) if kind == Pc::Pub => self.rtp(now, id, p),
             Event::KeyframeRequest(req) if kind == Pc::Sub => {
                 self.counters.plis_received += 1;
-                let found = self.subs.iter().find_map(|(k, v)| {
-                    v.iter().find(|s| s.conn == id && s.mid == Some(req.mid)).map(|s| (*k, s))
-                });
+                let found = self
+                    .subs
+                    .iter()
+                    .find_map(|(k, v)| v.iter().find(|s| s.conn == id && s.mid == Some(req.mid)).map(|s| (*k, s)));
                 if let Some((key, s)) = found
                     && let Some(l) = s.fwd.current().or(s.fwd.target())
                 {
@@ -1135,8 +1168,12 @@ impl Shard {
             MediaKind::Video => Media::Video,
         });
         // A track published again replaces the old one (the room drops the old source).
-        let old: Vec<u64> =
-            self.published.iter().filter(|(_, p)| p.source.peer == peer && p.source.media == media).map(|(k, _)| *k).collect();
+        let old: Vec<u64> = self
+            .published
+            .iter()
+            .filter(|(_, p)| p.source.peer == peer && p.source.media == media)
+            .map(|(k, _)| *k)
+            .collect();
         for k in old {
             if let Some(p) = self.published.remove(&k) {
                 p.source.close();

@@ -2,8 +2,8 @@
 //! live rooms (one task each, started on first join) and its entry in the registry.
 
 use crate::config::SfuConfig;
-use crate::error::registry_unavailable;
 use crate::engine::{Engine, NetConfig};
+use crate::error::registry_unavailable;
 use crate::metrics as m;
 use crate::room::RoomConfig;
 use crate::room_task::{self, RoomRef};
@@ -38,11 +38,8 @@ impl Sfu {
         public_url: String,
         prom: Option<metrics_exporter_prometheus::PrometheusHandle>,
     ) -> anyhow::Result<Arc<Sfu>> {
-        let engine = Engine::start(&NetConfig {
-            udp: cfg.udp,
-            public_ips: cfg.public_ip.clone(),
-            threads: cfg.engine_threads,
-        })?;
+        let engine =
+            Engine::start(&NetConfig { udp: cfg.udp, public_ips: cfg.public_ip.clone(), threads: cfg.engine_threads })?;
         let verifier = match &cfg.room_public_key {
             Some(pem) => {
                 let alg = preau_auth::parse_algorithm(&cfg.room_alg)?;

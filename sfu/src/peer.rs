@@ -170,7 +170,10 @@ impl PeerTask {
             ClientCmd::Candidate { pc, candidate } => {
                 if pc == Pc::Pub && !self.published {
                     if self.early.len() >= EARLY_CANDIDATES {
-                        return Err(SignalError::new(SignalCode::NoConnection, "that connection is not negotiated yet"));
+                        return Err(SignalError::new(
+                            SignalCode::NoConnection,
+                            "that connection is not negotiated yet",
+                        ));
                     }
                     self.early.push(candidate.candidate);
                     return Ok(());
@@ -229,7 +232,8 @@ impl PeerTask {
                 self.text(&ServerMsg::Error { id: None, code: e.code, message: e.message }).await;
             }
             Some(Internal::Crashed) => {
-                let e = SignalError::new(SignalCode::Internal, "the media connection failed inside the SFU: join again");
+                let e =
+                    SignalError::new(SignalCode::Internal, "the media connection failed inside the SFU: join again");
                 let _ = self.out.send(error_msg(None, e)).await;
                 return Some((close::INTERNAL_ERROR, "media engine failure".into()));
             }

@@ -31,7 +31,6 @@ use preau_auth::Verifier;
 use preau_live::signal::{self, ClientCmd, Media, Pc, PeerId, Role, ServerMsg};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -307,9 +306,7 @@ async fn session(s: Arc<Shared>, socket: WebSocket) {
 }
 
 pub(crate) const PLI_INTERVAL: Duration = Duration::from_millis(300);
-pub(crate) const BATCH: usize = 64;
-/// The UDP socket's receive and send buffers.
-const SOCKET_BUFFER: usize = 8 << 20;
+pub(crate) use preau_sfu::net::BATCH;
 
 /// The layer a subscriber's tile gets: the middle one of three (as `preau-sfu` gives a
 /// pupil's tile), else the highest present below it; the only one without simulcast.
@@ -336,26 +333,6 @@ pub(crate) fn rid_rank(rid: &str) -> usize {
     }
 }
 
-/// The local ufrag a STUN request is for: the first half of its USERNAME attribute.
-pub(crate) fn stun_local_ufrag(b: &[u8]) -> Option<&str> {
-    if b.len() < 20 || b[0] > 1 || b[4..8] != [0x21, 0x12, 0xa4, 0x42] {
-        return None;
-    }
-    let end = (20 + usize::from(u16::from_be_bytes([b[2], b[3]]))).min(b.len());
-    let mut at = 20;
-    while at + 4 <= end {
-        let ty = u16::from_be_bytes([b[at], b[at + 1]]);
-        let len = usize::from(u16::from_be_bytes([b[at + 2], b[at + 3]]));
-        let v = b.get(at + 4..at + 4 + len)?;
-        if ty == 0x0006 {
-            let user = std::str::from_utf8(v).ok()?;
-            return user.split(':').next();
-        }
-        at += 4 + len.div_ceil(4) * 4;
-    }
-    None
-}
-
 /// The node's one UDP socket and the datagrams waiting to leave by it: flushed after
 /// each input, with one `sendto` each or, with `--sendmmsg`, one `sendmmsg` per [`BATCH`].
 pub struct Wire {
@@ -368,19 +345,8 @@ pub struct Wire {
 
 impl Wire {
     fn new(sock: tokio::net::UdpSocket, sendmmsg: bool, stats: Arc<Stats>) -> std::io::Result<Wire> {
-        use nix::sys::socket::{setsockopt, sockopt};
         let local = sock.local_addr()?;
-        // One socket carries every peer: the kernel's default 208 KiB would overflow (and
-        // drop a publisher's packets, lost for every subscriber) whenever the engine
-        // thread is descheduled for a few milliseconds. The forced variants pass
-        // net.core.rmem_max when running as root; otherwise the plain ones cap there.
-        let fd = sock.as_fd();
-        if setsockopt(&fd, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
-            let _ = setsockopt(&fd, sockopt::RcvBuf, &SOCKET_BUFFER);
-        }
-        if setsockopt(&fd, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
-            let _ = setsockopt(&fd, sockopt::SndBuf, &SOCKET_BUFFER);
-        }
+        preau_sfu::net::size_buffers(&sock);
         Ok(Wire { sock, local, out: Vec::with_capacity(BATCH), sendmmsg, stats })
     }
 
@@ -418,49 +384,9 @@ impl Wire {
     }
 }
 
-/// Our routing index over the node's one socket: a datagram goes to the connection its
-/// source address is known for, else to the one whose local ufrag its STUN request names
-/// (ICE lite: a client's checks come first), and that address is learnt (an ICE restart
-/// may move the client to new ports). Connections are table indices.
-#[derive(Default)]
-pub(crate) struct Router {
-    by_addr: std::collections::HashMap<SocketAddr, usize>,
-    by_ufrag: std::collections::HashMap<String, usize>,
-    /// What each connection is known by, to forget it when it closes.
-    keys: std::collections::HashMap<usize, (Vec<SocketAddr>, Vec<String>)>,
-}
-
-impl Router {
-    /// Connection `conn` answers to `ufrag` (a second one after an ICE restart).
-    pub(crate) fn add_ufrag(&mut self, conn: usize, ufrag: String) {
-        if self.by_ufrag.insert(ufrag.clone(), conn).is_none() {
-            self.keys.entry(conn).or_default().1.push(ufrag);
-        }
-    }
-
-    /// The connection datagram `b` from `from` belongs to.
-    pub(crate) fn route(&mut self, from: SocketAddr, b: &[u8]) -> Option<usize> {
-        if let Some(&c) = self.by_addr.get(&from) {
-            return Some(c);
-        }
-        let c = *self.by_ufrag.get(stun_local_ufrag(b)?)?;
-        self.by_addr.insert(from, c);
-        self.keys.entry(c).or_default().0.push(from);
-        Some(c)
-    }
-
-    /// Forgets connection `conn`.
-    pub(crate) fn remove(&mut self, conn: usize) {
-        if let Some((addrs, ufrags)) = self.keys.remove(&conn) {
-            for a in addrs {
-                self.by_addr.remove(&a);
-            }
-            for u in ufrags {
-                self.by_ufrag.remove(&u);
-            }
-        }
-    }
-}
+/// The routing index over the node's one socket (preau-sfu's, which came from here):
+/// connections are table indices.
+pub(crate) type Router = preau_sfu::net::Router<usize>;
 
 /// The engines' clock (tokio's, so that it is the one the runtime's timers use).
 pub(crate) fn now() -> std::time::Instant {
@@ -472,23 +398,9 @@ pub(crate) fn send_to_peer(out: &mpsc::Sender<String>, msg: &ServerMsg) {
     let _ = out.try_send(text(msg));
 }
 
-/// One `sendmmsg` for up to [`BATCH`] datagrams (a partial send goes on with the rest).
+/// One `sendmmsg` for up to [`BATCH`] datagrams (preau-sfu's).
 fn send_batch(sock: &tokio::net::UdpSocket, chunk: &[(SocketAddr, Bytes)]) -> std::io::Result<()> {
-    use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
-    let mut done = 0;
-    while done < chunk.len() {
-        let rest = &chunk[done..];
-        let addrs: Vec<Option<SockaddrStorage>> = rest.iter().map(|(a, _)| Some(SockaddrStorage::from(*a))).collect();
-        let iovs: Vec<[std::io::IoSlice<'_>; 1]> = rest.iter().map(|(_, b)| [std::io::IoSlice::new(b)]).collect();
-        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(rest.len(), None);
-        let cmsgs: [ControlMessage<'_>; 0] = [];
-        match sendmmsg(sock.as_raw_fd(), &mut headers, &iovs, &addrs, cmsgs, MsgFlags::empty()) {
-            Ok(r) => done += r.count().max(1),
-            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => std::thread::yield_now(),
-            Err(e) => return Err(std::io::Error::from(e)),
-        }
-    }
-    Ok(())
+    preau_sfu::net::send_batch(sock, chunk)
 }
 
 #[cfg(test)]
@@ -496,27 +408,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stun_usernames_route_to_the_local_ufrag() {
-        // A binding request with USERNAME "abcd:wxyz" (then padding) and nothing else.
-        let mut b = vec![0x00, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x42];
-        b.extend_from_slice(&[7; 12]);
-        b.extend_from_slice(&[0x00, 0x06, 0x00, 0x09]);
-        b.extend_from_slice(b"abcd:wxyz\0\0\0");
-        assert_eq!(stun_local_ufrag(&b), Some("abcd"));
-        assert_eq!(stun_local_ufrag(&b[..19]), None);
-        let mut rtp = b.clone();
-        rtp[0] = 0x80;
-        assert_eq!(stun_local_ufrag(&rtp), None);
-        let mut r = Router::default();
-        r.add_ufrag(7, "abcd".into());
-        let from: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
-        assert_eq!(r.route(from, &rtp), None);
-        assert_eq!(r.route(from, &b), Some(7));
-        // Learnt: later packets (SRTP, not STUN) from that address go there too.
-        assert_eq!(r.route(from, &rtp), Some(7));
-        r.remove(7);
-        assert_eq!(r.route(from, &rtp), None);
-        assert_eq!(r.route(from, &b), None);
+    fn layers_are_ranked_by_rid() {
         assert_eq!(rid_rank("q"), 0);
         assert_eq!(rid_rank("h"), 1);
         assert_eq!(rid_rank("f"), 2);
@@ -533,30 +425,5 @@ mod tests {
         assert!(pli_due(&mut last, t0));
         assert!(!pli_due(&mut last, t0 + Duration::from_millis(299)));
         assert!(pli_due(&mut last, t0 + PLI_INTERVAL));
-    }
-
-    #[tokio::test]
-    async fn sendmmsg_delivers_every_datagram_to_its_address() {
-        let tx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        let mut rx = Vec::new();
-        for _ in 0..5 {
-            rx.push(std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"));
-        }
-        let batch: Vec<(SocketAddr, Bytes)> = (0..150u32)
-            .map(|i| (rx[i as usize % 5].local_addr().expect("addr"), Bytes::copy_from_slice(&i.to_be_bytes())))
-            .collect();
-        for chunk in batch.chunks(BATCH) {
-            send_batch(&tx, chunk).expect("sent");
-        }
-        for (k, r) in rx.iter().enumerate() {
-            r.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
-            let mut got = Vec::new();
-            let mut b = [0u8; 16];
-            while got.len() < 30 {
-                let n = r.recv(&mut b).expect("datagram");
-                got.push(u32::from_be_bytes(b[..n].try_into().expect("4 bytes")));
-            }
-            assert_eq!(got, (0..150u32).filter(|i| *i as usize % 5 == k).collect::<Vec<_>>());
-        }
     }
 }
