@@ -272,7 +272,7 @@ impl Engine {
                 Err(e) => tracing::error!(error = %e, "receiving thread could not start"),
             }
         })?;
-        tracing::info!(%udp_addr, threads, "media engine started (str0m)");
+        tracing::debug!(%udp_addr, threads, "media engine started (str0m)");
         Ok(Engine { inner })
     }
 

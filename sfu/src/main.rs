@@ -18,7 +18,7 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cfg = Cli::parse().config;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,webrtc=warn,webrtc_ice=warn,webrtc_srtp=error"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,str0m=warn"));
     if cfg.log_json {
         tracing_subscriber::fmt().json().with_env_filter(filter).init();
     } else {
@@ -33,7 +33,11 @@ async fn main() -> anyhow::Result<()> {
     let drain = std::time::Duration::from_secs(cfg.drain_seconds);
     let sfu = Sfu::start(cfg, url.clone(), Some(prom)).await?;
     // Tests and scripts read this line to find the ports when listening on :0.
-    println!("preau-sfu listening on http://{addr} udp {} signaling {url}", sfu.udp_addr());
+    println!(
+        "preau-sfu listening on http://{addr} udp {} signaling {url} engine threads {}",
+        sfu.udp_addr(),
+        sfu.engine_threads()
+    );
     std::io::stdout().flush()?;
     preau_sfu::run(listener, sfu, drain, shutdown_signal(), shutdown_signal()).await
 }

@@ -75,6 +75,11 @@ impl Sfu {
         }))
     }
 
+    /// Media engine threads.
+    pub fn engine_threads(&self) -> usize {
+        self.engine.shard_count()
+    }
+
     /// The UDP address media uses.
     pub fn udp_addr(&self) -> std::net::SocketAddr {
         self.engine.udp_addr()
