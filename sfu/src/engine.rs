@@ -914,7 +914,11 @@ impl Shard {
         let mut mids = Vec::new();
         for s in adds.iter().filter(|s| !s.is_closed()) {
             let kind = if s.is_video() { MediaKind::Video } else { MediaKind::Audio };
-            let stream = format!("p{}", s.peer);
+            // Microphone and camera share a stream (kept in sync); a screen has its own.
+            let stream = match s.media {
+                Media::Screen => format!("p{}-screen", s.peer),
+                _ => format!("p{}", s.peer),
+            };
             let mid = api.add_media(kind, Direction::SendOnly, Some(stream), Some(s.id.clone()), None);
             mids.push((s.key, mid));
         }
