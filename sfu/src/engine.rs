@@ -145,6 +145,11 @@ pub(crate) enum ShardCmd {
         key: u64,
         reset: bool,
     },
+    /// Panics inside the engine on `peer`'s behalf (the containment test).
+    #[cfg(test)]
+    Panic {
+        peer: PeerId,
+    },
 }
 
 /// Media for a shard.
@@ -715,6 +720,8 @@ impl Shard {
             ShardCmd::Leave { peer } => self.leave(peer),
             ShardCmd::Keyframe { key, layer } => self.pli(now, key, layer),
             ShardCmd::Relayer { key, reset } => self.relayer(now, key, reset),
+            #[cfg(test)]
+            ShardCmd::Panic { peer } => self.guarded(peer, |_| panic!("a test panic inside the engine")),
         }
     }
 
@@ -1426,7 +1433,42 @@ fn now() -> Instant {
 
 #[cfg(test)]
 mod tests {
-    use super::extend;
+    use super::*;
+
+    /// A panic inside the engine ends the member it happened for: its session is told
+    /// (`Crashed`, then close 1011), and the shard goes on serving the others.
+    #[tokio::test]
+    async fn a_panic_in_the_engine_ends_its_member_only() {
+        let udp = "127.0.0.1:0".parse().expect("addr");
+        let engine = Engine::start(&NetConfig { udp, public_ips: Vec::new(), threads: 1 }).expect("engine");
+        let (tx, _rx) = mpsc::channel(8);
+        let (levels, _lrx) = mpsc::channel(8);
+        let (closed, _crx) = mpsc::channel(8);
+        let room = Arc::new(RoomRef { tx, levels, closed });
+        let (e1, mut r1) = mpsc::channel(8);
+        let (e2, mut r2) = mpsc::channel(8);
+        engine.send(0, ShardCmd::Open { peer: 1, room: room.clone(), events: e1 });
+        engine.send(0, ShardCmd::Open { peer: 2, room, events: e2 });
+        engine.send(0, ShardCmd::Panic { peer: 1 });
+        let told = tokio::time::timeout(Duration::from_secs(5), r1.recv()).await.expect("in time");
+        assert!(matches!(told, Some(Internal::Crashed)), "{told:?}");
+        let offer = |peer| engine.ask(0, move |reply| ShardCmd::Offer { peer, ice_restart: false, reply });
+        let other = offer(2).await.expect("the shard still runs");
+        assert!(matches!(other, Ok(None)), "the other member is served");
+        let gone = offer(1).await.expect("the shard still runs");
+        assert_eq!(gone.map_err(|e| e.code), Err(SignalCode::NoConnection), "the crashed member is gone");
+        assert!(r2.try_recv().is_err(), "the other member was told nothing");
+        // Bad input gets its stable code, and changes nothing.
+        let sdp = "v=0\r\nnot an offer".to_owned();
+        let bad = engine
+            .ask(0, |reply| ShardCmd::Publish { peer: 2, sdp, labels: BTreeMap::new(), early: Vec::new(), reply })
+            .await
+            .expect("reply");
+        assert_eq!(bad.map_err(|e| e.code), Err(SignalCode::BadSdp));
+        let sdp = "v=0\r\n".to_owned();
+        let early = engine.ask(0, |reply| ShardCmd::Answer { peer: 2, sdp, reply }).await.expect("reply");
+        assert_eq!(early.map_err(|e| e.code), Err(SignalCode::BadSdp));
+    }
 
     #[test]
     fn sequence_numbers_extend_across_wraps_and_reordering() {
