@@ -20,8 +20,9 @@
 //!
 //! Peer tasks and room tasks talk to shards with [`ShardCmd`]s.
 
+use crate::budget::{LayerHold, VideoWant, allocate};
 use crate::error::{bad_sdp, internal};
-use crate::forward::{Forward, LayerStat, Verdict, pick_layer, vp8_is_keyframe};
+use crate::forward::{Forward, LayerStat, Verdict, vp8_is_keyframe};
 use crate::media::{Packet, Source};
 use crate::metrics as m;
 use crate::net::{BATCH, Router, send_batch, size_buffers};
@@ -35,12 +36,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use str0m::bwe::BweKind;
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::{Codec, CodecConfig};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionMap, RtpWrite, SeqNo, Ssrc};
+use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::{mpsc, oneshot};
 
@@ -54,6 +55,15 @@ const PLI_INTERVAL: Duration = Duration::from_millis(300);
 const TICK: Duration = Duration::from_millis(5);
 /// How often a source's layers' bitrates are measured.
 const MEASURE_EVERY: Duration = Duration::from_millis(500);
+/// A subscriber's estimate starts here (as browsers do) and its estimator probes up
+/// towards [`BWE_DESIRED`]: a new pupil starts on a small layer, which comes fast.
+const BWE_START: u64 = 300_000;
+/// What the estimator probes for: the top layer, a screen share and the audio.
+const BWE_DESIRED: u64 = 3_000_000;
+/// What one received audio source takes from a subscriber's budget.
+const AUDIO_BPS: u64 = 40_000;
+/// Layers are chosen again at most this often on estimate changes alone.
+const REALLOCATE_EVERY: Duration = Duration::from_millis(250);
 /// Audio level window sent to the room (five a second per speaker).
 const LEVEL_WINDOW: Duration = Duration::from_millis(200);
 
@@ -99,6 +109,8 @@ pub(crate) enum ShardCmd {
         peer: PeerId,
         source: Arc<Source>,
         forwarded: bool,
+        /// Its place in the subscriber's budget ([`crate::budget::rank`]).
+        rank: u8,
     },
     Unsubscribe {
         peer: PeerId,
@@ -427,8 +439,16 @@ struct Member {
     /// Media sections of `sub` to turn off at the next offer.
     to_stop: Vec<Mid>,
     sub_connected: bool,
-    /// The `sub` connection's bandwidth estimate (REMB), bits per second, 0 when unknown.
+    /// The `sub` connection's bandwidth estimate, bits per second, 0 when unknown: str0m's
+    /// send-side estimate from TWCC feedback, else the browser's REMB.
     estimate: u64,
+    /// TWCC feedback drives the estimate (REMB is then ignored).
+    twcc: bool,
+    /// Keys of the sources this member receives.
+    receiving: Vec<u64>,
+    /// When its layers are to be chosen again (an estimate change, a climb due).
+    recheck: Option<Instant>,
+    last_allocation: Option<Instant>,
 }
 
 /// The publisher side of one layer.
@@ -468,6 +488,8 @@ struct Sub {
     last_seq: Option<u64>,
     want: Quality,
     forwarded: bool,
+    rank: u8,
+    hold: LayerHold,
 }
 
 #[derive(Default)]
@@ -532,6 +554,11 @@ fn extend(last: &mut Option<u64>, seq: u16) -> u64 {
 
 fn crashed() -> SignalError {
     SignalError::new(SignalCode::Internal, "the media connection failed inside the SFU: join again")
+}
+
+/// Subscription `i` of source `k`.
+fn sub_at(subs: &HashMap<u64, Vec<Sub>>, (k, i): (u64, usize)) -> Option<&Sub> {
+    subs.get(&k).and_then(|v| v.get(i))
 }
 
 fn no_connection() -> SignalError {
@@ -605,26 +632,15 @@ impl Shard {
         codecs.enable_opus(true, false);
         codecs.enable_vp8(true);
         if kind == Pc::Sub {
-            // Subscribers estimate their bandwidth themselves and say it by REMB (from
-            // abs-send-time), which chooses their layers; without transport-cc a browser
-            // does exactly that.
-            let params = codecs
-                .params()
-                .iter()
-                .cloned()
-                .map(|mut p| {
-                    p.set_fb_transport_cc(false);
-                    p
-                })
-                .collect();
-            codecs = CodecConfig::new_from_payload_params(params);
-            let mut exts = ExtensionMap::empty();
-            exts.set(2, str0m::rtp::Extension::AbsoluteSendTime);
-            exts.set(4, str0m::rtp::Extension::RtpMid);
-            b = b.set_extension_map(exts);
+            // The SFU estimates each subscriber's bandwidth from its TWCC feedback and
+            // probes for more; a browser that answers without transport-cc sends REMB.
+            b = b.enable_bwe(Some(Bitrate::from(BWE_START as f64)));
         }
         *b.codec_config() = codecs;
         let mut rtc = b.build(now);
+        if kind == Pc::Sub {
+            rtc.bwe().set_bitrate(Bitrate::from(0.0), Bitrate::from(BWE_DESIRED as f64));
+        }
         for c in &self.candidates {
             let cand = Candidate::host(*c, "udp").map_err(|e| internal("local candidate", e))?;
             rtc.add_local_candidate(cand);
@@ -674,6 +690,10 @@ impl Shard {
                         to_stop: Vec::new(),
                         sub_connected: false,
                         estimate: 0,
+                        twcc: false,
+                        receiving: Vec::new(),
+                        recheck: None,
+                        last_allocation: None,
                     },
                 );
             }
@@ -682,8 +702,8 @@ impl Shard {
                 self.guarded(peer, |s| r = Some(s.publish(now, peer, sdp, labels, early)));
                 let _ = reply.send(r.unwrap_or_else(|| Err(crashed())));
             }
-            ShardCmd::Subscribe { peer, source, forwarded } => {
-                self.guarded(peer, |s| s.subscribe(now, peer, source, forwarded));
+            ShardCmd::Subscribe { peer, source, forwarded, rank } => {
+                self.guarded(peer, |s| s.subscribe(now, peer, source, forwarded, rank));
             }
             ShardCmd::Unsubscribe { peer, key } => self.unsubscribe(peer, key),
             ShardCmd::Forward { peer, key, on } => {
@@ -691,15 +711,17 @@ impl Shard {
                     if let Some(v) = self.subs.get_mut(&key) {
                         v[i].forwarded = on;
                     }
-                    self.refresh(now, key, i);
+                    self.refresh_member(now, peer);
                 }
             }
             ShardCmd::Quality { peer, key, quality } => {
                 if let Some(i) = self.sub_index(key, peer) {
                     if let Some(v) = self.subs.get_mut(&key) {
                         v[i].want = quality;
+                        // A new tile size is a fresh choice, not a climb to wait for.
+                        v[i].hold = LayerHold::default();
                     }
-                    self.refresh(now, key, i);
+                    self.refresh_member(now, peer);
                 }
             }
             ShardCmd::Offer { peer, ice_restart, reply } => {
@@ -760,7 +782,7 @@ impl Shard {
         Ok(answer.to_sdp_string())
     }
 
-    fn subscribe(&mut self, now: Instant, peer: PeerId, source: Arc<Source>, forwarded: bool) {
+    fn subscribe(&mut self, now: Instant, peer: PeerId, source: Arc<Source>, forwarded: bool, rank: u8) {
         let Some(mb) = self.members.get(&peer) else { return };
         if source.is_closed() {
             return;
@@ -789,6 +811,7 @@ impl Shard {
         let key = source.key;
         if let Some(mb) = self.members.get_mut(&peer) {
             mb.to_add.push(source.clone());
+            mb.receiving.push(key);
         }
         self.subs.entry(key).or_default().push(Sub {
             peer,
@@ -800,6 +823,8 @@ impl Shard {
             last_seq: None,
             want,
             forwarded,
+            rank,
+            hold: LayerHold::default(),
         });
     }
 
@@ -816,58 +841,103 @@ impl Shard {
         }
         if let Some(mb) = self.members.get_mut(&peer) {
             mb.to_add.retain(|s| s.key != key);
+            mb.receiving.retain(|k| *k != key);
             if let Some(mid) = sub.mid {
                 mb.to_stop.push(mid);
             }
         }
     }
 
-    /// Sets subscription `i` of source `key` going or paused, on the layer it should have.
-    fn refresh(&mut self, now: Instant, key: u64, i: usize) {
-        let Some(sub) = self.subs.get(&key).and_then(|v| v.get(i)) else { return };
-        let (connected, estimate) =
-            self.members.get(&sub.peer).map(|m| (m.sub_connected, m.estimate)).unwrap_or((false, 0));
-        let live = connected && sub.pt.is_some() && sub.forwarded && !sub.source.is_closed();
-        let target = if sub.source.is_video() {
-            pick_layer(&sub.source.layers.read(), sub.want, (estimate > 0).then_some(estimate))
-        } else {
-            Some(0)
-        };
-        let publisher_shard = sub.source.shard;
-        let Some(sub) = self.subs.get_mut(&key).and_then(|v| v.get_mut(i)) else { return };
-        let mut pli = sub.fwd.set_target(target);
-        if live {
-            pli |= sub.fwd.resume();
-        } else {
-            sub.fwd.pause();
+    /// Chooses the layers of everything `peer` receives (its budget shared in rank order,
+    /// each choice through its hold), and sets each subscription going or paused.
+    fn refresh_member(&mut self, now: Instant, peer: PeerId) {
+        let Some(mb) = self.members.get(&peer) else { return };
+        let (connected, estimate) = (mb.sub_connected, mb.estimate);
+        let entries: Vec<(u64, usize)> =
+            mb.receiving.iter().filter_map(|&k| self.sub_index(k, peer).map(|i| (k, i))).collect();
+        let live = |s: &Sub| connected && s.pt.is_some() && s.forwarded && !s.source.is_closed();
+        let audio = entries.iter().filter(|e| sub_at(&self.subs, **e).is_some_and(|s| !s.source.is_video())).count();
+        let budget = (estimate > 0).then(|| estimate.saturating_sub(AUDIO_BPS * audio as u64));
+        // The videos that take bandwidth: those being sent.
+        let videos: Vec<((u64, usize), Vec<LayerStat>, Quality, u8)> = entries
+            .iter()
+            .filter_map(|e| sub_at(&self.subs, *e).map(|s| (*e, s)))
+            .filter(|(_, s)| s.source.is_video() && live(s))
+            .map(|(e, s)| (e, s.source.layers.read().clone(), s.want, s.rank))
+            .collect();
+        let wants: Vec<VideoWant<'_>> = videos
+            .iter()
+            .map(|(_, layers, quality, rank)| VideoWant { layers, quality: *quality, rank: *rank })
+            .collect();
+        let chosen = allocate(budget, &wants);
+        let mut proposals: HashMap<(u64, usize), Option<usize>> =
+            videos.iter().zip(chosen).map(|((e, ..), c)| (*e, c)).collect();
+        let mut recheck: Option<Instant> = None;
+        let mut plis = Vec::new();
+        for e in entries {
+            let Some(sub) = self.subs.get_mut(&e.0).and_then(|v| v.get_mut(e.1)) else { continue };
+            let is_live = live(sub);
+            let target = if !sub.source.is_video() {
+                Some(0)
+            } else if let Some(p) = proposals.remove(&e) {
+                sub.hold.decide(now, p)
+            } else {
+                sub.hold.held()
+            };
+            if let Some(t) = sub.hold.climb_due() {
+                recheck = Some(recheck.map_or(t, |r| r.min(t)));
+            }
+            let mut pli = sub.fwd.set_target(target);
+            if is_live {
+                pli |= sub.fwd.resume();
+            } else {
+                sub.fwd.pause();
+            }
+            if pli && let Some(l) = target {
+                plis.push((sub.source.shard, e.0, l));
+            }
         }
-        if pli && let Some(l) = target {
-            self.keyframe(now, publisher_shard, key, l);
+        if let Some(mb) = self.members.get_mut(&peer) {
+            mb.recheck = recheck;
+            mb.last_allocation = Some(now);
+        }
+        for (shard, key, layer) in plis {
+            self.keyframe(now, shard, key, layer);
         }
     }
 
-    fn refresh_member(&mut self, now: Instant, peer: PeerId) {
-        let found: Vec<(u64, usize)> =
-            self.subs.iter().filter_map(|(k, v)| v.iter().position(|s| s.peer == peer).map(|i| (*k, i))).collect();
-        for (k, i) in found {
-            self.refresh(now, k, i);
+    /// The estimate of `peer`'s `sub` connection changed: its layers are chosen again soon
+    /// (at most every [`REALLOCATE_EVERY`]).
+    fn estimate_changed(&mut self, now: Instant, peer: PeerId, bps: u64, twcc: bool) {
+        let Some(mb) = self.members.get_mut(&peer) else { return };
+        if mb.twcc && !twcc {
+            return;
         }
+        mb.twcc |= twcc;
+        if mb.estimate == bps {
+            return;
+        }
+        mb.estimate = bps;
+        tracing::trace!(peer, bps, twcc, "estimate");
+        let at = mb.last_allocation.map_or(now, |t| (t + REALLOCATE_EVERY).max(now));
+        mb.recheck = Some(mb.recheck.map_or(at, |r| r.min(at)));
     }
 
     fn relayer(&mut self, now: Instant, key: u64, reset: bool) {
-        let n = match self.subs.get_mut(&key) {
+        let peers: Vec<PeerId> = match self.subs.get_mut(&key) {
             Some(v) => {
                 if reset {
                     for s in v.iter_mut() {
                         s.fwd.reset();
+                        s.hold = LayerHold::default();
                     }
                 }
-                v.len()
+                v.iter().map(|s| s.peer).collect()
             }
-            None => 0,
+            None => Vec::new(),
         };
-        for i in 0..n {
-            self.refresh(now, key, i);
+        for p in peers {
+            self.refresh_member(now, p);
         }
     }
 
@@ -976,8 +1046,8 @@ impl Shard {
             if let Some(sub) = self.subs.get_mut(&key).and_then(|v| v.get_mut(i)) {
                 sub.pt = pt;
             }
-            self.refresh(now, key, i);
         }
+        self.refresh_member(now, peer);
         self.drain(now, conn);
         Ok(())
     }
@@ -1052,6 +1122,12 @@ impl Shard {
                 }
                 s.drain(now, id);
             });
+        }
+        // Layer choices due (an estimate change, a climb).
+        let due: Vec<PeerId> =
+            self.members.iter().filter(|(_, m)| m.recheck.is_some_and(|t| t <= now)).map(|(p, _)| *p).collect();
+        for p in due {
+            self.refresh_member(now, p);
         }
         // Keyframe requests held back by the throttle.
         let due: Vec<(u64, usize)> = self
@@ -1159,11 +1235,11 @@ impl Shard {
                     self.keyframe(now, shard, key, l);
                 }
             }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, can_probe: true }) if kind == Pc::Sub => {
+                self.estimate_changed(now, peer, estimate.as_u64(), true);
+            }
             Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) if kind == Pc::Sub => {
-                if let Some(mb) = self.members.get_mut(&peer) {
-                    mb.estimate = estimate.as_u64();
-                }
-                self.refresh_member(now, peer);
+                self.estimate_changed(now, peer, estimate.as_u64(), false);
             }
             Event::MediaEgressStats(s) => self.counters.nacks += s.nacks,
             _ => {}

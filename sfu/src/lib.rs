@@ -27,6 +27,7 @@
 //! binary (src/main.rs) parses the flags and calls [`run`].
 
 pub mod admission;
+pub mod budget;
 pub mod config;
 pub mod engine;
 pub mod error;

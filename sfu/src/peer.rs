@@ -121,9 +121,10 @@ impl PeerTask {
         Ok(())
     }
 
-    fn add_subscription(&mut self, source: Arc<Source>, forwarded: bool) {
+    fn add_subscription(&mut self, source: Arc<Source>, forwarded: bool, rank: u8) {
         source.add_subscriber(self.peer, self.shard);
-        self.sfu.engine.send(self.shard, ShardCmd::Subscribe { peer: self.peer, source: source.clone(), forwarded });
+        let cmd = ShardCmd::Subscribe { peer: self.peer, source: source.clone(), forwarded, rank };
+        self.sfu.engine.send(self.shard, cmd);
         self.receiving.insert(source.id.clone(), (source, forwarded));
         self.negotiator.tracks_changed();
     }
@@ -203,7 +204,7 @@ impl PeerTask {
             Some(PeerCmd::Text(t)) => {
                 let _ = self.out.send(Message::Text(t.as_ref().into())).await;
             }
-            Some(PeerCmd::Subscribe { source, forwarded }) => self.add_subscription(source, forwarded),
+            Some(PeerCmd::Subscribe { source, forwarded, rank }) => self.add_subscription(source, forwarded, rank),
             Some(PeerCmd::Unsubscribe(id)) => self.remove_subscription(&id),
             Some(PeerCmd::Forward(id, on)) => {
                 if let Some((source, fwd)) = self.receiving.get_mut(&id) {

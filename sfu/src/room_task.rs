@@ -70,6 +70,8 @@ pub(crate) enum PeerCmd {
     Subscribe {
         source: Arc<Source>,
         forwarded: bool,
+        /// Its place in the subscriber's bandwidth budget.
+        rank: u8,
     },
     Unsubscribe(String),
     /// Last-N turned a source's video on or off for this member.
@@ -305,7 +307,9 @@ impl RoomTask {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.sources.insert(s.id.clone(), forwarded);
         }
-        self.send(peer, PeerCmd::Subscribe { source: s.clone(), forwarded });
+        let from_host = self.peers.get(&s.peer).is_some_and(|p| p.role == Role::Host);
+        let rank = crate::budget::rank(from_host, s.media == Media::Screen);
+        self.send(peer, PeerCmd::Subscribe { source: s.clone(), forwarded, rank });
         self.tell_sources(peer);
     }
 

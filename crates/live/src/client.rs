@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
-use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::interceptor_registry::{configure_nack, configure_rtcp_reports};
 use webrtc::api::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{API, APIBuilder};
@@ -97,7 +97,11 @@ pub fn api() -> anyhow::Result<API> {
         RTPCodecType::Audio,
         None,
     )?;
-    let reg = register_default_interceptors(Registry::new(), &mut m)?;
+    // NACK and reports, but no transport-cc: webrtc-rs 0.17 stamps TWCC arrivals when its
+    // interceptor reads them, in bursts, which a delay-based estimator (the SFU's) reads as
+    // congestion and sinks to its floor. Without it the SFU forwards by tile quality, as
+    // the tests and load runs expect; browsers negotiate transport-cc and get estimated.
+    let reg = configure_rtcp_reports(configure_nack(Registry::new(), &mut m));
     let mut s = SettingEngine::default();
     // Loopback tests and load runs: the SFU is on 127.0.0.0/8.
     s.set_include_loopback_candidate(true);
