@@ -556,8 +556,11 @@ fn crashed() -> SignalError {
     SignalError::new(SignalCode::Internal, "the media connection failed inside the SFU: join again")
 }
 
+/// Where a subscription is: its source's key, its index there.
+type SubAt = (u64, usize);
+
 /// Subscription `i` of source `k`.
-fn sub_at(subs: &HashMap<u64, Vec<Sub>>, (k, i): (u64, usize)) -> Option<&Sub> {
+fn sub_at(subs: &HashMap<u64, Vec<Sub>>, (k, i): SubAt) -> Option<&Sub> {
     subs.get(&k).and_then(|v| v.get(i))
 }
 
@@ -859,7 +862,7 @@ impl Shard {
         let audio = entries.iter().filter(|e| sub_at(&self.subs, **e).is_some_and(|s| !s.source.is_video())).count();
         let budget = (estimate > 0).then(|| estimate.saturating_sub(AUDIO_BPS * audio as u64));
         // The videos that take bandwidth: those being sent.
-        let videos: Vec<((u64, usize), Vec<LayerStat>, Quality, u8)> = entries
+        let videos: Vec<(SubAt, Vec<LayerStat>, Quality, u8)> = entries
             .iter()
             .filter_map(|e| sub_at(&self.subs, *e).map(|s| (*e, s)))
             .filter(|(_, s)| s.source.is_video() && live(s))
