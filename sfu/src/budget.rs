@@ -5,8 +5,9 @@
 //! layers or one of its tiles changes: videos are served in rank order (the teacher's
 //! camera, then a screen share, then pupils' cameras as last-N lists them), each taking
 //! the highest layer within its tile's quality that fits what is left. Each choice then
-//! goes through that subscription's [`LayerHold`]: a lower layer is taken at once, a
-//! higher one only once it has been proposed for [`CLIMB_AFTER`].
+//! goes through that subscription's [`LayerHold`]: a lower layer once it has been proposed
+//! for [`DROP_AFTER`] (an estimator dips for a moment after each keyframe burst), a higher
+//! one once it has been proposed for [`CLIMB_AFTER`].
 
 use crate::forward::{LayerStat, pick_layer};
 use preau_live::signal::Quality;
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant};
 
 /// How long a higher layer must keep fitting before a subscriber climbs to it.
 pub const CLIMB_AFTER: Duration = Duration::from_secs(2);
+/// How long a lower layer must keep being proposed before a subscriber drops to it.
+pub const DROP_AFTER: Duration = Duration::from_secs(1);
 
 /// Rank of a video in a subscriber's budget: lower is served first.
 pub fn rank(from_host: bool, screen: bool) -> u8 {
@@ -55,29 +58,63 @@ pub fn allocate(budget: Option<u64>, wants: &[VideoWant<'_>]) -> Vec<Option<usiz
     out
 }
 
-/// One subscription's layer over time: down at once (the link is full), up only after
-/// the higher layer has been proposed for [`CLIMB_AFTER`] without a break.
+/// What a subscriber's estimator should sustain and look for, from its videos (each with
+/// the layer it has now): `desired`, the rate every tile's own quality would take with room
+/// to spare; `minimum`, when some tile wants more than it has, the rate of what is sent now
+/// plus the smallest step up (padding fills the gap, so the estimate can grow to it before
+/// the layer moves). Bits per second, video only; `minimum` is 0 when nothing wants more.
+pub fn probe_rates(videos: &[(VideoWant<'_>, Option<usize>)]) -> (u64, u64) {
+    let rate = |w: &VideoWant<'_>, l: Option<usize>| l.and_then(|l| w.layers.get(l)).map_or(0, |s| s.bitrate);
+    let mut desired = 0;
+    let mut sent = 0;
+    let mut step: Option<u64> = None;
+    for (w, held) in videos {
+        let wanted = pick_layer(w.layers, w.quality, None);
+        desired += rate(w, wanted);
+        sent += rate(w, *held);
+        if let (Some(want), Some(h)) = (wanted, *held)
+            && want > h
+            && let Some(next) = (h + 1..=want).find(|&l| w.layers[l].active)
+        {
+            let up = rate(w, Some(next)).saturating_sub(rate(w, Some(h)));
+            step = Some(step.map_or(up, |s| s.min(up)));
+        }
+    }
+    (step.map_or(0, |s| sent + s), desired.max(sent))
+}
+
+/// One subscription's layer over time: down once a lower layer has been proposed for
+/// [`DROP_AFTER`] without a break, up once a higher one has for [`CLIMB_AFTER`]; a source
+/// that lost its layers (`None`) is followed at once.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LayerHold {
     held: Option<usize>,
-    /// Since when a layer above `held` has been proposed.
-    rising: Option<Instant>,
+    /// Since when, and in which direction (up: true), proposals have differed from `held`.
+    moving: Option<(bool, Instant)>,
 }
 
 impl LayerHold {
     /// The layer to use now, given this moment's proposal.
     pub fn decide(&mut self, now: Instant, proposed: Option<usize>) -> Option<usize> {
         match (self.held, proposed) {
-            (Some(h), Some(p)) if p > h => {
-                let since = *self.rising.get_or_insert(now);
-                if now.saturating_duration_since(since) >= CLIMB_AFTER {
+            (Some(h), Some(p)) if p != h => {
+                let up = p > h;
+                let since = match self.moving {
+                    Some((dir, t)) if dir == up => t,
+                    _ => {
+                        self.moving = Some((up, now));
+                        now
+                    }
+                };
+                let wait = if up { CLIMB_AFTER } else { DROP_AFTER };
+                if now.saturating_duration_since(since) >= wait {
                     self.held = Some(p);
-                    self.rising = None;
+                    self.moving = None;
                 }
             }
             _ => {
                 self.held = proposed;
-                self.rising = None;
+                self.moving = None;
             }
         }
         self.held
@@ -88,9 +125,9 @@ impl LayerHold {
         self.held
     }
 
-    /// When a climb that is waiting would happen (the engine looks again then).
-    pub fn climb_due(&self) -> Option<Instant> {
-        self.rising.map(|t| t + CLIMB_AFTER)
+    /// When a pending move would happen (the engine looks again then).
+    pub fn move_due(&self) -> Option<Instant> {
+        self.moving.map(|(up, t)| t + if up { CLIMB_AFTER } else { DROP_AFTER })
     }
 }
 
@@ -133,22 +170,47 @@ mod tests {
     }
 
     #[test]
-    fn a_hold_goes_down_at_once_and_up_after_two_seconds_of_room() {
+    fn probing_asks_for_the_next_step_and_looks_for_every_tile_at_its_quality() {
+        let cam = [l(150), l(500), l(1500)];
+        let pupil = [l(100), l(300)];
+        let high = VideoWant { layers: &cam, quality: Quality::High, rank: 0 };
+        let small = VideoWant { layers: &pupil, quality: Quality::Low, rank: 2 };
+        // The teacher on the low layer, wanted high: sustain 150 + 350 (the step to the
+        // middle layer) + the pupil's 100; look for 1500 + 100.
+        assert_eq!(probe_rates(&[(high, Some(0)), (small, Some(0))]), (600_000, 1_600_000));
+        // Everyone where they want to be: nothing to sustain beyond the media.
+        assert_eq!(probe_rates(&[(high, Some(2)), (small, Some(0))]), (0, 1_600_000));
+        // A layer that stopped is stepped over.
+        let gap = [l(150), LayerStat::default(), l(1500)];
+        let w = VideoWant { layers: &gap, quality: Quality::High, rank: 0 };
+        assert_eq!(probe_rates(&[(w, Some(0))]), (1_500_000, 1_500_000));
+        assert_eq!(probe_rates(&[]), (0, 0));
+    }
+
+    #[test]
+    fn a_hold_moves_only_after_the_proposal_has_lasted() {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut h = LayerHold::default();
         assert_eq!(h.decide(at(0), Some(1)), Some(1), "the first choice is taken at once");
         assert_eq!(h.decide(at(100), Some(2)), Some(1), "up waits");
-        assert_eq!(h.climb_due(), Some(at(2100)));
+        assert_eq!(h.move_due(), Some(at(2100)));
         assert_eq!(h.decide(at(1000), Some(2)), Some(1));
         // A dip resets the wait: no flapping on a noisy estimate.
         assert_eq!(h.decide(at(1500), Some(1)), Some(1));
         assert_eq!(h.decide(at(1600), Some(2)), Some(1));
         assert_eq!(h.decide(at(3599), Some(2)), Some(1));
         assert_eq!(h.decide(at(3600), Some(2)), Some(2), "two seconds of room: up");
-        assert_eq!(h.decide(at(3700), Some(0)), Some(0), "down at once");
-        assert_eq!(h.decide(at(3800), None), None, "the source went away");
-        assert_eq!(h.decide(at(3900), Some(2)), Some(2), "a fresh start is taken at once");
+        // An estimator's dip after a keyframe burst: shorter than a second, no drop.
+        assert_eq!(h.decide(at(3700), Some(0)), Some(2));
+        assert_eq!(h.move_due(), Some(at(4700)));
+        assert_eq!(h.decide(at(4000), Some(2)), Some(2));
+        // A lasting fall: down after a second.
+        assert_eq!(h.decide(at(5000), Some(0)), Some(2));
+        assert_eq!(h.decide(at(5999), Some(1)), Some(2), "still lower: the wait goes on");
+        assert_eq!(h.decide(at(6000), Some(1)), Some(1));
+        assert_eq!(h.decide(at(6100), None), None, "the source went away");
+        assert_eq!(h.decide(at(6200), Some(2)), Some(2), "a fresh start is taken at once");
         assert_eq!(h.held(), Some(2));
     }
 }

@@ -20,7 +20,7 @@
 //!
 //! Peer tasks and room tasks talk to shards with [`ShardCmd`]s.
 
-use crate::budget::{LayerHold, VideoWant, allocate};
+use crate::budget::{LayerHold, VideoWant, allocate, probe_rates};
 use crate::error::{bad_sdp, internal};
 use crate::forward::{Forward, LayerStat, Verdict, vp8_is_keyframe};
 use crate::media::{Packet, Source};
@@ -62,6 +62,9 @@ const BWE_START: u64 = 300_000;
 const BWE_DESIRED: u64 = 3_000_000;
 /// What one received audio source takes from a subscriber's budget.
 const AUDIO_BPS: u64 = 40_000;
+/// While the estimate stays below what the tiles want, the estimator is asked to probe
+/// again this often.
+const PROBE_AGAIN: Duration = Duration::from_secs(4);
 /// Layers are chosen again at most this often on estimate changes alone.
 const REALLOCATE_EVERY: Duration = Duration::from_millis(250);
 /// Audio level window sent to the room (five a second per speaker).
@@ -449,6 +452,8 @@ struct Member {
     /// When its layers are to be chosen again (an estimate change, a climb due).
     recheck: Option<Instant>,
     last_allocation: Option<Instant>,
+    /// The estimator's last `(minimum, desired)` and when they were set.
+    probe: (u64, u64, Option<Instant>),
 }
 
 /// The publisher side of one layer.
@@ -697,6 +702,7 @@ impl Shard {
                         receiving: Vec::new(),
                         recheck: None,
                         last_allocation: None,
+                        probe: (0, 0, None),
                     },
                 );
             }
@@ -877,18 +883,27 @@ impl Shard {
             videos.iter().zip(chosen).map(|((e, ..), c)| (*e, c)).collect();
         let mut recheck: Option<Instant> = None;
         let mut plis = Vec::new();
+        let mut held: HashMap<SubAt, Option<usize>> = HashMap::new();
         for e in entries {
             let Some(sub) = self.subs.get_mut(&e.0).and_then(|v| v.get_mut(e.1)) else { continue };
             let is_live = live(sub);
             let target = if !sub.source.is_video() {
                 Some(0)
             } else if let Some(p) = proposals.remove(&e) {
+                // With an estimate, a new subscription starts on the lowest layer (its
+                // keyframe is the smallest, so the first picture comes soonest) and climbs.
+                let lowest = sub.source.layers.read().iter().position(|l| l.active);
+                let p = if sub.hold.held().is_none() && budget.is_some() { lowest.or(p) } else { p };
                 sub.hold.decide(now, p)
             } else {
                 sub.hold.held()
             };
-            if let Some(t) = sub.hold.climb_due() {
+            if let Some(t) = sub.hold.move_due() {
                 recheck = Some(recheck.map_or(t, |r| r.min(t)));
+            }
+            held.insert(e, target);
+            if target != sub.fwd.target() && sub.source.is_video() {
+                tracing::debug!(peer, source = %sub.source.id, ?target, ?budget, "layer");
             }
             let mut pli = sub.fwd.set_target(target);
             if is_live {
@@ -900,9 +915,34 @@ impl Shard {
                 plis.push((sub.source.shard, e.0, l));
             }
         }
+        let probing: Vec<(VideoWant<'_>, Option<usize>)> =
+            videos.iter().zip(&wants).map(|((e, ..), w)| (*w, held.get(e).copied().flatten())).collect();
+        let (minimum, desired) = probe_rates(&probing);
+        let audio_bps = AUDIO_BPS * audio as u64;
+        let rates = (if minimum > 0 { minimum + audio_bps } else { 0 }, desired + audio_bps);
         if let Some(mb) = self.members.get_mut(&peer) {
             mb.recheck = recheck;
             mb.last_allocation = Some(now);
+            // Ask the estimator for what the tiles want: a rise starts a probe, and while
+            // the estimate stays short of it, a slightly higher ask every few seconds
+            // starts another (asking the same again does not).
+            let (min0, des0, at) = mb.probe;
+            let short = rates.1 > estimate && at.is_some_and(|t| now.saturating_duration_since(t) >= PROBE_AGAIN);
+            let rates = if short && (min0, des0) == (rates.0, rates.1) { (rates.0, rates.1 + 1000) } else { rates };
+            if (min0, des0) != rates || short {
+                mb.probe = (rates.0, rates.1, Some(now));
+                if let Some(c) = mb.subscribe.and_then(|c| self.conns.get_mut(c as usize)).and_then(Option::as_mut) {
+                    c.rtc
+                        .bwe()
+                        .set_bitrate(Bitrate::from(rates.0 as f64), Bitrate::from(rates.1.max(BWE_START) as f64));
+                    // Its timers moved: look at it at the next tick.
+                    c.deadline = now;
+                }
+            }
+            if rates.1 > estimate && mb.twcc {
+                let again = now + PROBE_AGAIN;
+                mb.recheck = Some(mb.recheck.map_or(again, |r| r.min(again)));
+            }
         }
         for (shard, key, layer) in plis {
             self.keyframe(now, shard, key, layer);
@@ -1024,6 +1064,16 @@ impl Shard {
         let (Some(conn), Some(pending)) = (mb.subscribe, mb.pending.take()) else { return Err(no_offer()) };
         let Some(c) = self.conn(conn) else { return Err(no_connection()) };
         c.rtc.sdp_api().accept_answer(pending, answer).map_err(|e| bad_sdp("answer", e))?;
+        // A subscriber that takes transport-cc is estimated from the first packet: until
+        // the estimator speaks, it is assumed to have the starting rate (a new pupil then
+        // starts on a small layer and climbs, rather than starting large and dropping).
+        if let Some(mb) = self.members.get_mut(&peer)
+            && !mb.twcc
+            && sdp.contains("transport-cc")
+        {
+            mb.twcc = true;
+            mb.estimate = BWE_START;
+        }
         // Each new track's payload type: the codec the answer kept for its section.
         let mut found = Vec::new();
         for (key, v) in &self.subs {

@@ -206,3 +206,42 @@ async fn a_class_in_real_browsers_decodes_video_and_a_mute_stops_a_pupils_audio(
     let f2 = num(&chrome.eval(&b, "preau.stats()").await, &[&video, "framesDecoded"]);
     assert!(f2 > f1, "the teacher's video still decodes ({f1} then {f2} frames)");
 }
+
+/// Issue 18: pupils get the layer their tile asks for. The teacher publishes 960×540 in
+/// three layers; pupil A's page shows the teacher large (`high`): the SFU's estimate of
+/// A's bandwidth climbs by probing and A reaches the full layer and keeps it; pupil B asks
+/// for a thumbnail (`low`) and gets the quarter layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pupil_showing_the_teacher_large_gets_and_keeps_the_full_layer() {
+    let node = common::Node::start(&[]).await;
+    let page = |user: &str, role: &str| {
+        format!("http://{}/classroom?sfu={}&token={}", node.addr, node.url, node.token(user, role))
+    };
+    let chrome = Chromium::launch().await;
+    let teacher = chrome.open(&page("t01", "host")).await;
+    let state = "(window.preau && preau.state.peer) || 0";
+    let host_peer = num(&chrome.until(&teacher, state, 30, "the teacher joined", |v| v.as_u64() > Some(0)).await, &[]);
+    let a = chrome.open(&page("e001", "participant")).await;
+    let b = chrome.open(&page("e002", "participant")).await;
+    chrome.until(&teacher, "preau.state.waiting.length", 20, "both pupils waiting", |v| v.as_u64() == Some(2)).await;
+    chrome.eval(&teacher, "preau.admitAll().then(() => true)").await;
+    let video = format!("p{host_peer}-video");
+    let width = |v: &Value| num(v, &[&video, "frameWidth"]);
+    chrome.until(&b, "preau.stats()", 60, "pupil B decoding", |v| num(v, &[&video, "framesDecoded"]) > 0).await;
+    chrome.eval(&b, &format!("preau.quality('{video}', 'low').then(() => true)")).await;
+
+    let top = chrome.until(&a, "preau.stats()", 30, "pupil A on the full layer", |v| width(v) >= 960).await;
+    println!("pupil A: {top}");
+    let (mut on_top, mut samples) = (0, 0);
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        samples += 1;
+        if width(&chrome.eval(&a, "preau.stats()").await) >= 960 {
+            on_top += 1;
+        }
+    }
+    println!("pupil A on the full layer in {on_top} of {samples} samples over 20 s");
+    assert!(on_top * 10 >= samples * 9, "pupil A held the full layer {on_top}/{samples}");
+    let low = chrome.until(&b, "preau.stats()", 20, "pupil B on the quarter layer", |v| width(v) == 240).await;
+    println!("pupil B: {low}");
+}
