@@ -10,6 +10,14 @@
 //! one once it has been proposed for [`CLIMB_AFTER`].
 
 use crate::forward::{LayerStat, pick_layer};
+
+/// A layer above the one held must fit in this share of what is left (percent)…
+const CLIMB_FIT: u64 = 85;
+/// …while the one held, or one below it, stays as long as it fits at all.
+const KEEP_FIT: u64 = 100;
+/// The estimator looks for this much above what the tiles want (percent), so that the
+/// estimate stays above the layers sent rather than hovering at their rate.
+const HEADROOM: u64 = 125;
 use preau_live::signal::Quality;
 use std::time::{Duration, Instant};
 
@@ -36,6 +44,21 @@ pub struct VideoWant<'a> {
     pub quality: Quality,
     /// Served in this order ([`rank`], then last-N order).
     pub rank: u8,
+    /// The layer it has now: kept while it fits at all, where a higher one must fit with
+    /// room to spare (no flapping at the edge).
+    pub held: Option<usize>,
+}
+
+/// The highest active layer within `w`'s quality that fits `left`, else its lowest active.
+fn pick(w: &VideoWant<'_>, left: Option<u64>) -> Option<usize> {
+    let Some(left) = left else { return pick_layer(w.layers, w.quality, None) };
+    let cap = pick_layer(w.layers, w.quality, None)?;
+    let lowest = w.layers.iter().position(|l| l.active)?;
+    let fits = |i: usize| {
+        let share = if w.held.is_some_and(|h| i <= h) { KEEP_FIT } else { CLIMB_FIT };
+        w.layers[i].bitrate.saturating_mul(100) <= left.saturating_mul(share)
+    };
+    Some((lowest..=cap).rev().find(|&i| w.layers[i].active && fits(i)).unwrap_or(lowest))
 }
 
 /// Each video's layer (`None` when its source has no active layer), from `budget` (bits
@@ -49,7 +72,7 @@ pub fn allocate(budget: Option<u64>, wants: &[VideoWant<'_>]) -> Vec<Option<usiz
     let mut left = budget;
     for i in order {
         let w = &wants[i];
-        let pick = pick_layer(w.layers, w.quality, left);
+        let pick = pick(w, left);
         if let (Some(l), Some(b)) = (pick, left.as_mut()) {
             *b = b.saturating_sub(w.layers[l].bitrate);
         }
@@ -80,7 +103,7 @@ pub fn probe_rates(videos: &[(VideoWant<'_>, Option<usize>)]) -> (u64, u64) {
             step = Some(step.map_or(up, |s| s.min(up)));
         }
     }
-    (step.map_or(0, |s| sent + s), desired.max(sent))
+    (step.map_or(0, |s| sent + s), (desired * HEADROOM / 100).max(sent))
 }
 
 /// One subscription's layer over time: down once a lower layer has been proposed for
@@ -146,9 +169,9 @@ mod tests {
         let screen = [l(800)];
         let pupil = [l(100), l(300)];
         let wants = [
-            VideoWant { layers: &pupil, quality: Quality::High, rank: rank(false, false) },
-            VideoWant { layers: &screen, quality: Quality::High, rank: rank(false, true) },
-            VideoWant { layers: &cam, quality: Quality::High, rank: rank(true, false) },
+            VideoWant { layers: &pupil, quality: Quality::High, rank: rank(false, false), held: None },
+            VideoWant { layers: &screen, quality: Quality::High, rank: rank(false, true), held: None },
+            VideoWant { layers: &cam, quality: Quality::High, rank: rank(true, false), held: None },
         ];
         // Plenty: everyone at the top.
         assert_eq!(allocate(Some(10_000_000), &wants), vec![Some(1), Some(0), Some(2)]);
@@ -158,32 +181,38 @@ mod tests {
         // 1 Mbit/s: the teacher's middle layer first; the rest get their lowest.
         assert_eq!(allocate(Some(1_000_000), &wants), vec![Some(0), Some(0), Some(1)]);
         // No estimate: each tile's own cap.
-        let medium = [VideoWant { layers: &cam, quality: Quality::Medium, rank: 0 }];
+        let medium = [VideoWant { layers: &cam, quality: Quality::Medium, rank: 0, held: None }];
         assert_eq!(allocate(None, &medium), vec![Some(1)]);
         // A source with no active layer gets none and costs nothing.
         let off = [LayerStat::default()];
         let two = [
-            VideoWant { layers: &off, quality: Quality::High, rank: 0 },
-            VideoWant { layers: &cam, quality: Quality::High, rank: 2 },
+            VideoWant { layers: &off, quality: Quality::High, rank: 0, held: None },
+            VideoWant { layers: &cam, quality: Quality::High, rank: 2, held: None },
         ];
         assert_eq!(allocate(Some(2_000_000), &two), vec![None, Some(2)]);
+        // At the edge: the layer held stays while it fits at all; climbing to it needs
+        // room to spare.
+        let held = [VideoWant { layers: &cam, quality: Quality::High, rank: 0, held: Some(2) }];
+        assert_eq!(allocate(Some(1_600_000), &held), vec![Some(2)]);
+        assert_eq!(allocate(Some(1_600_000), &[VideoWant { held: Some(1), ..held[0] }]), vec![Some(1)]);
+        assert_eq!(allocate(Some(1_400_000), &held), vec![Some(1)], "no longer fits: down");
     }
 
     #[test]
     fn probing_asks_for_the_next_step_and_looks_for_every_tile_at_its_quality() {
         let cam = [l(150), l(500), l(1500)];
         let pupil = [l(100), l(300)];
-        let high = VideoWant { layers: &cam, quality: Quality::High, rank: 0 };
-        let small = VideoWant { layers: &pupil, quality: Quality::Low, rank: 2 };
+        let high = VideoWant { layers: &cam, quality: Quality::High, rank: 0, held: None };
+        let small = VideoWant { layers: &pupil, quality: Quality::Low, rank: 2, held: None };
         // The teacher on the low layer, wanted high: sustain 150 + 350 (the step to the
-        // middle layer) + the pupil's 100; look for 1500 + 100.
-        assert_eq!(probe_rates(&[(high, Some(0)), (small, Some(0))]), (600_000, 1_600_000));
+        // middle layer) + the pupil's 100; look for 1500 + 100 and a quarter more.
+        assert_eq!(probe_rates(&[(high, Some(0)), (small, Some(0))]), (600_000, 2_000_000));
         // Everyone where they want to be: nothing to sustain beyond the media.
-        assert_eq!(probe_rates(&[(high, Some(2)), (small, Some(0))]), (0, 1_600_000));
+        assert_eq!(probe_rates(&[(high, Some(2)), (small, Some(0))]), (0, 2_000_000));
         // A layer that stopped is stepped over.
         let gap = [l(150), LayerStat::default(), l(1500)];
-        let w = VideoWant { layers: &gap, quality: Quality::High, rank: 0 };
-        assert_eq!(probe_rates(&[(w, Some(0))]), (1_500_000, 1_500_000));
+        let w = VideoWant { layers: &gap, quality: Quality::High, rank: 0, held: None };
+        assert_eq!(probe_rates(&[(w, Some(0))]), (1_500_000, 1_875_000));
         assert_eq!(probe_rates(&[]), (0, 0));
     }
 

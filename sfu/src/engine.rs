@@ -29,7 +29,7 @@ use crate::net::{BATCH, Router, send_batch, size_buffers};
 use crate::room::{Media, PeerId};
 use crate::room_task::{RoomMsg, RoomRef};
 use crate::speaker::LevelWindow;
-use preau_live::signal::{Pc, Quality, SignalCode, SignalError};
+use preau_live::signal::{Pc, Quality, ReceiveMode, SignalCode, SignalError};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -129,6 +129,12 @@ pub(crate) enum ShardCmd {
         peer: PeerId,
         key: u64,
         quality: Quality,
+    },
+    /// What `peer` receives: its own choice, or (`class`) the class's.
+    Receive {
+        peer: PeerId,
+        mode: ReceiveMode,
+        class: bool,
     },
     /// The `sub` offer to send now, if anything changed.
     Offer {
@@ -277,6 +283,7 @@ impl Engine {
                 out: Vec::new(),
                 written: Vec::new(),
                 counters: Counters::default(),
+                next_due: now(),
             };
             std::thread::Builder::new().name(format!("sfu-engine-{id}")).spawn(move || {
                 match tokio::runtime::Builder::new_current_thread().enable_time().build() {
@@ -454,6 +461,9 @@ struct Member {
     last_allocation: Option<Instant>,
     /// The estimator's last `(minimum, desired)` and when they were set.
     probe: (u64, u64, Option<Instant>),
+    /// What it receives: its own choice and the class's; the stricter applies.
+    own_mode: ReceiveMode,
+    class_mode: ReceiveMode,
 }
 
 /// The publisher side of one layer.
@@ -527,6 +537,8 @@ struct Shard {
     out: Vec<(SocketAddr, Vec<u8>)>,
     written: Vec<ConnId>,
     counters: Counters,
+    /// The earliest deadline of a connection (or of a member's layer choice).
+    next_due: Instant,
 }
 
 fn kind_index(media: Media) -> usize {
@@ -561,6 +573,15 @@ fn crashed() -> SignalError {
     SignalError::new(SignalCode::Internal, "the media connection failed inside the SFU: join again")
 }
 
+/// A video being sent to a member, as its budget sees it.
+struct SentVideo {
+    at: SubAt,
+    layers: Vec<LayerStat>,
+    quality: Quality,
+    rank: u8,
+    held: Option<usize>,
+}
+
 /// Where a subscription is: its source's key, its index there.
 type SubAt = (u64, usize);
 
@@ -575,10 +596,11 @@ fn no_connection() -> SignalError {
 
 impl Shard {
     async fn run(mut self, mut ctl: mpsc::UnboundedReceiver<ShardCmd>, mut media: mpsc::Receiver<MediaIn>) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut next_report = now() + Duration::from_secs(1);
         loop {
+            // The earliest connection deadline (str0m's pacer and probes want their
+            // moments), never later than a tick.
+            let due = tokio::time::Instant::from_std(self.next_due.min(now() + TICK));
             tokio::select! {
                 biased;
                 c = ctl.recv() => {
@@ -597,14 +619,17 @@ impl Shard {
                         self.media(t, m);
                     }
                 }
-                _ = tick.tick() => {
-                    let t = now();
-                    self.timeouts(t);
-                    if t >= next_report {
-                        next_report = t + Duration::from_secs(1);
-                        self.report();
-                    }
-                }
+                _ = tokio::time::sleep_until(due) => {}
+            }
+            // Deadlines are honoured whatever kept the shard busy (a stream of media must
+            // not starve the timers).
+            let t = now();
+            if t >= self.next_due || t >= due.into_std() {
+                self.timeouts(t);
+            }
+            if t >= next_report {
+                next_report = t + Duration::from_secs(1);
+                self.report();
             }
             self.flush(now());
         }
@@ -703,6 +728,8 @@ impl Shard {
                         recheck: None,
                         last_allocation: None,
                         probe: (0, 0, None),
+                        own_mode: ReceiveMode::All,
+                        class_mode: ReceiveMode::All,
                     },
                 );
             }
@@ -732,6 +759,16 @@ impl Shard {
                     }
                     self.refresh_member(now, peer);
                 }
+            }
+            ShardCmd::Receive { peer, mode, class } => {
+                if let Some(mb) = self.members.get_mut(&peer) {
+                    if class {
+                        mb.class_mode = mode;
+                    } else {
+                        mb.own_mode = mode;
+                    }
+                }
+                self.refresh_member(now, peer);
             }
             ShardCmd::Offer { peer, ice_restart, reply } => {
                 let mut r = None;
@@ -862,25 +899,41 @@ impl Shard {
     fn refresh_member(&mut self, now: Instant, peer: PeerId) {
         let Some(mb) = self.members.get(&peer) else { return };
         let (connected, estimate) = (mb.sub_connected, mb.estimate);
+        let mode = mb.own_mode.max(mb.class_mode);
         let entries: Vec<(u64, usize)> =
             mb.receiving.iter().filter_map(|&k| self.sub_index(k, peer).map(|i| (k, i))).collect();
-        let live = |s: &Sub| connected && s.pt.is_some() && s.forwarded && !s.source.is_closed();
+        // Audio-only: no video is sent at all.
+        let live = |s: &Sub| {
+            connected
+                && s.pt.is_some()
+                && s.forwarded
+                && !s.source.is_closed()
+                && !(mode == ReceiveMode::Audio && s.source.is_video())
+        };
+        // Low: every video on its lowest layer.
+        let cap = |q: Quality| if mode == ReceiveMode::Low { Quality::Low } else { q };
         let audio = entries.iter().filter(|e| sub_at(&self.subs, **e).is_some_and(|s| !s.source.is_video())).count();
         let budget = (estimate > 0).then(|| estimate.saturating_sub(AUDIO_BPS * audio as u64));
         // The videos that take bandwidth: those being sent.
-        let videos: Vec<(SubAt, Vec<LayerStat>, Quality, u8)> = entries
+        let videos: Vec<SentVideo> = entries
             .iter()
             .filter_map(|e| sub_at(&self.subs, *e).map(|s| (*e, s)))
             .filter(|(_, s)| s.source.is_video() && live(s))
-            .map(|(e, s)| (e, s.source.layers.read().clone(), s.want, s.rank))
+            .map(|(at, s)| SentVideo {
+                at,
+                layers: s.source.layers.read().clone(),
+                quality: cap(s.want),
+                rank: s.rank,
+                held: s.hold.held(),
+            })
             .collect();
         let wants: Vec<VideoWant<'_>> = videos
             .iter()
-            .map(|(_, layers, quality, rank)| VideoWant { layers, quality: *quality, rank: *rank })
+            .map(|v| VideoWant { layers: &v.layers, quality: v.quality, rank: v.rank, held: v.held })
             .collect();
         let chosen = allocate(budget, &wants);
         let mut proposals: HashMap<(u64, usize), Option<usize>> =
-            videos.iter().zip(chosen).map(|((e, ..), c)| (*e, c)).collect();
+            videos.iter().zip(chosen).map(|(v, c)| (v.at, c)).collect();
         let mut recheck: Option<Instant> = None;
         let mut plis = Vec::new();
         let mut held: HashMap<SubAt, Option<usize>> = HashMap::new();
@@ -894,6 +947,11 @@ impl Shard {
                 // keyframe is the smallest, so the first picture comes soonest) and climbs.
                 let lowest = sub.source.layers.read().iter().position(|l| l.active);
                 let p = if sub.hold.held().is_none() && budget.is_some() { lowest.or(p) } else { p };
+                if budget.is_none() {
+                    // Without an estimate there is nothing noisy to hold against: layers
+                    // follow the tile and the publisher's layers at once.
+                    sub.hold = LayerHold::default();
+                }
                 sub.hold.decide(now, p)
             } else {
                 sub.hold.held()
@@ -916,7 +974,7 @@ impl Shard {
             }
         }
         let probing: Vec<(VideoWant<'_>, Option<usize>)> =
-            videos.iter().zip(&wants).map(|((e, ..), w)| (*w, held.get(e).copied().flatten())).collect();
+            videos.iter().zip(&wants).map(|(v, w)| (*w, held.get(&v.at).copied().flatten())).collect();
         let (minimum, desired) = probe_rates(&probing);
         let audio_bps = AUDIO_BPS * audio as u64;
         let rates = (if minimum > 0 { minimum + audio_bps } else { 0 }, desired + audio_bps);
@@ -1064,16 +1122,6 @@ impl Shard {
         let (Some(conn), Some(pending)) = (mb.subscribe, mb.pending.take()) else { return Err(no_offer()) };
         let Some(c) = self.conn(conn) else { return Err(no_connection()) };
         c.rtc.sdp_api().accept_answer(pending, answer).map_err(|e| bad_sdp("answer", e))?;
-        // A subscriber that takes transport-cc is estimated from the first packet: until
-        // the estimator speaks, it is assumed to have the starting rate (a new pupil then
-        // starts on a small layer and climbs, rather than starting large and dropping).
-        if let Some(mb) = self.members.get_mut(&peer)
-            && !mb.twcc
-            && sdp.contains("transport-cc")
-        {
-            mb.twcc = true;
-            mb.estimate = BWE_START;
-        }
         // Each new track's payload type: the codec the answer kept for its section.
         let mut found = Vec::new();
         for (key, v) in &self.subs {
@@ -1163,6 +1211,8 @@ impl Shard {
     }
 
     fn timeouts(&mut self, now: Instant) {
+        // Lowered again by every drain below and by members' rechecks.
+        self.next_due = now + TICK;
         for id in 0..self.conns.len() as ConnId {
             let Some(c) = self.conn(id) else { continue };
             if c.deadline > now {
@@ -1222,6 +1272,7 @@ impl Shard {
                     Ok(Output::Transmit(t)) => self.out.push((t.destination, t.contents.into())),
                     Ok(Output::Timeout(t)) => {
                         c.deadline = t;
+                        self.next_due = self.next_due.min(t);
                         break;
                     }
                     Ok(Output::Event(e)) => events.push(e),

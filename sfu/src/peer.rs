@@ -186,6 +186,10 @@ impl PeerTask {
                     .await
                     .ok_or_else(engine_stopped)?
             }
+            ClientCmd::Receive { mode } => {
+                self.sfu.engine.send(self.shard, ShardCmd::Receive { peer, mode, class: false });
+                Ok(())
+            }
             ClientCmd::RestartIce => {
                 self.negotiator.restart_ice();
                 Ok(())
@@ -212,6 +216,9 @@ impl PeerTask {
                     let key = source.key;
                     self.sfu.engine.send(self.shard, ShardCmd::Forward { peer: self.peer, key, on });
                 }
+            }
+            Some(PeerCmd::ClassReceive(mode)) => {
+                self.sfu.engine.send(self.shard, ShardCmd::Receive { peer: self.peer, mode, class: true });
             }
             Some(PeerCmd::Close { code, reason }) => return Some((code, reason)),
             None => return Some((close::SLOW_CONSUMER, "dropped by the room".into())),

@@ -15,6 +15,7 @@
 //! removes, locks, ends. When the last host leaves, the room ends after a grace period
 //! unless a host comes back.
 
+use preau_live::signal::ReceiveMode;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -200,6 +201,11 @@ pub enum Event {
         /// Now locked.
         locked: bool,
     },
+    /// What the whole class receives at most (sent on admission when not `all`).
+    ClassReceive {
+        /// The mode.
+        mode: ReceiveMode,
+    },
     /// The class is over.
     Ended {
         /// Why.
@@ -217,6 +223,7 @@ pub struct Room {
     locked: bool,
     ended: Option<EndReason>,
     hostless_since: Option<Instant>,
+    class_receive: ReceiveMode,
     out: VecDeque<Output>,
 }
 
@@ -231,6 +238,7 @@ impl Room {
             locked: false,
             ended: None,
             hostless_since: Some(now),
+            class_receive: ReceiveMode::All,
             out: VecDeque::new(),
         }
     }
@@ -271,7 +279,14 @@ impl Room {
     pub fn may_publish(&self, peer: PeerId, media: Media) -> Result<(), RoomError> {
         self.live()?;
         let m = self.members.get(&peer).ok_or(RoomError::NotInRoom)?;
-        if m.grants.get(media) { Ok(()) } else { Err(RoomError::NotGranted(media)) }
+        // An audio-only class carries no camera, the teacher's included; slides still go.
+        let audio_only = self.class_receive == ReceiveMode::Audio && media == Media::Video;
+        if m.grants.get(media) && !audio_only { Ok(()) } else { Err(RoomError::NotGranted(media)) }
+    }
+
+    /// What the whole class receives at most.
+    pub fn class_receive(&self) -> ReceiveMode {
+        self.class_receive
     }
 
     // ---- outputs
@@ -454,6 +469,16 @@ impl Room {
         Ok(())
     }
 
+    /// The host sets what the whole class receives at most; everyone is told.
+    pub fn handle_class_receive(&mut self, _now: Instant, by: PeerId, mode: ReceiveMode) -> Result<(), RoomError> {
+        self.host(by)?;
+        if self.class_receive != mode {
+            self.class_receive = mode;
+            self.emit(None, Event::ClassReceive { mode });
+        }
+        Ok(())
+    }
+
     /// The host ends the class for everyone.
     pub fn handle_end(&mut self, _now: Instant, by: PeerId) -> Result<(), RoomError> {
         self.host(by)?;
@@ -489,6 +514,9 @@ impl Room {
         self.members.insert(peer, m);
         let members = self.members.values().cloned().collect();
         self.emit(Some(peer), Event::Admitted { members });
+        if self.class_receive != ReceiveMode::All {
+            self.emit(Some(peer), Event::ClassReceive { mode: self.class_receive });
+        }
         if self.members.get(&peer).is_some_and(|m| m.role == Role::Host) && !self.waiting.is_empty() {
             let waiting = self.waiting.iter().map(|w| (w.peer, w.name.clone())).collect();
             self.emit(Some(peer), Event::WaitingList { waiting });
@@ -707,6 +735,32 @@ mod tests {
         assert_eq!(r.handle_raise_hand(now, 2), Err(RoomError::Ended));
         assert_eq!(r.handle_join(now, 8, "e008", "x", Role::Participant), Err(RoomError::Ended));
         assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn an_audio_only_class_has_no_cameras_and_newcomers_are_told() {
+        let (mut r, now) = class(3);
+        assert_eq!(r.handle_class_receive(now, 2, ReceiveMode::Audio), Err(RoomError::NotHost));
+        assert_eq!(r.class_receive(), ReceiveMode::All);
+        r.handle_grant(now, T, 2, Media::Video, true).expect("grant");
+        drain(&mut r);
+        r.handle_class_receive(now, T, ReceiveMode::Audio).expect("audio only");
+        let mode = Event::ClassReceive { mode: ReceiveMode::Audio };
+        assert_eq!(drain(&mut r), vec![Output { to: None, event: mode.clone() }]);
+        r.handle_class_receive(now, T, ReceiveMode::Audio).expect("again: nothing new");
+        assert!(drain(&mut r).is_empty());
+        // No camera, granted or not, the teacher's included; slides and voices go on.
+        assert_eq!(r.may_publish(2, Media::Video), Err(RoomError::NotGranted(Media::Video)));
+        assert_eq!(r.may_publish(T, Media::Video), Err(RoomError::NotGranted(Media::Video)));
+        assert_eq!(r.may_publish(T, Media::Screen), Ok(()));
+        assert_eq!(r.may_publish(T, Media::Audio), Ok(()));
+        // A pupil admitted now learns the mode with the members.
+        r.handle_join(now, 9, "e009", "late", Role::Participant).expect("waits");
+        r.handle_admit(now, T, 9).expect("admit");
+        let out = drain(&mut r);
+        assert!(out.contains(&Output { to: Some(9), event: mode }), "{out:?}");
+        r.handle_class_receive(now, T, ReceiveMode::All).expect("back to video");
+        assert_eq!(r.may_publish(2, Media::Video), Ok(()), "the grant holds again");
     }
 
     #[test]

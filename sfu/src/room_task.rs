@@ -12,7 +12,7 @@ use crate::metrics as m;
 use crate::node::Sfu;
 use crate::room::{Event, Media, PeerId, Role, Room, RoomConfig, RoomError};
 use crate::speaker::{LevelReport, Speakers, last_n};
-use preau_live::signal::{ClientCmd, ServerMsg, SignalCode, SignalError, SourceInfo};
+use preau_live::signal::{ClientCmd, ReceiveMode, ServerMsg, SignalCode, SignalError, SourceInfo};
 use preau_proto::close;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -76,6 +76,8 @@ pub(crate) enum PeerCmd {
     Unsubscribe(String),
     /// Last-N turned a source's video on or off for this member.
     Forward(String, bool),
+    /// What the whole class receives at most changed (or this member was just admitted).
+    ClassReceive(ReceiveMode),
     Close {
         code: u16,
         reason: String,
@@ -266,11 +268,14 @@ impl RoomTask {
                 }
                 Event::Grants { peer, grants } => {
                     for s in self.sources.iter().filter(|s| s.peer == *peer) {
-                        let on = match s.media {
+                        let granted = match s.media {
                             Media::Audio => grants.audio,
                             Media::Video => grants.video,
                             Media::Screen => grants.screen,
                         };
+                        // An audio-only class keeps cameras off whatever is granted.
+                        let on =
+                            granted && !(s.media == Media::Video && self.room.class_receive() == ReceiveMode::Audio);
                         s.allowed.store(on, Ordering::Release);
                         if !on && s.media == Media::Audio {
                             self.speakers.forget(*peer);
@@ -278,6 +283,25 @@ impl RoomTask {
                     }
                 }
                 Event::Left { peer } => self.drop_peer_media(*peer),
+                Event::ClassReceive { mode } => {
+                    let to: Vec<PeerId> = match out.to {
+                        Some(p) => vec![p],
+                        None => self.peers.keys().copied().collect(),
+                    };
+                    for p in to {
+                        self.send(p, PeerCmd::ClassReceive(*mode));
+                    }
+                    if *mode == ReceiveMode::Audio {
+                        // Cameras already published stop here, whatever the browsers do.
+                        for s in self.sources.iter().filter(|s| s.media == Media::Video) {
+                            s.allowed.store(false, Ordering::Release);
+                        }
+                    } else if out.to.is_none() {
+                        for s in self.sources.iter().filter(|s| s.media == Media::Video) {
+                            s.allowed.store(self.room.may_publish(s.peer, s.media).is_ok(), Ordering::Release);
+                        }
+                    }
+                }
                 _ => {}
             }
             let text = json(&out.event);
@@ -428,6 +452,7 @@ impl RoomTask {
             ClientCmd::MuteAll => self.room.handle_mute_all(now, peer),
             ClientCmd::Remove { peer: p } => self.room.handle_remove(now, peer, p),
             ClientCmd::Lock { locked } => self.room.handle_lock(now, peer, locked),
+            ClientCmd::ClassReceive { mode } => self.room.handle_class_receive(now, peer, mode),
             ClientCmd::End => self.room.handle_end(now, peer),
             ClientCmd::Quality { source, quality } => {
                 let s = self.sources.iter().find(|s| s.id == source).cloned();

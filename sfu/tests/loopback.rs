@@ -226,3 +226,55 @@ async fn last_n_forwards_the_host_and_the_latest_speakers_video() {
     until(30, "A's video now reaches C", || c.track(&a_v).packets > held + 20).await;
     assert!(c.track(&a_v).keyframes >= 1);
 }
+
+/// Issue 18: a pupil on a poor connection chooses sound only (no video packet reaches
+/// them) or the low layer; the teacher makes the whole class audio-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pupils_choose_audio_only_or_low_and_the_teacher_makes_the_class_audio_only() {
+    let node = Node::start(&["--host-grace", "5"]).await;
+    let mut host = join(&node, "t01", "host").await;
+    let publication = host.publish(&[("q", 200), ("h", 600), ("f", 1200)], Some(20)).await.expect("publish");
+    let a = join(&node, "e001", "participant").await;
+    let mut b = join(&node, "e002", "participant").await;
+    admit(&mut host, &a).await;
+    admit(&mut host, &b).await;
+    let video = format!("p{}-video", host.peer);
+    let audio = format!("p{}-audio", host.peer);
+    for p in [&a, &b] {
+        until(60, "video and audio reach both pupils", || p.track(&video).packets > 30 && p.track(&audio).packets > 30)
+            .await;
+    }
+
+    // A: sound only. Not one more video packet; the voice goes on.
+    a.request(json!({"type":"receive","mode":"audio"})).await.expect("audio only");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (v, s) = (a.track(&video).packets, a.track(&audio).packets);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(a.track(&video).packets, v, "audio only: no video reaches A");
+    assert!(a.track(&audio).packets > s + 30, "A still hears the teacher");
+    // B: the low layer, whatever its tile asks.
+    b.request(json!({"type":"quality","source":video,"quality":"high"})).await.expect("quality");
+    b.request(json!({"type":"receive","mode":"low"})).await.expect("low");
+    until(30, "B on the low layer", || b.track(&video).last_size == 200).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(b.track(&video).last_size, 200, "B stays on the low layer");
+    // A back to everything: the picture comes back, on a keyframe.
+    let keyframes = a.track(&video).keyframes;
+    a.request(json!({"type":"receive","mode":"all"})).await.expect("all");
+    until(30, "A's video back", || a.track(&video).packets > v + 30).await;
+    assert!(a.track(&video).keyframes > keyframes, "restarted on a keyframe");
+    assert_eq!(a.track(&video).gaps, 0, "the stream stays continuous across the pause");
+
+    // The teacher makes the class audio-only: the camera stops for everyone.
+    let e = a.request(json!({"type":"class_receive","mode":"audio"})).await.expect_err("pupils cannot");
+    assert!(e.to_string().contains("not_host"), "{e}");
+    host.request(json!({"type":"class_receive","mode":"audio"})).await.expect("class audio only");
+    let ev = b.event("class_receive", Duration::from_secs(5)).await.expect("B is told");
+    assert_eq!(ev["mode"], json!("audio"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (va, vb, sb) = (a.track(&video).packets, b.track(&video).packets, b.track(&audio).packets);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!((a.track(&video).packets, b.track(&video).packets), (va, vb), "no video in an audio-only class");
+    assert!(b.track(&audio).packets > sb + 30, "the class still hears the teacher");
+    publication.stop();
+}

@@ -66,6 +66,21 @@ pub struct Candidate {
     pub sdp_m_line_index: Option<u16>,
 }
 
+/// What a member receives: everything (`all`, the default), every video on its lowest
+/// layer (`low`, for poor connections), or no video at all (`audio`). The stricter of a
+/// member's own choice and the class's (set by the host) applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiveMode {
+    /// Every video, on the layer its tile and the bandwidth allow.
+    #[default]
+    All,
+    /// Every video on its lowest layer.
+    Low,
+    /// Sound only: no video is forwarded.
+    Audio,
+}
+
 /// Simulcast layer a subscriber asks for, lowest first (`q`, `h`, `f` in the browser's
 /// encodings).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -128,6 +143,17 @@ pub enum ClientCmd {
         source: String,
         /// Highest layer wanted.
         quality: Quality,
+    },
+    /// What this member receives (a family on a poor connection chooses `audio`).
+    Receive {
+        /// The mode.
+        mode: ReceiveMode,
+    },
+    /// Host: what the whole class receives at most (`audio`: an audio-only class, where
+    /// cameras are not published either; screen shares still are).
+    ClassReceive {
+        /// The mode.
+        mode: ReceiveMode,
     },
     /// Host: admit a waiting pupil.
     Admit {
@@ -339,6 +365,8 @@ pub fn decode(text: &str) -> Result<ClientMsg, (Option<u64>, SignalError)> {
         "candidate",
         "restart_ice",
         "quality",
+        "receive",
+        "class_receive",
         "admit",
         "deny",
         "raise_hand",
@@ -455,6 +483,8 @@ mod tests {
             r#"{"type":"raise_hand"}"#,
             r#"{"type":"lower_hand"}"#,
             r#"{"type":"lower_hand","peer":2}"#,
+            r#"{"type":"receive","mode":"audio"}"#,
+            r#"{"type":"class_receive","mode":"low"}"#,
             r#"{"type":"grant","peer":2,"media":"audio","allow":false}"#,
             r#"{"type":"mute_all"}"#,
             r#"{"type":"remove","peer":2}"#,
@@ -476,6 +506,7 @@ mod tests {
             (r#"{"id":2,"type":"grant","peer":"x","media":"audio","allow":true}"#, Some(2), "bad_request"),
             (r#"{"id":2,"type":"grant","peer":1,"media":"smell","allow":true}"#, Some(2), "bad_request"),
             (r#"{"type":"join"}"#, None, "bad_request"),
+            (r#"{"id":3,"type":"receive","mode":"smell"}"#, Some(3), "bad_request"),
         ];
         for (s, id, code) in bad {
             let (eid, e) = decode(s).expect_err(s);
