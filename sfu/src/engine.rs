@@ -30,7 +30,8 @@ use crate::room::{Media, PeerId};
 use crate::room_task::{RoomMsg, RoomRef};
 use crate::speaker::LevelWindow;
 use preau_live::signal::{Pc, Quality, ReceiveMode, SignalCode, SignalError};
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +42,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::{Codec, CodecConfig};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
+use str0m::rtp::{ExtensionMap, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::{mpsc, oneshot};
 
@@ -51,7 +52,8 @@ use tokio::sync::{mpsc, oneshot};
 const MEDIA_QUEUE: usize = 16384;
 /// Shortest time between two keyframe requests for one layer.
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
-/// How often connections' timers are looked at (str0m's own deadlines are checked then).
+/// How often connections' timers are looked at at most (str0m's own deadlines are
+/// checked then).
 const TICK: Duration = Duration::from_millis(5);
 /// How often a source's layers' bitrates are measured.
 const MEASURE_EVERY: Duration = Duration::from_millis(500);
@@ -80,6 +82,9 @@ pub struct NetConfig {
     pub public_ips: Vec<IpAddr>,
     /// Engine threads (0: one per core).
     pub threads: usize,
+    /// Whether subscribers' bandwidth is estimated here (TWCC, with probing), rather than
+    /// taken from their REMB.
+    pub estimate: bool,
 }
 
 /// What a shard tells a peer task.
@@ -283,7 +288,8 @@ impl Engine {
                 out: Vec::new(),
                 written: Vec::new(),
                 counters: Counters::default(),
-                next_due: now(),
+                timers: BinaryHeap::new(),
+                estimate: net.estimate,
             };
             std::thread::Builder::new().name(format!("sfu-engine-{id}")).spawn(move || {
                 match tokio::runtime::Builder::new_current_thread().enable_time().build() {
@@ -537,8 +543,11 @@ struct Shard {
     out: Vec<(SocketAddr, Vec<u8>)>,
     written: Vec<ConnId>,
     counters: Counters,
-    /// The earliest deadline of a connection (or of a member's layer choice).
-    next_due: Instant,
+    /// Subscribers' bandwidth estimated here (`--estimate-bandwidth`).
+    estimate: bool,
+    /// Connections' deadlines, earliest first (an entry whose connection's deadline has
+    /// moved since is skipped when it comes up).
+    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
 }
 
 fn kind_index(media: Media) -> usize {
@@ -597,10 +606,12 @@ fn no_connection() -> SignalError {
 impl Shard {
     async fn run(mut self, mut ctl: mpsc::UnboundedReceiver<ShardCmd>, mut media: mpsc::Receiver<MediaIn>) {
         let mut next_report = now() + Duration::from_secs(1);
+        let mut next_tick = now() + TICK;
         loop {
             // The earliest connection deadline (str0m's pacer and probes want their
-            // moments), never later than a tick.
-            let due = tokio::time::Instant::from_std(self.next_due.min(now() + TICK));
+            // moments: its estimator reads the send times), else the next tick.
+            let first = self.timers.peek().map(|Reverse((t, _))| *t);
+            let due = tokio::time::Instant::from_std(first.map_or(next_tick, |t| t.min(next_tick)));
             tokio::select! {
                 biased;
                 c = ctl.recv() => {
@@ -624,7 +635,9 @@ impl Shard {
             // Deadlines are honoured whatever kept the shard busy (a stream of media must
             // not starve the timers).
             let t = now();
-            if t >= self.next_due || t >= due.into_std() {
+            self.due_connections(t);
+            if t >= next_tick {
+                next_tick = t + TICK;
                 self.timeouts(t);
             }
             if t >= next_report {
@@ -664,14 +677,32 @@ impl Shard {
         let mut codecs = CodecConfig::empty();
         codecs.enable_opus(true, false);
         codecs.enable_vp8(true);
-        if kind == Pc::Sub {
+        let estimate = kind == Pc::Sub && self.estimate;
+        if estimate {
             // The SFU estimates each subscriber's bandwidth from its TWCC feedback and
             // probes for more; a browser that answers without transport-cc sends REMB.
             b = b.enable_bwe(Some(Bitrate::from(BWE_START as f64)));
+        } else if kind == Pc::Sub {
+            // No estimator on this node: subscribers estimate for themselves and say it
+            // by REMB (from abs-send-time), which a browser does without transport-cc.
+            let params = codecs
+                .params()
+                .iter()
+                .cloned()
+                .map(|mut p| {
+                    p.set_fb_transport_cc(false);
+                    p
+                })
+                .collect();
+            codecs = CodecConfig::new_from_payload_params(params);
+            let mut exts = ExtensionMap::empty();
+            exts.set(2, str0m::rtp::Extension::AbsoluteSendTime);
+            exts.set(4, str0m::rtp::Extension::RtpMid);
+            b = b.set_extension_map(exts);
         }
         *b.codec_config() = codecs;
         let mut rtc = b.build(now);
-        if kind == Pc::Sub {
+        if estimate {
             rtc.bwe().set_bitrate(Bitrate::from(0.0), Bitrate::from(BWE_DESIRED as f64));
         }
         for c in &self.candidates {
@@ -691,6 +722,7 @@ impl Shard {
             }
         };
         self.shards.route(Route::Ufrag(route_key(self.id, id), ufrag));
+        self.timers.push(Reverse((now, id)));
         Ok(id)
     }
 
@@ -989,12 +1021,15 @@ impl Shard {
             let rates = if short && (min0, des0) == (rates.0, rates.1) { (rates.0, rates.1 + 1000) } else { rates };
             if (min0, des0) != rates || short {
                 mb.probe = (rates.0, rates.1, Some(now));
-                if let Some(c) = mb.subscribe.and_then(|c| self.conns.get_mut(c as usize)).and_then(Option::as_mut) {
+                if let Some(c_id) = mb.subscribe
+                    && let Some(c) = self.conns.get_mut(c_id as usize).and_then(Option::as_mut)
+                {
                     c.rtc
                         .bwe()
                         .set_bitrate(Bitrate::from(rates.0 as f64), Bitrate::from(rates.1.max(BWE_START) as f64));
-                    // Its timers moved: look at it at the next tick.
+                    // Its timers moved: look at it now.
                     c.deadline = now;
+                    self.timers.push(Reverse((now, c_id)));
                 }
             }
             if rates.1 > estimate && mb.twcc {
@@ -1210,13 +1245,16 @@ impl Shard {
         }
     }
 
-    fn timeouts(&mut self, now: Instant) {
-        // Lowered again by every drain below and by members' rechecks.
-        self.next_due = now + TICK;
-        for id in 0..self.conns.len() as ConnId {
+    /// Connections whose deadline has come: told the time, drained.
+    fn due_connections(&mut self, now: Instant) {
+        while let Some(Reverse((t, id))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
             let Some(c) = self.conn(id) else { continue };
-            if c.deadline > now {
-                continue;
+            if c.deadline != t {
+                continue; // moved since: its current deadline has its own entry
             }
             let peer = c.peer;
             self.guarded(peer, |s| {
@@ -1226,6 +1264,10 @@ impl Shard {
                 s.drain(now, id);
             });
         }
+    }
+
+    /// Every tick: layer choices and keyframe requests that were waiting.
+    fn timeouts(&mut self, now: Instant) {
         // Layer choices due (an estimate change, a climb).
         let due: Vec<PeerId> =
             self.members.iter().filter(|(_, m)| m.recheck.is_some_and(|t| t <= now)).map(|(p, _)| *p).collect();
@@ -1271,8 +1313,15 @@ impl Shard {
                 match c.rtc.poll_output() {
                     Ok(Output::Transmit(t)) => self.out.push((t.destination, t.contents.into())),
                     Ok(Output::Timeout(t)) => {
-                        c.deadline = t;
-                        self.next_due = self.next_due.min(t);
+                        // A subscriber whose bandwidth is estimated gets str0m's moments
+                        // exactly (its estimator reads the send times); every other
+                        // connection is served by the tick, which costs far fewer passes.
+                        let precise = c.kind == Pc::Sub && self.members.get(&c.peer).is_some_and(|m| m.twcc);
+                        let t = if precise { t } else { t.max(now + TICK) };
+                        if c.deadline != t {
+                            c.deadline = t;
+                            self.timers.push(Reverse((t, id)));
+                        }
                         break;
                     }
                     Ok(Output::Event(e)) => events.push(e),
@@ -1551,8 +1600,7 @@ impl Shard {
                 }
                 Ok(false) => {}
                 Err(_) => {
-                    // Its connection is closed at the next flush, outside this loop.
-                    c.deadline = now;
+                    // Its member is closed by its session (told below), outside this loop.
                     c.wrote = false;
                     let peer = sub.peer;
                     tracing::error!(peer, "media engine failed writing to this member");
@@ -1620,7 +1668,8 @@ mod tests {
     #[tokio::test]
     async fn a_panic_in_the_engine_ends_its_member_only() {
         let udp = "127.0.0.1:0".parse().expect("addr");
-        let engine = Engine::start(&NetConfig { udp, public_ips: Vec::new(), threads: 1 }).expect("engine");
+        let net = NetConfig { udp, public_ips: Vec::new(), threads: 1, estimate: true };
+        let engine = Engine::start(&net).expect("engine");
         let (tx, _rx) = mpsc::channel(8);
         let (levels, _lrx) = mpsc::channel(8);
         let (closed, _crx) = mpsc::channel(8);

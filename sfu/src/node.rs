@@ -38,8 +38,12 @@ impl Sfu {
         public_url: String,
         prom: Option<metrics_exporter_prometheus::PrometheusHandle>,
     ) -> anyhow::Result<Arc<Sfu>> {
-        let engine =
-            Engine::start(&NetConfig { udp: cfg.udp, public_ips: cfg.public_ip.clone(), threads: cfg.engine_threads })?;
+        let engine = Engine::start(&NetConfig {
+            udp: cfg.udp,
+            public_ips: cfg.public_ip.clone(),
+            threads: cfg.engine_threads,
+            estimate: cfg.estimate_bandwidth,
+        })?;
         let verifier = match &cfg.room_public_key {
             Some(pem) => {
                 let alg = preau_auth::parse_algorithm(&cfg.room_alg)?;
