@@ -10,6 +10,8 @@
 //!   the sequence and timestamp rewriting that keeps a subscriber's stream continuous.
 //! - [`speaker`]: active speakers from the audio level extension, and last-N.
 //! - [`negotiator`]: the `sub` connection's offer/answer state.
+//! - [`budget`]: a subscriber's bandwidth shared across the videos it receives, the
+//!   holds that keep layer choices from flapping, and what its estimator should look for.
 //! - [`admission`] (its pure parts), [`turn`] (TURN credentials), [`error`] (what a
 //!   client sees of a failure).
 //!
