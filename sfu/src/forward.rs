@@ -171,6 +171,23 @@ impl Forward {
     }
 }
 
+/// Extends a 16-bit sequence number next to the last one sent (str0m takes 64-bit ones):
+/// a late packet keeps its place before the newest.
+pub fn extend_seq(last: &mut Option<u64>, seq: u16) -> u64 {
+    let e = match *last {
+        // The first one sets the rollover counter to 0 (SRTP's receivers assume it).
+        None => u64::from(seq),
+        Some(l) => {
+            let d = i64::from(seq.wrapping_sub(l as u16) as i16);
+            (l as i64 + d).max(0) as u64
+        }
+    };
+    if last.is_none_or(|l| e > l) {
+        *last = Some(e);
+    }
+    e
+}
+
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // one real instant as the origin of simulated time
 mod tests {
@@ -241,6 +258,17 @@ mod tests {
         assert!(matches!(a.on_packet(t0, 0, 1, 0, false), Verdict::Send { seq: 1, .. }), "audio needs no keyframe");
         a.pause();
         assert!(!a.resume(), "audio never asks for keyframes");
+    }
+
+    #[test]
+    fn sequence_numbers_extend_across_wraps_and_reordering() {
+        let mut last = None;
+        assert_eq!(extend_seq(&mut last, 65534), 65534);
+        assert_eq!(extend_seq(&mut last, 65535), 65535);
+        assert_eq!(extend_seq(&mut last, 0), 65536);
+        // A late packet keeps its place before the newest.
+        assert_eq!(extend_seq(&mut last, 65535), 65535);
+        assert_eq!(extend_seq(&mut last, 1), 65537);
     }
 }
 

@@ -4,7 +4,7 @@
 use crate::{Cmd, Router, Stats, Wire, rid_rank, send_to_peer};
 use bytes::Bytes;
 use preau_live::signal::{self, Media, Pc, PeerId, ServerMsg};
-use preau_sfu::forward::{Forward, Verdict, vp8_is_keyframe};
+use preau_sfu::forward::{Forward, Verdict, extend_seq, vp8_is_keyframe};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,21 +79,6 @@ struct Source {
     subs: Vec<Sub>,
     /// Its publisher left: kept in place (indices are held by `by_ssrc`), never offered.
     gone: bool,
-}
-
-/// Extends a 16-bit sequence number next to the last one sent.
-fn extend(last: &mut Option<u64>, seq: u16) -> u64 {
-    let e = match *last {
-        None => u64::from(seq),
-        Some(l) => {
-            let d = i64::from(seq.wrapping_sub(l as u16) as i16);
-            (l as i64 + d).max(0) as u64
-        }
-    };
-    if last.is_none_or(|l| e > l) {
-        *last = Some(e);
-    }
-    e
 }
 
 /// The node's peers on str0m.
@@ -633,7 +618,7 @@ impl Engine {
                 continue;
             };
             let (Some(mid), Some(pt)) = (sub.mid, sub.payload_type) else { continue };
-            let seq_no: SeqNo = extend(&mut sub.last_seq, seq).into();
+            let seq_no: SeqNo = extend_seq(&mut sub.last_seq, seq).into();
             let Some(c) = self.conns[sub.conn].as_mut() else { continue };
             let mut api = c.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(mid, None) else { continue };
@@ -650,20 +635,5 @@ impl Engine {
         if late {
             self.stats.rtp_out_late.fetch_add(sent, Ordering::Relaxed);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::extend;
-
-    #[test]
-    fn sequence_numbers_extend_across_wraps_and_reordering() {
-        let mut last = None;
-        assert_eq!(extend(&mut last, 65534), 65534);
-        assert_eq!(extend(&mut last, 65535), 65535);
-        assert_eq!(extend(&mut last, 0), 65536);
-        assert_eq!(extend(&mut last, 65535), 65535);
-        assert_eq!(extend(&mut last, 1), 65537);
     }
 }
