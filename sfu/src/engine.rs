@@ -67,6 +67,9 @@ const AUDIO_BPS: u64 = 40_000;
 /// While the estimate stays below what the tiles want, the estimator is asked to probe
 /// again this often.
 const PROBE_AGAIN: Duration = Duration::from_secs(4);
+/// How long a new subscription stays on its first (lowest) layer when no estimate is
+/// known yet: its first picture, then its tile's layer.
+const FIRST_LAYER_FOR: Duration = Duration::from_millis(300);
 /// Layers are chosen again at most this often on estimate changes alone.
 const REALLOCATE_EVERY: Duration = Duration::from_millis(250);
 /// Audio level window sent to the room (five a second per speaker).
@@ -916,6 +919,7 @@ impl Shard {
         let Some(mb) = self.members.get(&peer) else { return };
         let (connected, estimate) = (mb.sub_connected, mb.estimate);
         let mode = mb.own_mode.max(mb.class_mode);
+        let estimating = self.estimate;
         let entries: Vec<(u64, usize)> =
             mb.receiving.iter().filter_map(|&k| self.sub_index(k, peer).map(|i| (k, i))).collect();
         // Audio-only: no video is sent at all.
@@ -959,14 +963,21 @@ impl Shard {
             let target = if !sub.source.is_video() {
                 Some(0)
             } else if let Some(p) = proposals.remove(&e) {
-                // With an estimate, a new subscription starts on the lowest layer (its
-                // keyframe is the smallest, so the first picture comes soonest) and climbs.
+                // Where subscribers are estimated, a new subscription starts on the lowest
+                // layer (its keyframe is the smallest, so the first picture comes soonest)
+                // and climbs: by the estimate's holds, or, while no estimate is known yet,
+                // straight to its tile's layer a moment later.
                 let lowest = sub.source.layers.read().iter().position(|l| l.active);
-                let p = if sub.hold.held().is_none() && budget.is_some() { lowest.or(p) } else { p };
-                if budget.is_none() {
+                let fresh = sub.hold.held().is_none() && is_live && estimating && lowest.is_some();
+                let p = if fresh { lowest } else { p };
+                if budget.is_none() && !fresh {
                     // Without an estimate there is nothing noisy to hold against: layers
                     // follow the tile and the publisher's layers at once.
                     sub.hold = LayerHold::default();
+                }
+                if fresh && budget.is_none() {
+                    let soon = now + FIRST_LAYER_FOR;
+                    recheck = Some(recheck.map_or(soon, |r| r.min(soon)));
                 }
                 sub.hold.decide(now, p)
             } else {
