@@ -216,7 +216,8 @@ async fn a_class_in_real_browsers_decodes_video_and_a_mute_stops_a_pupils_audio(
 /// Issue 18: pupils get the layer their tile asks for. The teacher publishes 960×540 in
 /// three layers; pupil A's page shows the teacher large (`high`): the SFU's estimate of
 /// A's bandwidth climbs by probing and A reaches the full layer and keeps it; pupil B asks
-/// for a thumbnail (`low`) and gets the quarter layer.
+/// for a thumbnail (`low`) and gets the quarter layer, then `medium` and the half layer,
+/// then sound only and no video at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pupil_showing_the_teacher_large_gets_and_keeps_the_full_layer() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -251,6 +252,23 @@ async fn a_pupil_showing_the_teacher_large_gets_and_keeps_the_full_layer() {
     assert!(on_top * 10 >= samples * 9, "pupil A held the full layer {on_top}/{samples}");
     let low = chrome.until(&b, "preau.stats()", 20, "pupil B on the quarter layer", |v| width(v) == 240).await;
     println!("pupil B: {low}");
+    // A middle-sized tile: the half layer.
+    chrome.eval(&b, &format!("preau.quality('{video}', 'medium').then(() => true)")).await;
+    chrome.until(&b, "preau.stats()", 30, "pupil B on the half layer", |v| width(v) == 480).await;
+    // Sound only: not one more video packet, the teacher still heard.
+    chrome.eval(&b, "preau.receive('audio').then(() => true)").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let audio = format!("p{host_peer}-audio");
+    let before = chrome.eval(&b, "preau.stats()").await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let after = chrome.eval(&b, "preau.stats()").await;
+    let packets = |v: &Value, id: &str| num(v, &[id, "packetsReceived"]);
+    let media = |v: &Value| (num(v, &[&video, "bytesReceived"]), num(v, &[&video, "framesDecoded"]));
+    println!("pupil B before: {before}\npupil B after: {after}");
+    // Not one byte of picture; the estimator's padding (no payload) still comes, see
+    // ARCHITECTURE.md.
+    assert_eq!(media(&after), media(&before), "audio only: no video reaches pupil B");
+    assert!(packets(&after, &audio) > packets(&before, &audio) + 50, "pupil B still hears the teacher");
 }
 
 /// Issue 18: a newly admitted pupil sees the teacher fast. Twenty pupils join one after
