@@ -97,6 +97,8 @@ pub(crate) enum Internal {
     Failed(Pc),
     /// The engine failed on this member's connection (a caught panic): the session ends.
     Crashed,
+    /// `sub` must be offered again (its video sections turn off or on).
+    Renegotiate,
 }
 
 /// Commands to a shard.
@@ -473,6 +475,13 @@ struct Member {
     /// What it receives: its own choice and the class's; the stricter applies.
     own_mode: ReceiveMode,
     class_mode: ReceiveMode,
+    /// Its video sections are off (sound only): no media and no padding is sent on them.
+    video_off: bool,
+    /// Video sections to turn off or on at the next offer.
+    redirect: Vec<(Mid, Direction)>,
+    /// Video sections are being turned on: video waits for the answer (str0m sends
+    /// nothing on a section still inactive, and the keyframe would be lost).
+    video_pending: bool,
 }
 
 /// The publisher side of one layer.
@@ -669,6 +678,20 @@ impl Shard {
             // The SFU estimates each subscriber's bandwidth from its TWCC feedback and
             // probes for more; a browser that answers without transport-cc sends REMB.
             b = b.enable_bwe(Some(Bitrate::from(BWE_START as f64)));
+            // Audio carries no transport-cc: the estimator then never pads on an audio
+            // section, so a sound-only subscriber (video sections off) gets no padding.
+            let params = codecs
+                .params()
+                .iter()
+                .cloned()
+                .map(|mut p| {
+                    if p.spec().codec.is_audio() {
+                        p.set_fb_transport_cc(false);
+                    }
+                    p
+                })
+                .collect();
+            codecs = CodecConfig::new_from_payload_params(params);
         } else if kind == Pc::Sub {
             // No estimator on this node: subscribers estimate for themselves and say it
             // by REMB (from abs-send-time), which a browser does without transport-cc.
@@ -749,6 +772,9 @@ impl Shard {
                         probe: (0, 0, None),
                         own_mode: ReceiveMode::All,
                         class_mode: ReceiveMode::All,
+                        video_off: false,
+                        redirect: Vec::new(),
+                        video_pending: false,
                     },
                 );
             }
@@ -787,6 +813,7 @@ impl Shard {
                         mb.own_mode = mode;
                     }
                 }
+                self.video_sections(peer);
                 self.refresh_member(now, peer);
             }
             ShardCmd::Offer { peer, ice_restart, reply } => {
@@ -919,6 +946,7 @@ impl Shard {
         let Some(mb) = self.members.get(&peer) else { return };
         let (connected, estimate) = (mb.sub_connected, mb.estimate);
         let mode = mb.own_mode.max(mb.class_mode);
+        let video_held = mb.video_off || mb.video_pending;
         let estimating = self.estimate;
         let entries: Vec<(u64, usize)> =
             mb.receiving.iter().filter_map(|&k| self.sub_index(k, peer).map(|i| (k, i))).collect();
@@ -928,7 +956,7 @@ impl Shard {
                 && s.pt.is_some()
                 && s.forwarded
                 && !s.source.is_closed()
-                && !(mode == ReceiveMode::Audio && s.source.is_video())
+                && !((mode == ReceiveMode::Audio || video_held) && s.source.is_video())
         };
         // Low: every video on its lowest layer.
         let cap = |q: Quality| if mode == ReceiveMode::Low { Quality::Low } else { q };
@@ -1037,6 +1065,33 @@ impl Shard {
         }
     }
 
+    /// Sound only turns `peer`'s video sections off, anything else turns them on; `sub` is
+    /// offered again either way. The estimator pads on the first section that may send
+    /// video with transport-cc (audio sections are never padded: see `new_conn`), so with
+    /// them off a family on a poor line gets no padding either.
+    fn video_sections(&mut self, peer: PeerId) {
+        let Some(mb) = self.members.get(&peer) else { return };
+        let off = mb.own_mode.max(mb.class_mode) == ReceiveMode::Audio;
+        if off == mb.video_off {
+            return;
+        }
+        let dir = if off { Direction::Inactive } else { Direction::SendOnly };
+        let mids: Vec<Mid> = mb
+            .receiving
+            .iter()
+            .filter_map(|&k| self.sub_index(k, peer).and_then(|i| self.subs.get(&k)?.get(i)))
+            .filter(|s| s.source.is_video())
+            .filter_map(|s| s.mid)
+            .collect();
+        if let Some(mb) = self.members.get_mut(&peer) {
+            mb.video_off = off;
+            mb.video_pending = !off;
+            mb.redirect.retain(|(m, _)| !mids.contains(m));
+            mb.redirect.extend(mids.into_iter().map(|m| (m, dir)));
+            let _ = mb.events.try_send(Internal::Renegotiate);
+        }
+    }
+
     /// The estimate of `peer`'s `sub` connection changed: its layers are chosen again soon
     /// (at most every [`REALLOCATE_EVERY`]).
     fn estimate_changed(&mut self, now: Instant, peer: PeerId, bps: u64, twcc: bool) {
@@ -1113,9 +1168,14 @@ impl Shard {
         let Some(conn) = mb.subscribe else { return Ok(None) };
         let adds = std::mem::take(&mut mb.to_add);
         let stops = std::mem::take(&mut mb.to_stop);
+        let redirect = std::mem::take(&mut mb.redirect);
+        let video_off = mb.video_off;
         let Some(c) = self.conns.get_mut(conn as usize).and_then(Option::as_mut) else { return Ok(None) };
         let mut api = c.rtc.sdp_api();
         let new_ufrag = ice_restart.then(|| api.ice_restart(true).ufrag);
+        for (mid, dir) in redirect.into_iter().filter(|(m, _)| !stops.contains(m)) {
+            api.set_direction(mid, dir);
+        }
         for mid in stops {
             api.set_direction(mid, Direction::Inactive);
         }
@@ -1127,7 +1187,8 @@ impl Shard {
                 Media::Screen => format!("p{}-screen", s.peer),
                 _ => format!("p{}", s.peer),
             };
-            let mid = api.add_media(kind, Direction::SendOnly, Some(stream), Some(s.id.clone()), None);
+            let dir = if video_off && s.is_video() { Direction::Inactive } else { Direction::SendOnly };
+            let mid = api.add_media(kind, dir, Some(stream), Some(s.id.clone()), None);
             mids.push((s.key, mid));
         }
         let Some((offer, pending)) = api.apply() else { return Ok(None) };
@@ -1152,6 +1213,11 @@ impl Shard {
         let (Some(conn), Some(pending)) = (mb.subscribe, mb.pending.take()) else { return Err(no_offer()) };
         let Some(c) = self.conn(conn) else { return Err(no_connection()) };
         c.rtc.sdp_api().accept_answer(pending, answer).map_err(|e| bad_sdp("answer", e))?;
+        if let Some(mb) = self.members.get_mut(&peer)
+            && mb.redirect.is_empty()
+        {
+            mb.video_pending = false;
+        }
         // Each new track's payload type: the codec the answer kept for its section.
         let mut found = Vec::new();
         for (key, v) in &self.subs {

@@ -231,6 +231,7 @@ impl PeerTask {
         match i {
             Some(Internal::Connected(Pc::Sub)) => self.negotiator.connected(),
             Some(Internal::Connected(Pc::Pub)) | None => {}
+            Some(Internal::Renegotiate) => self.negotiator.tracks_changed(),
             Some(Internal::Failed(pc)) => {
                 tracing::info!(peer = self.peer, ?pc, "peer connection failed");
                 let e = SignalError::new(
