@@ -214,7 +214,7 @@ async fn a_class_in_real_browsers_decodes_video_and_a_mute_stops_a_pupils_audio(
 }
 
 /// Issue 18: pupils get the layer their tile asks for. The teacher publishes 960×540 in
-/// three layers; pupil A's page shows the teacher large (`high`): the SFU's estimate of
+/// three layers; pupil A shows the teacher large (`high`): the SFU's estimate of
 /// A's bandwidth climbs by probing and A reaches the full layer and keeps it; pupil B asks
 /// for a thumbnail (`low`) and gets the quarter layer, then `medium` and the half layer,
 /// then sound only and no video at all.
@@ -237,9 +237,13 @@ async fn a_pupil_showing_the_teacher_large_gets_and_keeps_the_full_layer() {
     let width = |v: &Value| num(v, &[&video, "frameWidth"]);
     chrome.until(&b, "preau.stats()", 60, "pupil B decoding", |v| num(v, &[&video, "framesDecoded"]) > 0).await;
     chrome.eval(&b, &format!("preau.quality('{video}', 'low').then(() => true)")).await;
+    chrome.eval(&a, &format!("preau.quality('{video}', 'high').then(() => true)")).await;
 
     let top = chrome.until(&a, "preau.stats()", 45, "pupil A on the full layer", |v| width(v) >= 960).await;
     println!("pupil A: {top}");
+    let bytes = |v: &Value, id: &str| num(v, &[id, "bytesReceived"]) as f64;
+    let kbps = |a: &Value, b: &Value, id: &str, secs: f64| (bytes(b, id) - bytes(a, id)) * 8.0 / secs / 1000.0;
+    let start = chrome.eval(&a, "preau.stats()").await;
     let (mut on_top, mut samples) = (0, 0);
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -248,13 +252,23 @@ async fn a_pupil_showing_the_teacher_large_gets_and_keeps_the_full_layer() {
             on_top += 1;
         }
     }
+    let end = chrome.eval(&a, "preau.stats()").await;
+    let high = kbps(&start, &end, &video, 20.0);
     println!("pupil A on the full layer in {on_top} of {samples} samples over 20 s");
     assert!(on_top * 10 >= samples * 9, "pupil A held the full layer {on_top}/{samples}");
     let low = chrome.until(&b, "preau.stats()", 20, "pupil B on the quarter layer", |v| width(v) == 240).await;
     println!("pupil B: {low}");
+    let l0 = chrome.eval(&b, "preau.stats()").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let l1 = chrome.eval(&b, "preau.stats()").await;
+    let quarter = kbps(&l0, &l1, &video, 4.0);
     // A middle-sized tile: the half layer.
     chrome.eval(&b, &format!("preau.quality('{video}', 'medium').then(() => true)")).await;
     chrome.until(&b, "preau.stats()", 30, "pupil B on the half layer", |v| width(v) == 480).await;
+    let m0 = chrome.eval(&b, "preau.stats()").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let m1 = chrome.eval(&b, "preau.stats()").await;
+    let medium = kbps(&m0, &m1, &video, 4.0);
     // Sound only: not one more video packet, the teacher still heard.
     chrome.eval(&b, "preau.receive('audio').then(() => true)").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -267,6 +281,10 @@ async fn a_pupil_showing_the_teacher_large_gets_and_keeps_the_full_layer() {
     // Not one video packet: no picture, and no estimator padding either.
     assert_eq!(packets(&after, &video), packets(&before, &video), "audio only: no video reaches pupil B");
     assert!(packets(&after, &audio) > packets(&before, &audio) + 50, "pupil B still hears the teacher");
+    let voice = kbps(&before, &after, &audio, 2.0);
+    println!(
+        "payload bitrates (kbit/s), fake 960x540 camera: full layer {high:.0}, half {medium:.0}, quarter {quarter:.0}, audio {voice:.0}"
+    );
 }
 
 /// Issue 18: a newly admitted pupil sees the teacher fast. Twenty pupils join one after
