@@ -101,15 +101,20 @@ impl Source {
         self.remask(&subs);
     }
 
-    /// Stops forwarding to `peer`.
+    /// Stops forwarding to `peer` (its shard is told).
     pub fn unsubscribe(self: &Arc<Self>, peer: PeerId) {
-        let shard = {
-            let mut subs = self.subs.lock();
-            let Some(shard) = subs.remove(&peer) else { return };
-            self.remask(&subs);
-            shard
-        };
-        self.engine.send(shard, ShardCmd::Unsubscribe { peer, key: self.key });
+        if let Some(shard) = self.forget_subscriber(peer) {
+            self.engine.send(shard, ShardCmd::Unsubscribe { peer, key: self.key });
+        }
+    }
+
+    /// Takes `peer` off the subscribers without telling its shard (which forgets the
+    /// whole member when it leaves); the shard it was on, if it was a subscriber.
+    pub(crate) fn forget_subscriber(&self, peer: PeerId) -> Option<usize> {
+        let mut subs = self.subs.lock();
+        let shard = subs.remove(&peer)?;
+        self.remask(&subs);
+        Some(shard)
     }
 
     /// A subscriber's wanted quality for this source (its tile's size).

@@ -131,8 +131,8 @@ impl PeerTask {
 
     fn remove_subscription(&mut self, id: &str) {
         if let Some((source, _)) = self.receiving.remove(id) {
+            // Tells the shard too, unless the room already did.
             source.unsubscribe(self.peer);
-            self.sfu.engine.send(self.shard, ShardCmd::Unsubscribe { peer: self.peer, key: source.key });
             self.negotiator.tracks_changed();
         }
     }
@@ -344,8 +344,9 @@ pub(crate) async fn session(sfu: Arc<Sfu>, ws: WebSocket, token: Option<String>)
         p.negotiate().await;
     };
     let _ = room.tx.send(RoomMsg::Leave { peer }).await;
+    // The shard forgets everything of the member at `Leave`: the sources only need to.
     for (source, _) in p.receiving.values() {
-        source.unsubscribe(peer);
+        source.forget_subscriber(peer);
     }
     sfu.engine.send(shard, ShardCmd::Leave { peer });
     if !reason.is_empty() {

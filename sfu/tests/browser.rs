@@ -157,22 +157,47 @@ fn num(v: &Value, path: &[&str]) -> u64 {
     v.as_u64().unwrap_or(0)
 }
 
+/// What `preau.state.peer` reads once a page has joined.
+const STATE: &str = "(window.preau && preau.state.peer) || 0";
+
+/// A node, Chromium, and the teacher's page joined (publishing camera and microphone).
+struct Class {
+    node: common::Node,
+    chrome: Chromium,
+    teacher: String,
+    host_peer: u64,
+}
+
+impl Class {
+    async fn start() -> Class {
+        let node = common::Node::start(&[]).await;
+        let chrome = Chromium::launch().await;
+        let teacher = chrome.open(&Class::page_of(&node, "t01", "host")).await;
+        let joined = chrome.until(&teacher, STATE, 30, "the teacher joined", |v| v.as_u64() > Some(0)).await;
+        Class { host_peer: num(&joined, &[]), node, chrome, teacher }
+    }
+
+    fn page_of(node: &common::Node, user: &str, role: &str) -> String {
+        format!("http://{}/classroom?sfu={}&token={}", node.addr, node.url, node.token(user, role))
+    }
+
+    /// The classroom page for `user` in `role`.
+    fn page(&self, user: &str, role: &str) -> String {
+        Class::page_of(&self.node, user, role)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_class_in_real_browsers_decodes_video_and_a_mute_stops_a_pupils_audio() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let node = common::Node::start(&[]).await;
-    let page = |user: &str, role: &str| {
-        format!("http://{}/classroom?sfu={}&token={}", node.addr, node.url, node.token(user, role))
-    };
+    let class = Class::start().await;
+    let (chrome, teacher, host_peer) = (&class.chrome, class.teacher.clone(), class.host_peer);
+    let page = |user: &str, role: &str| class.page(user, role);
 
-    let chrome = Chromium::launch().await;
-    let teacher = chrome.open(&page("t01", "host")).await;
-    let state = "(window.preau && preau.state.peer) || 0";
-    let host_peer = num(&chrome.until(&teacher, state, 30, "the teacher joined", |v| v.as_u64() > Some(0)).await, &[]);
     let a = chrome.open(&page("e001", "participant")).await;
     let b = chrome.open(&page("e002", "participant")).await;
-    let pa = num(&chrome.until(&a, state, 30, "pupil A joined", |v| v.as_u64() > Some(0)).await, &[]);
-    let pb = num(&chrome.until(&b, state, 30, "pupil B joined", |v| v.as_u64() > Some(0)).await, &[]);
+    let pa = num(&chrome.until(&a, STATE, 30, "pupil A joined", |v| v.as_u64() > Some(0)).await, &[]);
+    let pb = num(&chrome.until(&b, STATE, 30, "pupil B joined", |v| v.as_u64() > Some(0)).await, &[]);
     chrome.until(&teacher, "preau.state.waiting.length", 20, "both pupils waiting", |v| v.as_u64() == Some(2)).await;
     chrome.eval(&teacher, "preau.admitAll().then(() => true)").await;
 
@@ -221,14 +246,9 @@ async fn a_class_in_real_browsers_decodes_video_and_a_mute_stops_a_pupils_audio(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pupil_showing_the_teacher_large_gets_and_keeps_the_full_layer() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let node = common::Node::start(&[]).await;
-    let page = |user: &str, role: &str| {
-        format!("http://{}/classroom?sfu={}&token={}", node.addr, node.url, node.token(user, role))
-    };
-    let chrome = Chromium::launch().await;
-    let teacher = chrome.open(&page("t01", "host")).await;
-    let state = "(window.preau && preau.state.peer) || 0";
-    let host_peer = num(&chrome.until(&teacher, state, 30, "the teacher joined", |v| v.as_u64() > Some(0)).await, &[]);
+    let class = Class::start().await;
+    let (chrome, teacher, host_peer) = (&class.chrome, class.teacher.clone(), class.host_peer);
+    let page = |user: &str, role: &str| class.page(user, role);
     let a = chrome.open(&page("e001", "participant")).await;
     let b = chrome.open(&page("e002", "participant")).await;
     chrome.until(&teacher, "preau.state.waiting.length", 20, "both pupils waiting", |v| v.as_u64() == Some(2)).await;
@@ -293,14 +313,9 @@ async fn a_pupil_showing_the_teacher_large_gets_and_keeps_the_full_layer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newly_admitted_pupils_see_the_teacher_within_half_a_second() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let node = common::Node::start(&[]).await;
-    let page = |user: &str, role: &str| {
-        format!("http://{}/classroom?sfu={}&token={}", node.addr, node.url, node.token(user, role))
-    };
-    let chrome = Chromium::launch().await;
-    let teacher = chrome.open(&page("t01", "host")).await;
-    let state = "(window.preau && preau.state.peer) || 0";
-    chrome.until(&teacher, state, 30, "the teacher joined", |v| v.as_u64() > Some(0)).await;
+    let class = Class::start().await;
+    let (chrome, teacher) = (&class.chrome, class.teacher.clone());
+    let page = |user: &str, role: &str| class.page(user, role);
     // The teacher's camera is up before the first pupil comes.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let first =

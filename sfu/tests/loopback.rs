@@ -7,7 +7,7 @@ mod common;
 
 use common::{KEY, Node};
 use preau_auth::Issuer;
-use preau_live::client::LiveClient;
+use preau_live::client::{LiveClient, Publication};
 use serde_json::json;
 use std::time::Duration;
 
@@ -31,23 +31,39 @@ async fn admit(host: &mut LiveClient, pupil: &LiveClient) {
     host.request(json!({"type":"admit","peer":pupil.peer})).await.expect("admit");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simulcast_reaches_subscribers_who_switch_layers_on_keyframes() {
-    let node = Node::start(&["--host-grace", "5"]).await;
-    let mut host = join(&node, "t01", "host").await;
+/// A teacher publishing three VP8 layers (200, 600 and 1,200 byte frames) and Opus (level
+/// -20 dBov), and two pupils admitted who receive both.
+struct Lesson {
+    host: LiveClient,
+    publication: Publication,
+    a: LiveClient,
+    b: LiveClient,
+    video: String,
+    audio: String,
+}
+
+async fn lesson(node: &Node) -> Lesson {
+    let mut host = join(node, "t01", "host").await;
     assert_eq!(host.role, "host");
     let publication = host.publish(&[("q", 200), ("h", 600), ("f", 1200)], Some(20)).await.expect("publish");
-
-    let a = join(&node, "e001", "participant").await;
-    let b = join(&node, "e002", "participant").await;
+    let a = join(node, "e001", "participant").await;
+    let b = join(node, "e002", "participant").await;
     admit(&mut host, &a).await;
     admit(&mut host, &b).await;
-
     let video = format!("p{}-video", host.peer);
     let audio = format!("p{}-audio", host.peer);
     for p in [&a, &b] {
         until(60, "video and audio reach both pupils", || p.track(&video).packets > 30 && p.track(&audio).packets > 30)
             .await;
+    }
+    Lesson { host, publication, a, b, video, audio }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_reaches_subscribers_who_switch_layers_on_keyframes() {
+    let node = Node::start(&["--host-grace", "5"]).await;
+    let Lesson { host, publication, a, b, video, audio: _ } = lesson(&node).await;
+    for p in [&a, &b] {
         assert!(p.track(&video).keyframes >= 1, "a subscriber starts on a keyframe");
         assert_eq!(p.track(&video).last_size, 600, "without a bandwidth estimate, a tile gets the middle layer");
     }
@@ -232,18 +248,7 @@ async fn last_n_forwards_the_host_and_the_latest_speakers_video() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pupils_choose_audio_only_or_low_and_the_teacher_makes_the_class_audio_only() {
     let node = Node::start(&["--host-grace", "5"]).await;
-    let mut host = join(&node, "t01", "host").await;
-    let publication = host.publish(&[("q", 200), ("h", 600), ("f", 1200)], Some(20)).await.expect("publish");
-    let a = join(&node, "e001", "participant").await;
-    let mut b = join(&node, "e002", "participant").await;
-    admit(&mut host, &a).await;
-    admit(&mut host, &b).await;
-    let video = format!("p{}-video", host.peer);
-    let audio = format!("p{}-audio", host.peer);
-    for p in [&a, &b] {
-        until(60, "video and audio reach both pupils", || p.track(&video).packets > 30 && p.track(&audio).packets > 30)
-            .await;
-    }
+    let Lesson { host, publication, a, mut b, video, audio } = lesson(&node).await;
 
     // A: sound only. Not one more video packet; the voice goes on.
     a.request(json!({"type":"receive","mode":"audio"})).await.expect("audio only");
