@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod impair;
+
 use clap::Parser;
 use preau_auth::Issuer;
 use preau_sfu::Sfu;
@@ -20,9 +22,9 @@ pub const KEY: &[u8] = b"an SFU integration test key!!!!!";
 
 /// A running node.
 pub struct Node {
-    /// `ws://127.0.0.1:<port>/ws`.
+    /// `ws://<ip>:<port>/ws`.
     pub url: String,
-    /// `127.0.0.1:<port>` (HTTP: the classroom page, probes).
+    /// `<ip>:<port>` (HTTP: the classroom page, probes).
     pub addr: std::net::SocketAddr,
     /// Signs room tokens the node accepts.
     pub issuer: Issuer,
@@ -30,14 +32,21 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node with `extra` flags (`--redis`, `--node-id`, `--host-grace`...).
+    /// Starts a node on loopback with `extra` flags (`--redis`, `--node-id`,
+    /// `--host-grace`...).
     pub async fn start(extra: &[&str]) -> Node {
+        Node::start_on("127.0.0.1", 0, extra).await
+    }
+
+    /// Starts a node listening on `ip` (HTTP on a free port, media on `udp_port`, 0: any).
+    pub async fn start_on(ip: &str, udp_port: u16, extra: &[&str]) -> Node {
         // RUST_LOG=preau_sfu=debug shows the SFU's side.
         let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
         let dir = tempfile::tempdir().expect("tempdir");
         let key = dir.path().join("key");
         std::fs::write(&key, KEY).expect("key");
-        let mut args = vec!["preau-sfu", "--listen", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--room-key-file"];
+        let (listen, udp) = (format!("{ip}:0"), format!("{ip}:{udp_port}"));
+        let mut args = vec!["preau-sfu", "--listen", &listen, "--udp", &udp, "--room-key-file"];
         args.push(key.to_str().expect("utf-8"));
         args.extend_from_slice(extra);
         let cfg = Cli::parse_from(args).c;
