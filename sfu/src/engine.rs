@@ -1024,6 +1024,10 @@ impl Shard {
             if target != sub.fwd.target() && sub.source.is_video() {
                 tracing::debug!(peer, source = %sub.source.id, ?target, ?budget, "layer");
             }
+            // Low: a screen at its base frame rate (the page sends screens in temporal
+            // layers).
+            let screen_low = mode == ReceiveMode::Low && sub.source.media == Media::Screen;
+            sub.fwd.set_max_temporal(screen_low.then_some(0));
             let mut pli = sub.fwd.set_target(target);
             if is_live {
                 pli |= sub.fwd.resume();
@@ -1559,6 +1563,7 @@ impl Shard {
             }
         }
         let keyframe = source.is_video() && vp8_is_keyframe(&p.payload);
+        let temporal = if source.is_video() { preau_live::vp8::temporal(&p.payload) } else { None };
         let pkt = Arc::new(Packet {
             source: source.clone(),
             layer,
@@ -1566,6 +1571,7 @@ impl Shard {
             ts: p.header.timestamp,
             marker: p.header.marker,
             keyframe,
+            temporal,
             arrived: p.timestamp,
             payload: p.payload,
         });
@@ -1637,7 +1643,9 @@ impl Shard {
         let size = p.payload.len() as u64 + 12;
         for sub in subs.iter_mut() {
             let (Some(mid), Some(pt)) = (sub.mid, sub.pt) else { continue };
-            let Verdict::Send { seq, ts, switched } = sub.fwd.on_packet(now, p.layer, p.seq, p.ts, p.keyframe) else {
+            let Verdict::Send { seq, ts, switched } =
+                sub.fwd.on_frame_packet(now, p.layer, p.seq, p.ts, p.keyframe, p.temporal)
+            else {
                 continue;
             };
             if switched {

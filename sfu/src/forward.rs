@@ -62,6 +62,10 @@ pub struct Forward {
     seq_offset: u16,
     ts_offset: u32,
     last: Option<(u16, u32, Instant)>,
+    /// Highest temporal layer sent (`None`: all), and a change waiting for a frame where
+    /// it can take effect.
+    max_temporal: Option<u8>,
+    pending_temporal: Option<Option<u8>>,
 }
 
 impl Forward {
@@ -76,6 +80,8 @@ impl Forward {
             seq_offset: 0,
             ts_offset: 0,
             last: None,
+            max_temporal: None,
+            pending_temporal: None,
         }
     }
 
@@ -126,6 +132,18 @@ impl Forward {
         }
     }
 
+    /// Caps the temporal layers sent (`Some(0)`: the base layer only, a reduced frame
+    /// rate; `None`: all). A lower cap starts at the next frame; a higher one at the next
+    /// base-layer frame, which references nothing that was left out.
+    pub fn set_max_temporal(&mut self, max: Option<u8>) {
+        self.pending_temporal = (max != self.max_temporal).then_some(max);
+    }
+
+    /// The temporal layers sent now.
+    pub fn max_temporal(&self) -> Option<u8> {
+        self.max_temporal
+    }
+
     /// Whether sending is paused.
     pub fn is_paused(&self) -> bool {
         self.paused
@@ -133,7 +151,41 @@ impl Forward {
 
     /// Decides for one packet of `layer`.
     pub fn on_packet(&mut self, now: Instant, layer: usize, seq: u16, ts: u32, keyframe: bool) -> Verdict {
+        self.on_frame_packet(now, layer, seq, ts, keyframe, None)
+    }
+
+    /// Decides for one packet of `layer` whose frame is on a temporal layer (`temporal`:
+    /// whether the packet starts its frame, and the layer: [`preau_live::vp8::temporal`]).
+    /// A frame above the cap is left out and the sequence numbers close over it, so the
+    /// subscriber sees no loss to ask again for.
+    pub fn on_frame_packet(
+        &mut self,
+        now: Instant,
+        layer: usize,
+        seq: u16,
+        ts: u32,
+        keyframe: bool,
+        temporal: Option<(bool, u8)>,
+    ) -> Verdict {
         if self.paused {
+            return Verdict::Drop;
+        }
+        if let (Some(max), Some((start, tid))) = (self.pending_temporal, temporal)
+            && start
+            && (tid == 0 || max.is_some_and(|m| self.max_temporal.is_none_or(|c| m < c)))
+        {
+            self.max_temporal = max;
+            self.pending_temporal = None;
+        }
+        if let (Some(max), Some((_, tid))) = (self.max_temporal, temporal)
+            && tid > max
+            && self.current == Some(layer)
+        {
+            // Left out: the packets after it take its number, unless it came late.
+            let out = seq.wrapping_add(self.seq_offset);
+            if self.last.is_none_or(|(ls, _, _)| out.wrapping_sub(ls) < 0x8000 && out != ls) {
+                self.seq_offset = self.seq_offset.wrapping_sub(1);
+            }
             return Verdict::Drop;
         }
         let mut switched = false;
@@ -235,6 +287,46 @@ mod tests {
         assert!(matches!(f.on_packet(t2, 0, 7002, 600, false), Verdict::Send { seq: 105, .. }));
         // Wrapping sequence numbers.
         assert!(matches!(f.on_packet(t2, 0, 7002u16.wrapping_add(65535), 600, false), Verdict::Send { .. }));
+    }
+
+    /// Issue 18: a screen in "low" mode comes at a reduced frame rate, with no gap the
+    /// subscriber would ask again for, and the full rate comes back on a base frame.
+    #[test]
+    fn a_temporal_cap_leaves_out_upper_frames_and_closes_the_sequence_over_them() {
+        let t0 = Instant::now();
+        let mut f = Forward::video(90_000);
+        f.set_target(Some(0));
+        let send =
+            |f: &mut Forward, seq: u16, kf: bool, t: (bool, u8)| match f.on_frame_packet(t0, 0, seq, 0, kf, Some(t)) {
+                Verdict::Send { seq, .. } => Some(seq),
+                Verdict::Drop => None,
+            };
+        // L1T3: frames on layers 0, 2, 1, 2, 0 ...; two packets per frame.
+        assert_eq!(send(&mut f, 10, true, (true, 0)), Some(10));
+        assert_eq!(send(&mut f, 11, false, (false, 0)), Some(11));
+        f.set_max_temporal(Some(0));
+        assert_eq!(f.max_temporal(), None, "not before a frame starts");
+        assert_eq!(send(&mut f, 12, false, (true, 2)), None, "the cap takes effect at the next frame");
+        assert_eq!(send(&mut f, 13, false, (false, 2)), None);
+        assert_eq!(send(&mut f, 14, false, (true, 1)), None);
+        assert_eq!(send(&mut f, 15, false, (false, 1)), None);
+        assert_eq!(send(&mut f, 16, false, (true, 2)), None);
+        assert_eq!(send(&mut f, 17, false, (false, 2)), None);
+        assert_eq!(send(&mut f, 18, false, (true, 0)), Some(12), "the base frame follows on without a gap");
+        assert_eq!(send(&mut f, 19, false, (false, 0)), Some(13));
+        assert_eq!(send(&mut f, 13, false, (false, 2)), None, "a late upper packet changes nothing");
+        assert_eq!(send(&mut f, 20, false, (true, 0)), Some(14));
+        // Back to the full rate: not on an upper frame (its references were left out),
+        // on the next base frame.
+        f.set_max_temporal(None);
+        assert_eq!(send(&mut f, 21, false, (true, 2)), None);
+        assert_eq!(send(&mut f, 22, false, (true, 1)), None);
+        assert_eq!(send(&mut f, 23, false, (true, 0)), Some(15));
+        assert_eq!(send(&mut f, 24, false, (true, 2)), Some(16));
+        assert_eq!(f.max_temporal(), None);
+        // A publisher without temporal layers is never capped.
+        f.set_max_temporal(Some(0));
+        assert!(matches!(f.on_packet(t0, 0, 25, 0, false), Verdict::Send { seq: 17, .. }));
     }
 
     #[test]

@@ -148,6 +148,9 @@ pub struct Packet {
     pub marker: bool,
     /// A VP8 keyframe's first packet.
     pub keyframe: bool,
+    /// Whether it starts its frame, and the frame's temporal layer, when the publisher
+    /// sends temporal layers (screens do: a "low" subscriber gets the base layer only).
+    pub temporal: Option<(bool, u8)>,
     /// When it arrived (the RTCP sender reports' wall clock).
     pub arrived: Instant,
     /// Payload.

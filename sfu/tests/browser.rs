@@ -457,3 +457,49 @@ async fn at_five_percent_loss_nack_and_rtx_keep_the_video_decoding() {
     assert!(frames >= 120, "the video keeps decoding: {frames} frames in 15 s");
     assert!(freezes < 4.0, "{freezes:.1} s frozen in 15 s");
 }
+
+/// Issue 18: in "low" mode a pupil gets the teacher's screen at a reduced frame rate
+/// (the page shares screens in three temporal layers; the SFU sends the base one, a
+/// quarter of the frames, to "low" pupils) and the full rate comes back with "all".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pupil_in_low_mode_gets_the_screen_at_a_reduced_frame_rate() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let class = Class::start().await;
+    let (chrome, teacher, host_peer) = (&class.chrome, class.teacher.clone(), class.host_peer);
+    let a = chrome.open(&class.page("e001", "participant")).await;
+    let b = chrome.open(&class.page("e002", "participant")).await;
+    chrome.until(&teacher, "preau.state.waiting.length", 20, "both pupils waiting", |v| v.as_u64() == Some(2)).await;
+    chrome.eval(&teacher, "preau.admitAll().then(() => true)").await;
+    // Screen capture wants a user gesture.
+    let r = chrome
+        .call(
+            Some(&teacher),
+            "Runtime.evaluate",
+            json!({"expression": "preau.shareScreen().then(() => true)", "awaitPromise": true, "userGesture": true}),
+        )
+        .await;
+    assert!(r.get("exceptionDetails").is_none(), "the teacher shares the screen: {r}");
+    chrome.eval(&b, "preau.receive('low').then(() => true)").await;
+    let screen = format!("p{host_peer}-screen");
+    let frames = |v: &Value| num(v, &[&screen, "framesDecoded"]);
+    for (tab, who) in [(&a, "A"), (&b, "B")] {
+        chrome.until(tab, "preau.stats()", 30, &format!("pupil {who} decoding the screen"), |v| frames(v) > 0).await;
+    }
+    let rate = |tab: String| async move {
+        let s0 = chrome.eval(&tab, "preau.stats()").await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let s1 = chrome.eval(&tab, "preau.stats()").await;
+        (frames(&s1) - frames(&s0)) as f64 / 6.0
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (full, low) = tokio::join!(rate(a.clone()), rate(b.clone()));
+    println!("screen frames per second: pupil A (all) {full:.1}, pupil B (low) {low:.1}");
+    assert!(full >= 4.0, "pupil A gets the screen at its rate: {full:.1} fps");
+    assert!(low > 0.0 && low <= full * 0.4, "pupil B gets a quarter of the frames: {low:.1} of {full:.1} fps");
+    // Back to everything: the full rate again.
+    chrome.eval(&b, "preau.receive('all').then(() => true)").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let back = rate(b.clone()).await;
+    println!("pupil B back on all: {back:.1} fps");
+    assert!(back >= full * 0.7, "pupil B back at the full rate: {back:.1} of {full:.1} fps");
+}

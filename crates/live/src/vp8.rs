@@ -1,5 +1,6 @@
-//! The one VP8 fact an SFU needs without decoding: whether a packet starts a keyframe
-//! (a layer switch waits for one). Pure, and fuzzed: it reads network bytes.
+//! The VP8 facts an SFU needs without decoding: whether a packet starts a keyframe (a
+//! layer switch waits for one) and which temporal layer its frame belongs to (a reduced
+//! frame rate drops the upper ones). Pure, and fuzzed: it reads network bytes.
 
 /// Whether a VP8 RTP payload starts a keyframe (RFC 7741: the payload descriptor, then
 /// the first partition's header, whose P bit is 0 on keyframes).
@@ -29,6 +30,31 @@ pub fn is_keyframe(payload: &[u8]) -> bool {
     payload.get(i).is_some_and(|h| h & 0x01 == 0)
 }
 
+/// Where a packet stands among temporal layers (RFC 7741's T bit): whether it starts a
+/// frame, and the frame's temporal layer. `None` when the publisher sends no temporal
+/// layers (or the payload is too short to tell).
+pub fn temporal(payload: &[u8]) -> Option<(bool, u8)> {
+    let &b0 = payload.first()?;
+    let start = b0 & 0x10 != 0 && b0 & 0x07 == 0;
+    if b0 & 0x80 == 0 {
+        return None;
+    }
+    let &x = payload.get(1)?;
+    if x & 0x20 == 0 {
+        return None; // no TID
+    }
+    let mut i = 2;
+    if x & 0x80 != 0 {
+        let &p = payload.get(i)?;
+        i += if p & 0x80 != 0 { 2 } else { 1 };
+    }
+    if x & 0x40 != 0 {
+        i += 1; // TL0PICIDX
+    }
+    let &t = payload.get(i)?;
+    Some((start, t >> 6))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +70,19 @@ mod tests {
         assert!(!is_keyframe(&[0x90, 0xe0, 0x80, 0x01, 0x05, 0x20, 0x9d]));
         assert!(!is_keyframe(&[]));
         assert!(!is_keyframe(&[0x90, 0xe0]), "truncated: never a panic");
+    }
+
+    #[test]
+    fn reads_the_temporal_layer_of_a_frame() {
+        // X; I (15-bit picture id), L, T; TID 2 in the top bits of the last byte.
+        assert_eq!(temporal(&[0x90, 0xe0, 0x80, 0x01, 0x05, 0x80, 0x9d]), Some((true, 2)));
+        // Not the start of the frame (S=0): same layer.
+        assert_eq!(temporal(&[0x80, 0xe0, 0x80, 0x01, 0x05, 0x40, 0x00]), Some((false, 1)));
+        // 7-bit picture id, no TL0PICIDX.
+        assert_eq!(temporal(&[0x90, 0xa0, 0x05, 0x00, 0x9d]), Some((true, 0)));
+        assert_eq!(temporal(&[0x90, 0x80, 0x05, 0x9d]), None, "no T bit: no temporal layers");
+        assert_eq!(temporal(&[0x10, 0x00]), None, "no extension at all");
+        assert_eq!(temporal(&[0x90, 0xe0, 0x80]), None, "truncated: never a panic");
+        assert_eq!(temporal(&[]), None);
     }
 }
