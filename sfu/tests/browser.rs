@@ -49,7 +49,7 @@ impl Chromium {
         // DevTools reads commands on fd 3 and answers on fd 4: the shell gives it our
         // stdin and stdout there, and nothing else of them.
         let mut cmd = tokio::process::Command::new("sh");
-        cmd.args(["-c", "exec 3<&0 4>&1 </dev/null >/dev/null 2>/dev/null; exec \"$@\"", "sh"]);
+        cmd.args(["-c", "exec 3<&0 4>&1 </dev/null >/dev/null; exec \"$@\"", "sh"]);
         if let Some(ns) = ns {
             cmd.args(["ip", "netns", "exec", ns]);
         }
@@ -76,6 +76,18 @@ impl Chromium {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true);
+        // PREAU_CHROMIUM_LOG=<file prefix>: each browser's WebRTC receive-side log (NACK,
+        // packet buffer, keyframe requests) to <prefix>-<pid>.log, for a failure's cause.
+        if let Ok(prefix) = std::env::var("PREAU_CHROMIUM_LOG") {
+            let file =
+                std::fs::File::create(format!("{prefix}-{}.log", std::process::id() as u64 * 10 + ns.is_some() as u64))
+                    .expect("log file");
+            cmd.args([
+                "--enable-logging=stderr",
+                "--vmodule=*/modules/video_coding/*=2,*/video/*=1,*/modules/rtp_rtcp/*=1",
+            ])
+            .stderr(file);
+        }
         let mut child = cmd.spawn().expect("start chromium");
         let mut input = child.stdin.take().expect("chromium stdin");
         let output = child.stdout.take().expect("chromium stdout");

@@ -234,6 +234,12 @@ impl Relay {
             let (back_tx, mut back_rx) = mpsc::unbounded_channel::<(Vec<u8>, SocketAddr)>();
             let mut up: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
             let mut rng = Lcg(18);
+            // Knobs for finding a failure's cause: RELAY_DOWN_ONLY loses only what goes to the
+            // impaired clients; RELAY_TRACE=<file> writes a line per RTP datagram sent
+            // to them (microseconds, SSRC, payload type, sequence number, size, lost).
+            let down_only = std::env::var("RELAY_DOWN_ONLY").is_ok();
+            let mut trace = std::env::var("RELAY_TRACE").ok().and_then(|f| std::fs::File::create(f).ok());
+            let t0 = Instant::now();
             let mut buf = vec![0u8; 65536];
             loop {
                 // From a client towards the node, or from the node back to a client.
@@ -245,7 +251,23 @@ impl Relay {
                     Some((data, client)) = back_rx.recv() => (data, client, false),
                 };
                 let hit = client.ip() == impaired;
-                if hit && rng.chance(loss) {
+                let lose = hit && (!down_only || !towards_node) && rng.chance(loss);
+                // RTP, not RTCP (payload types 192-223 with the marker bit): SRTP leaves
+                // the header in clear.
+                if let Some(t) = trace.as_mut()
+                    && hit
+                    && !towards_node
+                    && data.len() >= 12
+                    && data[0] >> 6 == 2
+                    && !(192..=223).contains(&data[1])
+                {
+                    use std::io::Write;
+                    let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+                    let seq = u16::from_be_bytes([data[2], data[3]]);
+                    let (at, pt, len) = (t0.elapsed().as_micros(), data[1] & 0x7f, data.len());
+                    let _ = writeln!(t, "{at} {ssrc} {pt} {seq} {len} {}", lose as u8);
+                }
+                if lose {
                     d.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
