@@ -58,6 +58,8 @@ use tokio::sync::{mpsc, oneshot};
 const MEDIA_QUEUE: usize = 16384;
 /// Shortest time between two keyframe requests for one layer.
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
+/// How often str0m reports a subscriber's sending streams (NACKs received).
+const STATS_EVERY: Duration = Duration::from_secs(5);
 /// How often connections' timers are looked at at most (str0m's own deadlines are
 /// checked then).
 const TICK: Duration = Duration::from_millis(5);
@@ -452,6 +454,8 @@ struct Conn {
     deadline: Instant,
     /// Media was written since the last drain.
     wrote: bool,
+    /// NACKs received so far on each of its sending streams (str0m reports totals).
+    nacks: Vec<(Mid, u64)>,
 }
 
 struct Member {
@@ -673,6 +677,10 @@ impl Shard {
 
     fn new_conn(&mut self, now: Instant, peer: PeerId, kind: Pc) -> Result<ConnId, SignalError> {
         let mut b = Rtc::builder().set_rtp_mode(true).set_ice_lite(true).clear_codecs();
+        if kind == Pc::Sub {
+            // Sending streams' totals (NACKs received) every few seconds, for the metrics.
+            b = b.set_stats_interval(Some(STATS_EVERY));
+        }
         if let Some(cert) = &self.cert {
             b = b.set_dtls_cert(cert.clone());
         }
@@ -726,7 +734,7 @@ impl Shard {
             rtc.add_local_candidate(cand);
         }
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag.clone();
-        let conn = Conn { rtc, peer, kind, deadline: now, wrote: false };
+        let conn = Conn { rtc, peer, kind, deadline: now, wrote: false, nacks: Vec::new() };
         let id = match self.free.pop() {
             Some(i) => {
                 self.conns[i as usize] = Some(conn);
@@ -1465,7 +1473,19 @@ impl Shard {
             Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) if kind == Pc::Sub => {
                 self.estimate_changed(now, peer, estimate.as_u64(), false);
             }
-            Event::MediaEgressStats(s) => self.counters.nacks += s.nacks,
+            Event::MediaEgressStats(s) => {
+                if let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) {
+                    let seen = match c.nacks.iter_mut().find(|(m, _)| *m == s.mid) {
+                        Some((_, n)) => n,
+                        None => {
+                            c.nacks.push((s.mid, 0));
+                            &mut c.nacks.last_mut().expect("just pushed").1
+                        }
+                    };
+                    self.counters.nacks += s.nacks.saturating_sub(*seen);
+                    *seen = s.nacks.max(*seen);
+                }
+            }
             _ => {}
         }
     }

@@ -432,6 +432,10 @@ async fn a_pupil_on_a_narrow_link_gets_the_low_layer_then_climbs_when_it_widens(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_five_percent_loss_nack_and_rtx_keep_the_video_decoding() {
     let _one = ONE_AT_A_TIME.lock().await;
+    // The node's counters (NACKs received from the pupil), once per process.
+    static METRICS: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    let metrics = METRICS.get_or_init(|| preau_sfu::metrics::install().ok()).as_ref().expect("metrics recorder");
     let link = Link::new();
     let front = Relay::bind(link.relay.into()).await;
     let port = front.local_addr().expect("relay address").port();
@@ -462,6 +466,18 @@ async fn at_five_percent_loss_nack_and_rtx_keep_the_video_decoding() {
         relay.forwarded.load(std::sync::atomic::Ordering::Relaxed),
         relay.dropped.load(std::sync::atomic::Ordering::Relaxed),
     );
+    // The node counts the NACKs it received (its metric once stayed at 0: str0m reports
+    // them only with its statistics on). Read after its next report (every 5 s).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let text = metrics.render();
+    let received = text
+        .lines()
+        .find(|l| l.starts_with("preau_sfu_nacks_total"))
+        .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let sent = num(&browser.eval(&pupil, "preau.stats()").await, &[&video, "nackCount"]);
+    println!("NACKs: {sent} sent by the pupil in all, {received} received by the node");
+    assert!(received > 0.0, "preau_sfu_nacks_total counts NACKs ({received})");
     assert!(nacks > 0 && rtx > 0, "losses are asked for again and repaired ({nacks} NACKs, {rtx} RTX)");
     // About 18 frames a second when nothing freezes. Some runs (about one in three here)
     // freeze once for 3 s, until the browser's own keyframe request: ARCHITECTURE says
