@@ -134,6 +134,26 @@ impl RoomError {
     }
 }
 
+/// Why someone was turned away after joining.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusedCode {
+    /// The host did not admit them from the waiting room.
+    NotAdmitted,
+    /// The host removed them from the class.
+    Removed,
+}
+
+impl RefusedCode {
+    /// The code as sent (also the close reason).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusedCode::NotAdmitted => "not_admitted",
+            RefusedCode::Removed => "removed",
+        }
+    }
+}
+
 /// Why a room ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -169,10 +189,20 @@ pub enum Event {
         /// Everyone admitted.
         members: Vec<Member>,
     },
-    /// You were refused or removed.
+    /// You were refused or removed (the connection then closes with 4003 and this code
+    /// as its reason).
     Refused {
-        /// Why.
+        /// Why, for a page to translate.
+        code: RefusedCode,
+        /// Why, in plain English.
         reason: String,
+    },
+    /// A member's hand went up or down (the `hands` queue follows).
+    Hand {
+        /// Whose.
+        peer: PeerId,
+        /// Now up.
+        raised: bool,
     },
     /// A member joined.
     Joined {
@@ -362,7 +392,8 @@ impl Room {
         self.host(by)?;
         let i = self.waiting.iter().position(|w| w.peer == peer).ok_or(RoomError::NotInRoom)?;
         self.waiting.remove(i);
-        self.emit(Some(peer), Event::Refused { reason: "the teacher did not admit you".into() });
+        let (code, reason) = (RefusedCode::NotAdmitted, "the teacher did not admit you".into());
+        self.emit(Some(peer), Event::Refused { code, reason });
         self.tell_hosts_waiting();
         Ok(())
     }
@@ -386,8 +417,38 @@ impl Room {
         if !m.hand {
             m.hand = true;
             self.hands.push(peer);
+            self.emit(None, Event::Hand { peer, raised: true });
             self.emit(None, Event::Hands { queue: self.hands.clone() });
         }
+        Ok(())
+    }
+
+    /// Lowers `peer`'s hand if it is up, telling everyone.
+    fn lower(&mut self, peer: PeerId) {
+        if let Some(m) = self.members.get_mut(&peer)
+            && m.hand
+        {
+            m.hand = false;
+            self.hands.retain(|p| *p != peer);
+            self.emit(None, Event::Hand { peer, raised: false });
+            self.emit(None, Event::Hands { queue: self.hands.clone() });
+        }
+    }
+
+    /// The host lowers every raised hand.
+    pub fn handle_lower_all_hands(&mut self, _now: Instant, by: PeerId) -> Result<(), RoomError> {
+        self.live()?;
+        self.host(by)?;
+        if self.hands.is_empty() {
+            return Ok(());
+        }
+        for peer in std::mem::take(&mut self.hands) {
+            if let Some(m) = self.members.get_mut(&peer) {
+                m.hand = false;
+            }
+            self.emit(None, Event::Hand { peer, raised: false });
+        }
+        self.emit(None, Event::Hands { queue: Vec::new() });
         Ok(())
     }
 
@@ -397,12 +458,8 @@ impl Room {
         if by != peer {
             self.host(by)?;
         }
-        let m = self.members.get_mut(&peer).ok_or(RoomError::NotInRoom)?;
-        if m.hand {
-            m.hand = false;
-            self.hands.retain(|p| *p != peer);
-            self.emit(None, Event::Hands { queue: self.hands.clone() });
-        }
+        self.members.get(&peer).ok_or(RoomError::NotInRoom)?;
+        self.lower(peer);
         Ok(())
     }
 
@@ -424,6 +481,10 @@ impl Room {
             m.grants.set(media, allow);
             let grants = m.grants;
             self.emit(None, Event::Grants { peer, grants });
+        }
+        // The pupil asked to speak and now may: the hand has done its work.
+        if media == Media::Audio && allow {
+            self.lower(peer);
         }
         Ok(())
     }
@@ -454,7 +515,8 @@ impl Room {
             return Err(RoomError::WrongRole);
         }
         self.members.remove(&peer);
-        self.emit(Some(peer), Event::Refused { reason: "the teacher removed you from the class".into() });
+        let (code, reason) = (RefusedCode::Removed, "the teacher removed you from the class".into());
+        self.emit(Some(peer), Event::Refused { code, reason });
         self.after_departure(now, peer);
         Ok(())
     }
@@ -673,6 +735,67 @@ mod tests {
         assert_eq!(last.map(|o| o.event), Some(Event::Hands { queue: vec![3] }));
     }
 
+    /// Issue 15: a hand is an event of its own (the member list shows it live), the
+    /// teacher lowers them all at once, and giving a pupil the microphone lowers theirs.
+    #[test]
+    fn hands_are_told_one_by_one_lowered_all_at_once_and_by_a_microphone() {
+        let (mut r, now) = class(5);
+        drain(&mut r);
+        r.handle_raise_hand(now, 2).expect("raise");
+        let out = drain(&mut r);
+        assert_eq!(out[0], Output { to: None, event: Event::Hand { peer: 2, raised: true } });
+        assert_eq!(out[1], Output { to: None, event: Event::Hands { queue: vec![2] } });
+        r.handle_raise_hand(now, 3).expect("raise");
+        r.handle_raise_hand(now, 4).expect("raise");
+        drain(&mut r);
+        r.handle_grant(now, T, 3, Media::Audio, true).expect("mic");
+        assert_eq!(r.hands(), &[2, 4], "the pupil given the floor lowers their hand");
+        let out = drain(&mut r);
+        assert!(out.contains(&Output { to: None, event: Event::Hand { peer: 3, raised: false } }));
+        assert_eq!(r.handle_lower_all_hands(now, 2), Err(RoomError::NotHost));
+        r.handle_lower_all_hands(now, T).expect("lower all");
+        assert!(r.hands().is_empty() && r.members().all(|m| !m.hand));
+        let out = drain(&mut r);
+        assert_eq!(
+            out.iter().map(|o| o.event.clone()).collect::<Vec<_>>(),
+            vec![
+                Event::Hand { peer: 2, raised: false },
+                Event::Hand { peer: 4, raised: false },
+                Event::Hands { queue: vec![] }
+            ]
+        );
+        r.handle_lower_all_hands(now, T).expect("nothing to lower");
+        assert!(drain(&mut r).is_empty(), "no hand, no event");
+    }
+
+    /// Issue 15: a refusal at the door and a removal say which they are (both close
+    /// with 4003, the code as the close reason; a locked room refuses at join with
+    /// `room_locked`).
+    #[test]
+    fn refusals_say_whether_at_the_door_or_a_removal() {
+        let (mut r, now) = room(4);
+        r.handle_join(now, T, "t", "Prof", Role::Host).expect("host");
+        r.handle_join(now, 2, "u2", "Élève", Role::Participant).expect("waits");
+        r.handle_join(now, 3, "u3", "Élève", Role::Participant).expect("waits");
+        r.handle_admit(now, T, 3).expect("admit");
+        drain(&mut r);
+        r.handle_deny(now, T, 2).expect("deny");
+        r.handle_remove(now, T, 3).expect("remove");
+        let refused: Vec<(Option<PeerId>, RefusedCode)> = drain(&mut r)
+            .into_iter()
+            .filter_map(|o| match o.event {
+                Event::Refused { code, .. } => Some((o.to, code)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refused, vec![(Some(2), RefusedCode::NotAdmitted), (Some(3), RefusedCode::Removed)]);
+        assert_eq!(
+            serde_json::to_value(Event::Refused { code: RefusedCode::Removed, reason: "x".into() }).expect("json"),
+            serde_json::json!({"type": "refused", "code": "removed", "reason": "x"})
+        );
+        assert_eq!(RefusedCode::NotAdmitted.as_str(), "not_admitted");
+    }
+
     #[test]
     fn grants_mute_and_mute_all() {
         let (mut r, now) = class(4);
@@ -828,6 +951,7 @@ mod props {
         Lower(PeerId, PeerId),
         Grant(PeerId, PeerId, Media, bool),
         MuteAll(PeerId),
+        LowerAll(PeerId),
         Remove(PeerId, PeerId),
         Lock(PeerId, bool),
         End(PeerId),
@@ -846,6 +970,7 @@ mod props {
             2 => (p(), p()).prop_map(|(a, b)| Input::Lower(a, b)),
             3 => (p(), p(), media, any::<bool>()).prop_map(|(a, b, m, on)| Input::Grant(a, b, m, on)),
             1 => p().prop_map(Input::MuteAll),
+            1 => p().prop_map(Input::LowerAll),
             1 => (p(), p()).prop_map(|(a, b)| Input::Remove(a, b)),
             1 => (p(), any::<bool>()).prop_map(|(a, l)| Input::Lock(a, l)),
             1 => p().prop_map(Input::End),
@@ -869,6 +994,7 @@ mod props {
             Input::Lower(by, p) => r.handle_lower_hand(now, by, p),
             Input::Grant(by, p, m, on) => r.handle_grant(now, by, p, m, on),
             Input::MuteAll(by) => r.handle_mute_all(now, by),
+            Input::LowerAll(by) => r.handle_lower_all_hands(now, by),
             Input::Remove(by, p) => r.handle_remove(now, by, p),
             Input::Lock(by, l) => r.handle_lock(now, by, l),
             Input::End(by) => r.handle_end(now, by),

@@ -318,9 +318,12 @@ impl RoomTask {
                 }
                 self.relayout().await;
             }
-            if let (Event::Refused { .. }, Some(to)) = (&out.event, out.to) {
+            if let (Event::Refused { code, .. }, Some(to)) = (&out.event, out.to) {
                 self.drop_peer_media(to);
-                self.send(to, PeerCmd::Close { code: close::ACCOUNT_REMOVED, reason: "refused".into() });
+                // The reason tells a removal from a refusal at the door (and from a
+                // locked or full room, refused at join with their own codes).
+                let reason = code.as_str().into();
+                self.send(to, PeerCmd::Close { code: close::ACCOUNT_REMOVED, reason });
                 self.peers.remove(&to);
             }
         }
@@ -449,6 +452,7 @@ impl RoomTask {
             ClientCmd::RaiseHand => self.room.handle_raise_hand(now, peer),
             ClientCmd::LowerHand { peer: p } => self.room.handle_lower_hand(now, peer, p.unwrap_or(peer)),
             ClientCmd::Grant { peer: p, media, allow } => self.room.handle_grant(now, peer, p, media, allow),
+            ClientCmd::LowerAllHands => self.room.handle_lower_all_hands(now, peer),
             ClientCmd::MuteAll => self.room.handle_mute_all(now, peer),
             ClientCmd::Remove { peer: p } => self.room.handle_remove(now, peer, p),
             ClientCmd::Lock { locked } => self.room.handle_lock(now, peer, locked),

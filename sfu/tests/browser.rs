@@ -531,3 +531,113 @@ async fn a_pupil_in_low_mode_gets_the_screen_at_a_reduced_frame_rate() {
     println!("pupil B back on all: {back:.1} fps");
     assert!(back >= full * 0.7, "pupil B back at the full rate: {back:.1} of {full:.1} fps");
 }
+
+/// Issue 15: the teacher lets everyone in at once; a raised hand shows live in the
+/// teacher's list (a `hand` event) and is lowered by "lower all" and by giving the
+/// pupil the microphone; a removed pupil is told why in French and keeps no frozen
+/// picture nor live button.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hands_show_live_and_a_removed_pupil_is_told_why_in_french() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let class = Class::start().await;
+    let (chrome, teacher) = (&class.chrome, class.teacher.clone());
+    let a = chrome.open(&class.page("e001", "participant")).await;
+    let b = chrome.open(&class.page("e002", "participant")).await;
+    chrome.until(&teacher, "preau.state.waiting.length", 20, "both pupils waiting", |v| v.as_u64() == Some(2)).await;
+    chrome.eval(&teacher, "document.getElementById('admitAll').click(), true").await;
+    chrome.until(&teacher, "preau.state.members.size", 20, "both admitted", |v| v.as_u64() == Some(3)).await;
+    let pa = num(&chrome.eval(&a, STATE).await, &[]);
+    let pb = num(&chrome.eval(&b, STATE).await, &[]);
+    let hand = format!("(preau.state.members.get({pa}) || {{}}).hand === true");
+    let list = "document.getElementById('members').textContent";
+
+    chrome.eval(&a, "document.getElementById('hand').click(), true").await;
+    chrome.until(&teacher, &hand, 10, "pupil A's hand up in the teacher's list", |v| v.as_bool() == Some(true)).await;
+    let shown = chrome.eval(&teacher, list).await;
+    assert!(shown.as_str().is_some_and(|t| t.contains('✋')), "the list shows the hand: {shown}");
+    chrome.eval(&teacher, "document.getElementById('lowerAll').click(), true").await;
+    chrome.until(&teacher, &hand, 10, "pupil A's hand lowered by lower-all", |v| v.as_bool() == Some(false)).await;
+    let shown = chrome.eval(&teacher, list).await;
+    assert!(shown.as_str().is_some_and(|t| !t.contains('✋')), "no hand left in the list: {shown}");
+
+    chrome.eval(&a, "document.getElementById('hand').click(), true").await;
+    chrome.until(&teacher, &hand, 10, "pupil A's hand up again", |v| v.as_bool() == Some(true)).await;
+    chrome.eval(&teacher, &format!("preau.grant({pa}, 'audio', true).then(() => true)")).await;
+    chrome.until(&teacher, &hand, 10, "the hand lowered by the microphone", |v| v.as_bool() == Some(false)).await;
+
+    // Removed: told in French, no picture left, nothing to click.
+    chrome
+        .eval(
+            &teacher,
+            &format!(
+                "new Promise(r => {{ preau.state.ws.send(JSON.stringify({{type: 'remove', peer: {pb}}})); r(true); }})"
+            ),
+        )
+        .await;
+    let told = chrome
+        .until(&b, "document.getElementById('notice').textContent", 10, "pupil B told", |v| {
+            v.as_str().is_some_and(|t| !t.is_empty() && !t.starts_with("Vous êtes"))
+        })
+        .await;
+    assert_eq!(told, "L'enseignant vous a retiré du cours.");
+    let after = chrome
+        .until(
+            &b,
+            "JSON.stringify([document.querySelectorAll('#grid video').length, [...document.querySelectorAll('#room button')].every(b => b.disabled), preau.state.refused])",
+            10,
+            "pupil B's page cleared",
+            |v| v.as_str() == Some(r#"[0,true,"removed"]"#),
+        )
+        .await;
+    println!("pupil B after removal: {after}; teacher's list: {}", chrome.eval(&teacher, list).await);
+}
+
+/// Issue 15: the teacher turns their own microphone off and every pupil hears silence;
+/// on again, the voice is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_teachers_own_microphone_toggle_silences_them_for_every_pupil() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let class = Class::start().await;
+    let (chrome, teacher, host_peer) = (&class.chrome, class.teacher.clone(), class.host_peer);
+    let a = chrome.open(&class.page("e001", "participant")).await;
+    let b = chrome.open(&class.page("e002", "participant")).await;
+    chrome.until(&teacher, "preau.state.waiting.length", 20, "both pupils waiting", |v| v.as_u64() == Some(2)).await;
+    chrome.eval(&teacher, "preau.admitAll().then(() => true)").await;
+    let audio = format!("p{host_peer}-audio");
+    let energy = format!(
+        "preau.state.sub ? preau.state.sub.getStats().then(r => {{ let e = 0; r.forEach(s => {{ if (s.type === 'inbound-rtp' && s.kind === 'audio' && s.trackIdentifier && preau.state.trackSource.get(s.trackIdentifier) === '{audio}') e = s.totalAudioEnergy || 0; }}); return e; }}) : 0"
+    );
+    let heard = |e0: f64, e1: f64| e1 - e0 > 1e-4;
+    for (tab, who) in [(&a, "A"), (&b, "B")] {
+        chrome.until(tab, &energy, 30, &format!("pupil {who} hearing the teacher"), |v| v.as_f64() > Some(0.0)).await;
+    }
+    let window = |tab: String| {
+        let energy = energy.clone();
+        async move {
+            let e0 = chrome.eval(&tab, &energy).await.as_f64().unwrap_or(0.0);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let e1 = chrome.eval(&tab, &energy).await.as_f64().unwrap_or(0.0);
+            (e0, e1)
+        }
+    };
+    let (ea, eb) = tokio::join!(window(a.clone()), window(b.clone()));
+    assert!(heard(ea.0, ea.1) && heard(eb.0, eb.1), "both pupils hear the teacher: {ea:?} {eb:?}");
+    let label = chrome
+        .eval(&teacher, "document.getElementById('myMic').click(), document.getElementById('myMic').textContent")
+        .await;
+    assert_eq!(label, "🎤 Activer mon micro");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (ma, mb) = tokio::join!(window(a.clone()), window(b.clone()));
+    println!(
+        "audio energy over 2 s: on {:.5} / {:.5}, off {:.6} / {:.6}",
+        ea.1 - ea.0,
+        eb.1 - eb.0,
+        ma.1 - ma.0,
+        mb.1 - mb.0
+    );
+    assert!(!heard(ma.0, ma.1) && !heard(mb.0, mb.1), "silence for every pupil: {ma:?} {mb:?}");
+    chrome.eval(&teacher, "document.getElementById('myMic').click(), true").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (ba, _) = tokio::join!(window(a.clone()), window(b.clone()));
+    assert!(heard(ba.0, ba.1), "the teacher heard again: {ba:?}");
+}

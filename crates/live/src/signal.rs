@@ -182,6 +182,8 @@ pub enum ClientCmd {
         /// Granted or withdrawn.
         allow: bool,
     },
+    /// Host: lower every raised hand.
+    LowerAllHands,
     /// Host: mute every pupil.
     MuteAll,
     /// Host: remove a member.
@@ -371,6 +373,7 @@ pub fn decode(text: &str) -> Result<ClientMsg, (Option<u64>, SignalError)> {
         "deny",
         "raise_hand",
         "lower_hand",
+        "lower_all_hands",
         "grant",
         "mute_all",
         "remove",
@@ -483,6 +486,7 @@ mod tests {
             r#"{"type":"raise_hand"}"#,
             r#"{"type":"lower_hand"}"#,
             r#"{"type":"lower_hand","peer":2}"#,
+            r#"{"type":"lower_all_hands"}"#,
             r#"{"type":"receive","mode":"audio"}"#,
             r#"{"type":"class_receive","mode":"low"}"#,
             r#"{"type":"grant","peer":2,"media":"audio","allow":false}"#,
