@@ -36,6 +36,9 @@ impl From<RoomError> for SignalError {
             RoomError::Ended => SignalCode::RoomEnded,
             RoomError::NotGranted(_) => SignalCode::NotGranted,
             RoomError::WrongRole => SignalCode::WrongRole,
+            RoomError::BadPoll => SignalCode::BadPoll,
+            RoomError::NoPoll => SignalCode::NoPoll,
+            RoomError::AlreadyAnswered => SignalCode::AlreadyAnswered,
         };
         SignalError::new(code, e.to_string())
     }

@@ -116,6 +116,15 @@ pub enum RoomError {
     /// Observers never publish, and hosts are not moderated.
     #[error("this member cannot be given that")]
     WrongRole,
+    /// A poll's question or choices are empty, too long or too many.
+    #[error("a poll needs a question (up to 300 characters) and 2 to 8 choices (up to 100 each)")]
+    BadPoll,
+    /// No open poll has this id, or the choice is not one of its.
+    #[error("no such open poll or choice")]
+    NoPoll,
+    /// This member already answered this poll.
+    #[error("you already answered this poll")]
+    AlreadyAnswered,
 }
 
 impl RoomError {
@@ -130,6 +139,9 @@ impl RoomError {
             RoomError::Ended => "room_ended",
             RoomError::NotGranted(_) => "not_granted",
             RoomError::WrongRole => "wrong_role",
+            RoomError::BadPoll => "bad_poll",
+            RoomError::NoPoll => "no_poll",
+            RoomError::AlreadyAnswered => "already_answered",
         }
     }
 }
@@ -236,6 +248,31 @@ pub enum Event {
         /// The mode.
         mode: ReceiveMode,
     },
+    /// A poll opens (to everyone admitted, and to each pupil admitted while it is open).
+    Poll {
+        /// Its id (answers name it).
+        poll: u32,
+        /// The question.
+        question: String,
+        /// The choices, answered by index.
+        choices: Vec<String>,
+    },
+    /// How a poll stands (to hosts, at each answer).
+    PollResults {
+        /// Which.
+        poll: u32,
+        /// Answers per choice.
+        counts: Vec<u32>,
+        /// Members who may answer (pupils admitted now).
+        voters: u32,
+    },
+    /// A poll closed; `counts` when the host shows the results to the class.
+    PollClosed {
+        /// Which.
+        poll: u32,
+        /// Answers per choice, if shown.
+        counts: Option<Vec<u32>>,
+    },
     /// The class is over.
     Ended {
         /// Why.
@@ -254,7 +291,34 @@ pub struct Room {
     ended: Option<EndReason>,
     hostless_since: Option<Instant>,
     class_receive: ReceiveMode,
+    poll: Option<Poll>,
+    polls: u32,
     out: VecDeque<Output>,
+}
+
+/// The open poll: a question, its choices, and who answered what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poll {
+    /// Its id, unique in the room.
+    pub id: u32,
+    /// The question.
+    pub question: String,
+    /// The choices.
+    pub choices: Vec<String>,
+    /// Each voter's choice.
+    pub answers: BTreeMap<PeerId, usize>,
+}
+
+impl Poll {
+    fn counts(&self) -> Vec<u32> {
+        let mut c = vec![0u32; self.choices.len()];
+        for &i in self.answers.values() {
+            if let Some(n) = c.get_mut(i) {
+                *n += 1;
+            }
+        }
+        c
+    }
 }
 
 impl Room {
@@ -269,6 +333,8 @@ impl Room {
             ended: None,
             hostless_since: Some(now),
             class_receive: ReceiveMode::All,
+            poll: None,
+            polls: 0,
             out: VecDeque::new(),
         }
     }
@@ -531,6 +597,87 @@ impl Room {
         Ok(())
     }
 
+    /// The host opens a poll (closing, unshown, any poll still open).
+    pub fn handle_poll_start(
+        &mut self,
+        _now: Instant,
+        by: PeerId,
+        question: &str,
+        choices: &[String],
+    ) -> Result<(), RoomError> {
+        self.live()?;
+        self.host(by)?;
+        let question = question.trim();
+        let fits = |t: &str, max: usize| !t.trim().is_empty() && t.chars().count() <= max;
+        if !fits(question, 300) || !(2..=8).contains(&choices.len()) || !choices.iter().all(|c| fits(c, 100)) {
+            return Err(RoomError::BadPoll);
+        }
+        if let Some(old) = self.poll.take() {
+            self.emit(None, Event::PollClosed { poll: old.id, counts: None });
+        }
+        self.polls += 1;
+        let poll = Poll {
+            id: self.polls,
+            question: question.to_owned(),
+            choices: choices.iter().map(|c| c.trim().to_owned()).collect(),
+            answers: BTreeMap::new(),
+        };
+        self.emit(None, Event::Poll { poll: poll.id, question: poll.question.clone(), choices: poll.choices.clone() });
+        self.poll = Some(poll);
+        self.tell_hosts_poll();
+        Ok(())
+    }
+
+    /// A pupil answers the open poll, once.
+    pub fn handle_poll_answer(
+        &mut self,
+        _now: Instant,
+        peer: PeerId,
+        poll: u32,
+        choice: usize,
+    ) -> Result<(), RoomError> {
+        self.live()?;
+        let m = self.members.get(&peer).ok_or(RoomError::NotInRoom)?;
+        if m.role != Role::Participant {
+            return Err(RoomError::WrongRole);
+        }
+        let p = self.poll.as_mut().filter(|p| p.id == poll && choice < p.choices.len()).ok_or(RoomError::NoPoll)?;
+        if p.answers.contains_key(&peer) {
+            return Err(RoomError::AlreadyAnswered);
+        }
+        p.answers.insert(peer, choice);
+        self.tell_hosts_poll();
+        Ok(())
+    }
+
+    /// The host closes the open poll, showing its results to the class or not.
+    pub fn handle_poll_end(&mut self, _now: Instant, by: PeerId, poll: u32, show: bool) -> Result<(), RoomError> {
+        self.host(by)?;
+        if self.poll.as_ref().is_none_or(|p| p.id != poll) {
+            return Err(RoomError::NoPoll);
+        }
+        if let Some(p) = self.poll.take() {
+            let counts = show.then(|| p.counts());
+            self.emit(None, Event::PollClosed { poll: p.id, counts });
+        }
+        Ok(())
+    }
+
+    /// The open poll, if any.
+    pub fn poll(&self) -> Option<&Poll> {
+        self.poll.as_ref()
+    }
+
+    fn tell_hosts_poll(&mut self) {
+        let Some(p) = &self.poll else { return };
+        let voters = self.members.values().filter(|m| m.role == Role::Participant).count() as u32;
+        let event = Event::PollResults { poll: p.id, counts: p.counts(), voters };
+        let hosts: Vec<PeerId> = self.members.values().filter(|m| m.role == Role::Host).map(|m| m.peer).collect();
+        for h in hosts {
+            self.emit(Some(h), event.clone());
+        }
+    }
+
     /// The host sets what the whole class receives at most; everyone is told.
     pub fn handle_class_receive(&mut self, _now: Instant, by: PeerId, mode: ReceiveMode) -> Result<(), RoomError> {
         self.host(by)?;
@@ -583,6 +730,12 @@ impl Room {
             let waiting = self.waiting.iter().map(|w| (w.peer, w.name.clone())).collect();
             self.emit(Some(peer), Event::WaitingList { waiting });
         }
+        if let Some(p) = &self.poll {
+            let event = Event::Poll { poll: p.id, question: p.question.clone(), choices: p.choices.clone() };
+            self.emit(Some(peer), event);
+            // One more voter (a pupil), or a host who wants the standing.
+            self.tell_hosts_poll();
+        }
     }
 
     fn tell_hosts_waiting(&mut self) {
@@ -614,6 +767,7 @@ impl Room {
         for w in std::mem::take(&mut self.waiting) {
             self.emit(Some(w.peer), Event::Ended { reason });
         }
+        self.poll = None;
         // The queue and the members' flags go together (found by the property test).
         self.hands.clear();
         for m in self.members.values_mut() {
@@ -796,6 +950,60 @@ mod tests {
         assert_eq!(RefusedCode::NotAdmitted.as_str(), "not_admitted");
     }
 
+    /// Issue 15: a poll answered once per pupil, its standing to the teacher at each
+    /// answer, its results shown to the class or not; bad polls and answers refused.
+    #[test]
+    fn a_poll_is_answered_once_per_pupil_and_its_results_shown_when_the_host_says() {
+        let (mut r, now) = class(5);
+        drain(&mut r);
+        let choices: Vec<String> = ["Paris", "Lyon", "Marseille"].map(String::from).to_vec();
+        assert_eq!(r.handle_poll_start(now, 2, "Capitale ?", &choices), Err(RoomError::NotHost));
+        assert_eq!(r.handle_poll_start(now, T, " ", &choices), Err(RoomError::BadPoll));
+        assert_eq!(r.handle_poll_start(now, T, "Q", &choices[..1]), Err(RoomError::BadPoll), "one choice");
+        let long = "x".repeat(101);
+        assert_eq!(r.handle_poll_start(now, T, "Q", &[long, "b".into()]), Err(RoomError::BadPoll));
+        assert!(drain(&mut r).is_empty(), "refused polls tell nobody");
+        r.handle_poll_start(now, T, "Capitale de la France ?", &choices).expect("poll");
+        let out = drain(&mut r);
+        assert!(out.contains(&Output {
+            to: None,
+            event: Event::Poll { poll: 1, question: "Capitale de la France ?".into(), choices: choices.clone() }
+        }));
+        assert!(out.contains(&Output {
+            to: Some(T),
+            event: Event::PollResults { poll: 1, counts: vec![0, 0, 0], voters: 4 }
+        }));
+        r.handle_poll_answer(now, 2, 1, 0).expect("answer");
+        r.handle_poll_answer(now, 3, 1, 0).expect("answer");
+        assert_eq!(r.handle_poll_answer(now, 2, 1, 1), Err(RoomError::AlreadyAnswered));
+        assert_eq!(r.handle_poll_answer(now, 4, 1, 3), Err(RoomError::NoPoll), "no such choice");
+        assert_eq!(r.handle_poll_answer(now, 4, 9, 0), Err(RoomError::NoPoll), "no such poll");
+        assert_eq!(r.handle_poll_answer(now, T, 1, 0), Err(RoomError::WrongRole), "the teacher asks, does not answer");
+        r.handle_poll_answer(now, 4, 1, 2).expect("answer");
+        let last = drain(&mut r).into_iter().rfind(|o| matches!(o.event, Event::PollResults { .. }));
+        assert_eq!(
+            last,
+            Some(Output { to: Some(T), event: Event::PollResults { poll: 1, counts: vec![2, 0, 1], voters: 4 } })
+        );
+        assert_eq!(r.handle_poll_end(now, 2, 1, true), Err(RoomError::NotHost));
+        r.handle_poll_end(now, T, 1, true).expect("show");
+        assert_eq!(
+            drain(&mut r),
+            vec![Output { to: None, event: Event::PollClosed { poll: 1, counts: Some(vec![2, 0, 1]) } }]
+        );
+        assert_eq!(r.handle_poll_answer(now, 5, 1, 0), Err(RoomError::NoPoll), "closed");
+        // A second poll replaces one left open, without showing it.
+        r.handle_poll_start(now, T, "A ?", &choices[..2]).expect("poll 2");
+        r.handle_poll_start(now, T, "B ?", &choices[..2]).expect("poll 3");
+        let out = drain(&mut r);
+        assert!(out.contains(&Output { to: None, event: Event::PollClosed { poll: 2, counts: None } }));
+        assert_eq!(r.poll().map(|p| p.id), Some(3));
+        assert_eq!(
+            serde_json::to_value(Event::PollClosed { poll: 3, counts: None }).expect("json"),
+            serde_json::json!({"type": "poll_closed", "poll": 3, "counts": null})
+        );
+    }
+
     #[test]
     fn grants_mute_and_mute_all() {
         let (mut r, now) = class(4);
@@ -952,6 +1160,9 @@ mod props {
         Grant(PeerId, PeerId, Media, bool),
         MuteAll(PeerId),
         LowerAll(PeerId),
+        PollStart(PeerId, usize),
+        PollAnswer(PeerId, u32, usize),
+        PollEnd(PeerId, u32, bool),
         Remove(PeerId, PeerId),
         Lock(PeerId, bool),
         End(PeerId),
@@ -971,6 +1182,9 @@ mod props {
             3 => (p(), p(), media, any::<bool>()).prop_map(|(a, b, m, on)| Input::Grant(a, b, m, on)),
             1 => p().prop_map(Input::MuteAll),
             1 => p().prop_map(Input::LowerAll),
+            1 => (p(), 0usize..10).prop_map(|(a, n)| Input::PollStart(a, n)),
+            3 => (p(), 0u32..4, 0usize..4).prop_map(|(a, poll, c)| Input::PollAnswer(a, poll, c)),
+            1 => (p(), 0u32..4, any::<bool>()).prop_map(|(a, poll, show)| Input::PollEnd(a, poll, show)),
             1 => (p(), p()).prop_map(|(a, b)| Input::Remove(a, b)),
             1 => (p(), any::<bool>()).prop_map(|(a, l)| Input::Lock(a, l)),
             1 => p().prop_map(Input::End),
@@ -978,10 +1192,17 @@ mod props {
         ]
     }
 
-    type Snapshot = (Vec<Member>, Vec<PeerId>, Vec<PeerId>, bool, Option<EndReason>);
+    type Snapshot = (Vec<Member>, Vec<PeerId>, Vec<PeerId>, bool, Option<EndReason>, Option<Poll>);
 
     fn snapshot(r: &Room) -> Snapshot {
-        (r.members().cloned().collect(), r.waiting().collect(), r.hands().to_vec(), r.is_locked(), r.is_ended())
+        (
+            r.members().cloned().collect(),
+            r.waiting().collect(),
+            r.hands().to_vec(),
+            r.is_locked(),
+            r.is_ended(),
+            r.poll().cloned(),
+        )
     }
 
     fn apply(r: &mut Room, now: Instant, i: &Input) -> Result<(), RoomError> {
@@ -995,6 +1216,12 @@ mod props {
             Input::Grant(by, p, m, on) => r.handle_grant(now, by, p, m, on),
             Input::MuteAll(by) => r.handle_mute_all(now, by),
             Input::LowerAll(by) => r.handle_lower_all_hands(now, by),
+            Input::PollStart(by, n) => {
+                let choices: Vec<String> = (0..n).map(|i| format!("choix {i}")).collect();
+                r.handle_poll_start(now, by, "Question ?", &choices)
+            }
+            Input::PollAnswer(p, poll, c) => r.handle_poll_answer(now, p, poll, c),
+            Input::PollEnd(by, poll, show) => r.handle_poll_end(now, by, poll, show),
             Input::Remove(by, p) => r.handle_remove(now, by, p),
             Input::Lock(by, l) => r.handle_lock(now, by, l),
             Input::End(by) => r.handle_end(now, by),
@@ -1036,6 +1263,13 @@ mod props {
         }
         let non_hosts = members.len() - hosts + waiting.len();
         prop_assert!(non_hosts <= capacity, "capacity holds for everyone but the host");
+        if let Some(p) = r.poll() {
+            prop_assert!(r.is_ended().is_none(), "an ended class has no open poll");
+            for (&voter, &choice) in &p.answers {
+                prop_assert!(choice < p.choices.len(), "answers name a choice");
+                prop_assert!(role_of(voter) == Role::Participant, "only pupils answer");
+            }
+        }
         Ok(())
     }
 

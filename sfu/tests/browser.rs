@@ -641,3 +641,54 @@ async fn the_teachers_own_microphone_toggle_silences_them_for_every_pupil() {
     let (ba, _) = tokio::join!(window(a.clone()), window(b.clone()));
     assert!(heard(ba.0, ba.1), "the teacher heard again: {ba:?}");
 }
+
+/// Issue 15: a poll answered by three pupils. The teacher asks through the page; each
+/// pupil clicks a choice (once: the buttons then go off); the teacher sees the standing
+/// live, then shows the results to the class.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_is_answered_by_three_pupils_and_its_results_shown() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let class = Class::start().await;
+    let (chrome, teacher) = (&class.chrome, class.teacher.clone());
+    let mut pupils = Vec::new();
+    for i in 1..=3 {
+        pupils.push(chrome.open(&class.page(&format!("e00{i}"), "participant")).await);
+    }
+    chrome.until(&teacher, "preau.state.waiting.length", 20, "three pupils waiting", |v| v.as_u64() == Some(3)).await;
+    chrome.eval(&teacher, "preau.admitAll().then(() => true)").await;
+    chrome.until(&teacher, "preau.state.members.size", 20, "all admitted", |v| v.as_u64() == Some(4)).await;
+    chrome
+        .eval(
+            &teacher,
+            "document.getElementById('pollAsk').value = 'Quelle est la capitale de la France ?', \
+             document.getElementById('pollOptions').value = 'Lyon\\nParis\\nMarseille', \
+             document.getElementById('pollStart').click(), true",
+        )
+        .await;
+    // Two pupils choose Paris, one Lyon, by clicking.
+    for (tab, choice) in pupils.iter().zip([1, 1, 0]) {
+        let buttons = "document.querySelectorAll('#pollChoices button').length";
+        chrome.until(tab, buttons, 10, "the poll shown to the pupil", |v| v.as_u64() == Some(3)).await;
+        chrome.eval(tab, &format!("document.querySelectorAll('#pollChoices button')[{choice}].click(), true")).await;
+        let off = "[...document.querySelectorAll('#pollChoices button')].every(b => b.disabled) && document.getElementById('pollNote').textContent";
+        chrome.until(tab, off, 10, "the answer taken, once", |v| v.as_str() == Some("Réponse envoyée.")).await;
+    }
+    let standing = chrome
+        .until(&teacher, "document.getElementById('pollResults').textContent", 10, "the standing at the teacher", |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("Paris : 2") && t.contains("Lyon : 1") && t.contains("3 réponse(s) sur 3"))
+        })
+        .await;
+    // A second answer is refused, in French.
+    let again = chrome.eval(&pupils[0], "preau.pollAnswer(2).then(() => 'accepted', (e) => e.message)").await;
+    assert_eq!(again, "Vous avez déjà répondu à ce sondage.");
+    chrome.eval(&teacher, "document.getElementById('pollShow').click(), true").await;
+    for tab in &pupils {
+        chrome
+            .until(tab, "document.getElementById('poll').textContent", 10, "the results shown", |v| {
+                v.as_str().is_some_and(|t| t.contains("Paris : 2") && t.contains("Résultats du sondage"))
+            })
+            .await;
+    }
+    println!("teacher's standing: {standing}");
+}

@@ -184,6 +184,28 @@ pub enum ClientCmd {
     },
     /// Host: lower every raised hand.
     LowerAllHands,
+    /// Host: open a poll.
+    PollStart {
+        /// The question (up to 300 characters).
+        question: String,
+        /// Two to eight choices (up to 100 characters each).
+        choices: Vec<String>,
+    },
+    /// Pupil: answer the open poll, once.
+    PollAnswer {
+        /// The poll's id.
+        poll: u32,
+        /// The choice's index.
+        choice: usize,
+    },
+    /// Host: close the open poll, showing the results to the class or not.
+    PollEnd {
+        /// The poll's id.
+        poll: u32,
+        /// Show the results to everyone.
+        #[serde(default)]
+        show: bool,
+    },
     /// Host: mute every pupil.
     MuteAll,
     /// Host: remove a member.
@@ -227,6 +249,12 @@ pub enum SignalCode {
     NotGranted,
     /// That member cannot be given this (observers never publish; hosts are not moderated).
     WrongRole,
+    /// A poll's question or choices do not fit.
+    BadPoll,
+    /// No such open poll (or choice).
+    NoPoll,
+    /// The poll was already answered.
+    AlreadyAnswered,
     /// You receive no such source.
     UnknownSource,
     /// An `answer` came with no offer waiting for it.
@@ -270,6 +298,9 @@ impl SignalCode {
         SignalCode::RoomEnded,
         SignalCode::NotGranted,
         SignalCode::WrongRole,
+        SignalCode::BadPoll,
+        SignalCode::NoPoll,
+        SignalCode::AlreadyAnswered,
         SignalCode::UnknownSource,
         SignalCode::NoOffer,
         SignalCode::NoConnection,
@@ -299,6 +330,9 @@ impl SignalCode {
             SignalCode::RoomEnded => "room_ended",
             SignalCode::NotGranted => "not_granted",
             SignalCode::WrongRole => "wrong_role",
+            SignalCode::BadPoll => "bad_poll",
+            SignalCode::NoPoll => "no_poll",
+            SignalCode::AlreadyAnswered => "already_answered",
             SignalCode::UnknownSource => "unknown_source",
             SignalCode::NoOffer => "no_offer",
             SignalCode::NoConnection => "no_connection",
@@ -374,6 +408,9 @@ pub fn decode(text: &str) -> Result<ClientMsg, (Option<u64>, SignalError)> {
         "raise_hand",
         "lower_hand",
         "lower_all_hands",
+        "poll_start",
+        "poll_answer",
+        "poll_end",
         "grant",
         "mute_all",
         "remove",
@@ -487,6 +524,9 @@ mod tests {
             r#"{"type":"lower_hand"}"#,
             r#"{"type":"lower_hand","peer":2}"#,
             r#"{"type":"lower_all_hands"}"#,
+            r#"{"type":"poll_start","question":"2+2 ?","choices":["3","4"]}"#,
+            r#"{"type":"poll_answer","poll":1,"choice":1}"#,
+            r#"{"type":"poll_end","poll":1,"show":true}"#,
             r#"{"type":"receive","mode":"audio"}"#,
             r#"{"type":"class_receive","mode":"low"}"#,
             r#"{"type":"grant","peer":2,"media":"audio","allow":false}"#,
