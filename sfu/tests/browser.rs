@@ -692,3 +692,66 @@ async fn a_poll_is_answered_by_three_pupils_and_its_results_shown() {
     }
     println!("teacher's standing: {standing}");
 }
+
+/// Writes a screenshot of `tab` at `width`×`height` (CSS pixels, phone or desktop) to
+/// `target/screenshots/<name>.png`; returns its size in bytes.
+async fn screenshot(chrome: &Chromium, tab: &str, name: &str, width: u32, height: u32, mobile: bool) -> usize {
+    use base64::Engine as _;
+    let metrics = json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile});
+    chrome.call(Some(tab), "Emulation.setDeviceMetricsOverride", metrics).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shot = chrome.call(Some(tab), "Page.captureScreenshot", json!({"format": "png"})).await;
+    let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap_or("")).expect("png data");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshots dir");
+    std::fs::write(dir.join(format!("{name}.png")), &png).expect("screenshot");
+    png.len()
+}
+
+/// Issue 15: the teacher is told of arrivals and hands (a tone, a count in the tab's
+/// title), confirms before removing a pupil (cancelling changes nothing), and the page
+/// fits a phone: screenshots at phone and desktop sizes are written by the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_teacher_is_told_of_arrivals_and_confirms_a_removal() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let class = Class::start().await;
+    let (chrome, teacher) = (&class.chrome, class.teacher.clone());
+    let pupil = chrome.open(&class.page("e001", "participant")).await;
+    chrome
+        .until(&teacher, "document.title", 20, "the badge for one waiting", |v| {
+            v.as_str() == Some("(1) Préau · classe en direct")
+        })
+        .await;
+    let chimes = chrome.eval(&teacher, "preau.state.chimes || 0").await;
+    assert!(chimes.as_u64() >= Some(1), "a tone on arrival ({chimes})");
+    chrome.eval(&teacher, "document.getElementById('admitAll').click(), true").await;
+    chrome
+        .until(&teacher, "document.title", 20, "no badge once admitted", |v| {
+            v.as_str() == Some("Préau · classe en direct")
+        })
+        .await;
+    chrome.eval(&pupil, "document.getElementById('hand').click(), true").await;
+    chrome
+        .until(&teacher, "document.title", 20, "the badge for a hand", |v| {
+            v.as_str() == Some("(1) Préau · classe en direct")
+        })
+        .await;
+
+    let phone = screenshot(chrome, &pupil, "classroom-pupil-phone", 390, 844, true).await;
+    let desktop = screenshot(chrome, &teacher, "classroom-teacher-desktop", 1280, 800, false).await;
+    println!("screenshots: pupil on a phone {phone} bytes, teacher on a desktop {desktop} bytes (target/screenshots/)");
+    let fits = chrome.eval(&pupil, "document.documentElement.scrollWidth <= window.innerWidth").await;
+    assert_eq!(fits, json!(true), "the pupil's page fits a phone's width");
+
+    // "Exclure", then "Annuler": the pupil stays; then "Confirmer": removed.
+    let exclude = "[...document.querySelectorAll('#members button')].find(b => b.textContent === 'Exclure').click(), document.getElementById('confirm').open";
+    assert_eq!(chrome.eval(&teacher, exclude).await, json!(true), "the dialog asks");
+    let text = chrome.eval(&teacher, "document.getElementById('confirmText').textContent").await;
+    assert_eq!(text, "Retirer e001 du cours ?");
+    chrome.eval(&teacher, "document.getElementById('confirmNo').click(), true").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(chrome.eval(&teacher, "preau.state.members.size").await, json!(2), "cancelled: still there");
+    chrome.eval(&teacher, exclude).await;
+    chrome.eval(&teacher, "document.getElementById('confirmYes').click(), true").await;
+    chrome.until(&teacher, "preau.state.members.size", 10, "the pupil removed", |v| v.as_u64() == Some(1)).await;
+}
