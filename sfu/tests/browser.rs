@@ -213,6 +213,19 @@ impl Class {
         format!("http://{}/classroom?sfu={}&token={}", node.addr, node.url, node.token(user, role))
     }
 
+    /// Opens `n` pupils' pages (e001, e002...), waits for them in the waiting room and
+    /// admits them all; returns their tabs.
+    async fn admit_pupils(&self, n: usize) -> Vec<String> {
+        let mut tabs = Vec::new();
+        for i in 1..=n {
+            tabs.push(self.chrome.open(&self.page(&format!("e{i:03}"), "participant")).await);
+        }
+        let waiting = "preau.state.waiting.length";
+        self.chrome.until(&self.teacher, waiting, 20, "the pupils waiting", |v| v.as_u64() == Some(n as u64)).await;
+        self.chrome.eval(&self.teacher, "preau.admitAll().then(() => true)").await;
+        tabs
+    }
+
     /// The classroom page for `user` in `role`.
     fn page(&self, user: &str, role: &str) -> String {
         Class::page_of(&self.node, user, role)
@@ -494,10 +507,7 @@ async fn a_pupil_in_low_mode_gets_the_screen_at_a_reduced_frame_rate() {
     let _one = ONE_AT_A_TIME.lock().await;
     let class = Class::start().await;
     let (chrome, teacher, host_peer) = (&class.chrome, class.teacher.clone(), class.host_peer);
-    let a = chrome.open(&class.page("e001", "participant")).await;
-    let b = chrome.open(&class.page("e002", "participant")).await;
-    chrome.until(&teacher, "preau.state.waiting.length", 20, "both pupils waiting", |v| v.as_u64() == Some(2)).await;
-    chrome.eval(&teacher, "preau.admitAll().then(() => true)").await;
+    let [a, b]: [String; 2] = class.admit_pupils(2).await.try_into().expect("two pupils");
     // Screen capture wants a user gesture.
     let r = chrome
         .call(
@@ -599,10 +609,7 @@ async fn the_teachers_own_microphone_toggle_silences_them_for_every_pupil() {
     let _one = ONE_AT_A_TIME.lock().await;
     let class = Class::start().await;
     let (chrome, teacher, host_peer) = (&class.chrome, class.teacher.clone(), class.host_peer);
-    let a = chrome.open(&class.page("e001", "participant")).await;
-    let b = chrome.open(&class.page("e002", "participant")).await;
-    chrome.until(&teacher, "preau.state.waiting.length", 20, "both pupils waiting", |v| v.as_u64() == Some(2)).await;
-    chrome.eval(&teacher, "preau.admitAll().then(() => true)").await;
+    let [a, b]: [String; 2] = class.admit_pupils(2).await.try_into().expect("two pupils");
     let audio = format!("p{host_peer}-audio");
     let energy = format!(
         "preau.state.sub ? preau.state.sub.getStats().then(r => {{ let e = 0; r.forEach(s => {{ if (s.type === 'inbound-rtp' && s.kind === 'audio' && s.trackIdentifier && preau.state.trackSource.get(s.trackIdentifier) === '{audio}') e = s.totalAudioEnergy || 0; }}); return e; }}) : 0"
@@ -650,12 +657,7 @@ async fn a_poll_is_answered_by_three_pupils_and_its_results_shown() {
     let _one = ONE_AT_A_TIME.lock().await;
     let class = Class::start().await;
     let (chrome, teacher) = (&class.chrome, class.teacher.clone());
-    let mut pupils = Vec::new();
-    for i in 1..=3 {
-        pupils.push(chrome.open(&class.page(&format!("e00{i}"), "participant")).await);
-    }
-    chrome.until(&teacher, "preau.state.waiting.length", 20, "three pupils waiting", |v| v.as_u64() == Some(3)).await;
-    chrome.eval(&teacher, "preau.admitAll().then(() => true)").await;
+    let pupils = class.admit_pupils(3).await;
     chrome.until(&teacher, "preau.state.members.size", 20, "all admitted", |v| v.as_u64() == Some(4)).await;
     chrome
         .eval(
