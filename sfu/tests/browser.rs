@@ -237,14 +237,9 @@ async fn a_class_in_real_browsers_decodes_video_and_a_mute_stops_a_pupils_audio(
     let _one = ONE_AT_A_TIME.lock().await;
     let class = Class::start().await;
     let (chrome, teacher, host_peer) = (&class.chrome, class.teacher.clone(), class.host_peer);
-    let page = |user: &str, role: &str| class.page(user, role);
-
-    let a = chrome.open(&page("e001", "participant")).await;
-    let b = chrome.open(&page("e002", "participant")).await;
+    let [a, b]: [String; 2] = class.admit_pupils(2).await.try_into().expect("two pupils");
     let pa = num(&chrome.until(&a, STATE, 30, "pupil A joined", |v| v.as_u64() > Some(0)).await, &[]);
     let pb = num(&chrome.until(&b, STATE, 30, "pupil B joined", |v| v.as_u64() > Some(0)).await, &[]);
-    chrome.until(&teacher, "preau.state.waiting.length", 20, "both pupils waiting", |v| v.as_u64() == Some(2)).await;
-    chrome.eval(&teacher, "preau.admitAll().then(() => true)").await;
 
     // Both pupils decode the teacher's camera.
     let video = format!("p{host_peer}-video");
@@ -292,12 +287,8 @@ async fn a_class_in_real_browsers_decodes_video_and_a_mute_stops_a_pupils_audio(
 async fn a_pupil_showing_the_teacher_large_gets_and_keeps_the_full_layer() {
     let _one = ONE_AT_A_TIME.lock().await;
     let class = Class::start().await;
-    let (chrome, teacher, host_peer) = (&class.chrome, class.teacher.clone(), class.host_peer);
-    let page = |user: &str, role: &str| class.page(user, role);
-    let a = chrome.open(&page("e001", "participant")).await;
-    let b = chrome.open(&page("e002", "participant")).await;
-    chrome.until(&teacher, "preau.state.waiting.length", 20, "both pupils waiting", |v| v.as_u64() == Some(2)).await;
-    chrome.eval(&teacher, "preau.admitAll().then(() => true)").await;
+    let (chrome, host_peer) = (&class.chrome, class.host_peer);
+    let [a, b]: [String; 2] = class.admit_pupils(2).await.try_into().expect("two pupils");
     let video = format!("p{host_peer}-video");
     let width = |v: &Value| num(v, &[&video, "frameWidth"]);
     chrome.until(&b, "preau.stats()", 60, "pupil B decoding", |v| num(v, &[&video, "framesDecoded"]) > 0).await;

@@ -1,8 +1,9 @@
-//! Room control, without IO.
+//! Room control, without IO. Here the [`Room`] and its rules; in `events.rs` what it
+//! says and is told (members, grants, refusals, events); in `poll.rs` a class poll.
 //!
 //! # Call contract
 //! - Getters: [`Room::member`], [`Room::members`], [`Room::hands`], [`Room::waiting`],
-//!   [`Room::is_locked`], [`Room::is_ended`], [`Room::may_publish`].
+//!   [`Room::is_locked`], [`Room::is_ended`], [`Room::may_publish`], [`Room::poll`].
 //! - Inputs: every `handle_*` takes the current time and either changes the room or
 //!   returns a [`RoomError`] saying why not (and then changes nothing).
 //! - Outputs: after any input, drain [`Room::poll_output`] until `None` and send each
@@ -12,273 +13,17 @@
 //! The rules are those French schools used in 2020: the teacher hosts; pupils wait in a
 //! waiting room until admitted, then join muted and without camera; they raise hands in
 //! an ordered queue; the host grants microphone, camera or screen, mutes one or all,
-//! removes, locks, ends. When the last host leaves, the room ends after a grace period
+//! asks polls, removes, locks, ends. When the last host leaves, the room ends after a grace period
 //! unless a host comes back.
 
+mod events;
+mod poll;
+
+pub use events::*;
+pub use poll::Poll;
 use preau_live::signal::ReceiveMode;
-use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, Instant};
-
-pub use preau_live::signal::{Media, PeerId, Role};
-
-/// What a member may publish now.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Grants {
-    /// Microphone.
-    pub audio: bool,
-    /// Camera.
-    pub video: bool,
-    /// Screen share.
-    pub screen: bool,
-}
-
-impl Grants {
-    fn all() -> Self {
-        Grants { audio: true, video: true, screen: true }
-    }
-
-    fn get(&self, m: Media) -> bool {
-        match m {
-            Media::Audio => self.audio,
-            Media::Video => self.video,
-            Media::Screen => self.screen,
-        }
-    }
-
-    fn set(&mut self, m: Media, v: bool) {
-        match m {
-            Media::Audio => self.audio = v,
-            Media::Video => self.video = v,
-            Media::Screen => self.screen = v,
-        }
-    }
-}
-
-/// A member of the room (admitted).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Member {
-    /// Connection.
-    pub peer: PeerId,
-    /// Directory user id.
-    pub user: String,
-    /// Display name.
-    pub name: String,
-    /// Role.
-    pub role: Role,
-    /// What they may publish.
-    pub grants: Grants,
-    /// Hand raised.
-    pub hand: bool,
-}
-
-/// Settings of a room.
-#[derive(Clone, Debug)]
-pub struct RoomConfig {
-    /// Most members, waiting room included.
-    pub capacity: usize,
-    /// How long the room outlives its last host.
-    pub host_grace: Duration,
-    /// Pupils wait for the host to admit them.
-    pub waiting_room: bool,
-}
-
-impl Default for RoomConfig {
-    fn default() -> Self {
-        RoomConfig { capacity: 40, host_grace: Duration::from_secs(120), waiting_room: true }
-    }
-}
-
-/// Why an input was refused. The room is unchanged.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RoomError {
-    /// Only a host may do this.
-    #[error("only the teacher may do this")]
-    NotHost,
-    /// The peer is not in the room (or not waiting, for admit/deny).
-    #[error("not in this room")]
-    NotInRoom,
-    /// The peer already joined.
-    #[error("already in this room")]
-    AlreadyJoined,
-    /// The room is full.
-    #[error("the class is full")]
-    Full,
-    /// The room is locked: nobody new gets in.
-    #[error("the class is locked")]
-    Locked,
-    /// The room has ended.
-    #[error("the class has ended")]
-    Ended,
-    /// The member may not publish this kind of track now.
-    #[error("you may not publish {0:?} now")]
-    NotGranted(Media),
-    /// Observers never publish, and hosts are not moderated.
-    #[error("this member cannot be given that")]
-    WrongRole,
-    /// A poll's question or choices are empty, too long or too many.
-    #[error("a poll needs a question (up to 300 characters) and 2 to 8 choices (up to 100 each)")]
-    BadPoll,
-    /// No open poll has this id, or the choice is not one of its.
-    #[error("no such open poll or choice")]
-    NoPoll,
-    /// This member already answered this poll.
-    #[error("you already answered this poll")]
-    AlreadyAnswered,
-}
-
-impl RoomError {
-    /// Stable code for the wire.
-    pub fn code(&self) -> &'static str {
-        match self {
-            RoomError::NotHost => "not_host",
-            RoomError::NotInRoom => "not_in_room",
-            RoomError::AlreadyJoined => "already_joined",
-            RoomError::Full => "room_full",
-            RoomError::Locked => "room_locked",
-            RoomError::Ended => "room_ended",
-            RoomError::NotGranted(_) => "not_granted",
-            RoomError::WrongRole => "wrong_role",
-            RoomError::BadPoll => "bad_poll",
-            RoomError::NoPoll => "no_poll",
-            RoomError::AlreadyAnswered => "already_answered",
-        }
-    }
-}
-
-/// Why someone was turned away after joining.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RefusedCode {
-    /// The host did not admit them from the waiting room.
-    NotAdmitted,
-    /// The host removed them from the class.
-    Removed,
-}
-
-impl RefusedCode {
-    /// The code as sent (also the close reason).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RefusedCode::NotAdmitted => "not_admitted",
-            RefusedCode::Removed => "removed",
-        }
-    }
-}
-
-/// Why a room ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndReason {
-    /// The host ended the class.
-    Host,
-    /// No host came back within the grace period.
-    NoHost,
-}
-
-/// Something to tell peers. `to: None` means everyone admitted.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Output {
-    /// Recipient peer, or every admitted member.
-    pub to: Option<PeerId>,
-    /// What.
-    pub event: Event,
-}
-
-/// Room events.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Event {
-    /// You wait for the teacher to admit you.
-    Waiting,
-    /// Someone waits (to hosts).
-    WaitingList {
-        /// Waiting peers, in arrival order, with names.
-        waiting: Vec<(PeerId, String)>,
-    },
-    /// You are in: the members and your grants.
-    Admitted {
-        /// Everyone admitted.
-        members: Vec<Member>,
-    },
-    /// You were refused or removed (the connection then closes with 4003 and this code
-    /// as its reason).
-    Refused {
-        /// Why, for a page to translate.
-        code: RefusedCode,
-        /// Why, in plain English.
-        reason: String,
-    },
-    /// A member's hand went up or down (the `hands` queue follows).
-    Hand {
-        /// Whose.
-        peer: PeerId,
-        /// Now up.
-        raised: bool,
-    },
-    /// A member joined.
-    Joined {
-        /// Who.
-        member: Member,
-    },
-    /// A member left or was removed.
-    Left {
-        /// Who.
-        peer: PeerId,
-    },
-    /// A member's grants changed (the SFU stops forwarding what is no longer granted).
-    Grants {
-        /// Who.
-        peer: PeerId,
-        /// Now.
-        grants: Grants,
-    },
-    /// The raised hands, in order.
-    Hands {
-        /// Peers with a raised hand, first raised first.
-        queue: Vec<PeerId>,
-    },
-    /// Locked or unlocked.
-    Locked {
-        /// Now locked.
-        locked: bool,
-    },
-    /// What the whole class receives at most (sent on admission when not `all`).
-    ClassReceive {
-        /// The mode.
-        mode: ReceiveMode,
-    },
-    /// A poll opens (to everyone admitted, and to each pupil admitted while it is open).
-    Poll {
-        /// Its id (answers name it).
-        poll: u32,
-        /// The question.
-        question: String,
-        /// The choices, answered by index.
-        choices: Vec<String>,
-    },
-    /// How a poll stands (to hosts, at each answer).
-    PollResults {
-        /// Which.
-        poll: u32,
-        /// Answers per choice.
-        counts: Vec<u32>,
-        /// Members who may answer (pupils admitted now).
-        voters: u32,
-    },
-    /// A poll closed; `counts` when the host shows the results to the class.
-    PollClosed {
-        /// Which.
-        poll: u32,
-        /// Answers per choice, if shown.
-        counts: Option<Vec<u32>>,
-    },
-    /// The class is over.
-    Ended {
-        /// Why.
-        reason: EndReason,
-    },
-}
+use std::time::Instant;
 
 /// A live class's control state.
 #[derive(Debug)]
@@ -294,31 +39,6 @@ pub struct Room {
     poll: Option<Poll>,
     polls: u32,
     out: VecDeque<Output>,
-}
-
-/// The open poll: a question, its choices, and who answered what.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Poll {
-    /// Its id, unique in the room.
-    pub id: u32,
-    /// The question.
-    pub question: String,
-    /// The choices.
-    pub choices: Vec<String>,
-    /// Each voter's choice.
-    pub answers: BTreeMap<PeerId, usize>,
-}
-
-impl Poll {
-    fn counts(&self) -> Vec<u32> {
-        let mut c = vec![0u32; self.choices.len()];
-        for &i in self.answers.values() {
-            if let Some(n) = c.get_mut(i) {
-                *n += 1;
-            }
-        }
-        c
-    }
 }
 
 impl Room {
@@ -607,21 +327,11 @@ impl Room {
     ) -> Result<(), RoomError> {
         self.live()?;
         self.host(by)?;
-        let question = question.trim();
-        let fits = |t: &str, max: usize| !t.trim().is_empty() && t.chars().count() <= max;
-        if !fits(question, 300) || !(2..=8).contains(&choices.len()) || !choices.iter().all(|c| fits(c, 100)) {
-            return Err(RoomError::BadPoll);
-        }
+        let poll = Poll::new(self.polls + 1, question, choices)?;
         if let Some(old) = self.poll.take() {
             self.emit(None, Event::PollClosed { poll: old.id, counts: None });
         }
-        self.polls += 1;
-        let poll = Poll {
-            id: self.polls,
-            question: question.to_owned(),
-            choices: choices.iter().map(|c| c.trim().to_owned()).collect(),
-            answers: BTreeMap::new(),
-        };
+        self.polls = poll.id;
         self.emit(None, Event::Poll { poll: poll.id, question: poll.question.clone(), choices: poll.choices.clone() });
         self.poll = Some(poll);
         self.tell_hosts_poll();
@@ -641,11 +351,7 @@ impl Room {
         if m.role != Role::Participant {
             return Err(RoomError::WrongRole);
         }
-        let p = self.poll.as_mut().filter(|p| p.id == poll && choice < p.choices.len()).ok_or(RoomError::NoPoll)?;
-        if p.answers.contains_key(&peer) {
-            return Err(RoomError::AlreadyAnswered);
-        }
-        p.answers.insert(peer, choice);
+        self.poll.as_mut().filter(|p| p.id == poll).ok_or(RoomError::NoPoll)?.answer(peer, choice)?;
         self.tell_hosts_poll();
         Ok(())
     }
@@ -672,6 +378,11 @@ impl Room {
         let Some(p) = &self.poll else { return };
         let voters = self.members.values().filter(|m| m.role == Role::Participant).count() as u32;
         let event = Event::PollResults { poll: p.id, counts: p.counts(), voters };
+        self.tell_hosts(event);
+    }
+
+    /// Sends `event` to every host.
+    fn tell_hosts(&mut self, event: Event) {
         let hosts: Vec<PeerId> = self.members.values().filter(|m| m.role == Role::Host).map(|m| m.peer).collect();
         for h in hosts {
             self.emit(Some(h), event.clone());
@@ -739,11 +450,8 @@ impl Room {
     }
 
     fn tell_hosts_waiting(&mut self) {
-        let waiting: Vec<(PeerId, String)> = self.waiting.iter().map(|w| (w.peer, w.name.clone())).collect();
-        let hosts: Vec<PeerId> = self.members.values().filter(|m| m.role == Role::Host).map(|m| m.peer).collect();
-        for h in hosts {
-            self.emit(Some(h), Event::WaitingList { waiting: waiting.clone() });
-        }
+        let waiting = self.waiting.iter().map(|w| (w.peer, w.name.clone())).collect();
+        self.tell_hosts(Event::WaitingList { waiting });
     }
 
     fn after_departure(&mut self, now: Instant, peer: PeerId) {
@@ -780,6 +488,7 @@ impl Room {
 #[allow(clippy::disallowed_methods)] // one real instant as the origin of simulated time
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const T: u64 = 1; // teacher
     const S: u64 = 9; // staff observer
@@ -1138,6 +847,7 @@ mod tests {
 mod props {
     use super::*;
     use proptest::prelude::*;
+    use std::time::Duration;
 
     /// Peer 1 holds the class's host token, 2 to 6 participant tokens, 7 and 8 observer
     /// tokens (as the gateway issues them).
