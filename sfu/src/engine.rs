@@ -1475,13 +1475,11 @@ impl Shard {
             }
             Event::MediaEgressStats(s) => {
                 if let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) {
-                    let seen = match c.nacks.iter_mut().find(|(m, _)| *m == s.mid) {
-                        Some((_, n)) => n,
-                        None => {
-                            c.nacks.push((s.mid, 0));
-                            &mut c.nacks.last_mut().expect("just pushed").1
-                        }
-                    };
+                    let i = c.nacks.iter().position(|(m, _)| *m == s.mid).unwrap_or_else(|| {
+                        c.nacks.push((s.mid, 0));
+                        c.nacks.len() - 1
+                    });
+                    let seen = &mut c.nacks[i].1;
                     self.counters.nacks += s.nacks.saturating_sub(*seen);
                     *seen = s.nacks.max(*seen);
                 }
