@@ -136,7 +136,7 @@ pub async fn leases(store: &dyn Store) {
     assert_eq!(store.try_lease("purge", "gw1", 100_000, 160_000).await, Ok(false));
 }
 
-/// A person's erasure (the backends that support it: SQLite, PostgreSQL): bounded steps
+/// A person's erasure (every backend): bounded steps
 /// until done, a dry run that changes nothing, their direct conversation gone, their
 /// shared posts pseudonymised (kept or emptied), their name out of membership entries,
 /// their memberships, markers and mutes gone, and a second run finding nothing.

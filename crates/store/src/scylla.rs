@@ -11,6 +11,9 @@
 //! - `channel_heads`: a hint of each channel's last seq (never ahead of the truth).
 //! - `conversations`, `conversation_keys`, `members`, `user_channels`, `posters`,
 //!   `read_markers`, `mutes`, `directory`, `schema_version`.
+//! - The data lifecycle's indexes (`lifecycle`): `authored`, `mentions`, `creators`,
+//!   `user_mutes`, `written_days`, `scope_days`, kept by the write path, so a person's
+//!   rows and a day's channels are found without a scan (erasure, export, retention).
 //!
 //! # Gapless sequences across gateways
 //! A writer inserts its entry at `last + 1` with `INSERT ... IF NOT EXISTS` (Paxos); if
@@ -28,6 +31,8 @@
 //!
 //! Tested by the storage contract (`contract.rs`) when `PREAU_SCYLLA_NODES` names a live
 //! cluster (`crates/store/tests/scylla_contract.rs`); see deploy/README.md.
+
+mod lifecycle;
 
 use crate::rules;
 use crate::types::*;
@@ -51,7 +56,7 @@ pub const CLAIM_TIMEOUT_MS: i64 = 30_000;
 /// Attempts to find a free seq before answering `unavailable`.
 const MAX_SEQ_ATTEMPTS: u32 = 64;
 /// The schema version [`ScyllaStore::migrate`] brings a keyspace to.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 pub use crate::types::ScyllaOptions;
 
@@ -66,6 +71,8 @@ fn bucket(seq: Seq) -> i64 {
 /// The CQL that creates (or completes) the schema; every statement is idempotent.
 pub fn schema(ks: &str, rf: u32, retention_days: u32) -> Vec<String> {
     let ttl = u64::from(retention_days) * 86_400;
+    // A day's index outlives the day's entries (it is written at the day's first one).
+    let day_ttl = if ttl == 0 { 0 } else { ttl + 2 * 86_400 };
     vec![
         format!(
             "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{'class': 'NetworkTopologyStrategy', 'replication_factor': {rf}}}"
@@ -105,7 +112,33 @@ pub fn schema(ks: &str, rf: u32, retention_days: u32) -> Vec<String> {
              PRIMARY KEY ((kind, school), id))"
         ),
         format!("CREATE TABLE IF NOT EXISTS {ks}.schema_version (id int PRIMARY KEY, version int)"),
-        format!("INSERT INTO {ks}.schema_version (id, version) VALUES (0, {SCHEMA_VERSION})"),
+        // Schema 3: the data lifecycle's indexes (see `lifecycle`).
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.authored (author text, channel text, seq bigint, \
+             PRIMARY KEY (author, channel, seq)) WITH default_time_to_live = {ttl}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.mentions (user text, channel text, seq bigint, \
+             PRIMARY KEY (user, channel, seq)) WITH default_time_to_live = {ttl}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.creators (creator text, channel text, PRIMARY KEY (creator, channel))"
+        ),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.user_mutes (user text, channel text, PRIMARY KEY (user, channel))"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.written_days (scope text, day bigint, channel text, \
+             PRIMARY KEY ((scope, day), channel)) WITH default_time_to_live = {day_ttl}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.scope_days (scope text, day bigint, PRIMARY KEY (scope, day)) \
+             WITH default_time_to_live = {day_ttl}"
+        ),
+        // A new retention applies to rows written from now on (the purge applies a
+        // shorter one to older rows, `lifecycle`).
+        format!("ALTER TABLE {ks}.entries WITH default_time_to_live = {ttl}"),
+        format!("ALTER TABLE {ks}.client_ids WITH default_time_to_live = {ttl}"),
+        format!("ALTER TABLE {ks}.authored WITH default_time_to_live = {ttl}"),
+        format!("ALTER TABLE {ks}.mentions WITH default_time_to_live = {ttl}"),
     ]
 }
 
@@ -192,6 +225,13 @@ struct Stmts {
     before_in_bucket: PreparedStatement,
     last_in_bucket: PreparedStatement,
     set_body: PreparedStatement,
+    insert_authored: PreparedStatement,
+    insert_mention: PreparedStatement,
+    insert_written_day: PreparedStatement,
+    insert_scope_day: PreparedStatement,
+    insert_creator: PreparedStatement,
+    insert_user_mute: PreparedStatement,
+    delete_user_mute: PreparedStatement,
     set_deleted: PreparedStatement,
     set_thread_state: PreparedStatement,
     get_head: PreparedStatement,
@@ -239,6 +279,9 @@ pub struct ScyllaStore {
     clock: SharedClock,
     /// Serialises this node's writes per channel (hook order, less Paxos contention).
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// The day and the channels this node has indexed in `written_days` that day, so a
+    /// channel costs one index write a day, not one per entry.
+    written: std::sync::Mutex<(i64, std::collections::HashSet<String>)>,
 }
 
 fn record_row(r: Row) -> Option<Record> {
@@ -266,11 +309,26 @@ impl ScyllaStore {
     }
 
     /// Creates or completes the schema (the `migrate` command).
+    /// A keyspace at an older version gets the new tables and, from 2 to 3, the
+    /// lifecycle indexes filled from the rows already there.
     pub async fn migrate(opts: &ScyllaOptions) -> Result<(), StoreError> {
         let s = ScyllaStore::session(opts).await?;
-        for cql in schema(&opts.keyspace, opts.replication_factor, opts.retention_days) {
+        let ks = &opts.keyspace;
+        // No keyspace yet reads as no version (a fresh one has nothing to backfill).
+        let was = match s.query_unpaged(format!("SELECT version FROM {ks}.schema_version WHERE id = 0"), &[]).await {
+            Ok(r) => r.into_rows_result().ok().and_then(|r| r.maybe_first_row::<(i32,)>().ok().flatten()).map(|v| v.0),
+            Err(_) => None,
+        };
+        for cql in schema(ks, opts.replication_factor, opts.retention_days) {
             s.query_unpaged(cql, &[]).await.map_err(unavailable)?;
         }
+        if was.is_some_and(|v| v < 3) {
+            let n = lifecycle::backfill(&s, ks).await?;
+            tracing::info!(entries = n, "lifecycle indexes filled from the existing entries");
+        }
+        s.query_unpaged(format!("INSERT INTO {ks}.schema_version (id, version) VALUES (0, {SCHEMA_VERSION})"), &[])
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -316,18 +374,27 @@ impl ScyllaStore {
                 "SELECT seq FROM {ks}.entries WHERE channel = ? AND bucket = ? ORDER BY seq DESC LIMIT 1"
             ))
             .await?,
+            // Updated cells keep the row's TTL, so a row never outlives itself in part.
             set_body: p(format!(
-                "UPDATE {ks}.entries SET body = ?, edited = true WHERE channel = ? AND bucket = ? AND seq = ?"
+                "UPDATE {ks}.entries USING TTL ? SET body = ?, edited = true WHERE channel = ? AND bucket = ? AND seq = ?"
             ))
             .await?,
             set_deleted: p(format!(
-                "UPDATE {ks}.entries SET body = null, title = null, deleted = true WHERE channel = ? AND bucket = ? AND seq = ?"
+                "UPDATE {ks}.entries USING TTL ? SET body = null, title = null, deleted = true WHERE channel = ? AND bucket = ? AND seq = ?"
             ))
             .await?,
             set_thread_state: p(format!(
-                "UPDATE {ks}.entries SET locked = ?, pinned = ? WHERE channel = ? AND bucket = ? AND seq = ?"
+                "UPDATE {ks}.entries USING TTL ? SET locked = ?, pinned = ? WHERE channel = ? AND bucket = ? AND seq = ?"
             ))
             .await?,
+            insert_authored: p(format!("INSERT INTO {ks}.authored (author, channel, seq) VALUES (?, ?, ?)")).await?,
+            insert_mention: p(format!("INSERT INTO {ks}.mentions (user, channel, seq) VALUES (?, ?, ?)")).await?,
+            insert_written_day: p(format!("INSERT INTO {ks}.written_days (scope, day, channel) VALUES (?, ?, ?)"))
+                .await?,
+            insert_scope_day: p(format!("INSERT INTO {ks}.scope_days (scope, day) VALUES (?, ?)")).await?,
+            insert_creator: p(format!("INSERT INTO {ks}.creators (creator, channel) VALUES (?, ?)")).await?,
+            insert_user_mute: p(format!("INSERT INTO {ks}.user_mutes (user, channel) VALUES (?, ?)")).await?,
+            delete_user_mute: p(format!("DELETE FROM {ks}.user_mutes WHERE user = ? AND channel = ?")).await?,
             get_head: p(format!("SELECT last_seq FROM {ks}.channel_heads WHERE channel = ?")).await?,
             set_head: p(format!("UPDATE {ks}.channel_heads SET last_seq = ? WHERE channel = ?")).await?,
             get_client_id: p(format!(
@@ -391,6 +458,7 @@ impl ScyllaStore {
             hook,
             clock: opts.clock.clone(),
             locks: std::sync::Mutex::new(HashMap::new()),
+            written: std::sync::Mutex::new((0, Default::default())),
         })
     }
 
@@ -466,11 +534,48 @@ impl ScyllaStore {
             if applied(&rows) {
                 // A hint only: racing writers may set it lower, never beyond what exists.
                 let _ = self.session.execute_unpaged(&self.st.set_head, (next as i64, ch.as_str())).await;
+                self.index(ch.as_str(), &e).await?;
                 return Ok(e);
             }
             next += 1;
         }
         Err(unavailable("too much contention on this channel's sequence"))
+    }
+
+    /// The lifecycle's index rows of a new entry (`lifecycle`): its author, the members
+    /// it names, and its channel under the day it was written.
+    async fn index(&self, ch: &str, e: &Entry) -> Result<(), StoreError> {
+        let seq = e.seq as i64;
+        if !e.author.is_empty() {
+            self.session
+                .execute_unpaged(&self.st.insert_authored, (e.author.as_str(), ch, seq))
+                .await
+                .map_err(unavailable)?;
+        }
+        for m in &e.members {
+            self.session.execute_unpaged(&self.st.insert_mention, (m.as_str(), ch, seq)).await.map_err(unavailable)?;
+        }
+        let day = e.at.div_euclid(lifecycle::DAY_MS);
+        let fresh = {
+            let mut w = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            if w.0 != day {
+                *w = (day, Default::default());
+            }
+            w.1.insert(ch.to_owned())
+        };
+        if fresh {
+            let sc = lifecycle::scope(ch);
+            let r = async {
+                self.session.execute_unpaged(&self.st.insert_scope_day, (sc, day)).await?;
+                self.session.execute_unpaged(&self.st.insert_written_day, (sc, day, ch)).await
+            };
+            if let Err(err) = r.await {
+                // Not indexed: the next entry of the day tries again.
+                self.written.lock().unwrap_or_else(|p| p.into_inner()).1.remove(ch);
+                return Err(unavailable(err));
+            }
+        }
+        Ok(())
     }
 
     fn publish(&self, a: &Appended) {
@@ -556,25 +661,38 @@ impl ScyllaStore {
         let channel = w.channel().clone();
         let ch = channel.as_str().to_owned();
         let e = self.decide(&ch, &w).await?;
+        // The target's remaining TTL, for its updated cells.
+        let ttl = match &w {
+            Write::Edit { target: t, .. } | Write::Delete { target: t, .. } | Write::ThreadState { thread: t, .. } => {
+                self.entry_ttl(&ch, *t).await?.ok_or(StoreError::NotFound)?
+            }
+            _ => 0,
+        };
         // The log entry first (the truth a resuming client replays), then the target row.
         let entry = self.append(&channel, e).await?;
         match &w {
             Write::Edit { target, body, .. } => {
                 self.session
-                    .execute_unpaged(&self.st.set_body, (body.as_str(), ch.as_str(), bucket(*target), *target as i64))
+                    .execute_unpaged(
+                        &self.st.set_body,
+                        (ttl, body.as_str(), ch.as_str(), bucket(*target), *target as i64),
+                    )
                     .await
                     .map_err(unavailable)?;
             }
             Write::Delete { target, .. } => {
                 self.session
-                    .execute_unpaged(&self.st.set_deleted, (ch.as_str(), bucket(*target), *target as i64))
+                    .execute_unpaged(&self.st.set_deleted, (ttl, ch.as_str(), bucket(*target), *target as i64))
                     .await
                     .map_err(unavailable)?;
             }
             Write::ThreadState { thread, .. } => {
                 let (l, p) = (entry.locked.unwrap_or(false), entry.pinned.unwrap_or(false));
                 self.session
-                    .execute_unpaged(&self.st.set_thread_state, (l, p, ch.as_str(), bucket(*thread), *thread as i64))
+                    .execute_unpaged(
+                        &self.st.set_thread_state,
+                        (ttl, l, p, ch.as_str(), bucket(*thread), *thread as i64),
+                    )
                     .await
                     .map_err(unavailable)?;
             }
@@ -728,6 +846,10 @@ impl Store for ScyllaStore {
                 ),
             )
             .await?;
+            self.session
+                .execute_unpaged(&self.st.insert_creator, (c.creator.as_str(), channel.as_str()))
+                .await
+                .map_err(unavailable)?;
             for m in &c.members {
                 self.session
                     .execute_unpaged(&self.st.insert_member, (channel.as_str(), m.as_str()))
@@ -840,7 +962,15 @@ impl Store for ScyllaStore {
                     .execute_unpaged(&self.st.delete_mute, (ch.as_str(), user.as_str()))
                     .await
                     .map_err(unavailable)?;
+                self.session
+                    .execute_unpaged(&self.st.delete_user_mute, (user.as_str(), ch.as_str()))
+                    .await
+                    .map_err(unavailable)?;
             } else {
+                self.session
+                    .execute_unpaged(&self.st.insert_user_mute, (user.as_str(), ch.as_str()))
+                    .await
+                    .map_err(unavailable)?;
                 self.session
                     .execute_unpaged(&self.st.set_mute, (until_ms, ch.as_str(), user.as_str()))
                     .await
@@ -983,15 +1113,11 @@ impl Store for ScyllaStore {
     fn authored(
         &self,
         author: &str,
-        _after: Option<(ChannelId, Seq)>,
-        _limit: u32,
+        after: Option<(ChannelId, Seq)>,
+        limit: u32,
     ) -> BoxFut<'_, Result<Vec<(ChannelId, Entry)>, StoreError>> {
-        // Refused rather than answered in part: the schema has no index by author yet
-        // (the same gap as erasure, docs/data-protection.md).
-        let _ = author;
-        Box::pin(
-            async move { Err(unavailable("the entries of one author cannot be listed on ScyllaDB yet (issue 13)")) },
-        )
+        let author = author.to_owned();
+        Box::pin(async move { self.authored_inner(&author, after, limit).await })
     }
 
     fn read_markers_of(&self, user: &str) -> BoxFut<'_, Result<Vec<(ChannelId, Seq)>, StoreError>> {
@@ -1025,23 +1151,14 @@ impl Store for ScyllaStore {
         })
     }
 
-    fn expire(&self, _x: Expiry) -> BoxFut<'_, Result<Erased, StoreError>> {
-        // Entries expire by the table's TTL (`--retention-days`, set by `migrate`): there
-        // is nothing to do here.
-        Box::pin(async move { Ok(Erased { rows: 0, done: true }) })
+    fn expire(&self, x: Expiry) -> BoxFut<'_, Result<Erased, StoreError>> {
+        // Rows also expire by the table's TTL (`--retention-days`, set by `migrate`); this
+        // applies a school's shorter retention, and a shortened one, to older rows.
+        Box::pin(async move { self.expire_step(&x).await })
     }
 
     fn erase_user(&self, e: Erasure) -> BoxFut<'_, Result<Erased, StoreError>> {
-        // Refused rather than done in part: finding a person's rows here needs indexes
-        // the schema does not have yet (entries by author, membership lists), and a
-        // partial erasure reported as done would be worse than none. The purge job logs
-        // this on every run, so an operator on ScyllaDB knows (docs/data-protection.md).
-        Box::pin(async move {
-            Err(unavailable(format!(
-                "erasure of {} is not available on ScyllaDB yet (issue 13): use PostgreSQL or SQLite, or purge by hand",
-                e.pseudonym
-            )))
-        })
+        Box::pin(async move { self.erase_step(&e).await })
     }
 
     fn try_lease(&self, name: &str, holder: &str, now_ms: i64, until_ms: i64) -> BoxFut<'_, Result<bool, StoreError>> {

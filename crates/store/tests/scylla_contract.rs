@@ -68,3 +68,30 @@ async fn scylla_sequences_stay_gapless_with_several_writers_on_one_channel() {
     let dup = b.write(contract::post(&ch, "w0", "k7", "x")).await.expect("retry");
     assert!(dup.duplicate);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a ScyllaDB cluster: set PREAU_SCYLLA_NODES"]
+async fn scylla_erases_a_person_and_expires_messages() {
+    let opts = options();
+    ScyllaStore::migrate(&opts).await.expect("migrate");
+    let store = ScyllaStore::open(&opts, HookLog::default().hook()).await.expect("open");
+    contract::erasure(&store).await;
+    contract::expiry(&store).await;
+    // A retention names one of the scopes the store indexes channels under.
+    let odd = preau_store::Expiry { prefix: "forum:".into(), before_ms: 0, limit: 10 };
+    assert!(matches!(store.expire(odd).await, Err(preau_store::StoreError::Invalid(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a ScyllaDB cluster: set PREAU_SCYLLA_NODES"]
+async fn scylla_migrate_is_idempotent_and_keeps_the_data() {
+    let opts = options();
+    ScyllaStore::migrate(&opts).await.expect("migrate");
+    let store = ScyllaStore::open(&opts, HookLog::default().hook()).await.expect("open");
+    let ch = ChannelId::group("kept");
+    store.write(contract::post(&ch, "u1", "k1", "bonjour")).await.expect("post");
+    ScyllaStore::migrate(&opts).await.expect("migrate again");
+    let again = ScyllaStore::open(&opts, HookLog::default().hook()).await.expect("open again");
+    assert_eq!(again.authored("u1", None, 10).await.map(|v| v.len()), Ok(1), "indexed once");
+    assert_eq!(again.history(&ch, Some(0), None, 10).await.map(|h| h.0.len()), Ok(1));
+}
