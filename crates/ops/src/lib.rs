@@ -1,0 +1,15 @@
+//! What the gateway and the SFU share to run in production, apart from their own work.
+//!
+//! # Layout
+//! - [`tls`]: TLS termination from PEM files reloaded when they change, and the listener
+//!   `axum::serve` takes (plain or TLS, handshakes off the accept loop).
+//! - [`process`]: the `process_*` metrics (CPU, memory, open files and their limit) and
+//!   `preau_build_info`, appended to each `/metrics`.
+//! - [`logging`]: logs on standard error, plain or JSON for every line.
+//! - `testing` (feature `testing`): a CA of a test's own, its leaves and pins.
+
+pub mod logging;
+pub mod process;
+pub mod tls;
+#[cfg(feature = "testing")]
+pub mod testing;
