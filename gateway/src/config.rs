@@ -234,6 +234,14 @@ pub struct Config {
     /// Logs as JSON lines.
     #[arg(long, env = "PREAU_LOG_JSON", global = true)]
     pub log_json: bool,
+    /// TLS certificate chain (PEM, leaf first): the gateway serves HTTPS and WSS itself
+    /// and reads the files again when they change (a renewal needs no restart). Without
+    /// it, plain HTTP behind a proxy that terminates TLS.
+    #[arg(long, env = "PREAU_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "PREAU_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
     /// Show user ids in logs (hidden by default: they identify minors).
     #[arg(long, env = "PREAU_LOG_PII", global = true)]
     pub log_pii: bool,
@@ -294,6 +302,16 @@ impl Config {
         self.store_shared.unwrap_or(self.redis.is_some())
     }
 
+    /// The TLS files, if TLS is on (both flags, or neither).
+    pub fn tls(&self) -> Result<Option<preau_ops::tls::TlsFiles>, String> {
+        preau_ops::tls::TlsFiles::from_flags(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            "--tls-cert",
+            "--tls-key",
+        )
+    }
+
     /// Checks values that clap cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.max_connections > 0, "--max-connections must be positive");
@@ -337,6 +355,7 @@ impl Config {
             self.dev_mode() || self.jwt_public_key.is_some() || self.jwks.is_some(),
             "production mode needs --jwt-public-key or --jwks"
         );
+        self.tls().map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
             !self.dev_mode() || self.listen.ip().is_loopback() || self.dev_allow_public,
             "development mode (demo school, /dev/token handing tokens to anyone) refuses to listen on {}: \

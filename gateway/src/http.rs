@@ -197,7 +197,11 @@ async fn readyz(State(s): State<AppState>) -> Response {
 
 async fn metrics_page(State(s): State<AppState>) -> Response {
     match &s.prom {
-        Some(p) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], p.render()).into_response(),
+        Some(p) => {
+            let mut text = p.render();
+            text.push_str(&preau_ops::process::render("preau-gateway", env!("CARGO_PKG_VERSION")));
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+        }
         None => err(StatusCode::NOT_FOUND, "not_found", "no_recorder", "metrics are not enabled"),
     }
 }

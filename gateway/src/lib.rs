@@ -38,14 +38,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 /// Serves `listener` until `shutdown` resolves; then drains: `/readyz` and new upgrades
 /// answer 503 `draining`, every session is told to reconnect after a jittered delay and
 /// closed then, and serving ends once they are gone or the drain time is over.
 pub async fn run(
-    listener: TcpListener,
+    listener: preau_ops::tls::Listener,
     g: Arc<Gateway>,
     prom: Option<metrics_exporter_prometheus::PrometheusHandle>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -112,11 +111,8 @@ pub async fn run(
             }
         })
     };
-    use axum::serve::ListenerExt;
-    // Frames are small and latency matters more than packet count: no Nagle.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    // The listener sets TCP_NODELAY: frames are small and latency matters more than
+    // packet count.
     axum::serve(listener, app).with_graceful_shutdown(stop).await?;
     purger.abort();
     prober.abort();

@@ -3,20 +3,8 @@
 use clap::Parser;
 use preau_gateway::config::{Cli, Command};
 use preau_gateway::{Gateway, run};
+use preau_ops::tls::{Listener, Reloading};
 use std::io::Write;
-
-fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PREAU_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal: a log file or a collector gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    if json {
-        b.json().init();
-    } else {
-        b.init();
-    }
-}
 
 async fn shutdown_signal() {
     let term = async {
@@ -34,20 +22,34 @@ async fn shutdown_signal() {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let cli = Cli::parse();
+    preau_ops::logging::init(cli.config.log_json, "PREAU_LOG", "info");
+    preau_ops::process::init();
+    if let Err(e) = command(cli).await {
+        preau_ops::logging::fail(e);
+    }
+}
+
+async fn command(cli: Cli) -> anyhow::Result<()> {
     let cfg = cli.config;
-    init_tracing(cfg.log_json);
     preau_gateway::pii::show_pii(cfg.log_pii);
     cfg.validate()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            let tls = match cfg.tls().map_err(anyhow::Error::msg)? {
+                Some(files) => Some(Reloading::start(files).map_err(anyhow::Error::msg)?),
+                None => None,
+            };
             let prom = preau_gateway::metrics::install()?;
             let g = Gateway::start(cfg.clone()).await?;
-            let listener = preau_gateway::http::bind(cfg.listen, cfg.listen_backlog)?;
-            let addr = listener.local_addr()?;
+            let tcp = preau_gateway::http::bind(cfg.listen, cfg.listen_backlog)
+                .map_err(|e| anyhow::anyhow!("--listen {}: {e}", cfg.listen))?;
+            let addr = tcp.local_addr()?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let listener = Listener::new(tcp, tls)?;
             // Tests and scripts read this line to find the port when listening on :0.
-            println!("preau-gateway listening on http://{addr} (dev mode: {})", cfg.dev_mode());
+            println!("preau-gateway listening on {scheme}://{addr} (dev mode: {})", cfg.dev_mode());
             std::io::stdout().flush()?;
             tracing::info!(%addr, dev = cfg.dev_mode(), data = %cfg.data_dir.display(), "serving");
             if cfg.dev_mode() {

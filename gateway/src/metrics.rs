@@ -36,6 +36,36 @@ pub const PURGE_SECONDS: &str = "preau_purge_seconds";
 /// When the last purge run ended, seconds since the epoch (gauge).
 pub const PURGE_LAST_RUN: &str = "preau_purge_last_run_timestamp_seconds";
 
+/// Every metric with its kind and its HELP text (promtool checks each has one).
+pub const DESCRIBED: &[(&str, Kind, &str)] = &[
+    (CONNECTIONS, Kind::Gauge, "Open WebSocket connections."),
+    (CONNECTIONS_REFUSED, Kind::Counter, "Connections refused at upgrade, by reason."),
+    (FRAMES_IN, Kind::Counter, "Frames received from clients."),
+    (FRAMES_OUT, Kind::Counter, "Frames written to clients."),
+    (DELIVERIES, Kind::Counter, "Frames queued to sessions by fan-out."),
+    (ORDER_FILLS, Kind::Counter, "Store reads that repaired a channel's order (a gap that stayed open, a catch-up)."),
+    (ORDER_HOLD_SECONDS, Kind::Histogram, "How long channel events were held for order before delivery, in seconds."),
+    (QUEUE_DROPS, Kind::Counter, "Frames dropped because a session's queue was full (the session is cut off)."),
+    (ERRORS, Kind::Counter, "Errors answered to clients, by code."),
+    (SEND_ACK_SECONDS, Kind::Histogram, "From a send frame's arrival to its ack, in seconds."),
+    (STORE_SECONDS, Kind::Histogram, "Store operation latency by operation, in seconds."),
+    (MESSAGES_STORED, Kind::Counter, "Messages stored."),
+    (PURGE_ROWS, Kind::Counter, "Rows removed or rewritten by personal-data erasures and retention."),
+    (PURGE_SECONDS, Kind::Histogram, "Duration of one person's erasure, in seconds."),
+    (PURGE_LAST_RUN, Kind::Gauge, "When the last purge run ended, in seconds since the epoch."),
+];
+
+/// What a metric is, for its description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Goes up and down.
+    Gauge,
+    /// Only goes up.
+    Counter,
+    /// A distribution in buckets.
+    Histogram,
+}
+
 /// Installs the global recorder and returns the handle rendering /metrics.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -46,6 +76,13 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         )?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)?
         .install_recorder()?;
+    for (name, kind, help) in DESCRIBED {
+        match kind {
+            Kind::Gauge => metrics::describe_gauge!(*name, *help),
+            Kind::Counter => metrics::describe_counter!(*name, *help),
+            Kind::Histogram => metrics::describe_histogram!(*name, *help),
+        }
+    }
     // Present from the first scrape, before anything happened.
     metrics::gauge!(CONNECTIONS).set(0.0);
     for c in [FRAMES_IN, FRAMES_OUT, DELIVERIES, QUEUE_DROPS, MESSAGES_STORED, PURGE_ROWS] {

@@ -79,12 +79,72 @@ pub struct SfuConfig {
     /// Logs as JSON lines.
     #[arg(long, env = "PREAU_LOG_JSON")]
     pub log_json: bool,
+    /// TLS certificate chain (PEM, leaf first): the node serves its page and signaling
+    /// over HTTPS and WSS itself, and reads the files again when they change. Without
+    /// it, plain HTTP behind a proxy that terminates TLS (browsers give cameras only to
+    /// secure pages).
+    #[arg(long, env = "PREAU_SFU_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "PREAU_SFU_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl SfuConfig {
     /// The URL clients use for signaling.
     pub fn public_url(&self, bound: SocketAddr) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("ws://{bound}/ws"))
+        let scheme = if self.tls_cert.is_some() { "wss" } else { "ws" };
+        self.public_url.clone().unwrap_or_else(|| format!("{scheme}://{bound}/ws"))
+    }
+
+    /// The TLS files, if TLS is on.
+    pub fn tls(&self) -> Result<Option<preau_ops::tls::TlsFiles>, String> {
+        preau_ops::tls::TlsFiles::from_flags(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            "--tls-cert",
+            "--tls-key",
+        )
+    }
+
+    /// Checks what clap cannot: every error names the flag and what it takes.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("--class-capacity", self.class_capacity as u64),
+            ("--assembly-capacity", self.assembly_capacity as u64),
+            ("--max-peers", self.max_peers),
+            ("--last-n", self.last_n as u64),
+        ];
+        for (flag, v) in positive {
+            if v == 0 {
+                return Err(format!("{flag} must be above zero"));
+            }
+        }
+        if let Some(u) = &self.public_url
+            && (!(u.starts_with("ws://") || u.starts_with("wss://")) || u.contains(char::is_whitespace))
+        {
+            return Err(format!("--public-url {u}: expected a ws:// or wss:// URL (e.g. wss://sfu1.example.fr/ws)"));
+        }
+        for ice in &self.ice_servers {
+            let scheme = ice.split(':').next().unwrap_or("");
+            if !matches!(scheme, "stun" | "stuns" | "turn" | "turns") || ice.len() <= scheme.len() + 1 {
+                return Err(format!(
+                    "--ice-servers {ice}: expected stun:, turn: or turns: URLs (e.g. turns:turn.example.fr:443?transport=tcp)"
+                ));
+            }
+        }
+        if let Some(r) = &self.redis
+            && !(r.starts_with("redis://") || r.starts_with("rediss://") || r.starts_with("unix://"))
+        {
+            return Err(format!("--redis {r}: expected a redis://, rediss:// or unix:// URL"));
+        }
+        if self.node_id.is_empty() || self.node_id.contains(char::is_whitespace) {
+            return Err(format!("--node-id {:?}: expected a name without spaces", self.node_id));
+        }
+        if self.tls_cert.is_some() && self.public_url.as_deref().is_some_and(|u| u.starts_with("ws://")) {
+            return Err("--public-url is ws:// while --tls-cert serves TLS: announce wss://".into());
+        }
+        self.tls().map(|_| ())
     }
 }
 
@@ -106,6 +166,38 @@ mod tests {
         assert!(bad.to_string().contains("notanip"), "{bad}");
         let ok = Cli::try_parse_from(["preau-sfu", "--public-ip", "203.0.113.7,2001:db8::7"]).expect("addresses");
         assert_eq!(ok.cfg.public_ip.len(), 2);
+    }
+
+    #[test]
+    fn every_flag_is_checked_and_the_error_names_it() {
+        let check = |args: &[&str]| {
+            let mut all = vec!["preau-sfu"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).expect("parses").cfg.validate()
+        };
+        assert_eq!(check(&[]), Ok(()));
+        for (args, flag) in [
+            (&["--class-capacity", "0"][..], "--class-capacity"),
+            (&["--max-peers", "0"][..], "--max-peers"),
+            (&["--public-url", "sfu1.example.fr/ws"][..], "--public-url"),
+            (&["--ice-servers", "turn.example.fr:3478"][..], "--ice-servers"),
+            (&["--redis", "localhost:6379"][..], "--redis"),
+            (&["--tls-cert", "/etc/preau/tls.crt"][..], "--tls-cert needs --tls-key"),
+            (&["--tls-cert", "a", "--tls-key", "b", "--public-url", "ws://x/ws"][..], "--public-url"),
+        ] {
+            let e = check(args).expect_err("refused");
+            assert!(e.contains(flag), "{args:?}: {e}");
+        }
+        assert_eq!(
+            check(&["--ice-servers", "stun:stun.example.fr:3478,turns:turn.example.fr:443?transport=tcp"]),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn with_tls_the_announced_url_is_wss() {
+        let cfg = Cli::try_parse_from(["preau-sfu", "--tls-cert", "c", "--tls-key", "k"]).expect("flags").cfg;
+        assert_eq!(cfg.public_url("127.0.0.1:8443".parse().expect("addr")), "wss://127.0.0.1:8443/ws");
     }
 
     /// The SFU expected ES256 room tokens by default while the gateway signs EdDSA.

@@ -45,7 +45,11 @@ async fn readyz(State(sfu): State<Arc<Sfu>>) -> Response {
 
 async fn metrics_page(State(sfu): State<Arc<Sfu>>) -> Response {
     match &sfu.prom {
-        Some(h) => h.render().into_response(),
+        Some(h) => {
+            let mut text = h.render();
+            text.push_str(&preau_ops::process::render("preau-sfu", env!("CARGO_PKG_VERSION")));
+            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+        }
         None => (StatusCode::NOT_FOUND, "metrics are off").into_response(),
     }
 }

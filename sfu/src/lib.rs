@@ -51,13 +51,12 @@ pub use node::Sfu;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 
 /// Serves `listener` until `shutdown` resolves; then drains: readiness fails, placement
 /// avoids the node, and running classes go on until they end, `drain` passes, or
 /// `shutdown_again` resolves.
 pub async fn run(
-    listener: TcpListener,
+    listener: preau_ops::tls::Listener,
     sfu: Arc<Sfu>,
     drain: Duration,
     shutdown: impl Future<Output = ()>,

@@ -2,6 +2,7 @@
 //! [`preau_sfu::run`].
 
 use clap::Parser;
+use preau_ops::tls::{Listener, Reloading};
 use preau_sfu::Sfu;
 use preau_sfu::config::SfuConfig;
 use std::io::Write;
@@ -15,26 +16,33 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let cfg = Cli::parse().config;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,str0m=warn"));
-    if cfg.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
-    } else {
-        // Colours only on a terminal: a log file or a collector gets plain text.
-        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init();
+    preau_ops::logging::init(cfg.log_json, "RUST_LOG", "info,str0m=warn");
+    preau_ops::process::init();
+    if let Err(e) = serve(cfg).await {
+        preau_ops::logging::fail(e);
     }
+}
+
+async fn serve(cfg: SfuConfig) -> anyhow::Result<()> {
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    let tls = match cfg.tls().map_err(anyhow::Error::msg)? {
+        Some(files) => Some(Reloading::start(files).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     let prom = preau_sfu::metrics::install()?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
-    let addr = listener.local_addr()?;
+    let tcp =
+        tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| anyhow::anyhow!("--listen {}: {e}", cfg.listen))?;
+    let addr = tcp.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let listener = Listener::new(tcp, tls)?;
     let url = cfg.public_url(addr);
     let drain = std::time::Duration::from_secs(cfg.drain_seconds);
     let sfu = Sfu::start(cfg, url.clone(), Some(prom)).await?;
     // Tests and scripts read this line to find the ports when listening on :0.
     println!(
-        "preau-sfu listening on http://{addr} udp {} signaling {url} engine threads {}",
+        "preau-sfu listening on {scheme}://{addr} udp {} signaling {url} engine threads {}",
         sfu.udp_addr(),
         sfu.engine_threads()
     );

@@ -31,9 +31,41 @@ pub const ENGINE_PANICS: &str = "preau_sfu_engine_panics_total";
 /// Signaling requests refused, by code (counter).
 pub const ERRORS: &str = "preau_sfu_errors_total";
 
+/// Every metric with its kind and its HELP text (promtool checks each has one).
+pub const DESCRIBED: &[(&str, Kind, &str)] = &[
+    (ROOMS, Kind::Gauge, "Rooms open on this node."),
+    (PEERS, Kind::Gauge, "Peers (signaling sessions) on this node."),
+    (TRACKS, Kind::Gauge, "Published tracks (sources) on this node."),
+    (PACKETS_IN, Kind::Counter, "RTP packets received from publishers, by kind."),
+    (BYTES_IN, Kind::Counter, "RTP bytes received from publishers, by kind."),
+    (PACKETS_OUT, Kind::Counter, "RTP packets forwarded to subscribers, by kind."),
+    (BYTES_OUT, Kind::Counter, "RTP bytes forwarded to subscribers, by kind."),
+    (PACKETS_DROPPED, Kind::Counter, "RTP packets not forwarded, by reason."),
+    (NACKS, Kind::Counter, "NACKs received from subscribers (lost packets they asked again)."),
+    (PLIS, Kind::Counter, "Keyframe requests, sent to publishers or received from subscribers (dir)."),
+    (LAYER_SWITCHES, Kind::Counter, "Simulcast layer switches done for subscribers."),
+    (ENGINE_PANICS, Kind::Counter, "Sessions ended because the media engine failed on one of their connections."),
+    (ERRORS, Kind::Counter, "Signaling requests refused, by code."),
+];
+
+/// What a metric is, for its description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Goes up and down.
+    Gauge,
+    /// Only goes up.
+    Counter,
+}
+
 /// Installs the global recorder and returns the handle rendering /metrics.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new().install_recorder()?;
+    for (name, kind, help) in DESCRIBED {
+        match kind {
+            Kind::Gauge => metrics::describe_gauge!(*name, *help),
+            Kind::Counter => metrics::describe_counter!(*name, *help),
+        }
+    }
     for g in [ROOMS, PEERS, TRACKS] {
         metrics::gauge!(g).set(0.0);
     }

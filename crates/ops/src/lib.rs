@@ -10,6 +10,6 @@
 
 pub mod logging;
 pub mod process;
-pub mod tls;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;

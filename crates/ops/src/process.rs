@@ -110,7 +110,12 @@ pub fn render(binary: &str, version: &str) -> String {
             "Total user and system CPU time spent in seconds.",
             format!("{:.2}", s.cpu_seconds),
         );
-        metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", s.resident_bytes.to_string());
+        metric(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            s.resident_bytes.to_string(),
+        );
         metric("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", s.virtual_bytes.to_string());
         metric("process_open_fds", "gauge", "Number of open file descriptors.", s.open_fds.to_string());
         if let Some(m) = s.max_fds {
@@ -150,7 +155,8 @@ mod tests {
         init();
         let text = render("preau-test", "0.1.0");
         assert!(text.contains("preau_build_info{binary=\"preau-test\",version=\"0.1.0\",commit="), "{text}");
-        for name in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_max_fds"]
+        for name in
+            ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_max_fds"]
         {
             assert!(text.contains(&format!("# HELP {name} ")), "{name} in {text}");
             let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).expect("sample line");

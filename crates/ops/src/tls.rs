@@ -57,15 +57,15 @@ impl TlsFiles {
     pub fn load(&self) -> Result<ServerConfig, String> {
         let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: cannot read: {e}", p.display()));
         let cert_pem = read(&self.cert)?;
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("{}: not a PEM certificate chain: {e}", self.cert.display()))?;
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(&cert_pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{}: not a PEM certificate chain: {e}", self.cert.display()))?;
         if chain.is_empty() {
             return Err(format!("{}: no certificate in it (expected PEM \"BEGIN CERTIFICATE\")", self.cert.display()));
         }
-        let key = PrivateKeyDer::from_pem_slice(&read(&self.key)?).map_err(|e| {
-            format!("{}: not a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}", self.key.display())
-        })?;
+        let key = PrivateKeyDer::from_pem_slice(&read(&self.key)?)
+            .map_err(|e| format!("{}: not a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}", self.key.display()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

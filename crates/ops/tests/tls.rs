@@ -26,7 +26,9 @@ async fn get(ca: &TestCa, addr: SocketAddr) -> Result<(String, Vec<u8>), String>
     let name = ServerName::try_from("preau.test").expect("name");
     let mut tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
     let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default();
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: preau.test\r\nConnection: close\r\n\r\n").await.map_err(|e| e.to_string())?;
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: preau.test\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     let _ = tls.read_to_end(&mut out).await;
     Ok((String::from_utf8_lossy(&out).into_owned(), leaf))
