@@ -41,6 +41,14 @@ impl Chromium {
     /// Chromium for the pages of `node`, in network namespace `ns` if given (made by the
     /// test: [`common::impair::Link`]).
     async fn launch(node: &common::Node, ns: Option<&str>) -> Chromium {
+        // Cameras need a secure origin: the node's plain-HTTP address counts as one
+        // (127.0.0.1 does anyway, a test network's address would not).
+        let secure = format!("--unsafely-treat-insecure-origin-as-secure=http://{}", node.addr);
+        Chromium::launch_with(ns, &[secure]).await
+    }
+
+    /// Chromium with `args` added to the usual ones.
+    async fn launch_with(ns: Option<&str>, args: &[String]) -> Chromium {
         let bin = ["chromium", "chromium-browser"]
             .into_iter()
             .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
@@ -68,9 +76,7 @@ impl Chromium {
                 "--remote-debugging-pipe",
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
-            // Cameras need a secure origin: the node's plain-HTTP address counts as one
-            // (127.0.0.1 does anyway, a test network's address would not).
-            .arg(format!("--unsafely-treat-insecure-origin-as-secure=http://{}", node.addr))
+            .args(args)
             .arg("about:blank")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -748,4 +754,60 @@ async fn the_teacher_is_told_of_arrivals_and_confirms_a_removal() {
     chrome.eval(&teacher, exclude).await;
     chrome.eval(&teacher, "document.getElementById('confirmYes').click(), true").await;
     chrome.until(&teacher, "preau.state.members.size", 10, "the pupil removed", |v| v.as_u64() == Some(1)).await;
+}
+
+/// Issue 16: browsers give cameras only to secure pages. The node serves the classroom
+/// over HTTPS and its signaling over WSS under a name that is not localhost
+/// (`preau.test`, mapped to 127.0.0.1 by Chromium's resolver rules), with a certificate
+/// from the test's own CA, pinned: the teacher publishes and a pupil decodes. The same
+/// page over plain `http://preau.test` has no camera access at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_over_https_under_a_real_name_works_and_plain_http_has_no_camera() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = preau_ops::testing::TestCa::new();
+    let leaf = ca.leaf(&["preau.test"], dir.path(), "sfu");
+    let node = common::Node::start_tls("preau.test", &leaf.files).await;
+    let plain = common::Node::start(&[]).await;
+    let args = [
+        "--host-resolver-rules=MAP preau.test 127.0.0.1".to_owned(),
+        format!("--ignore-certificate-errors-spki-list={}", leaf.spki_sha256),
+    ];
+    let chrome = Chromium::launch_with(None, &args).await;
+    let port = node.addr.port();
+    let page = |user: &str, role: &str| {
+        format!("https://preau.test:{port}/classroom?sfu={}&token={}", node.url, node.token(user, role))
+    };
+    assert!(node.url.starts_with(&format!("wss://preau.test:{port}/")), "{}", node.url);
+    let teacher = chrome.open(&page("t01", "host")).await;
+    let joined = chrome.until(&teacher, STATE, 30, "the teacher joined over wss://", |v| v.as_u64() > Some(0)).await;
+    let host_peer = num(&joined, &[]);
+    let secure = chrome.eval(&teacher, "[location.protocol, window.isSecureContext, !!navigator.mediaDevices]").await;
+    assert_eq!(secure, json!(["https:", true, true]), "the HTTPS page is a secure context with media devices");
+    let pupil = chrome.open(&page("e001", "participant")).await;
+    chrome.until(&teacher, "preau.state.waiting.length", 20, "the pupil waiting", |v| v.as_u64() == Some(1)).await;
+    chrome.eval(&teacher, "preau.admitAll().then(() => true)").await;
+    let video = format!("p{host_peer}-video");
+    let s = chrome
+        .until(&pupil, "preau.stats()", 60, "the pupil decoding the teacher over HTTPS", |v| {
+            num(v, &[&video, "framesDecoded"]) > 0
+        })
+        .await;
+    println!("pupil over https://preau.test: {s}");
+
+    // Plain HTTP under the same name: not a secure context, no camera.
+    let insecure = chrome
+        .open(&format!(
+            "http://preau.test:{}/classroom?sfu={}&token={}",
+            plain.addr.port(),
+            plain.url,
+            plain.token("t02", "host")
+        ))
+        .await;
+    let seen = chrome
+        .until(&insecure, "document.readyState", 20, "the plain page loaded", |v| v == "complete")
+        .await;
+    assert_eq!(seen, "complete");
+    let v = chrome.eval(&insecure, "[location.protocol, window.isSecureContext, !!navigator.mediaDevices]").await;
+    assert_eq!(v, json!(["http:", false, false]), "plain HTTP under a real name gets no camera");
 }

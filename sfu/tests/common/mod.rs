@@ -58,6 +58,28 @@ impl Node {
         Node { url, addr, issuer: Issuer::hs256(KEY), _dir: dir }
     }
 
+    /// Starts a node on 127.0.0.1 serving TLS with `files`, its signaling announced as
+    /// `wss://<name>:<port>/ws` (the name the test maps to 127.0.0.1).
+    pub async fn start_tls(name: &str, files: &preau_ops::tls::TlsFiles) -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("key");
+        std::fs::write(&key, KEY).expect("key");
+        let (cert, tls_key) = (files.cert.to_str().expect("utf-8"), files.key.to_str().expect("utf-8"));
+        let args = ["preau-sfu", "--listen", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", tls_key];
+        let mut args = args.to_vec();
+        args.extend_from_slice(&["--room-key-file", key.to_str().expect("utf-8")]);
+        let cfg = Cli::parse_from(args).c;
+        cfg.validate().expect("valid flags");
+        let tls = preau_ops::tls::Reloading::start(files.clone()).expect("certificate");
+        let tcp = tokio::net::TcpListener::bind(cfg.listen).await.expect("bind");
+        let addr = tcp.local_addr().expect("addr");
+        let listener = preau_ops::tls::Listener::new(tcp, Some(tls)).expect("listener");
+        let url = format!("wss://{name}:{}/ws", addr.port());
+        let sfu = Sfu::start(cfg, url.clone(), None).await.expect("sfu");
+        tokio::spawn(async move { axum::serve(listener, router(sfu)).await });
+        Node { url, addr, issuer: Issuer::hs256(KEY), _dir: dir }
+    }
+
     /// A room token for `user` in class 6A of the demo school.
     pub fn token(&self, user: &str, role: &str) -> String {
         self.issuer.issue_room(user, user, "0750001A", "class:6A", role, 300)
