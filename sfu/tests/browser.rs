@@ -804,9 +804,7 @@ async fn a_class_over_https_under_a_real_name_works_and_plain_http_has_no_camera
             plain.token("t02", "host")
         ))
         .await;
-    let seen = chrome
-        .until(&insecure, "document.readyState", 20, "the plain page loaded", |v| v == "complete")
-        .await;
+    let seen = chrome.until(&insecure, "document.readyState", 20, "the plain page loaded", |v| v == "complete").await;
     assert_eq!(seen, "complete");
     let v = chrome.eval(&insecure, "[location.protocol, window.isSecureContext, !!navigator.mediaDevices]").await;
     assert_eq!(v, json!(["http:", false, false]), "plain HTTP under a real name gets no camera");

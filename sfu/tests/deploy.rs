@@ -98,6 +98,14 @@ fn deploy_names_only_what_the_sfu_accepts() {
         assert!(dash.contains(m), "the dashboard plots {m}");
         assert!(metrics.contains(m), "preau-sfu exports {m}");
     }
+    // Every metric described, named as Prometheus wants; the process and the build too.
+    let page = metrics.split("\r\n\r\n").nth(1).unwrap_or(&metrics);
+    preau_ops::testing::promtool_check_metrics(page).expect("promtool check metrics");
+    for m in
+        ["# HELP preau_sfu_rooms ", "process_open_fds ", "process_max_fds ", "preau_build_info{binary=\"preau-sfu\""]
+    {
+        assert!(page.contains(m), "{m} in /metrics");
+    }
     let _ = child.kill();
     let _ = child.wait();
 }

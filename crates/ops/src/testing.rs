@@ -83,3 +83,23 @@ impl Default for TestCa {
         TestCa::new()
     }
 }
+
+/// Runs `promtool check metrics` (Debian's `prometheus` package; scripts/test installs
+/// it) on a `/metrics` page: `Err` with promtool's complaints when it finds any.
+pub fn promtool_check_metrics(page: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("promtool is missing ({e}): scripts/test installs it (apt-get install prometheus)"))?;
+    child.stdin.take().ok_or("promtool stdin")?.write_all(page.as_bytes()).map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() && out.stdout.is_empty() && out.stderr.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}

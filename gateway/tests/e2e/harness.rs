@@ -58,8 +58,9 @@ impl Server {
         let out = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(out).read_line(&mut line).expect("read the listening line");
+        // http:// or https:// (with --tls-cert).
         let addr = line
-            .split("http://")
+            .split("://")
             .nth(1)
             .and_then(|r| r.split_whitespace().next())
             .unwrap_or_else(|| panic!("no address in {line:?}"));

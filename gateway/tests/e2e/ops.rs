@@ -26,6 +26,13 @@ async fn health_readiness_metrics_and_dev_endpoints() {
     ] {
         assert!(m.contains(name), "{name} missing from /metrics");
     }
+    // Every metric described, named as Prometheus wants; the process and the build too.
+    preau_ops::testing::promtool_check_metrics(&m).expect("promtool check metrics");
+    for name in
+        ["# HELP preau_send_ack_seconds ", "process_open_fds ", "process_resident_memory_bytes ", "preau_build_info{"]
+    {
+        assert!(m.contains(name), "{name} missing from /metrics");
+    }
     let (st, users) = http_get(&s.addr, "/dev/users").await.expect("users");
     let v: serde_json::Value = serde_json::from_str(&users).expect("json");
     let list = v["users"].as_array().expect("users");
@@ -324,4 +331,65 @@ async fn logs_not_on_a_terminal_have_no_colour_codes() {
     }
     assert!(text.contains("DEVELOPMENT MODE"), "{text}");
     assert!(!text.contains('\u{1b}'), "colour codes in a log file: {text:?}");
+}
+
+/// Issue 16: the gateway terminates TLS itself. A client that trusts the test's CA gets a
+/// development token over HTTPS and its `hello` over WSS, by name; the same port refuses
+/// plain HTTP; a start-up error names the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_serves_https_and_wss_with_its_own_certificate() {
+    use rustls_pki_types::ServerName;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = preau_ops::testing::TestCa::new();
+    let leaf = ca.leaf(&["preau.test"], dir.path(), "gw");
+    let (cert, key) = (leaf.files.cert.to_str().expect("utf-8"), leaf.files.key.to_str().expect("utf-8"));
+    let mut args = FAST.to_vec();
+    args.extend_from_slice(&["--tls-cert", cert, "--tls-key", key]);
+    let s = Server::start(&args);
+    let connector = tokio_rustls::TlsConnector::from(ca.client_config());
+    let tls = || async {
+        let tcp = tokio::net::TcpStream::connect(&s.addr).await.expect("connect");
+        connector.connect(ServerName::try_from("preau.test").expect("name"), tcp).await.expect("TLS handshake")
+    };
+    let mut https = tls().await;
+    https
+        .write_all(b"GET /dev/token?user=e001 HTTP/1.1\r\nHost: preau.test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    https.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).expect("body");
+    let token =
+        serde_json::from_str::<serde_json::Value>(body).expect("json")["token"].as_str().expect("token").to_owned();
+
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("wss://preau.test/ws?token={token}"), tls().await)
+        .await
+        .expect("WebSocket over TLS");
+    use futures_util::StreamExt;
+    let first = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a frame").expect("open");
+    let first = first.expect("frame").into_text().expect("text").to_string();
+    assert!(first.contains("\"type\":\"hello\""), "{first}");
+
+    // Plain HTTP on the TLS port is not served.
+    let mut plain = tokio::net::TcpStream::connect(&s.addr).await.expect("connect");
+    plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: preau.test\r\n\r\n").await.expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut buf)).await;
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"), "plain HTTP answered on the TLS port");
+
+    // A missing key stops the start, naming the file.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_preau-gateway"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data2"))
+        .args(["--tls-cert", cert, "--tls-key", "/nonexistent/gw.key", "--log-json"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a missing key must stop the start");
+    assert!(err.contains("/nonexistent/gw.key") && err.contains("cannot read"), "{err}");
+    // Under --log-json, the failure is a JSON line too.
+    let line = err.lines().find(|l| l.contains("gw.key")).expect("the error line");
+    assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
 }

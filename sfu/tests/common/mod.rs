@@ -65,7 +65,8 @@ impl Node {
         let key = dir.path().join("key");
         std::fs::write(&key, KEY).expect("key");
         let (cert, tls_key) = (files.cert.to_str().expect("utf-8"), files.key.to_str().expect("utf-8"));
-        let args = ["preau-sfu", "--listen", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", tls_key];
+        let args =
+            ["preau-sfu", "--listen", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", tls_key];
         let mut args = args.to_vec();
         args.extend_from_slice(&["--room-key-file", key.to_str().expect("utf-8")]);
         let cfg = Cli::parse_from(args).c;
