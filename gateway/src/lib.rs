@@ -84,7 +84,10 @@ pub async fn run(
             let mut every = tokio::time::interval(Duration::from_secs(2));
             loop {
                 every.tick().await;
-                let _ = g.store.ping().await;
+                // For the alerts (deploy/prometheus/alerts.yml): readiness and the bus.
+                let ready = g.ready().await;
+                ::metrics::gauge!(metrics::READY).set(if ready { 1.0 } else { 0.0 });
+                ::metrics::gauge!(metrics::BUS_UP).set(if g.bus.healthy() { 1.0 } else { 0.0 });
             }
         })
     };

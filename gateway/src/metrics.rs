@@ -36,6 +36,11 @@ pub const PURGE_SECONDS: &str = "preau_purge_seconds";
 /// When the last purge run ended, seconds since the epoch (gauge).
 pub const PURGE_LAST_RUN: &str = "preau_purge_last_run_timestamp_seconds";
 
+/// Whether this node answers ready (1) or not (0), as `/readyz` (gauge, every 2 s).
+pub const READY: &str = "preau_ready";
+/// Whether the bus (Redis, when configured) is connected (1) or not (0) (gauge).
+pub const BUS_UP: &str = "preau_bus_up";
+
 /// Every metric with its kind and its HELP text (promtool checks each has one).
 pub const DESCRIBED: &[(&str, Kind, &str)] = &[
     (CONNECTIONS, Kind::Gauge, "Open WebSocket connections."),
@@ -53,6 +58,8 @@ pub const DESCRIBED: &[(&str, Kind, &str)] = &[
     (PURGE_ROWS, Kind::Counter, "Rows removed or rewritten by personal-data erasures and retention."),
     (PURGE_SECONDS, Kind::Histogram, "Duration of one person's erasure, in seconds."),
     (PURGE_LAST_RUN, Kind::Gauge, "When the last purge run ended, in seconds since the epoch."),
+    (READY, Kind::Gauge, "Whether this node answers ready (1) or not (0), as /readyz."),
+    (BUS_UP, Kind::Gauge, "Whether the bus (Redis when configured) is connected (1) or not (0)."),
 ];
 
 /// What a metric is, for its description.
