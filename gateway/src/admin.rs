@@ -42,8 +42,8 @@ impl Admin {
     }
 }
 
-fn admin(s: &AppState, headers: &HeaderMap) -> Result<Admin, Box<Response>> {
-    let claims = authenticate(s, headers, &HashMap::new())?;
+async fn admin(s: &AppState, headers: &HeaderMap) -> Result<Admin, Box<Response>> {
+    let claims = authenticate(s, headers, &HashMap::new()).await?;
     if claims.profile == "admin" && claims.school == "*" {
         return Ok(Admin::Operator);
     }
@@ -56,7 +56,7 @@ fn admin(s: &AppState, headers: &HeaderMap) -> Result<Admin, Box<Response>> {
 /// `POST /admin/directory`: imports a directory document of the caller's school (any
 /// school for the operator).
 pub async fn import(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let who = match admin(&s, &headers) {
+    let who = match admin(&s, &headers).await {
         Ok(a) => a,
         Err(r) => return *r,
     };
@@ -87,7 +87,7 @@ fn visible(who: &Admin, all: &Suspensions) -> Suspensions {
 
 /// `GET /admin/suspension`: the suspensions in force.
 pub async fn suspensions(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    match admin(&s, &headers) {
+    match admin(&s, &headers).await {
         Ok(who) => Json(visible(&who, &s.g.suspensions())).into_response(),
         Err(r) => *r,
     }
@@ -137,7 +137,7 @@ pub async fn audit_trail(
         Ok(q) => q,
         Err(r) => return r.response(),
     };
-    let who = match admin(&s, &headers) {
+    let who = match admin(&s, &headers).await {
         Ok(a) => a,
         Err(r) => return *r,
     };
@@ -221,7 +221,7 @@ pub fn decide_suspend(who: &Admin, req: SuspendRequest, now_ms: i64) -> Result<(
 
 /// `PUT /admin/suspension`: suspends or lifts messaging; applies at once on every node.
 pub async fn suspend(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let who = match admin(&s, &headers) {
+    let who = match admin(&s, &headers).await {
         Ok(a) => a,
         Err(r) => return *r,
     };
@@ -261,7 +261,7 @@ pub async fn erase(
     axum::extract::Path(id): axum::extract::Path<String>,
     axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
 ) -> Response {
-    let who = match admin(&s, &headers) {
+    let who = match admin(&s, &headers).await {
         Ok(a) => a,
         Err(r) => return *r,
     };
@@ -317,7 +317,7 @@ pub async fn export(
     axum::extract::Path(id): axum::extract::Path<String>,
     axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
 ) -> Response {
-    let who = match admin(&s, &headers) {
+    let who = match admin(&s, &headers).await {
         Ok(a) => a,
         Err(r) => return *r,
     };

@@ -105,6 +105,22 @@ pub struct Config {
     /// JWKS file verifying tokens by `kid` (production).
     #[arg(long, env = "PREAU_JWKS", global = true)]
     pub jwks: Option<PathBuf>,
+    /// The ENT portal's JWKS URL (production): its keys are fetched at start, every
+    /// `--jwks-refresh-seconds` and when a token names an unknown `kid`; the last good set
+    /// is kept (and cached in the data folder) while the portal is unreachable.
+    #[arg(long, env = "PREAU_JWKS_URL", global = true)]
+    pub jwks_url: Option<String>,
+    /// Seconds between two fetches of `--jwks-url`.
+    #[arg(long, env = "PREAU_JWKS_REFRESH_SECONDS", default_value_t = 300, global = true)]
+    pub jwks_refresh_seconds: u64,
+    /// Fewest seconds between two fetches for unknown key ids (a flood of forged tokens
+    /// must not become a flood of fetches).
+    #[arg(long, env = "PREAU_JWKS_MIN_INTERVAL_SECONDS", default_value_t = 10, global = true)]
+    pub jwks_min_interval_seconds: u64,
+    /// A CA certificate (PEM) trusted, besides the system's, for the HTTPS the gateway
+    /// calls itself (`--jwks-url`, webhooks): a region's private PKI.
+    #[arg(long, env = "PREAU_HTTP_CA", global = true)]
+    pub http_ca: Option<PathBuf>,
     /// Required `iss` claim (a token without one is refused).
     #[arg(long, env = "PREAU_JWT_ISSUER", global = true)]
     pub jwt_issuer: Option<String>,
@@ -254,7 +270,7 @@ impl Config {
     /// Whether development mode is on: explicitly, or by default when no production key
     /// is configured.
     pub fn dev_mode(&self) -> bool {
-        self.dev.unwrap_or(self.jwt_public_key.is_none() && self.jwks.is_none())
+        self.dev.unwrap_or(self.jwt_public_key.is_none() && self.jwks.is_none() && self.jwks_url.is_none())
     }
 
     /// This node's id.
@@ -347,13 +363,24 @@ impl Config {
             cfg!(feature = "scylla") || self.scylla_nodes.is_empty(),
             "this preau-gateway was built without ScyllaDB support: rebuild with `--features scylla`"
         );
+        let sources = [self.jwt_public_key.is_some(), self.jwks.is_some(), self.jwks_url.is_some()];
         anyhow::ensure!(
-            !(self.jwt_public_key.is_some() && self.jwks.is_some()),
-            "give --jwt-public-key or --jwks, not both"
+            sources.iter().filter(|s| **s).count() <= 1,
+            "give one of --jwt-public-key, --jwks and --jwks-url"
         );
         anyhow::ensure!(
-            self.dev_mode() || self.jwt_public_key.is_some() || self.jwks.is_some(),
-            "production mode needs --jwt-public-key or --jwks"
+            self.dev_mode() || sources.contains(&true),
+            "production mode needs --jwt-public-key, --jwks or --jwks-url"
+        );
+        if let Some(u) = &self.jwks_url {
+            anyhow::ensure!(
+                u.starts_with("https://") || u.starts_with("http://"),
+                "--jwks-url {u}: expected an https:// URL (the portal's JWKS)"
+            );
+        }
+        anyhow::ensure!(
+            self.jwks_refresh_seconds >= 2 && self.jwks_min_interval_seconds >= 1,
+            "--jwks-refresh-seconds must be at least 2 and --jwks-min-interval-seconds at least 1"
         );
         self.tls().map_err(anyhow::Error::msg)?;
         anyhow::ensure!(

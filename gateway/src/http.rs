@@ -64,12 +64,23 @@ fn token<'a>(headers: &'a HeaderMap, q: &'a HashMap<String, String>) -> &'a str 
         .unwrap_or("")
 }
 
-pub(crate) fn authenticate(
+/// Verifies the request's token. A token signed with a key the portal's set does not
+/// have yet (a rotation) fetches the set again (rate-limited) and is verified once more.
+pub(crate) async fn authenticate(
     s: &AppState,
     headers: &HeaderMap,
     q: &HashMap<String, String>,
 ) -> Result<Claims, Box<Response>> {
-    s.g.verifier.verify(token(headers, q)).map_err(|e| Box::new(unauthorized(&e)))
+    let t = token(headers, q);
+    let mut r = s.g.verifier.verify(t);
+    if r == Err(preau_auth::AuthError::BadSignature)
+        && let Some(j) = &s.g.jwks
+        && let Some(kid) = s.g.verifier.unknown_kid(t)
+    {
+        j.refresh_for_unknown_kid(&s.g.verifier, &kid).await;
+        r = s.g.verifier.verify(t);
+    }
+    r.map_err(|e| Box::new(unauthorized(&e)))
 }
 
 /// The router.
@@ -105,7 +116,7 @@ async fn ws(
     if s.g.draining.load(Ordering::Relaxed) {
         return err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "draining", "this node is restarting; retry");
     }
-    let claims = match authenticate(&s, &headers, &q) {
+    let claims = match authenticate(&s, &headers, &q).await {
         Ok(c) => c,
         Err(r) => return *r,
     };
@@ -159,7 +170,7 @@ async fn room_token(
     headers: HeaderMap,
     axum::extract::Path(class): axum::extract::Path<String>,
 ) -> Response {
-    let claims = match authenticate(&s, &headers, &HashMap::new()) {
+    let claims = match authenticate(&s, &headers, &HashMap::new()).await {
         Ok(c) => c,
         Err(r) => return *r,
     };

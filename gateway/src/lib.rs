@@ -24,6 +24,7 @@ pub mod config;
 pub mod export;
 pub mod http;
 pub mod hub;
+pub mod jwks;
 pub mod limits;
 pub mod metrics;
 pub mod order;
@@ -91,6 +92,12 @@ pub async fn run(
             }
         })
     };
+    // The portal's keys, fetched again on a schedule (`--jwks-url`).
+    let rotator = g.jwks.clone().map(|j| {
+        let g = g.clone();
+        let every = Duration::from_secs(g.cfg.jwks_refresh_seconds);
+        tokio::spawn(async move { j.refresh_every(&g.verifier, every).await })
+    });
     // Retention of the audit trail and the purge of departed users: hourly, and once at
     // start.
     let purger = {
@@ -119,5 +126,8 @@ pub async fn run(
     axum::serve(listener, app).with_graceful_shutdown(stop).await?;
     purger.abort();
     prober.abort();
+    if let Some(r) = rotator {
+        r.abort();
+    }
     Ok(())
 }

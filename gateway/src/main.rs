@@ -25,7 +25,6 @@ async fn shutdown_signal() {
 async fn main() {
     let cli = Cli::parse();
     preau_ops::logging::init(cli.config.log_json, "PREAU_LOG", "info");
-    preau_ops::process::init();
     if let Err(e) = command(cli).await {
         preau_ops::logging::fail(e);
     }

@@ -46,6 +46,8 @@ pub struct Gateway {
     pub hub: Arc<Hub>,
     /// Token verification.
     pub verifier: Verifier,
+    /// The portal's JWKS URL, when the keys come from there (`--jwks-url`).
+    pub jwks: Option<Arc<crate::jwks::Jwks>>,
     /// Token issuing (development mode only).
     pub issuer: Option<Issuer>,
     /// Room token signing (development key in development mode).
@@ -197,11 +199,24 @@ impl Gateway {
                 Arc::new(SqliteStore::open(opts, commit_hook(bus.clone()))?)
             }
         };
-        let (verifier, issuer) = if tool && cfg.jwks.is_none() && cfg.jwt_public_key.is_none() {
+        let mut jwks = None;
+        let (verifier, issuer) = if tool {
             // Verifies nothing anyone holds: a tool takes no connections.
             let mut k = vec![0u8; 32];
             rand::rng().fill(&mut k[..]);
             (Verifier::hs256(&k), None)
+        } else if let Some(url) = &cfg.jwks_url {
+            let client = preau_ops::client::Client::new(cfg.http_ca.as_deref(), Duration::from_secs(10))
+                .map_err(|e| anyhow::anyhow!("--http-ca {e}"))?;
+            let cache = cfg.data_dir.join("portal-jwks.json");
+            let min_gap = Duration::from_secs(cfg.jwks_min_interval_seconds);
+            let (j, v) = crate::jwks::Jwks::start(url, client, cache, min_gap).await?;
+            jwks = Some(Arc::new(j));
+            let v = v
+                .with_issuer(cfg.jwt_issuer.clone())
+                .with_audience(cfg.jwt_audience.clone())
+                .with_leeway(cfg.jwt_leeway_seconds);
+            (v, None)
         } else {
             keys(&cfg)?
         };
@@ -224,6 +239,7 @@ impl Gateway {
             bus: bus.clone(),
             hub: hub.clone(),
             verifier,
+            jwks,
             issuer,
             room_issuer,
             next_session: AtomicU64::new(1),

@@ -19,7 +19,6 @@ struct Cli {
 async fn main() {
     let cfg = Cli::parse().config;
     preau_ops::logging::init(cfg.log_json, "RUST_LOG", "info,str0m=warn");
-    preau_ops::process::init();
     if let Err(e) = serve(cfg).await {
         preau_ops::logging::fail(e);
     }

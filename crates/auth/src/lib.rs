@@ -182,14 +182,35 @@ pub fn parse_algorithm(s: &str) -> Result<Algorithm, KeyError> {
     }
 }
 
+/// Reads a JWKS document: every key with its `kid` and `alg`.
+fn parse_jwks(json: &str) -> Result<HashMap<String, (DecodingKey, Algorithm)>, KeyError> {
+    let set: JwkSet = serde_json::from_str(json).map_err(|e| key_err("JWKS", e))?;
+    let mut map = HashMap::new();
+    for jwk in &set.keys {
+        let kid = jwk.common.key_id.clone().ok_or_else(|| key_err("JWKS", "a key has no `kid`"))?;
+        let alg = jwk
+            .common
+            .key_algorithm
+            .ok_or_else(|| key_err("JWKS", format!("key `{kid}` has no `alg`")))
+            .and_then(|a| parse_algorithm(&format!("{a:?}")))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| key_err("JWKS", e))?;
+        map.insert(kid, (key, alg));
+    }
+    if map.is_empty() {
+        return Err(key_err("JWKS", "no keys"));
+    }
+    Ok(map)
+}
+
 enum Keys {
     Single(DecodingKey, Algorithm),
     ByKid(HashMap<String, (DecodingKey, Algorithm)>),
 }
 
-/// Verifies tokens. Built once at startup, shared read-only.
+/// Verifies tokens. Built at startup and shared; a JWKS key set may be replaced while
+/// serving ([`Verifier::replace_jwks`], the portal's keys rotating).
 pub struct Verifier {
-    keys: Keys,
+    keys: std::sync::RwLock<std::sync::Arc<Keys>>,
     issuer: Option<String>,
     audience: Option<String>,
     leeway_secs: u64,
@@ -215,26 +236,34 @@ impl Verifier {
 
     /// A JWKS document: tokens name their key with `kid`; each key must state its `alg`.
     pub fn from_jwks(json: &str) -> Result<Self, KeyError> {
-        let set: JwkSet = serde_json::from_str(json).map_err(|e| key_err("JWKS", e))?;
-        let mut map = HashMap::new();
-        for jwk in &set.keys {
-            let kid = jwk.common.key_id.clone().ok_or_else(|| key_err("JWKS", "a key has no `kid`"))?;
-            let alg = jwk
-                .common
-                .key_algorithm
-                .ok_or_else(|| key_err("JWKS", format!("key `{kid}` has no `alg`")))
-                .and_then(|a| parse_algorithm(&format!("{a:?}")))?;
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| key_err("JWKS", e))?;
-            map.insert(kid, (key, alg));
-        }
-        if map.is_empty() {
-            return Err(key_err("JWKS", "no keys"));
-        }
-        Ok(Verifier::with_keys(Keys::ByKid(map)))
+        Ok(Verifier::with_keys(Keys::ByKid(parse_jwks(json)?)))
+    }
+
+    /// Replaces the key set with a new JWKS document (keys rotated at the portal); a
+    /// document that does not load changes nothing. Returns how many keys it holds.
+    pub fn replace_jwks(&self, json: &str) -> Result<usize, KeyError> {
+        let map = parse_jwks(json)?;
+        let n = map.len();
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(Keys::ByKid(map));
+        Ok(n)
+    }
+
+    /// The `kid` a token names when the key set has no such key (the portal may have
+    /// rotated: worth fetching its keys again).
+    pub fn unknown_kid(&self, token: &str) -> Option<String> {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let Keys::ByKid(map) = keys.as_ref() else { return None };
+        let kid = jsonwebtoken::decode_header(token).ok()?.kid?;
+        (!map.contains_key(&kid)).then_some(kid)
     }
 
     fn with_keys(keys: Keys) -> Self {
-        Verifier { keys, issuer: None, audience: None, leeway_secs: 30 }
+        Verifier {
+            keys: std::sync::RwLock::new(std::sync::Arc::new(keys)),
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+        }
     }
 
     /// Requires this issuer.
@@ -284,7 +313,8 @@ impl Verifier {
         if header_alg(token).is_some_and(|a| parse_algorithm(&a).is_err()) {
             return Err(AuthError::BadSignature);
         }
-        let (key, alg) = match &self.keys {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let (key, alg) = match keys.as_ref() {
             Keys::Single(k, a) => (k, *a),
             Keys::ByKid(map) => {
                 let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
@@ -581,5 +611,23 @@ mod tests {
             Issuer::from_pem(Algorithm::EdDSA, include_bytes!("../testdata/ed.key"), Some("old".into())).expect("key");
         assert_eq!(v.verify(&unknown_kid.issue("u", "parent", "s", 60)), Err(AuthError::BadSignature));
         assert!(Verifier::from_jwks("{\"keys\":[]}").is_err());
+    }
+
+    #[test]
+    fn a_rotated_key_set_replaces_the_old_one_and_a_bad_one_changes_nothing() {
+        let jwks = include_str!("../testdata/jwks.json");
+        let v = Verifier::from_jwks(jwks).expect("jwks");
+        let key = include_bytes!("../testdata/ed.key");
+        let old = Issuer::from_pem(Algorithm::EdDSA, key, Some("ent-2026".into())).expect("key");
+        let new = Issuer::from_pem(Algorithm::EdDSA, key, Some("ent-2027".into())).expect("key");
+        let (t_old, t_new) = (old.issue("u", "parent", "s", 60), new.issue("u", "parent", "s", 60));
+        assert_eq!(v.unknown_kid(&t_new).as_deref(), Some("ent-2027"));
+        assert_eq!(v.unknown_kid(&t_old), None);
+        assert_eq!(v.replace_jwks(&jwks.replace("ent-2026", "ent-2027")).expect("rotated"), 1);
+        assert!(v.verify(&t_new).is_ok());
+        assert_eq!(v.verify(&t_old), Err(AuthError::BadSignature), "the removed key no longer verifies");
+        assert!(v.replace_jwks("{\"keys\":[]}").is_err());
+        assert!(v.verify(&t_new).is_ok(), "a bad document keeps the last good set");
+        assert_eq!(Verifier::hs256(b"k").unknown_kid(&t_new), None, "no key set, no kid to look for");
     }
 }

@@ -5,9 +5,11 @@
 //!   `axum::serve` takes (plain or TLS, handshakes off the accept loop).
 //! - [`process`]: the `process_*` metrics (CPU, memory, open files and their limit) and
 //!   `preau_build_info`, appended to each `/metrics`.
+//! - [`client`]: the HTTP client the servers use themselves (the portal's JWKS, webhooks).
 //! - [`logging`]: logs on standard error, plain or JSON for every line.
 //! - `testing` (feature `testing`): a CA of a test's own, its leaves and pins.
 
+pub mod client;
 pub mod logging;
 pub mod process;
 #[cfg(feature = "testing")]

@@ -7,23 +7,9 @@
 //! (`process_max_fds`) caps the connections a node can hold.
 
 use std::fmt::Write;
-use std::sync::OnceLock;
 
 /// `/proc` reports CPU time in USER_HZ ticks, 100 a second on every Linux port.
 const TICKS_PER_SECOND: f64 = 100.0;
-
-/// When this process started, seconds since the epoch (set by the first call).
-fn start_time() -> f64 {
-    static START: OnceLock<f64> = OnceLock::new();
-    *START.get_or_init(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-    })
-}
-
-/// Notes the start time; call it early in `main`.
-pub fn init() {
-    start_time();
-}
 
 /// What `/proc` says of this process now.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -40,6 +26,9 @@ pub struct Sample {
     pub max_fds: Option<u64>,
     /// OS threads.
     pub threads: u64,
+    /// When the process started, seconds since the epoch (boot time plus the start's
+    /// ticks after boot).
+    pub start_time_seconds: f64,
 }
 
 impl Sample {
@@ -48,12 +37,14 @@ impl Sample {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
         let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+        let system = std::fs::read_to_string("/proc/stat").unwrap_or_default();
         let open_fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64).unwrap_or(0);
-        Some(Sample::parse(&stat, &status, &limits, open_fds))
+        Some(Sample::parse(&stat, &status, &limits, &system, open_fds))
     }
 
-    /// Parses the three files (kept apart from the reading, to be tested).
-    pub fn parse(stat: &str, status: &str, limits: &str, open_fds: u64) -> Sample {
+    /// Parses the files (kept apart from the reading, to be tested): `/proc/self/stat`,
+    /// `status` and `limits`, and `/proc/stat` (the boot time).
+    pub fn parse(stat: &str, status: &str, limits: &str, system: &str, open_fds: u64) -> Sample {
         // The command name (field 2) may hold spaces and parentheses: fields are counted
         // after its last ')'. utime and stime are fields 14 and 15.
         let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -61,6 +52,13 @@ impl Sample {
         let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         // `after` starts at field 3 (the state).
         let cpu_seconds = (tick(11) + tick(12)) / TICKS_PER_SECOND;
+        let boot = system
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        // starttime is field 22.
+        let start_time_seconds = boot + tick(19) / TICKS_PER_SECOND;
         let kb = |key: &str| {
             status
                 .lines()
@@ -81,6 +79,7 @@ impl Sample {
             open_fds,
             max_fds,
             threads: kb("Threads:"),
+            start_time_seconds,
         }
     }
 }
@@ -100,10 +99,13 @@ pub fn render(binary: &str, version: &str) -> String {
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {
         let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
     };
-    metric("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", {
-        format!("{:.3}", start_time())
-    });
     if let Some(s) = Sample::read() {
+        metric(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            format!("{:.2}", s.start_time_seconds),
+        );
         metric(
             "process_cpu_seconds_total",
             "counter",
@@ -136,7 +138,7 @@ mod tests {
         let status = "Name:\tpreau\nVmSize:\t  204800 kB\nVmRSS:\t   10240 kB\nThreads:\t9\n";
         let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
                       Max open files            20000                20000                files\n";
-        let s = Sample::parse(stat, status, limits, 17);
+        let s = Sample::parse(stat, status, limits, "cpu  1 2 3\nbtime 1764750000\n", 17);
         assert_eq!(
             s,
             Sample {
@@ -146,13 +148,13 @@ mod tests {
                 open_fds: 17,
                 max_fds: Some(20000),
                 threads: 9,
+                start_time_seconds: 1764750001.0,
             }
         );
     }
 
     #[test]
     fn renders_this_process() {
-        init();
         let text = render("preau-test", "0.1.0");
         assert!(text.contains("preau_build_info{binary=\"preau-test\",version=\"0.1.0\",commit="), "{text}");
         for name in

@@ -12,6 +12,7 @@ mod deploy;
 mod directory;
 mod harness;
 mod isolation;
+mod keys;
 mod lifecycle;
 mod live;
 mod moderation;
