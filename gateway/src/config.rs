@@ -121,6 +121,28 @@ pub struct Config {
     /// calls itself (`--jwks-url`, webhooks): a region's private PKI.
     #[arg(long, env = "PREAU_HTTP_CA", global = true)]
     pub http_ca: Option<PathBuf>,
+    /// API keys of the ENT's back end for the server API (`/server/v1/...`), JSON:
+    /// `{"keys": [{"name", "key" (32+ characters), "schools": ["*" or UAIs]}]}`. Without
+    /// it the server API answers 401 to everyone.
+    #[arg(long, env = "PREAU_API_KEYS_FILE", global = true)]
+    pub api_keys_file: Option<PathBuf>,
+    /// Where push-notification events for people with no open session are POSTed
+    /// (the ENT's back end; docs/server-api.md). Needs `--webhook-secret-file`.
+    #[arg(long, env = "PREAU_WEBHOOK_URL", global = true)]
+    pub webhook_url: Option<String>,
+    /// The HMAC-SHA256 key that signs each webhook batch.
+    #[arg(long, env = "PREAU_WEBHOOK_SECRET_FILE", global = true)]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Most events in one webhook batch.
+    #[arg(long, env = "PREAU_WEBHOOK_MAX_BATCH", default_value_t = 100, global = true)]
+    pub webhook_max_batch: usize,
+    /// Longest wait, in milliseconds, for a webhook batch to fill.
+    #[arg(long, env = "PREAU_WEBHOOK_BATCH_MS", default_value_t = 1000, global = true)]
+    pub webhook_batch_ms: u64,
+    /// Events carry the first 120 characters of the message (shown on a lock screen:
+    /// off by default).
+    #[arg(long, env = "PREAU_WEBHOOK_PREVIEWS", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub webhook_previews: bool,
     /// Required `iss` claim (a token without one is refused).
     #[arg(long, env = "PREAU_JWT_ISSUER", global = true)]
     pub jwt_issuer: Option<String>,
@@ -378,6 +400,20 @@ impl Config {
                 "--jwks-url {u}: expected an https:// URL (the portal's JWKS)"
             );
         }
+        anyhow::ensure!(
+            self.webhook_url.is_some() == self.webhook_secret_file.is_some(),
+            "--webhook-url and --webhook-secret-file go together"
+        );
+        if let Some(u) = &self.webhook_url {
+            anyhow::ensure!(
+                u.starts_with("https://") || u.starts_with("http://"),
+                "--webhook-url {u}: expected an https:// URL (the ENT's back end)"
+            );
+        }
+        anyhow::ensure!(
+            (1..=1000).contains(&self.webhook_max_batch) && (10..=60_000).contains(&self.webhook_batch_ms),
+            "--webhook-max-batch is 1 to 1000 and --webhook-batch-ms 10 to 60000"
+        );
         anyhow::ensure!(
             self.jwks_refresh_seconds >= 2 && self.jwks_min_interval_seconds >= 1,
             "--jwks-refresh-seconds must be at least 2 and --jwks-min-interval-seconds at least 1"

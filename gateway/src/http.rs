@@ -96,6 +96,14 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/users/{id}/data", axum::routing::delete(crate::admin::erase))
         .route("/admin/users/{id}/export", get(crate::admin::export))
         .route("/rooms/{class}/token", post(room_token))
+        .route("/server/v1/announcements", post(crate::server_api::announce))
+        .route("/server/v1/users/{id}/disconnect", post(crate::server_api::disconnect))
+        .route(
+            "/server/v1/users/{id}/notifications",
+            get(crate::server_api::get_notifications).put(crate::server_api::put_notifications),
+        )
+        .route("/server/v1/schools/{uai}/classes/{class}/online", get(crate::server_api::online))
+        .route("/server/v1/directory", post(crate::server_api::import))
         // The live classroom page (the same file the SFU serves).
         .route("/classroom", get(|| async { Html(include_str!("../../sfu/static/classroom.html")) }));
     if state.g.cfg.dev_mode() {

@@ -33,6 +33,8 @@ pub const SHARDS: usize = 64;
 pub enum Flag {
     /// Its queue overflowed.
     SlowConsumer,
+    /// The ENT signed the user out everywhere (the server API).
+    Disconnected,
 }
 
 /// The hub's side of a session.
@@ -48,6 +50,7 @@ pub struct SessionHandle {
     capacity: usize,
     overflowed: AtomicBool,
     recheck: AtomicBool,
+    disconnected: AtomicBool,
     /// Wakes the session's driver for a flag or a directory re-check.
     pub wake: Notify,
     /// A handful per session: a list costs less memory than a set and is as fast.
@@ -66,6 +69,7 @@ impl SessionHandle {
             capacity: capacity.max(1),
             overflowed: AtomicBool::new(false),
             recheck: AtomicBool::new(false),
+            disconnected: AtomicBool::new(false),
             wake: Notify::new(),
             subs: Mutex::new(Vec::new()),
         };
@@ -75,7 +79,11 @@ impl SessionHandle {
 
     /// The flag raised, if any.
     pub fn flag(&self) -> Option<Flag> {
-        self.overflowed.load(Ordering::Acquire).then_some(Flag::SlowConsumer)
+        if self.overflowed.load(Ordering::Acquire) {
+            Some(Flag::SlowConsumer)
+        } else {
+            self.disconnected.load(Ordering::Acquire).then_some(Flag::Disconnected)
+        }
     }
 
     /// Takes the pending directory re-check request.
@@ -331,6 +339,18 @@ impl Hub {
         }
     }
 
+    /// Ends every session of `user` on this node (they are told to get a new token);
+    /// returns how many.
+    pub fn disconnect_user(&self, user: &str) -> usize {
+        let shard = self.users[self.shard(user)].lock();
+        let Some(slot) = shard.get(user) else { return 0 };
+        for h in slot.sessions.values() {
+            h.disconnected.store(true, Ordering::Release);
+            h.wake.notify_one();
+        }
+        slot.sessions.len()
+    }
+
     /// Asks every session to re-check its channels against the directory.
     pub fn recheck_all(&self) {
         for shard in self.users.iter() {
@@ -517,6 +537,9 @@ impl Deliver for Node {
             BusMessage::Frame { topic: Topic::User(u), frame } => self.hub.deliver_user(u, frame),
             BusMessage::DirectoryChanged { schools } => self.reload.reload(schools),
             BusMessage::SettingsChanged { key } => self.reload.reload_settings(key),
+            BusMessage::Disconnect { user } => {
+                self.hub.disconnect_user(user);
+            }
         }
     }
 }

@@ -30,8 +30,10 @@ pub mod metrics;
 pub mod order;
 pub mod pii;
 pub mod purge;
+pub mod server_api;
 pub mod service;
 pub mod session;
+pub mod webhook;
 
 pub use service::Gateway;
 

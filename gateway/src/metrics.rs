@@ -41,6 +41,11 @@ pub const READY: &str = "preau_ready";
 /// Whether the bus (Redis, when configured) is connected (1) or not (0) (gauge).
 pub const BUS_UP: &str = "preau_bus_up";
 
+/// Push-notification events for the ENT's back end, by outcome: `sent`, `failed`
+/// (dropped after every retry), `dropped` (queue full), `not_wanted` (opt-out, quiet
+/// hours) (counter).
+pub const WEBHOOK_EVENTS: &str = "preau_webhook_events_total";
+
 /// Every metric with its kind and its HELP text (promtool checks each has one).
 pub const DESCRIBED: &[(&str, Kind, &str)] = &[
     (CONNECTIONS, Kind::Gauge, "Open WebSocket connections."),
@@ -59,6 +64,7 @@ pub const DESCRIBED: &[(&str, Kind, &str)] = &[
     (PURGE_SECONDS, Kind::Histogram, "Duration of one person's erasure, in seconds."),
     (PURGE_LAST_RUN, Kind::Gauge, "When the last purge run ended, in seconds since the epoch."),
     (READY, Kind::Gauge, "Whether this node answers ready (1) or not (0), as /readyz."),
+    (WEBHOOK_EVENTS, Kind::Counter, "Push-notification events for the ENT's back end, by outcome."),
     (BUS_UP, Kind::Gauge, "Whether the bus (Redis when configured) is connected (1) or not (0)."),
 ];
 

@@ -177,6 +177,9 @@ impl Gateway {
             tokio::task::yield_now().await;
         }
         if !dry_run {
+            // Their push-notification settings too.
+            timed("delete_record", self.store.delete_record(crate::server_api::NOTIFY_KIND, school, user)).await?;
+            self.forget_notify_prefs(user);
             metrics::histogram!(crate::metrics::PURGE_SECONDS).record(started.elapsed().as_secs_f64());
             let detail = format!("personal data of {pseudonym} erased: {rows} rows");
             audit::record(self, AuditEntry::new(self.clock.now_ms(), school, actor, "personal_data_erased", detail))

@@ -14,7 +14,7 @@ use preau_bus::{Bus, BusMessage, LocalBus, Topic};
 use preau_directory::{Directory, DirectoryDoc, Profile, UserRec};
 use preau_proto::clock::SharedClock;
 use preau_proto::*;
-use preau_store::{CommitHook, Committed, SqliteOptions, SqliteStore, Store};
+use preau_store::{Appended, CommitHook, Committed, SqliteOptions, SqliteStore, Store};
 use rand::Rng;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -63,6 +63,11 @@ pub struct Gateway {
     suspensions: RwLock<Arc<Suspensions>>,
     /// Mass-send brakes, per user.
     brakes: cmd::brake::Brakes,
+    /// The ENT back end's API keys (`--api-keys-file`).
+    pub api_keys: Vec<crate::server_api::ApiKey>,
+    /// Push-notification settings read lately, with when (kept a minute: other nodes
+    /// may change them).
+    notify: parking_lot::Mutex<std::collections::HashMap<String, (Instant, crate::webhook::NotifyPrefs)>>,
 }
 
 struct Reloader(Weak<Gateway>);
@@ -100,10 +105,17 @@ async fn load_suspensions(store: &dyn Store) -> anyhow::Result<Suspensions> {
 
 /// Turns committed store changes into bus messages; runs on the store's writer thread,
 /// in commit order, so a channel's events are published in seq order.
-fn commit_hook(bus: Arc<dyn Bus>) -> CommitHook {
+fn commit_hook(bus: Arc<dyn Bus>, webhook: Option<tokio::sync::mpsc::Sender<Appended>>) -> CommitHook {
     Box::new(move |c| match c {
         Committed::Entry(a) => {
             metrics::counter!(m::MESSAGES_STORED).increment(1);
+            // Offered to the push notices; never waits (the writer must not).
+            if let Some(w) = &webhook
+                && crate::webhook::interesting(a)
+                && w.try_send(a.clone()).is_err()
+            {
+                metrics::counter!(m::WEBHOOK_EVENTS, "outcome" => "dropped").increment(1);
+            }
             let frame = ServerFrame::Event { channel: a.channel.clone(), entry: a.entry.clone() };
             bus.publish(BusMessage::Frame {
                 topic: Topic::Channel(a.channel.clone()),
@@ -173,6 +185,17 @@ impl Gateway {
 
     async fn start_inner(cfg: Config, clock: SharedClock, tool: bool) -> anyhow::Result<Arc<Gateway>> {
         std::fs::create_dir_all(&cfg.data_dir)?;
+        let (webhook_tx, webhook_rx) = match (&cfg.webhook_url, tool) {
+            (Some(_), false) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(crate::webhook::ENTRY_QUEUE);
+                (Some(tx), Some(rx))
+            }
+            _ => (None, None),
+        };
+        let api_keys = match &cfg.api_keys_file {
+            Some(p) if !tool => crate::server_api::load_keys(p).map_err(anyhow::Error::msg)?,
+            _ => Vec::new(),
+        };
         let bus: Arc<dyn Bus> = match &cfg.redis {
             Some(url) => {
                 let id = cfg.node_id();
@@ -185,18 +208,18 @@ impl Gateway {
         let store: Arc<dyn Store> = match (cfg.postgres(), cfg.scylla()) {
             (Some(mut po), _) => {
                 po.clock = clock.clone();
-                Arc::new(preau_store::PgStore::open(po, commit_hook(bus.clone())).await?)
+                Arc::new(preau_store::PgStore::open(po, commit_hook(bus.clone(), webhook_tx.clone())).await?)
             }
             (None, Some(mut so)) => {
                 so.clock = clock.clone();
-                open_scylla(&so, commit_hook(bus.clone())).await?
+                open_scylla(&so, commit_hook(bus.clone(), webhook_tx.clone())).await?
             }
             (None, None) => {
                 let mut opts = SqliteOptions::new(cfg.data_dir.join("preau.db"));
                 opts.sync_full = cfg.sync_full;
                 opts.shared = cfg.store_shared();
                 opts.clock = clock.clone();
-                Arc::new(SqliteStore::open(opts, commit_hook(bus.clone()))?)
+                Arc::new(SqliteStore::open(opts, commit_hook(bus.clone(), webhook_tx.clone()))?)
             }
         };
         let mut jwks = None;
@@ -248,7 +271,22 @@ impl Gateway {
             clock,
             suspensions: RwLock::new(Arc::new(suspensions)),
             brakes: cmd::brake::Brakes::new(cfg_brake),
+            api_keys,
+            notify: parking_lot::Mutex::new(std::collections::HashMap::new()),
         });
+        if let (Some(rx), Some(url), Some(secret)) = (webhook_rx, &g.cfg.webhook_url, &g.cfg.webhook_secret_file) {
+            let secret = std::fs::read(secret)
+                .map_err(|e| anyhow::anyhow!("--webhook-secret-file {}: {e}", secret.display()))?;
+            anyhow::ensure!(secret.len() >= 32, "--webhook-secret-file: the key must hold at least 32 bytes");
+            let settings = crate::webhook::Settings {
+                url: url.clone(),
+                secret,
+                max_batch: g.cfg.webhook_max_batch,
+                batch_wait: Duration::from_millis(g.cfg.webhook_batch_ms),
+                previews: g.cfg.webhook_previews,
+            };
+            crate::webhook::start(&g, settings, rx);
+        }
         let order = crate::hub::Ordered::new(hub.clone(), g.store.clone(), tokio::runtime::Handle::current());
         let (weak_bus, weak_order) = (Arc::downgrade(&bus), Arc::downgrade(&order));
         hub.set_interest(Box::new(move |t, on| {
@@ -434,6 +472,29 @@ impl Gateway {
     pub fn new_group_id(&self) -> String {
         let mut r = rand::rng();
         (0..16).map(|_| char::from(b"0123456789abcdef"[r.random_range(0..16)])).collect()
+    }
+
+    /// A user's push-notification settings (the defaults when none were set).
+    pub async fn notify_prefs(&self, school: &str, user: &str) -> Result<crate::webhook::NotifyPrefs, String> {
+        if let Some((at, p)) = self.notify.lock().get(user)
+            && at.elapsed() < Duration::from_secs(60)
+        {
+            return Ok(p.clone());
+        }
+        let r = self.store.record(crate::server_api::NOTIFY_KIND, school, user).await.map_err(|e| e.to_string())?;
+        let p: crate::webhook::NotifyPrefs = r.and_then(|r| serde_json::from_str(&r.doc).ok()).unwrap_or_default();
+        let mut cache = self.notify.lock();
+        // Bounded: at most a node's worth of recent recipients.
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(user.to_owned(), (Instant::now(), p.clone()));
+        Ok(p)
+    }
+
+    /// Forgets the cached settings of `user` (they were just changed here).
+    pub fn forget_notify_prefs(&self, user: &str) {
+        self.notify.lock().remove(user);
     }
 
     /// Publishes a user's presence to the conversations they belong to.

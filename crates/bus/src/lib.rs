@@ -70,6 +70,11 @@ pub enum BusMessage {
         /// The setting's key.
         key: String,
     },
+    /// End every session of a user, on every node (the ENT signed them out).
+    Disconnect {
+        /// The user.
+        user: UserId,
+    },
 }
 
 /// What a node does with a message from the bus. Must not block: it only queues.

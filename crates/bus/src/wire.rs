@@ -19,7 +19,8 @@ pub fn topic_key(t: &Topic) -> String {
 
 /// Wire form: `[origin len][origin][kind][payload]`; kind 0 channel frame, 1 user frame
 /// (payload: MessagePack frame, the topic comes from the Redis channel name), 2 directory
-/// change (payload: JSON list of UAIs), 3 setting change (payload: its key).
+/// change (payload: JSON list of UAIs), 3 setting change (payload: its key), 4 a user's
+/// sessions to end (payload: the user id).
 pub fn encode(origin: &str, msg: &BusMessage) -> Option<(String, Vec<u8>)> {
     let mut out = Vec::with_capacity(64);
     out.push(origin.len().min(255) as u8);
@@ -38,6 +39,11 @@ pub fn encode(origin: &str, msg: &BusMessage) -> Option<(String, Vec<u8>)> {
         BusMessage::SettingsChanged { key } => {
             out.push(3);
             out.extend_from_slice(key.as_bytes());
+            Some((CONTROL.to_owned(), out))
+        }
+        BusMessage::Disconnect { user } => {
+            out.push(4);
+            out.extend_from_slice(user.as_bytes());
             Some((CONTROL.to_owned(), out))
         }
     }
@@ -64,6 +70,7 @@ pub fn decode(me: &str, redis_channel: &str, payload: &[u8]) -> Option<BusMessag
         }
         2 => Some(BusMessage::DirectoryChanged { schools: serde_json::from_slice(body).ok()? }),
         3 => Some(BusMessage::SettingsChanged { key: std::str::from_utf8(body).ok()?.to_owned() }),
+        4 => Some(BusMessage::Disconnect { user: std::str::from_utf8(body).ok()?.to_owned() }),
         _ => None,
     }
 }
@@ -95,6 +102,8 @@ mod tests {
         assert!(matches!(decode("gw-b", &key, &bytes), Some(BusMessage::DirectoryChanged { .. })));
         let (k, b) = encode("gw-a", &BusMessage::SettingsChanged { key: "suspensions".into() }).expect("encode");
         assert!(matches!(decode("gw-b", &k, &b), Some(BusMessage::SettingsChanged { key }) if key == "suspensions"));
+        let (k, b) = encode("gw-a", &BusMessage::Disconnect { user: "p001".into() }).expect("encode");
+        assert!(matches!(decode("gw-b", &k, &b), Some(BusMessage::Disconnect { user }) if user == "p001"));
         // Every truncation and a few corruptions: never a panic.
         for cut in 0..bytes.len() {
             let _ = decode("gw-b", &key, &bytes[..cut]);

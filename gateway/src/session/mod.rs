@@ -339,8 +339,14 @@ impl Session {
 
     /// The hub woke the session: it overflowed (slow consumer), or the directory changed.
     async fn woken<K: Sink<Message, Error = axum::Error> + Unpin>(&mut self, sink: &mut K) -> Result<(), End> {
-        if self.handle.flag() == Some(Flag::SlowConsumer) {
-            return Err(slow_consumer(sink).await);
+        match self.handle.flag() {
+            Some(Flag::SlowConsumer) => return Err(slow_consumer(sink).await),
+            Some(Flag::Disconnected) => {
+                let msg = close_msg(close::TOKEN_EXPIRED, "signed out by the ENT; sign in again");
+                let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(msg)).await;
+                return Err(End::TokenExpired);
+            }
+            None => {}
         }
         if self.handle.take_recheck() {
             Box::pin(self.recheck(sink)).await?;

@@ -19,4 +19,5 @@ mod moderation;
 mod ops;
 mod policy;
 mod postgres;
+mod server_api;
 mod suspension;
