@@ -65,6 +65,20 @@ pub enum Command {
         #[arg(long)]
         school: Option<String>,
     },
+    /// Copy the SQLite store to a file while the gateway serves (a consistent snapshot of
+    /// one moment). PostgreSQL and ScyllaDB are backed up with their own tools.
+    Backup {
+        /// The copy to write (must not exist).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Put a backup in place as the store of a new data folder (`--data-dir`), checked
+    /// first; start the gateway there afterwards.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Print a development token for a user of the directory (development mode only).
     Token {
         /// User id.

@@ -129,6 +129,23 @@ async fn command(cli: Cli) -> anyhow::Result<()> {
             writeln!(out)?;
             Ok(())
         }
+        Command::Backup { to } => {
+            anyhow::ensure!(
+                cfg.postgres().is_none() && cfg.scylla().is_none(),
+                "backup copies the SQLite store; back PostgreSQL up with pg_dump or its replicas, ScyllaDB with nodetool snapshot"
+            );
+            let db = cfg.data_dir.join("preau.db");
+            anyhow::ensure!(db.exists(), "{}: no store there (is --data-dir right?)", db.display());
+            let bytes = preau_store::sqlite::backup(&db, &to).map_err(anyhow::Error::msg)?;
+            println!("backup of {} written to {} ({bytes} bytes)", db.display(), to.display());
+            Ok(())
+        }
+        Command::Restore { from } => {
+            let db = cfg.data_dir.join("preau.db");
+            let bytes = preau_store::sqlite::restore(&from, &db).map_err(anyhow::Error::msg)?;
+            println!("{} restored as {} ({bytes} bytes)", from.display(), db.display());
+            Ok(())
+        }
         Command::Token { user } => {
             anyhow::ensure!(cfg.dev_mode(), "tokens are issued in development mode only");
             let g = Gateway::start(cfg).await?;

@@ -988,3 +988,48 @@ impl Store for SqliteStore {
         })
     }
 }
+
+/// Copies the database at `db` to `to` while it may be serving: one read transaction
+/// (`VACUUM INTO`), so the copy is the state of one moment, compacted, with nothing of
+/// the write-ahead log left out. Written beside `to` and renamed: a copy cut short
+/// leaves no file that looks whole. Returns the copy's size in bytes.
+pub fn backup(db: &std::path::Path, to: &std::path::Path) -> Result<u64, String> {
+    if to.exists() {
+        return Err(format!("{}: already exists (a backup never overwrites)", to.display()));
+    }
+    let c = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("{}: cannot open the store: {e}", db.display()))?;
+    c.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| e.to_string())?;
+    let tmp = to.with_extension("partial");
+    let _ = std::fs::remove_file(&tmp);
+    c.execute("VACUUM INTO ?1", [tmp.to_string_lossy()]).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, to).map_err(|e| format!("{}: {e}", to.display()))?;
+    std::fs::metadata(to).map(|m| m.len()).map_err(|e| e.to_string())
+}
+
+/// Checks a backup and puts it in place as the database at `db`, which must not exist
+/// (restore into a new data folder; the gateway is not running there).
+pub fn restore(from: &std::path::Path, db: &std::path::Path) -> Result<u64, String> {
+    if db.exists() {
+        return Err(format!("{}: a database is already there: restore into a new data folder", db.display()));
+    }
+    {
+        let c = Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| format!("{}: cannot open the backup: {e}", from.display()))?;
+        let ok: String = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(|e| format!("{}: not a Préau backup: {e}", from.display()))?;
+        if ok != "ok" {
+            return Err(format!("{}: the backup is damaged: {ok}", from.display()));
+        }
+        c.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0))
+            .map_err(|e| format!("{}: not a Préau backup (no entries table): {e}", from.display()))?;
+    }
+    if let Some(dir) = db.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let tmp = db.with_extension("restoring");
+    std::fs::copy(from, &tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, db).map_err(|e| format!("{}: {e}", db.display()))?;
+    std::fs::metadata(db).map(|m| m.len()).map_err(|e| e.to_string())
+}
