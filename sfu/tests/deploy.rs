@@ -59,7 +59,7 @@ fn deploy_names_only_what_the_sfu_accepts() {
         assert!(help.contains(&format!("env: {shared}=")), "{shared}");
     }
     // Ports: signaling 8090 and the one media port, UDP, in the image, compose and k8s.
-    assert!(text.contains("EXPOSE 8080 8090 8091/udp"));
+    assert!(text.contains("EXPOSE 8090 8091/udp") && text.contains("EXPOSE 8080"));
     assert!(text.contains("PREAU_SFU_LISTEN: 0.0.0.0:8090") && text.contains("containerPort: 8090"));
     assert!(
         text.contains("PREAU_SFU_UDP: 0.0.0.0:8091")
