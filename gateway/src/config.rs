@@ -135,6 +135,10 @@ pub struct Config {
     /// calls itself (`--jwks-url`, webhooks): a region's private PKI.
     #[arg(long, env = "PREAU_HTTP_CA", global = true)]
     pub http_ca: Option<PathBuf>,
+    /// Origins whose pages may call the gateway's HTTP endpoints from a browser (CORS),
+    /// e.g. `https://ent.example.fr`; comma-separated, exact. Without it, none.
+    #[arg(long, env = "PREAU_CORS_ORIGINS", value_delimiter = ',', global = true)]
+    pub cors_origins: Vec<String>,
     /// API keys of the ENT's back end for the server API (`/server/v1/...`), JSON:
     /// `{"keys": [{"name", "key" (32+ characters), "schools": ["*" or UAIs]}]}`. Without
     /// it the server API answers 401 to everyone.
@@ -412,6 +416,13 @@ impl Config {
             anyhow::ensure!(
                 u.starts_with("https://") || u.starts_with("http://"),
                 "--jwks-url {u}: expected an https:// URL (the portal's JWKS)"
+            );
+        }
+        for o in &self.cors_origins {
+            let host = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://")).unwrap_or("");
+            anyhow::ensure!(
+                !host.is_empty() && !host.contains('/') && !host.contains('*'),
+                "--cors-origins {o}: expected an origin such as https://ent.example.fr (scheme and host, no path, no wildcard)"
             );
         }
         anyhow::ensure!(

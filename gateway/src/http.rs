@@ -71,7 +71,11 @@ pub(crate) async fn authenticate(
     headers: &HeaderMap,
     q: &HashMap<String, String>,
 ) -> Result<Claims, Box<Response>> {
-    let t = token(headers, q);
+    verify(s, token(headers, q)).await.map_err(|e| Box::new(unauthorized(&e)))
+}
+
+/// Verifies a token (see [`authenticate`]).
+async fn verify(s: &AppState, t: &str) -> Result<Claims, AuthError> {
     let mut r = s.g.verifier.verify(t);
     if r == Err(preau_auth::AuthError::BadSignature)
         && let Some(j) = &s.g.jwks
@@ -80,7 +84,7 @@ pub(crate) async fn authenticate(
         j.refresh_for_unknown_kid(&s.g.verifier, &kid).await;
         r = s.g.verifier.verify(t);
     }
-    r.map_err(|e| Box::new(unauthorized(&e)))
+    r
 }
 
 /// The router.
@@ -112,7 +116,53 @@ pub fn router(state: AppState) -> Router {
             .route("/dev/token", get(dev_token))
             .route("/", get(|| async { Html(include_str!("../static/index.html")) }));
     }
-    r.with_state(state)
+    let origins: Arc<[String]> = state.g.cfg.cors_origins.clone().into();
+    r.with_state(state).layer(axum::middleware::from_fn_with_state(origins, cors))
+}
+
+/// CORS for the pages of the origins in `--cors-origins` (an ENT's portal on its own
+/// origin calling `POST /rooms/<class>/token`, say): a preflight from one of them is
+/// answered 204 with what it may send; one from elsewhere 403 `origin_not_allowed`; the
+/// answers to their requests carry `Access-Control-Allow-Origin`. Tokens travel in
+/// `Authorization`, never in cookies, so no credentials are allowed.
+async fn cors(
+    State(origins): State<Arc<[String]>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let allowed = origin.as_ref().filter(|o| origins.iter().any(|a| a == *o)).cloned();
+    let preflight = req.method() == axum::http::Method::OPTIONS
+        && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if preflight {
+        let Some(o) = allowed else {
+            return err(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "origin_not_allowed",
+                "this origin is not in --cors-origins",
+            );
+        };
+        return (
+            StatusCode::NO_CONTENT,
+            [
+                (header::ACCESS_CONTROL_ALLOW_ORIGIN, o),
+                (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, PUT, DELETE".to_owned()),
+                (header::ACCESS_CONTROL_ALLOW_HEADERS, "authorization, content-type".to_owned()),
+                (header::ACCESS_CONTROL_MAX_AGE, "600".to_owned()),
+                (header::VARY, "origin".to_owned()),
+            ],
+        )
+            .into_response();
+    }
+    let mut res = next.run(req).await;
+    if let Some(o) = allowed
+        && let Ok(v) = axum::http::HeaderValue::from_str(&o)
+    {
+        res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        res.headers_mut().append(header::VARY, axum::http::HeaderValue::from_static("origin"));
+    }
+    res
 }
 
 async fn ws(
@@ -124,28 +174,20 @@ async fn ws(
     if s.g.draining.load(Ordering::Relaxed) {
         return err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "draining", "this node is restarting; retry");
     }
-    let claims = match authenticate(&s, &headers, &q).await {
-        Ok(c) => c,
-        Err(r) => return *r,
+    // A token at the upgrade is checked now (refusals are HTTP errors); without one, the
+    // session's first frame must be `auth` (browsers: no token in the URL).
+    let early = if token(&headers, &q).is_empty() {
+        None
+    } else {
+        let claims = match authenticate(&s, &headers, &q).await {
+            Ok(c) => c,
+            Err(r) => return *r,
+        };
+        match admit(&s, &claims) {
+            Ok(user) => Some((user, claims.exp)),
+            Err(refusal) => return refusal.response(),
+        }
     };
-    let Some(user) = s.g.resolve(&claims) else {
-        metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "unknown_user").increment(1);
-        return err(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "unknown_user",
-            "the token's user is not in this school's directory",
-        );
-    };
-    if s.g.hub.session_count(&user.id) >= s.g.cfg.max_connections_per_user {
-        metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "per_user").increment(1);
-        return err(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too_many_connections",
-            "too many connections for this user",
-        );
-    }
     let Ok(permit): Result<OwnedSemaphorePermit, _> = s.conns.clone().try_acquire_owned() else {
         metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "node_full").increment(1);
         return err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "node_full", "this node is full; retry another");
@@ -164,12 +206,107 @@ async fn ws(
         .and_then(|p| p.to_str().ok())
         .and_then(Encoding::from_subprotocol)
         .unwrap_or(Encoding::Json);
-    let start = SessionStart { user, exp: claims.exp, enc, shutdown: s.shutdown.clone() };
     let g = s.g.clone();
-    upgrade.on_upgrade(move |socket| async move {
+    upgrade.on_upgrade(move |mut socket| async move {
+        let (user, exp) = match early {
+            Some(u) => u,
+            None => match first_frame_auth(&s, &mut socket, enc).await {
+                Some(u) => u,
+                None => return,
+            },
+        };
+        let start = SessionStart { user, exp, enc, shutdown: s.shutdown.clone() };
         session::run(g, socket, start).await;
         drop(permit);
     })
+}
+
+/// Why a verified token does not open a session.
+enum Refusal {
+    UnknownUser,
+    TooMany,
+}
+
+impl Refusal {
+    fn response(&self) -> Response {
+        match self {
+            Refusal::UnknownUser => err(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "unknown_user",
+                "the token's user is not in this school's directory",
+            ),
+            Refusal::TooMany => err(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too_many_connections",
+                "too many connections for this user",
+            ),
+        }
+    }
+
+    /// The same refusal after the upgrade: a close code and its reason.
+    fn close(&self) -> (u16, &'static str) {
+        match self {
+            Refusal::UnknownUser => (preau_proto::close::ACCOUNT_REMOVED, "unknown_user"),
+            Refusal::TooMany => (preau_proto::close::TOO_MANY_CONNECTIONS, "too_many_connections"),
+        }
+    }
+}
+
+/// The directory's user for verified claims, within the per-user connection limit.
+fn admit(s: &AppState, claims: &Claims) -> Result<preau_directory::UserRec, Refusal> {
+    let Some(user) = s.g.resolve(claims) else {
+        metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "unknown_user").increment(1);
+        return Err(Refusal::UnknownUser);
+    };
+    if s.g.hub.session_count(&user.id) >= s.g.cfg.max_connections_per_user {
+        metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "per_user").increment(1);
+        return Err(Refusal::TooMany);
+    }
+    Ok(user)
+}
+
+/// How long a session without a token at the upgrade has to send its `auth` frame.
+pub const AUTH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the `auth` frame that opens a session whose upgrade carried no token; closes the
+/// socket with the reason when it does not come in time or does not admit anyone.
+async fn first_frame_auth(
+    s: &AppState,
+    socket: &mut axum::extract::ws::WebSocket,
+    enc: Encoding,
+) -> Option<(preau_directory::UserRec, u64)> {
+    use axum::extract::ws::{CloseFrame, Message};
+    let token = match tokio::time::timeout(AUTH_DEADLINE, socket.recv()).await {
+        Ok(Some(Ok(Message::Text(t)))) => preau_proto::decode_auth(Encoding::Json, t.as_bytes()).ok(),
+        Ok(Some(Ok(Message::Binary(b)))) => preau_proto::decode_auth(enc, &b).ok(),
+        _ => None,
+    };
+    let refused = |code: u16, reason: &'static str| {
+        Message::Close(Some(CloseFrame { code, reason: axum::extract::ws::Utf8Bytes::from_static(reason) }))
+    };
+    let Some(token) = token else {
+        metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "token_missing").increment(1);
+        let _ = socket.send(refused(preau_proto::close::TOKEN_EXPIRED, "token_missing")).await;
+        return None;
+    };
+    let claims = match verify(s, &token.token).await {
+        Ok(c) => c,
+        Err(e) => {
+            metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => e.reason()).increment(1);
+            let _ = socket.send(refused(preau_proto::close::TOKEN_EXPIRED, e.reason())).await;
+            return None;
+        }
+    };
+    match admit(s, &claims) {
+        Ok(user) => Some((user, claims.exp)),
+        Err(r) => {
+            let (code, reason) = r.close();
+            let _ = socket.send(refused(code, reason)).await;
+            None
+        }
+    }
 }
 
 /// A room token for a class's live session (the SFU admits with it alone).

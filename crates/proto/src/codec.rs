@@ -182,6 +182,12 @@ pub fn decode_server(enc: Encoding, bytes: &[u8]) -> Result<ServerFrame, String>
     parse(enc, bytes)
 }
 
+/// Reads the `auth` frame a session opens with when its token was not at the upgrade
+/// (JSON in a text frame is always read as JSON, as for every client frame).
+pub fn decode_auth(enc: Encoding, bytes: &[u8]) -> Result<crate::AuthFrame, String> {
+    parse(enc, bytes).map_err(plain)
+}
+
 /// A server frame shared by every recipient: encoded at most once per encoding, on first
 /// use, whatever the number of recipients. Wrap it in an `Arc`.
 #[derive(Debug)]

@@ -606,3 +606,13 @@ pub enum ServerFrame {
         reason: String,
     },
 }
+
+/// The first frame of a session whose token was not given at the upgrade (browsers cannot
+/// set headers on a WebSocket, and a token in the URL lands in proxies' logs):
+/// `{"type": "auth", "token": "<JWT>"}`, within a few seconds of the upgrade.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "auth")]
+pub struct AuthFrame {
+    /// The user's token, as for `Authorization: Bearer`.
+    pub token: String,
+}

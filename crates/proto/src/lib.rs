@@ -23,7 +23,8 @@ pub mod frames;
 pub mod ids;
 
 pub use codec::{
-    DecodeError, Encoding, SharedFrame, decode_client, decode_server, encode_client, encode_server, peek_id,
+    DecodeError, Encoding, SharedFrame, decode_auth, decode_client, decode_server, encode_client, encode_server,
+    peek_id,
 };
 pub use error::ErrorCode;
 pub use frames::*;

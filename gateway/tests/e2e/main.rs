@@ -6,6 +6,7 @@
 
 mod abuse;
 mod brakes;
+mod browser_auth;
 mod cluster;
 mod delivery;
 mod deploy;
