@@ -2,6 +2,7 @@
 //! deploy checks can grep them.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use preau_ops::metrics::Kind;
 
 /// Open WebSocket connections (gauge).
 pub const CONNECTIONS: &str = "preau_connections";
@@ -68,17 +69,6 @@ pub const DESCRIBED: &[(&str, Kind, &str)] = &[
     (BUS_UP, Kind::Gauge, "Whether the bus (Redis when configured) is connected (1) or not (0)."),
 ];
 
-/// What a metric is, for its description.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// Goes up and down.
-    Gauge,
-    /// Only goes up.
-    Counter,
-    /// A distribution in buckets.
-    Histogram,
-}
-
 /// Installs the global recorder and returns the handle rendering /metrics.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -89,13 +79,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         )?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)?
         .install_recorder()?;
-    for (name, kind, help) in DESCRIBED {
-        match kind {
-            Kind::Gauge => metrics::describe_gauge!(*name, *help),
-            Kind::Counter => metrics::describe_counter!(*name, *help),
-            Kind::Histogram => metrics::describe_histogram!(*name, *help),
-        }
-    }
+    preau_ops::metrics::describe(DESCRIBED);
     // Present from the first scrape, before anything happened.
     metrics::gauge!(CONNECTIONS).set(0.0);
     for c in [FRAMES_IN, FRAMES_OUT, DELIVERIES, QUEUE_DROPS, MESSAGES_STORED, PURGE_ROWS] {

@@ -272,18 +272,24 @@ pub async fn import(State(s): State<AppState>, headers: HeaderMap, bytes: axum::
     }
 }
 
-/// `GET /server/v1/users/{id}/notifications`.
-pub async fn get_notifications(State(s): State<AppState>, headers: HeaderMap, Path(user): Path<String>) -> Response {
-    let key = match caller(&s, &headers) {
-        Ok(k) => k,
-        Err(r) => return *r,
-    };
-    let Some(school) = s.g.dir().user(&user).map(|u| u.school.clone()) else {
-        return err(StatusCode::NOT_FOUND, "not_found", "no_user", "no such user");
+/// The school of `user`, when the caller's key may act on it.
+fn school_of(s: &AppState, headers: &HeaderMap, user: &str) -> Result<String, Box<Response>> {
+    let key = caller(s, headers)?;
+    let Some(school) = s.g.dir().user(user).map(|u| u.school.clone()) else {
+        return Err(Box::new(err(StatusCode::NOT_FOUND, "not_found", "no_user", "no such user")));
     };
     if !may_act_on(&key, &school) {
-        return other_school();
+        return Err(Box::new(other_school()));
     }
+    Ok(school)
+}
+
+/// `GET /server/v1/users/{id}/notifications`.
+pub async fn get_notifications(State(s): State<AppState>, headers: HeaderMap, Path(user): Path<String>) -> Response {
+    let school = match school_of(&s, &headers, &user) {
+        Ok(school) => school,
+        Err(r) => return *r,
+    };
     match s.g.notify_prefs(&school, &user).await {
         Ok(p) => Json(p).into_response(),
         Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "store", &e),
@@ -297,16 +303,10 @@ pub async fn put_notifications(
     Path(user): Path<String>,
     bytes: axum::body::Bytes,
 ) -> Response {
-    let key = match caller(&s, &headers) {
-        Ok(k) => k,
+    let school = match school_of(&s, &headers, &user) {
+        Ok(school) => school,
         Err(r) => return *r,
     };
-    let Some(school) = s.g.dir().user(&user).map(|u| u.school.clone()) else {
-        return err(StatusCode::NOT_FOUND, "not_found", "no_user", "no such user");
-    };
-    if !may_act_on(&key, &school) {
-        return other_school();
-    }
     let p: NotifyPrefs = match body(&bytes) {
         Ok(p) => p,
         Err(r) => return *r,

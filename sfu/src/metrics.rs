@@ -2,6 +2,7 @@
 //! dashboards in deploy/ and the deploy checks can grep them.
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use preau_ops::metrics::Kind;
 
 /// Rooms open on this node (gauge).
 pub const ROOMS: &str = "preau_sfu_rooms";
@@ -48,24 +49,10 @@ pub const DESCRIBED: &[(&str, Kind, &str)] = &[
     (ERRORS, Kind::Counter, "Signaling requests refused, by code."),
 ];
 
-/// What a metric is, for its description.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// Goes up and down.
-    Gauge,
-    /// Only goes up.
-    Counter,
-}
-
 /// Installs the global recorder and returns the handle rendering /metrics.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new().install_recorder()?;
-    for (name, kind, help) in DESCRIBED {
-        match kind {
-            Kind::Gauge => metrics::describe_gauge!(*name, *help),
-            Kind::Counter => metrics::describe_counter!(*name, *help),
-        }
-    }
+    preau_ops::metrics::describe(DESCRIBED);
     for g in [ROOMS, PEERS, TRACKS] {
         metrics::gauge!(g).set(0.0);
     }

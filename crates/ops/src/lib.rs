@@ -6,11 +6,13 @@
 //! - [`process`]: the `process_*` metrics (CPU, memory, open files and their limit) and
 //!   `preau_build_info`, appended to each `/metrics`.
 //! - [`client`]: the HTTP client the servers use themselves (the portal's JWKS, webhooks).
+//! - [`metrics`]: metric descriptions (kind and HELP text), one table per server.
 //! - [`logging`]: logs on standard error, plain or JSON for every line.
 //! - `testing` (feature `testing`): a CA of a test's own, its leaves and pins.
 
 pub mod client;
 pub mod logging;
+pub mod metrics;
 pub mod process;
 #[cfg(feature = "testing")]
 pub mod testing;
