@@ -25,6 +25,7 @@ pub mod export;
 pub mod http;
 pub mod hub;
 pub mod jwks;
+mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod order;

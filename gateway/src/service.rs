@@ -67,7 +67,7 @@ pub struct Gateway {
     pub api_keys: Vec<crate::server_api::ApiKey>,
     /// Push-notification settings read lately, with when (kept a minute: other nodes
     /// may change them).
-    notify: parking_lot::Mutex<std::collections::HashMap<String, (Instant, crate::webhook::NotifyPrefs)>>,
+    pub(crate) notify: parking_lot::Mutex<std::collections::HashMap<String, (Instant, crate::webhook::NotifyPrefs)>>,
 }
 
 struct Reloader(Weak<Gateway>);
@@ -222,35 +222,7 @@ impl Gateway {
                 Arc::new(SqliteStore::open(opts, commit_hook(bus.clone(), webhook_tx.clone()))?)
             }
         };
-        let mut jwks = None;
-        let (verifier, issuer) = if tool {
-            // Verifies nothing anyone holds: a tool takes no connections.
-            let mut k = vec![0u8; 32];
-            rand::rng().fill(&mut k[..]);
-            (Verifier::hs256(&k), None)
-        } else if let Some(url) = &cfg.jwks_url {
-            let client = preau_ops::client::Client::new(cfg.http_ca.as_deref(), Duration::from_secs(10))
-                .map_err(|e| anyhow::anyhow!("--http-ca {e}"))?;
-            let cache = cfg.data_dir.join("portal-jwks.json");
-            let min_gap = Duration::from_secs(cfg.jwks_min_interval_seconds);
-            let (j, v) = crate::jwks::Jwks::start(url, client, cache, min_gap).await?;
-            jwks = Some(Arc::new(j));
-            let v = v
-                .with_issuer(cfg.jwt_issuer.clone())
-                .with_audience(cfg.jwt_audience.clone())
-                .with_leeway(cfg.jwt_leeway_seconds);
-            (v, None)
-        } else {
-            keys(&cfg)?
-        };
-        let room_issuer = match &cfg.room_signing_key {
-            Some(pem) => {
-                let alg = preau_auth::parse_algorithm(&cfg.room_signing_alg)?;
-                Some(key_file(pem, "--room-signing-key", &cfg.room_signing_alg, |b| Issuer::from_pem(alg, b, None))?)
-            }
-            None if cfg.dev_mode() && !tool => Some(Issuer::hs256(&dev_key(&cfg.data_dir)?)),
-            None => None,
-        };
+        let keys = crate::keys::load(&cfg, tool).await?;
         let dir = load_directory(store.as_ref(), cfg.dev_mode() && !tool).await?;
         let suspensions = load_suspensions(store.as_ref()).await?;
         let cfg_brake = cfg.brake();
@@ -261,10 +233,10 @@ impl Gateway {
             store,
             bus: bus.clone(),
             hub: hub.clone(),
-            verifier,
-            jwks,
-            issuer,
-            room_issuer,
+            verifier: keys.verifier,
+            jwks: keys.jwks,
+            issuer: keys.issuer,
+            room_issuer: keys.room_issuer,
             next_session: AtomicU64::new(1),
             draining: AtomicBool::new(false),
             open: AtomicU64::new(0),
@@ -474,29 +446,6 @@ impl Gateway {
         (0..16).map(|_| char::from(b"0123456789abcdef"[r.random_range(0..16)])).collect()
     }
 
-    /// A user's push-notification settings (the defaults when none were set).
-    pub async fn notify_prefs(&self, school: &str, user: &str) -> Result<crate::webhook::NotifyPrefs, String> {
-        if let Some((at, p)) = self.notify.lock().get(user)
-            && at.elapsed() < Duration::from_secs(60)
-        {
-            return Ok(p.clone());
-        }
-        let r = self.store.record(crate::server_api::NOTIFY_KIND, school, user).await.map_err(|e| e.to_string())?;
-        let p: crate::webhook::NotifyPrefs = r.and_then(|r| serde_json::from_str(&r.doc).ok()).unwrap_or_default();
-        let mut cache = self.notify.lock();
-        // Bounded: at most a node's worth of recent recipients.
-        if cache.len() > 100_000 {
-            cache.clear();
-        }
-        cache.insert(user.to_owned(), (Instant::now(), p.clone()));
-        Ok(p)
-    }
-
-    /// Forgets the cached settings of `user` (they were just changed here).
-    pub fn forget_notify_prefs(&self, user: &str) {
-        self.notify.lock().remove(user);
-    }
-
     /// Publishes a user's presence to the conversations they belong to.
     pub fn publish_presence(&self, user: &str, conversations: &[ChannelId], online: bool) {
         if conversations.is_empty() {
@@ -542,51 +491,6 @@ async fn load_directory(store: &dyn Store, seed_demo: bool) -> anyhow::Result<Di
     }
     let parsed = docs.iter().map(|d| serde_json::from_str::<DirectoryDoc>(d)).collect::<Result<Vec<_>, _>>()?;
     Ok(Directory::from_docs(parsed)?)
-}
-
-/// Reads a key file; an error names the file, what it is for and the algorithm expected.
-fn key_file<T>(
-    path: &std::path::Path,
-    what: &str,
-    alg: &str,
-    parse: impl FnOnce(&[u8]) -> Result<T, preau_auth::KeyError>,
-) -> anyhow::Result<T> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))?;
-    parse(&bytes).map_err(|e| anyhow::anyhow!("{what} {}: not a usable {alg} key: {e}", path.display()))
-}
-
-fn keys(cfg: &Config) -> anyhow::Result<(Verifier, Option<Issuer>)> {
-    let (v, i) = if let Some(jwks) = &cfg.jwks {
-        let v = key_file(jwks, "--jwks", "JWKS", |b| Verifier::from_jwks(&String::from_utf8_lossy(b)))?;
-        (v, None)
-    } else if let Some(pem) = &cfg.jwt_public_key {
-        let alg = preau_auth::parse_algorithm(&cfg.jwt_alg)?;
-        (key_file(pem, "--jwt-public-key", &cfg.jwt_alg, |b| Verifier::from_pem(alg, b))?, None)
-    } else {
-        let key = dev_key(&cfg.data_dir)?;
-        (Verifier::hs256(&key), Some(Issuer::hs256(&key)))
-    };
-    let v = v
-        .with_issuer(cfg.jwt_issuer.clone())
-        .with_audience(cfg.jwt_audience.clone())
-        .with_leeway(cfg.jwt_leeway_seconds);
-    let i = i.map(|i| i.with_claims(cfg.jwt_issuer.clone(), cfg.jwt_audience.clone()));
-    Ok((v, if cfg.dev_mode() { i } else { None }))
-}
-
-/// The development HS256 key, created in the data folder on first start so tokens
-/// survive restarts.
-fn dev_key(data: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    let path = data.join("dev-signing-key");
-    if let Ok(k) = std::fs::read(&path)
-        && k.len() >= 32
-    {
-        return Ok(k);
-    }
-    let mut k = vec![0u8; 32];
-    rand::rng().fill(&mut k[..]);
-    std::fs::write(&path, &k)?;
-    Ok(k)
 }
 
 /// A jittered reconnect delay, spreading a node's clients over `spread_ms`.

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// Events waiting for the sender; beyond, the newest are dropped (and counted).
 const QUEUE: usize = 100_000;
@@ -237,6 +238,31 @@ async fn resolve(
                 metrics::counter!(crate::metrics::WEBHOOK_EVENTS, "outcome" => "dropped").increment(1);
             }
         }
+    }
+}
+
+impl Gateway {
+    /// A user's push-notification settings (the defaults when none were set).
+    pub async fn notify_prefs(&self, school: &str, user: &str) -> Result<NotifyPrefs, String> {
+        if let Some((at, p)) = self.notify.lock().get(user)
+            && at.elapsed() < Duration::from_secs(60)
+        {
+            return Ok(p.clone());
+        }
+        let r = self.store.record(crate::server_api::NOTIFY_KIND, school, user).await.map_err(|e| e.to_string())?;
+        let p: NotifyPrefs = r.and_then(|r| serde_json::from_str(&r.doc).ok()).unwrap_or_default();
+        let mut cache = self.notify.lock();
+        // Bounded: at most a node's worth of recent recipients.
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(user.to_owned(), (Instant::now(), p.clone()));
+        Ok(p)
+    }
+
+    /// Forgets the cached settings of `user` (they were just changed here).
+    pub fn forget_notify_prefs(&self, user: &str) {
+        self.notify.lock().remove(user);
     }
 }
 
