@@ -23,6 +23,7 @@
 //! - [`engine`]: the media engine: str0m connections owned by a few engine threads
 //!   (shards), one receiving thread routing the socket's datagrams to them, packets
 //!   shared between shards; [`media`]: a published source as the room sees it.
+//! - [`schema`]: the signaling's JSON Schema, derived from the types.
 //! - [`http`]: the routes; [`config`], [`metrics`]: flags and metric names.
 //!
 //! The signaling types and the Rust live client are in `preau-live`. The `preau-sfu`
@@ -43,6 +44,7 @@ pub mod node;
 pub mod peer;
 pub mod room;
 pub mod room_task;
+pub mod schema;
 pub mod speaker;
 pub mod turn;
 

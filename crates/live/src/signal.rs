@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 pub type PeerId = u64;
 
 /// What a member may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The teacher: moderates, publishes anything.
@@ -28,7 +28,7 @@ pub enum Role {
 }
 
 /// A kind of track.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Media {
     /// Microphone.
@@ -43,7 +43,7 @@ pub enum Media {
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 /// Which of a member's two peer connections a message is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Pc {
     /// What the member publishes (browser offers).
@@ -53,7 +53,7 @@ pub enum Pc {
 }
 
 /// A trickled ICE candidate, as the browser's `RTCIceCandidateInit`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Candidate {
     /// The `candidate:` line.
@@ -69,7 +69,7 @@ pub struct Candidate {
 /// What a member receives: everything (`all`, the default), every video on its lowest
 /// layer (`low`, for poor connections), or no video at all (`audio`). The stricter of a
 /// member's own choice and the class's (set by the host) applies.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReceiveMode {
     /// Every video, on the layer its tile and the bandwidth allow.
@@ -83,7 +83,7 @@ pub enum ReceiveMode {
 
 /// Simulcast layer a subscriber asks for, lowest first (`q`, `h`, `f` in the browser's
 /// encodings).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Quality {
     /// Quarter resolution (a thumbnail).
@@ -95,7 +95,7 @@ pub enum Quality {
 }
 
 /// What a client sends.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 pub struct ClientMsg {
     /// Echoed by the answer.
     #[serde(default)]
@@ -106,7 +106,7 @@ pub struct ClientMsg {
 }
 
 /// Client commands.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientCmd {
     /// First message: the room token from the gateway.
@@ -226,7 +226,7 @@ pub enum ClientCmd {
 
 /// The stable codes of signaling errors (docs/protocol.md, section 9). Clients match on
 /// these; the message beside them is for people.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SignalCode {
     /// The room token is missing, invalid or expired (close 4001).
@@ -426,7 +426,7 @@ pub fn decode(text: &str) -> Result<ClientMsg, (Option<u64>, SignalError)> {
 }
 
 /// What the SFU sends besides room events (the SFU's `room::Event`, sent as they are).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
     /// The request `id` succeeded.
@@ -485,7 +485,7 @@ pub enum ServerMsg {
 }
 
 /// A source as a subscriber sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct SourceInfo {
     /// Publisher.
     pub peer: PeerId,

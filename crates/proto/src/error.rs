@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The code of an `error` frame or of an HTTP error body. Codes are stable across versions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The frame could not be decoded (not MessagePack/JSON, or not an object with `type`).

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// A command from a client. `id` is chosen by the client and echoed in the `ack` or
 /// `error` that answers it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClientFrame {
     /// Request id, echoed in the answer.
     pub id: u64,
@@ -17,7 +17,7 @@ pub struct ClientFrame {
 }
 
 /// The commands a client may send.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     /// Liveness check; answered with an empty ack.
@@ -234,7 +234,7 @@ impl Command {
 }
 
 /// A channel and the last seq a client has seen in it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Position {
     /// Channel.
     pub channel: ChannelId,
@@ -243,7 +243,7 @@ pub struct Position {
 }
 
 /// What an entry of a channel's log is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {
     /// A message or forum post.
@@ -290,7 +290,7 @@ impl EntryKind {
 
 /// One entry of a channel's log. Message entries read from history carry their current
 /// state (edited text, `deleted`); the `edit` and `delete` entries after them say when.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Entry {
     /// Position in the channel, gapless from 1.
     pub seq: Seq,
@@ -367,7 +367,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// What `sync` says of a channel.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChannelInfo {
     /// Channel.
     pub channel: ChannelId,
@@ -394,7 +394,7 @@ pub struct ChannelInfo {
 }
 
 /// A member of a conversation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MemberInfo {
     /// User id.
     pub user: UserId,
@@ -407,7 +407,7 @@ pub struct MemberInfo {
 }
 
 /// A reader of an entry, for `receipts`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Receipt {
     /// User id.
     pub user: UserId,
@@ -419,7 +419,7 @@ pub struct Receipt {
 /// (`seq`, `channel`, `suspension`, `report`) are absent when the command has none; lists
 /// and flags are always present, empty or false, so a client can iterate them without
 /// checking (and a client that ignores them still works).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Ack {
     /// The request id.
     pub id: u64,
@@ -463,7 +463,7 @@ pub struct Ack {
 
 /// A report in a moderator's queue. The reported content is kept here even if its author
 /// deletes the message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReportInfo {
     /// Id, for `close_report`.
     pub id: String,
@@ -484,7 +484,7 @@ pub struct ReportInfo {
 }
 
 /// A suspension of messaging, as a front end shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SuspensionInfo {
     /// `platform` (the operator) or `school` (the school's admin).
     pub scope: String,
@@ -497,7 +497,7 @@ pub struct SuspensionInfo {
 }
 
 /// Limits the server applies, sent in `hello` so clients can stay within them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Limits {
     /// Largest frame accepted, in bytes.
     pub max_frame_bytes: u32,
@@ -512,7 +512,7 @@ pub struct Limits {
 }
 
 /// Frames from the server.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     /// First frame of every session.
@@ -615,4 +615,23 @@ pub enum ServerFrame {
 pub struct AuthFrame {
     /// The user's token, as for `Authorization: Bearer`.
     pub token: String,
+}
+
+/// schemars leaves a struct's serde tag out of its schema: said here.
+impl schemars::JsonSchema for AuthFrame {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AuthFrame".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "The first frame of a session whose token was not given at the upgrade (browsers cannot set headers on a WebSocket, and a token in the URL lands in proxies' logs), within 10 s of the upgrade.",
+            "type": "object",
+            "properties": {
+                "type": { "type": "string", "const": "auth" },
+                "token": { "type": "string", "description": "The user's token, as for `Authorization: Bearer`." }
+            },
+            "required": ["type", "token"]
+        })
+    }
 }

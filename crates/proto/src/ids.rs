@@ -33,7 +33,7 @@ pub enum IdError {
 }
 
 /// What a channel is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChannelKind {
     /// A class forum: threads, posts and replies, moderated by the class's teachers.
@@ -55,6 +55,22 @@ pub enum ChannelKind {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ChannelId(String);
+
+/// On the wire a channel id is a string; the schema says which strings.
+impl schemars::JsonSchema for ChannelId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ChannelId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "`forum:<school>:<class>`, `ann:<school>:<class>`, `dm:<user>:<user>` (the two ids sorted), or `grp:<id>`; every id part is 1 to 64 of [A-Za-z0-9_.-].",
+            "pattern": "^((forum|ann):[A-Za-z0-9_.-]{1,64}:[A-Za-z0-9_.-]{1,64}|dm:[A-Za-z0-9_.-]{1,64}:[A-Za-z0-9_.-]{1,64}|grp:[A-Za-z0-9_.-]{1,64})$",
+            "maxLength": 200
+        })
+    }
+}
 
 impl ChannelId {
     /// Parses and validates a channel id.

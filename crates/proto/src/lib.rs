@@ -11,6 +11,8 @@
 //!   [`SharedFrame`], a server frame encoded at most once per encoding and shared by every
 //!   recipient.
 //! - [`error`]: the stable error codes a client sees.
+//! - [`schema`]: the JSON Schema of the frames, derived from these types (committed in
+//!   `docs/schema/`, checked by a test).
 //! - [`clock`]: the wall clock as an input ([`clock::Clock`]), so rules are tested on
 //!   simulated time.
 //!
@@ -21,6 +23,7 @@ pub mod codec;
 pub mod error;
 pub mod frames;
 pub mod ids;
+pub mod schema;
 
 pub use codec::{
     DecodeError, Encoding, SharedFrame, decode_auth, decode_client, decode_server, encode_client, encode_server,

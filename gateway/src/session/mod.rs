@@ -89,14 +89,17 @@ where
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
         g.bus.set_load(g.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
         let (handle, rx) = SessionHandle::new(sid, Arc::from(start.user.id.as_str()), g.cfg.outbound_queue);
-        let mut s = Session { g: g.clone(), handle, enc: start.enc, user: start.user.id.clone(), convs: Vec::new() };
+        let mut s = Session { g: g.clone(), handle, enc: start.enc, user: start.user.id.clone() };
         let (mut sink, stream) = socket.split();
         match g.hub.register(&s.handle) {
             Ok(first) => {
                 let reason = s.drive(&mut sink, stream, rx, start, first).await;
                 tracing::debug!(?reason, "session ended");
+                // The conversations now, not at the start: one opened during the session
+                // hears that its member left too.
+                let convs = s.conversations();
                 if g.hub.unregister(&s.handle) {
-                    g.publish_presence(&s.user, &s.convs, false);
+                    g.publish_presence(&s.user, &convs, false);
                 }
             }
             Err(_) => {
@@ -144,8 +147,6 @@ struct Session {
     handle: Arc<SessionHandle>,
     enc: Encoding,
     user: String,
-    /// Conversations, for presence.
-    convs: Vec<ChannelId>,
 }
 
 /// The reading side's state.
@@ -184,17 +185,21 @@ impl Session {
         sink.send(msg).await.map_err(|_| End::SocketError)
     }
 
-    /// Subscribes to every channel the user sees; returns false if the user is gone.
-    async fn subscribe_visible(&mut self) -> Result<Vec<(ChannelId, String, Access)>, CmdError> {
+    /// Every channel the user sees (an error if the user is gone).
+    async fn subscribe_visible(&self) -> Result<Vec<(ChannelId, String, Access)>, CmdError> {
         let dir = self.g.dir();
         let me = dir.user(&self.user).ok_or_else(|| CmdError::new(ErrorCode::Forbidden, "account removed"))?;
-        let vis = access::visible(&self.g, &dir, me).await?;
-        self.convs = vis
-            .iter()
-            .filter(|(c, _, _)| matches!(c.kind(), ChannelKind::Direct | ChannelKind::Group))
-            .map(|(c, _, _)| c.clone())
-            .collect();
-        Ok(vis)
+        access::visible(&self.g, &dir, me).await
+    }
+
+    /// The direct and group conversations the session is subscribed to: whom its
+    /// presence concerns.
+    fn conversations(&self) -> Vec<ChannelId> {
+        self.handle
+            .subscriptions()
+            .into_iter()
+            .filter(|c| matches!(c.kind(), ChannelKind::Direct | ChannelKind::Group))
+            .collect()
     }
 
     /// Subscribes, announces presence, says hello. Subscribing comes first, so nothing
@@ -216,7 +221,7 @@ impl Session {
             self.g.hub.subscribe(&self.handle, ch);
         }
         if first {
-            self.g.publish_presence(&self.user, &self.convs, true);
+            self.g.publish_presence(&self.user, &self.conversations(), true);
         }
         let hello = ServerFrame::Hello {
             version: PROTOCOL_VERSION,

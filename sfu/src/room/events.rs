@@ -8,7 +8,7 @@ use std::time::Duration;
 pub use preau_live::signal::{Media, PeerId, Role};
 
 /// What a member may publish now.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Grants {
     /// Microphone.
     pub audio: bool,
@@ -41,7 +41,7 @@ impl Grants {
 }
 
 /// A member of the room (admitted).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Member {
     /// Connection.
     pub peer: PeerId,
@@ -132,7 +132,7 @@ impl RoomError {
 }
 
 /// Why someone was turned away after joining.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RefusedCode {
     /// The host did not admit them from the waiting room.
@@ -152,7 +152,7 @@ impl RefusedCode {
 }
 
 /// Why a room ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
     /// The host ended the class.
@@ -171,7 +171,7 @@ pub struct Output {
 }
 
 /// Room events.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// You wait for the teacher to admit you.

@@ -1,0 +1,70 @@
+// The SDK's IO-free parts: sequence tracking, backoff, client ids, the simulcast recipe,
+// the French messages.
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { Sequencer, backoffDelay, frenchMessage, simulcastRecipe, uuidv7, type Entry } from "../src/index.js";
+
+const e = (seq: number): Entry => ({ seq, kind: "message", author: "u", at: 0, body: `m${seq}` }) as Entry;
+
+describe("Sequencer", () => {
+  it("delivers in order once, holds entries behind a gap and reports it", () => {
+    const s = new Sequencer();
+    s.start("grp:a", 2);
+    expect(s.accept("grp:a", [e(1), e(2)]).delivered).toEqual([]);
+    const r = s.accept("grp:a", [e(5), e(3)]);
+    expect(r.delivered.map((x) => x.seq)).toEqual([3]);
+    expect(r.gap).toBe(true);
+    const r2 = s.accept("grp:a", [e(4), e(5), e(3)]);
+    expect(r2.delivered.map((x) => x.seq)).toEqual([4, 5]);
+    expect(r2.duplicates).toBe(2);
+    expect(r2.gap).toBe(false);
+    expect(s.positions()).toEqual([{ channel: "grp:a", seq: 5 }]);
+  });
+
+  it("starts an unknown channel at its first entry and never moves back", () => {
+    const s = new Sequencer();
+    expect(s.accept("grp:b", [e(7)]).delivered.map((x) => x.seq)).toEqual([7]);
+    s.start("grp:b", 3);
+    expect(s.last("grp:b")).toBe(7);
+    s.start("grp:b", 9);
+    expect(s.accept("grp:b", [e(8), e(10)]).delivered.map((x) => x.seq)).toEqual([10]);
+  });
+});
+
+describe("backoff", () => {
+  it("grows exponentially to its cap with full jitter", () => {
+    expect(backoffDelay(0, 0.999, { baseMs: 500, maxMs: 30_000 })).toBe(499);
+    expect(backoffDelay(3, 0.999, { baseMs: 500, maxMs: 30_000 })).toBe(3996);
+    expect(backoffDelay(30, 0.999, { baseMs: 500, maxMs: 30_000 })).toBe(29_970);
+    expect(backoffDelay(5, 0)).toBe(100);
+  });
+});
+
+describe("uuidv7", () => {
+  it("is a version 7 UUID that sorts by time", () => {
+    const a = uuidv7(1_700_000_000_000);
+    const b = uuidv7(1_700_000_000_001);
+    expect(a).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(a < b).toBe(true);
+    expect(a.slice(0, 13).replace("-", "")).toBe((1_700_000_000_000).toString(16).padStart(12, "0"));
+  });
+});
+
+describe("simulcastRecipe", () => {
+  it("sends three layers from 960x540, two from 480x270, one below", () => {
+    expect(simulcastRecipe(1280, 720)!.map((l) => l.rid)).toEqual(["q", "h", "f"]);
+    expect(simulcastRecipe(640, 480)!.map((l) => l.rid)).toEqual(["h", "f"]);
+    expect(simulcastRecipe(320, 240)).toBeNull();
+  });
+});
+
+describe("frenchMessage", () => {
+  it("has French for every server code and a fallback", () => {
+    expect(frenchMessage("locked")).toBe("Cette discussion est verrouillée.");
+    expect(frenchMessage("a_code_from_a_newer_server")).toBe("Une erreur est survenue.");
+    const schema = JSON.parse(readFileSync(new URL("../../../docs/schema/messaging.schema.json", import.meta.url), "utf8"));
+    const codes: string[] = schema.$defs.ErrorCode.oneOf.map((c: { const: string }) => c.const);
+    expect(codes.length).toBeGreaterThan(10);
+    for (const code of codes) expect(frenchMessage(code), code).not.toBe("Une erreur est survenue.");
+  });
+});
