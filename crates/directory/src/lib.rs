@@ -23,6 +23,6 @@ pub use model::{
     ClassDoc, DataRules, DirectoryDoc, GroupDoc, LinkDoc, Override, PolicyConfig, Profile, Reach, SchoolDoc, UserDoc,
 };
 pub use policy::{
-    ASSEMBLY, ChannelAccess, LiveRole, class_access, class_channels, live_role, may_post_direct, may_write_first,
-    room_role,
+    ASSEMBLY, ChannelAccess, LiveRole, class_access, class_channels, live_role, may_post_direct, may_see_profile,
+    may_write_first, room_role,
 };

@@ -59,6 +59,31 @@ pub fn related(dir: &Directory, a: &UserRec, b: &UserRec) -> bool {
     }
 }
 
+/// Whether `me` may learn `other`'s name and profile (`profiles`: authors and readers
+/// shown by name). Within one school only: its teachers, staff and admins are known to
+/// all; a pupil to those who share a class or group with them (a parent through their
+/// children) and to the school's adults; a parent to their children and the school's
+/// adults, never to other parents or other pupils.
+pub fn may_see_profile(dir: &Directory, me: &UserRec, other: &UserRec) -> bool {
+    if me.id == other.id {
+        return true;
+    }
+    if me.school != other.school {
+        return false;
+    }
+    let adult = matches!(me.profile, Profile::Teacher | Profile::Staff | Profile::Admin);
+    match other.profile {
+        Profile::Teacher | Profile::Staff | Profile::Admin => true,
+        Profile::Parent => adult || (me.profile == Profile::Pupil && me.parents.contains(&other.id)),
+        Profile::Pupil => {
+            adult || {
+                let mine = contexts(dir, me);
+                contexts(dir, other).iter().any(|c| mine.contains(c))
+            }
+        }
+    }
+}
+
 /// Whether `from` may start a conversation with, or add to a group, `to`.
 pub fn may_write_first(dir: &Directory, from: &UserRec, to: &UserRec) -> bool {
     if from.id == to.id || from.school != to.school {
@@ -204,6 +229,21 @@ mod tests {
         let f = dir.user(from).expect("from");
         let t = dir.user(to).expect("to");
         may_write_first(dir, f, t)
+    }
+
+    #[test]
+    fn who_may_see_whose_name() {
+        let d = dir_with(demo::demo_doc());
+        let sees = |a: &str, b: &str| may_see_profile(&d, d.user(a).expect("a"), d.user(b).expect("b"));
+        // Adults of the school are known to all; pupils to classmates and the school's
+        // adults; parents to their children and the school's adults only.
+        assert!(sees("e001", "t03") && sees("pa051", "s01") && sees("e001", "e001"));
+        assert!(sees("e001", "e002") && !sees("e001", "e026") && !sees("e001", "e051"));
+        assert!(sees("pa002", "e001"), "a parent reading the class forum sees classmates' names");
+        assert!(!sees("pa051", "e001"), "not another class's pupils");
+        assert!(sees("e001", "pa001") && !sees("e002", "pa001"), "a pupil knows their own parents only");
+        assert!(!sees("pa002", "pa001"), "parents never learn other parents' names");
+        assert!(sees("t03", "pa001") && sees("t03", "e001"));
     }
 
     /// Every row of the CONTEXT.md table, each cell allowed and, where it is restricted,

@@ -368,6 +368,7 @@ mod tests {
             Command::Report { channel: ch.clone(), seq: 2, reason: "insulte".into() },
             Command::Reports {},
             Command::CloseReport { report: "0123".into(), action: "dismiss".into() },
+            Command::Profiles { users: vec!["t01".into(), "e002".into()] },
         ];
         assert_eq!(cmds.len() + 5, Command::TYPES.len(), "every command but the trivial ones is mutated");
         let mut state = 0x9e37_79b9_7f4a_7c15u64;

@@ -172,6 +172,12 @@ pub enum Command {
     },
     /// The moderation queue: the open reports this user moderates.
     Reports {},
+    /// Names and profiles of users, to show instead of ids (authors, readers). Users the
+    /// asker may not know of, and unknown ids, are left out alike.
+    Profiles {
+        /// User ids, at most [`MAX_PROFILES`].
+        users: Vec<UserId>,
+    },
     /// Close a report: `delete` removes the reported message, `dismiss` keeps it.
     CloseReport {
         /// The report's id.
@@ -204,6 +210,7 @@ impl Command {
         "report",
         "reports",
         "close_report",
+        "profiles",
     ];
 
     /// The command's `type` on the wire.
@@ -229,6 +236,7 @@ impl Command {
             Command::Report { .. } => "report",
             Command::Reports {} => "reports",
             Command::CloseReport { .. } => "close_report",
+            Command::Profiles { .. } => "profiles",
         }
     }
 }
@@ -406,6 +414,20 @@ pub struct MemberInfo {
     pub online: bool,
 }
 
+/// Most users one `profiles` command may name.
+pub const MAX_PROFILES: usize = 200;
+
+/// A user as a front end shows them, for `profiles`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ProfileInfo {
+    /// User id.
+    pub user: UserId,
+    /// Display name.
+    pub name: String,
+    /// `pupil`, `parent`, `teacher`, `staff` or `admin`.
+    pub profile: String,
+}
+
 /// A reader of an entry, for `receipts`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Receipt {
@@ -459,6 +481,9 @@ pub struct Ack {
     /// Open reports (reports).
     #[serde(default)]
     pub reports: Vec<ReportInfo>,
+    /// Users named (profiles).
+    #[serde(default)]
+    pub profiles: Vec<ProfileInfo>,
 }
 
 /// A report in a moderator's queue. The reported content is kept here even if its author

@@ -10,7 +10,7 @@ use crate::service::{Gateway, timed};
 use preau_bus::Topic;
 use preau_directory::policy::{may_post_direct, may_write_first};
 use preau_directory::{Directory, UserRec};
-use preau_proto::{Ack, ChannelId, ChannelKind, ErrorCode, MemberInfo, ServerFrame};
+use preau_proto::{Ack, ChannelId, ChannelKind, ErrorCode, MemberInfo, ProfileInfo, ServerFrame};
 use preau_store::{Conversation, NewConversation, Write};
 
 /// One answer whether the user does not exist or the rules keep them apart.
@@ -215,6 +215,23 @@ pub async fn members(g: &Gateway, cx: Ctx<'_>, ack: Ack, channel: ChannelId) -> 
         .map(|(u, far)| far || g.hub.online(u))
         .collect();
     Ok(Ack { members: member_infos(cx.dir, &conv, &online), ..ack })
+}
+
+/// `profiles`: the names the asker may know of (the directory's rule, one home:
+/// [`preau_directory::may_see_profile`]); others are left out, unknown ids alike.
+pub fn profiles(cx: Ctx<'_>, ack: Ack, users: Vec<String>) -> Result<Ack, CmdError> {
+    if users.len() > preau_proto::MAX_PROFILES {
+        return Err(bad(format!("at most {} users per profiles command", preau_proto::MAX_PROFILES)));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let profiles = users
+        .iter()
+        .filter(|u| seen.insert(u.as_str()))
+        .filter_map(|u| cx.dir.user(u))
+        .filter(|u| preau_directory::may_see_profile(cx.dir, cx.me, u))
+        .map(|u| ProfileInfo { user: u.id.clone(), name: u.name.clone(), profile: u.profile.as_str().to_owned() })
+        .collect();
+    Ok(Ack { profiles, ..ack })
 }
 
 /// `typing`.

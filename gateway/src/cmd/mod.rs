@@ -192,6 +192,7 @@ async fn route(g: &Gateway, cx: Ctx<'_>, ack: Ack, cmd: Command) -> Result<Ack, 
         Command::Report { channel, seq, reason } => report::report(g, cx, ack, channel, seq, reason).await,
         Command::Reports {} => report::reports(g, cx, ack).await,
         Command::CloseReport { report, action } => report::close_report(g, cx, ack, report, action).await,
+        Command::Profiles { users } => conversation::profiles(cx, ack, users),
     }
 }
 

@@ -12,6 +12,7 @@ import type {
   ClientFrame,
   Entry,
   MemberInfo,
+  ProfileInfo,
   Receipt,
   ReportInfo,
   ServerFrame,
@@ -130,6 +131,8 @@ export interface ClientEvents {
   outbox: (items: OutboxItem[]) => void;
   /** A queued send finally failed (not retryable). */
   sendFailed: (item: OutboxItem, error: PreauError) => void;
+  /** Names became known (`profiles`, `members`): redraw what showed ids. */
+  profiles: (profiles: ProfileInfo[]) => void;
   /** The client stopped for good (signed out, removed, or `close()`). */
   stopped: (reason: StopReason, detail: string) => void;
 }
@@ -160,6 +163,7 @@ const RETRY = new Set<Command["type"]>([
   "mute",
   "add_members",
   "leave",
+  "profiles",
 ]);
 const OUTBOXED = new Set<Command["type"]>(["send", "create_thread", "create_group"]);
 const TYPING_EVERY_MS = 3000;
@@ -171,6 +175,7 @@ export class PreauClient extends Emitter<ClientEvents> {
   private readonly seq = new Sequencer();
   private readonly channelStates = new Map<ChannelId, ChannelState>();
   private readonly presenceOf = new Map<string, boolean>();
+  private readonly known = new Map<string, ProfileInfo | null>();
   private readonly typers = new Map<ChannelId, Map<string, ReturnType<typeof setTimeout>>>();
   private readonly typingSent = new Map<ChannelId, number>();
   private readonly repairing = new Set<ChannelId>();
@@ -811,8 +816,31 @@ export class PreauClient extends Emitter<ClientEvents> {
   /** Members of a conversation, with whether they are online. */
   async members(channel: ChannelId): Promise<MemberInfo[]> {
     const members = (await this.request({ type: "members", channel })).members;
-    for (const m of members) this.presenceOf.set(m.user, m.online);
+    for (const m of members) {
+      this.presenceOf.set(m.user, m.online);
+      this.known.set(m.user, { user: m.user, name: m.name, profile: m.profile });
+    }
+    this.emit("profiles", members.map((m) => ({ user: m.user, name: m.name, profile: m.profile })));
     return members;
+  }
+
+  /** Names and profiles of users (those the school's rules let the user know of; others
+   * are left out). Cached: only ids not asked before go to the server. */
+  async profiles(users: string[]): Promise<ProfileInfo[]> {
+    const missing = [...new Set(users)].filter((u) => !this.known.has(u) && !u.startsWith("school:"));
+    for (let i = 0; i < missing.length; i += 200) {
+      const chunk = missing.slice(i, i + 200);
+      const got = (await this.request({ type: "profiles", users: chunk })).profiles;
+      for (const u of chunk) this.known.set(u, null);
+      for (const p of got) this.known.set(p.user, p);
+      if (got.length) this.emit("profiles", got);
+    }
+    return users.map((u) => this.known.get(u)).filter((p): p is ProfileInfo => !!p);
+  }
+
+  /** A user's display name if known (see `profiles`), else undefined. */
+  nameOf(user: string): string | undefined {
+    return this.known.get(user)?.name ?? undefined;
   }
 
   /** Says the user is typing (at most once every 3 s per conversation; not stored). */

@@ -37,6 +37,10 @@ export type Ack = {
    */
   more: boolean;
   /**
+   * Users named (profiles).
+   */
+  profiles: ProfileInfo[];
+  /**
    * Receipts (receipts).
    */
   receipts: Receipt[];
@@ -349,6 +353,12 @@ export type ClientFrame = {
 }) | ({
   type: "reports";
 }) | ({
+  type: "profiles";
+  /**
+   * User ids, at most [`MAX_PROFILES`].
+   */
+  users: string[];
+}) | ({
   /**
    * `delete` or `dismiss`.
    */
@@ -501,6 +511,24 @@ export type Position = {
    * Last seq seen (0 for none).
    */
   seq: number;
+};
+
+/**
+ * A user as a front end shows them, for `profiles`.
+ */
+export type ProfileInfo = {
+  /**
+   * Display name.
+   */
+  name: string;
+  /**
+   * `pupil`, `parent`, `teacher`, `staff` or `admin`.
+   */
+  profile: string;
+  /**
+   * User id.
+   */
+  user: string;
 };
 
 /**

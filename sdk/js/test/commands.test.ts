@@ -172,6 +172,17 @@ describe("forums and announcements", () => {
     expect((refused as PreauError).code).toBe("forbidden");
   });
 
+  it("names users the school's rules let one know, and no others", async () => {
+    const pupil = open("e002");
+    await pupil.connect();
+    const got = await pupil.profiles(["t01", "e001", "pa001", "e051", "nobody", "t01"]);
+    expect(got.map((p) => [p.user, p.profile])).toEqual([["t01", "teacher"], ["e001", "pupil"], ["t01", "teacher"]]);
+    expect(pupil.nameOf("t01")).toContain("Colin");
+    expect(pupil.nameOf("pa001")).toBeUndefined();
+    const tooMany = await pupil.request({ type: "profiles", users: Array.from({ length: 201 }, (_, i) => `u${i}`) }).catch((e: PreauError) => e);
+    expect((tooMany as PreauError).code).toBe("bad_request");
+  });
+
   it("answers ping and any command through request()", async () => {
     const c = open("s01");
     await c.connect();
