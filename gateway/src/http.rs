@@ -114,7 +114,11 @@ pub fn router(state: AppState) -> Router {
         r = r
             .route("/dev/users", get(dev_users))
             .route("/dev/token", get(dev_token))
-            .route("/", get(|| async { Html(include_str!("../static/index.html")) }));
+            // The messaging web app (sdk/js/app, built into static/app by `npm run build`).
+            .route("/", get(|| async { Html(include_str!("../static/app/index.html")) }))
+            .route("/app.js", get(|| async { asset("text/javascript", include_str!("../static/app/app.js")) }))
+            .route("/app.css", get(|| async { asset("text/css", include_str!("../static/app/app.css")) }))
+            .route("/config.js", get(|| async { asset("text/javascript", include_str!("../static/app/config.js")) }));
     }
     let origins: Arc<[String]> = state.g.cfg.cors_origins.clone().into();
     r.with_state(state).layer(axum::middleware::from_fn_with_state(origins, cors))
@@ -360,6 +364,11 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
         }
         None => err(StatusCode::NOT_FOUND, "not_found", "no_recorder", "metrics are not enabled"),
     }
+}
+
+/// A static file of the web app.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
 async fn dev_users(State(s): State<AppState>) -> Response {
