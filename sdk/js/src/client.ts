@@ -362,6 +362,8 @@ export class PreauClient extends Emitter<ClientEvents> {
     }
     if (this.stoppedFor) return;
     for (const [channel] of this.typers) this.clearTyping(channel);
+    // Offline, nobody's presence is known any more; `members` after the reconnect says.
+    this.presenceOf.clear();
     if (code === 4003) return this.stop("removed", reason || "account removed");
     if (code === 4001) {
       // A fresh token from the provider; a static token cannot be renewed, and a provider

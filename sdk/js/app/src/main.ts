@@ -51,6 +51,10 @@ const logs = new Map<string, Log>();
 let current: string | null = null;
 let currentThread: number | null = null;
 let paneError = "";
+/** The channel the address names, even before the client knows it. */
+let wanted: string | null = null;
+/** Read receipts last fetched, per announcement (`channel#seq`). */
+const receiptsOf = new Map<string, { read: string[]; total: number }>();
 
 // ---- sign-in ----
 
@@ -109,8 +113,15 @@ async function connect(token: () => Promise<string>): Promise<void> {
     },
   });
   window.preau = client;
-  client.on("status", showStatus);
-  client.on("channel", () => renderList());
+  client.on("status", (st, d) => {
+    showStatus(st, d);
+    if (current) renderPaneHeader();
+  });
+  client.on("channel", (c) => {
+    renderList();
+    // A conversation just opened here: its channel_added may come after the address.
+    if (c.channel === wanted && c.channel !== current) route();
+  });
   client.on("channelRemoved", (ch) => {
     logs.delete(ch);
     if (ch === current) closeChannel();
@@ -136,6 +147,10 @@ async function connect(token: () => Promise<string>): Promise<void> {
     }
   });
   client.on("hello", async (hello) => {
+    const open = current ? client.channel(current) : undefined;
+    if (open && (open.kind === "direct" || open.kind === "group")) {
+      client.members(open.channel).then(renderPaneHeader, () => undefined);
+    }
     meLine.textContent = "";
     const mine = await client.profiles([hello.user]);
     meLine.textContent = mine[0] ? `${mine[0].name} · ${profileLabel(hello.profile)}` : profileLabel(hello.profile);
@@ -285,6 +300,7 @@ function route(): void {
   const p = new URLSearchParams(location.hash.slice(1));
   const ch = p.get("c");
   const t = p.get("t");
+  wanted = ch;
   if (!ch || !client.channel(ch)) return closeChannel();
   const changed = ch !== current;
   current = ch;
@@ -427,7 +443,7 @@ function renderPaneHeader(): void {
   const c = client.channel(current)!;
   clear(header);
   let sub = kindLabel(c.kind);
-  if (c.kind === "direct") sub = online(c) ? "En ligne" : "Hors ligne";
+  if (c.kind === "direct") sub = client.status !== "online" ? "" : online(c) ? "En ligne" : "Hors ligne";
   header.append(
     h("button", { class: "quiet back", type: "button", onclick: () => (location.hash = "") }, "← Retour"),
     h("div", { style: "flex:1 1 auto;min-width:0" }, h("h2", { id: "pane-title", tabindex: "-1" }, title(c)), h("p", { class: "sub" }, sub)),
@@ -496,24 +512,26 @@ function messageItem(c: ChannelState, e: Entry): HTMLElement {
   const tools = h("div", { class: "tools" });
   if (!e.deleted && (mine || c.moderator)) tools.append(button("Supprimer", () => act(() => client.delete(c.channel, e.seq)), "danger", `Supprimer le message de ${name(e.author)}`));
   if (c.kind === "announcements" && mine && !e.deleted) {
-    const out = h("div", { class: "receipts-out" });
     tools.append(
       button("Qui a lu ?", async () => {
         try {
           const receipts = await client.receipts(c.channel, e.seq);
           await client.profiles(receipts.map((r) => r.user));
-          const read = receipts.filter((r) => r.read);
-          clear(out);
-          out.append(
-            h("p", { class: "meta", role: "status" }, `Lu par ${read.length} sur ${receipts.length}`),
-            h("ul", { class: "receipts" }, ...read.map((r) => h("li", {}, name(r.user)))),
-          );
+          receiptsOf.set(`${c.channel}#${e.seq}`, { read: receipts.filter((r) => r.read).map((r) => r.user), total: receipts.length });
+          renderLog();
         } catch (err) {
           showPaneError(err);
         }
       }, "quiet"),
     );
-    li.append(tools, out);
+    li.append(tools);
+    const r = receiptsOf.get(`${c.channel}#${e.seq}`);
+    if (r) {
+      li.append(
+        h("p", { class: "meta", role: "status" }, `Lu par ${r.read.length} sur ${r.total}`),
+        h("ul", { class: "receipts" }, ...r.read.map((u) => h("li", {}, name(u)))),
+      );
+    }
     return li;
   }
   if (c.kind === "forum" && c.moderator && !mine && !e.deleted && people.find((p) => p.id === e.author)?.profile !== "teacher") {

@@ -1,0 +1,135 @@
+// The messaging app in Chromium, as families, pupils and teachers use it: a phone
+// (390x844) and a desktop (1280x800), two browser contexts talking through the real
+// gateway. Each step writes a screenshot to test-results/screenshots/.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Browser } from "playwright-core";
+import { Gateway } from "../gateway.js";
+import { DESKTOP, PHONE, checkAccessible, launch, open, shot } from "./browser.js";
+
+let gw: Gateway;
+let browser: Browser;
+
+beforeAll(async () => {
+  gw = await Gateway.start();
+  browser = await launch();
+});
+afterAll(async () => {
+  await browser?.close();
+  await gw?.stop();
+});
+
+describe("the messaging app", () => {
+  it("a parent writes to their child's teacher on a phone; the teacher answers on a desktop", async () => {
+    const parent = await open(browser, gw.http, "pa001", PHONE);
+    const teacher = await open(browser, gw.http, "t01", DESKTOP);
+    const p = parent.page;
+    const t = teacher.page;
+    await shot(p, "01-parent-phone-list");
+    expect(await checkAccessible(p)).toEqual([]);
+
+    await p.getByRole("button", { name: "Nouvelle conversation" }).click();
+    await p.getByLabel("Avec").selectOption("t01");
+    await shot(p, "02-parent-new-conversation");
+    await p.getByRole("button", { name: "Ouvrir" }).click();
+    await p.getByRole("heading", { name: "Mme Colin (français)" }).waitFor();
+    await p.getByLabel("Votre message").fill("Bonjour Madame, Léa sera absente demain matin.");
+    await p.getByRole("button", { name: "Envoyer" }).click();
+    await p.locator(".msg .body", { hasText: "Bonjour Madame, Léa sera absente demain matin." }).waitFor();
+    await shot(p, "03-parent-sent");
+
+    // The teacher sees the new conversation with an unread badge, by the parent's name.
+    const link = t.getByRole("link", { name: /Parent .*1 non lu/ });
+    await link.waitFor({ timeout: 10_000 });
+    await shot(t, "04-teacher-unread");
+    await link.click();
+    await t.locator(".msg .body", { hasText: "Bonjour Madame, Léa sera absente demain matin." }).waitFor();
+    await t.getByLabel("Votre message").fill("Merci, c'est noté. Bon rétablissement à Léa.");
+    await t.getByLabel("Votre message").press("Enter");
+    await p.locator(".msg .body", { hasText: "Merci, c'est noté. Bon rétablissement à Léa." }).waitFor({ timeout: 10_000 });
+    // The parent sees who wrote it, by name, and the date in French.
+    const answer = p.locator(".msg", { hasText: "Merci, c'est noté." });
+    expect(await answer.locator(".who").textContent()).toBe("Mme Colin (français)");
+    expect(await answer.locator("time").textContent()).toMatch(/^\d{2}:\d{2}$/);
+    await shot(p, "05-parent-answer");
+    await shot(t, "06-teacher-desktop");
+    expect(await checkAccessible(t)).toEqual([]);
+    expect(await checkAccessible(p)).toEqual([]);
+    await parent.ctx.close();
+    await teacher.ctx.close();
+  });
+
+  it("a pupil posts in the class forum; the teacher locks the thread", async () => {
+    const teacher = await open(browser, gw.http, "t02", DESKTOP);
+    const pupil = await open(browser, gw.http, "e003", PHONE);
+    const t = teacher.page;
+    const p = pupil.page;
+    await t.getByRole("link", { name: "Forum 6e A" }).click();
+    await t.getByLabel("Titre du nouveau sujet").fill("Exercices de géométrie");
+    await t.getByLabel("Premier message").fill("Posez vos questions ici.");
+    await t.getByRole("button", { name: "Créer le sujet" }).click();
+    await t.getByRole("button", { name: "Verrouiller" }).waitFor();
+
+    await p.getByRole("link", { name: "Forum 6e A" }).click();
+    await p.getByRole("link", { name: /Exercices de géométrie/ }).click();
+    await p.getByLabel("Votre réponse").fill("Je ne comprends pas l'exercice 3.");
+    await p.getByRole("button", { name: "Envoyer" }).click();
+    await t.locator(".msg .body", { hasText: "Je ne comprends pas l'exercice 3." }).waitFor({ timeout: 10_000 });
+    await shot(p, "07-pupil-forum-post");
+
+    await t.getByRole("button", { name: "Verrouiller" }).click();
+    await t.getByRole("button", { name: "Déverrouiller" }).waitFor();
+    await shot(t, "08-teacher-locked");
+    await p.getByText("Sujet verrouillé : plus de réponses.").waitFor({ timeout: 10_000 });
+    // A pupil's post to a locked thread is refused, in French.
+    await p.getByLabel("Votre réponse").fill("Et l'exercice 4 ?");
+    await p.getByRole("button", { name: "Envoyer" }).click();
+    await p.getByText("Cette discussion est verrouillée.").waitFor({ timeout: 10_000 });
+    await shot(p, "09-pupil-locked-refused");
+    expect(await checkAccessible(p)).toEqual([]);
+    await teacher.ctx.close();
+    await pupil.ctx.close();
+  });
+
+  it("a teacher posts an announcement and sees a parent's read receipt", async () => {
+    const teacher = await open(browser, gw.http, "t05", DESKTOP);
+    const parent = await open(browser, gw.http, "pa004", PHONE);
+    const t = teacher.page;
+    const p = parent.page;
+    await t.getByRole("link", { name: "Annonces 6e A" }).click();
+    await t.getByLabel("Nouvelle annonce").fill("Réunion parents-professeurs jeudi à 18 h.");
+    await t.getByRole("button", { name: "Publier" }).click();
+    await t.locator(".msg", { hasText: "Réunion parents-professeurs" }).getByRole("button", { name: "Qui a lu ?" }).click();
+    await t.getByText(/^Lu par 0 sur \d+$/).waitFor();
+
+    await p.getByRole("link", { name: /Annonces 6e A, 1 non lu/ }).click();
+    await p.locator(".msg .body", { hasText: "Réunion parents-professeurs jeudi à 18 h." }).waitFor();
+    await shot(p, "10-parent-reads-announcement");
+
+    // Opening the channel marked it read: the teacher asks again and sees the parent.
+    const receipts = t.locator(".msg", { hasText: "Réunion parents-professeurs" });
+    for (let i = 0; i < 50; i++) {
+      await receipts.getByRole("button", { name: "Qui a lu ?" }).click();
+      if ((await receipts.locator(".receipts li").allTextContents()).some((n) => n.includes("Parent"))) break;
+      await t.waitForTimeout(200);
+    }
+    expect(await receipts.getByText(/^Lu par [1-9]\d* sur \d+$/).count()).toBe(1);
+    expect((await receipts.locator(".receipts li").allTextContents()).join()).toMatch(/Parent .+ \(4\)/);
+    await shot(t, "11-teacher-read-receipt");
+    await teacher.ctx.close();
+    await parent.ctx.close();
+  });
+
+  it("a refused action shows a French message", async () => {
+    const pupil = await open(browser, gw.http, "e001", PHONE);
+    const p = pupil.page;
+    await p.getByRole("button", { name: "Nouvelle conversation" }).click();
+    // A pupil of 4C: not a classmate, so the school's rules refuse it.
+    const option = await p.locator("#new-person option").evaluateAll((os) => (os as HTMLOptionElement[]).map((o) => o.value));
+    expect(option).toContain("e060");
+    await p.getByLabel("Avec").selectOption("e060");
+    await p.getByRole("button", { name: "Ouvrir" }).click();
+    await p.getByText("Les règles de l'établissement ne permettent pas cette action.").waitFor();
+    await shot(p, "12-refused-in-french");
+    await pupil.ctx.close();
+  });
+});

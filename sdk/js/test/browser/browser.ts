@@ -1,0 +1,58 @@
+// Headless Chromium from Debian (never a downloaded browser) driven by playwright-core,
+// at a phone's size and a desktop's, against the real gateway serving the app at `/`.
+import { existsSync, mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+
+export const PHONE = { width: 390, height: 844 };
+export const DESKTOP = { width: 1280, height: 800 };
+export const shots = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "test-results", "screenshots");
+
+export async function launch(): Promise<Browser> {
+  const executablePath = process.env.PREAU_CHROMIUM ?? "/usr/bin/chromium";
+  if (!existsSync(executablePath)) throw new Error(`${executablePath} is missing: apt-get install chromium`);
+  mkdirSync(shots, { recursive: true });
+  return chromium.launch({
+    executablePath,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+  });
+}
+
+/** A signed-in page of a demo user (development mode's `?user=`). */
+export async function open(browser: Browser, base: string, user: string, viewport = PHONE): Promise<{ ctx: BrowserContext; page: Page }> {
+  const ctx = await browser.newContext({ viewport, locale: "fr-FR", timezoneId: "Europe/Paris" });
+  const page = await ctx.newPage();
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  (page as Page & { errors: string[] }).errors = errors;
+  await page.goto(`${base}/?user=${user}`);
+  await page.locator("#status[data-state=online]").waitFor({ timeout: 15_000 });
+  return { ctx, page };
+}
+
+/** Writes a screenshot of a step. */
+export async function shot(page: Page, name: string): Promise<void> {
+  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: false });
+}
+
+/** Every form control has a label (its accessible name), and nothing overflows the
+ * viewport sideways (a phone shows the whole width). */
+export async function checkAccessible(page: Page): Promise<string[]> {
+  return page.evaluate(() => {
+    const problems: string[] = [];
+    for (const el of document.querySelectorAll("input, select, textarea, button")) {
+      const e = el as HTMLInputElement;
+      const labelled =
+        (e.labels && e.labels.length > 0) || e.getAttribute("aria-label") || e.getAttribute("aria-labelledby") || (el.tagName === "BUTTON" && el.textContent!.trim());
+      if (!labelled) problems.push(`unlabelled ${el.tagName.toLowerCase()}#${el.id}`);
+    }
+    if (document.documentElement.scrollWidth > window.innerWidth + 1) {
+      problems.push(`page ${document.documentElement.scrollWidth}px wide in a ${window.innerWidth}px viewport`);
+    }
+    const english = /\b(loading|error|send|message from|offline|online)\b/i;
+    const text = document.body.innerText;
+    if (english.test(text.replace(/En ligne|Hors ligne/g, ""))) problems.push(`English on the page: ${text.match(english)![0]}`);
+    return problems;
+  });
+}
