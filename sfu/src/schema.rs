@@ -26,7 +26,9 @@ mod tests {
     #[test]
     fn schema_committed_matches_the_types() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/schema/live.schema.json");
-        preau_proto::schema::check_committed(&path, &live_document()).unwrap();
+        if let Err(e) = preau_proto::schema::check_committed(&path, &live_document()) {
+            panic!("{e}");
+        }
     }
 
     #[test]

@@ -130,7 +130,9 @@ mod tests {
     #[test]
     fn schema_committed_matches_the_types() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/schema/messaging.schema.json");
-        check_committed(&root, &messaging_document()).unwrap();
+        if let Err(e) = check_committed(&root, &messaging_document()) {
+            panic!("{e}");
+        }
     }
 
     #[test]
@@ -141,7 +143,7 @@ mod tests {
     #[test]
     fn schema_describes_a_send_and_an_ack() {
         let doc = messaging_document();
-        let defs = doc["$defs"].as_object().unwrap();
+        let defs = doc["$defs"].as_object().expect("$defs");
         for name in ["ClientFrame", "ServerFrame", "AuthFrame", "Entry", "ChannelId", "ErrorCode"] {
             assert!(defs.contains_key(name), "{name} missing");
         }

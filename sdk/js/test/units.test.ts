@@ -68,3 +68,13 @@ describe("frenchMessage", () => {
     for (const code of codes) expect(frenchMessage(code), code).not.toBe("Une erreur est survenue.");
   });
 });
+
+describe("README", () => {
+  it("shows the example that is type-checked (test/example.ts), in under 30 lines", () => {
+    const readme = readFileSync(new URL("../README.md", import.meta.url), "utf8");
+    const code = /## Example\n\n```ts\n([\s\S]*?)```/.exec(readme)![1]!;
+    const checked = readFileSync(new URL("./example.ts", import.meta.url), "utf8").split("\n").slice(2).join("\n");
+    expect(checked).toBe(code.replace('from "@preau/client"', 'from "../src/index.js"'));
+    expect(code.trim().split("\n").length).toBeLessThan(30);
+  });
+});
