@@ -60,9 +60,9 @@ pub async fn import(State(s): State<AppState>, headers: HeaderMap, body: axum::b
         Ok(a) => a,
         Err(r) => return *r,
     };
-    let doc: DirectoryDoc = match serde_json::from_slice(&body) {
+    let doc: DirectoryDoc = match crate::http::json_object(&body) {
         Ok(d) => d,
-        Err(e) => return err(StatusCode::BAD_REQUEST, "bad_request", "invalid_json", &e.to_string()),
+        Err(r) => return *r,
     };
     if doc.schools.iter().any(|sc| !who.may_act_on(&sc.uai)) {
         return err(StatusCode::FORBIDDEN, "forbidden", "other_school", "you may import your own school only");
@@ -111,9 +111,11 @@ impl AuditQuery {
     pub fn parse(q: &HashMap<String, String>) -> Result<AuditQuery, Refusal> {
         let since = match q.get("since") {
             None => 0,
-            Some(v) => v.parse().map_err(|_| {
-                Refusal(StatusCode::BAD_REQUEST, "bad_since", "`since` is milliseconds since the epoch")
-            })?,
+            Some(v) => v.parse().ok().filter(|t: &i64| *t >= 0).ok_or(Refusal(
+                StatusCode::BAD_REQUEST,
+                "bad_since",
+                "`since` is milliseconds since the epoch",
+            ))?,
         };
         let limit = match q.get("limit") {
             None => 200,
@@ -160,8 +162,10 @@ pub async fn audit_trail(
     }
 }
 
-/// `PUT /admin/suspension` body.
+/// `PUT /admin/suspension` body. A misspelt field is refused rather than ignored (as
+/// the server API's bodies): `announcement_open` must not pass for a choice made.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SuspendRequest {
     /// `platform` or `school`.
     pub scope: String,
@@ -225,9 +229,9 @@ pub async fn suspend(State(s): State<AppState>, headers: HeaderMap, body: axum::
         Ok(a) => a,
         Err(r) => return *r,
     };
-    let req: SuspendRequest = match serde_json::from_slice(&body) {
+    let req: SuspendRequest = match crate::http::json_object(&body) {
         Ok(r) => r,
-        Err(e) => return err(StatusCode::BAD_REQUEST, "bad_request", "invalid_json", &e.to_string()),
+        Err(r) => return *r,
     };
     let (scope, sus) = match decide_suspend(&who, req, s.g.clock.now_ms()) {
         Ok(d) => d,
@@ -289,6 +293,18 @@ pub async fn erase(
 /// The school a person-level admin request is about: the person's in the directory, else
 /// `school` from the query, else a school's admin's own; refused for another school.
 fn person_school(s: &AppState, who: &Admin, id: &str, q: &HashMap<String, String>) -> Result<String, Box<Response>> {
+    // An id no directory could hold is a mistake to say, not a person with no data.
+    if !preau_proto::valid_id(id) {
+        return Err(Box::new(err(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "bad_user",
+            "a user id is 1 to 64 of A-Z, a-z, 0-9, `_`, `.`, `-`",
+        )));
+    }
+    if q.get("school").is_some_and(|sc| !preau_proto::valid_id(sc)) {
+        return Err(Box::new(err(StatusCode::BAD_REQUEST, "bad_request", "bad_school", "`school` is a school's UAI")));
+    }
     let listed = s.g.dir().user(id).map(|u| u.school.clone());
     let school = match (listed, q.get("school"), who) {
         (Some(sc), _, _) => sc,
@@ -352,6 +368,11 @@ mod tests {
         assert_eq!(q(&[]), Ok(AuditQuery { school: None, since: 0, limit: 200 }));
         assert_eq!(q(&[("school", "*"), ("since", "5"), ("limit", "1")]).map(|a| (a.since, a.limit)), Ok((5, 1)));
         assert_eq!(q(&[("since", "hier")]), Err("bad_since"));
+        assert_eq!(
+            q(&[("since", "-1")]),
+            Err("bad_since"),
+            "before the epoch: a mistake, said (schemathesis found it)"
+        );
         assert_eq!(q(&[("limit", "0")]), Err("bad_limit"));
         assert_eq!(q(&[("limit", "1001")]), Err("bad_limit"));
     }

@@ -48,6 +48,16 @@ pub(crate) fn err(status: StatusCode, code: &str, reason: &str, message: &str) -
     (status, Json(json!({ "code": code, "reason": reason, "message": message }))).into_response()
 }
 
+/// A JSON body that must be an object: serde reads a struct from an array too (its
+/// fields in order), which no client means. The one reader of every HTTP body.
+pub(crate) fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Box<Response>> {
+    let bad = |m: &str| Box::new(err(StatusCode::BAD_REQUEST, "bad_request", "invalid_json", m));
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(bad("the body is a JSON object"));
+    }
+    serde_json::from_slice(bytes).map_err(|e| bad(&e.to_string()))
+}
+
 fn unauthorized(e: &AuthError) -> Response {
     metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => e.reason()).increment(1);
     err(StatusCode::UNAUTHORIZED, "unauthorized", e.reason(), &e.to_string())
@@ -94,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
+        .route("/openapi.json", get(|| async { asset("application/json", OPENAPI) }))
         .route("/admin/directory", post(crate::admin::import))
         .route("/admin/suspension", get(crate::admin::suspensions).put(crate::admin::suspend))
         .route("/admin/audit", get(crate::admin::audit_trail))
@@ -366,7 +377,11 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
     }
 }
 
-/// A static file of the web app.
+/// The OpenAPI document of these routes (docs/openapi/gateway.json; a test keeps the two
+/// equal).
+pub const OPENAPI: &str = include_str!("../../docs/openapi/gateway.json");
+
+/// A static file (the OpenAPI document, the web app's files).
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }

@@ -107,8 +107,7 @@ fn status_of(code: ErrorCode) -> StatusCode {
 }
 
 fn body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Box<Response>> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Box::new(err(StatusCode::BAD_REQUEST, "bad_request", "invalid_json", &e.to_string())))
+    crate::http::json_object(bytes)
 }
 
 #[derive(Deserialize)]

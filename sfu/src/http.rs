@@ -30,6 +30,13 @@ async fn ws(State(sfu): State<Arc<Sfu>>, Query(q): Query<WsQuery>, up: WebSocket
         .on_upgrade(move |ws| crate::peer::session(sfu, ws, q.token))
 }
 
+/// The OpenAPI document of these routes (docs/openapi/sfu.json).
+pub const OPENAPI: &str = include_str!("../../docs/openapi/sfu.json");
+
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -65,7 +72,21 @@ pub fn router(sfu: Arc<Sfu>) -> axum::Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
+        .route("/openapi.json", get(openapi))
         .route("/classroom", get(classroom))
         .route("/", get(|| async { Redirect::temporary("/classroom") }))
         .with_state(sfu)
+}
+
+#[cfg(test)]
+mod tests {
+    use preau_ops::testing::{routes_in_openapi, routes_in_source};
+
+    /// The SFU's OpenAPI document (docs/openapi/sfu.json) describes exactly its routes.
+    #[test]
+    fn every_route_is_documented() {
+        let routes = routes_in_source(include_str!("http.rs"));
+        assert_eq!(routes.len(), 7, "{routes:?}");
+        assert_eq!(routes, routes_in_openapi(super::OPENAPI).expect("parses"));
+    }
 }

@@ -8,7 +8,8 @@
 //! - [`client`]: the HTTP client the servers use themselves (the portal's JWKS, webhooks).
 //! - [`metrics`]: metric descriptions (kind and HELP text), one table per server.
 //! - [`logging`]: logs on standard error, plain or JSON for every line.
-//! - `testing` (feature `testing`): a CA of a test's own, its leaves and pins.
+//! - `testing` (feature `testing`): a CA of a test's own, its leaves and pins; promtool;
+//!   a router's routes against its OpenAPI document.
 
 pub mod client;
 pub mod logging;

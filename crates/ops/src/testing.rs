@@ -103,3 +103,45 @@ pub fn promtool_check_metrics(page: &str) -> Result<(), String> {
         Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     }
 }
+
+/// The routes an axum router's source declares: each `.route("<path>", get(..).put(..))`
+/// as `(METHOD, path)` pairs, sorted. For the tests that keep a server's OpenAPI document
+/// and its routes equal (a route added without its document fails them).
+pub fn routes_in_source(source: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(at) = rest.find(".route(") {
+        rest = &rest[at + ".route(".len()..];
+        let Some(open) = rest.find('"') else { break };
+        let Some(close) = rest[open + 1..].find('"') else { break };
+        let path = &rest[open + 1..open + 1 + close];
+        // The method routers up to the next route or the end of the statement.
+        let end = [rest.find(".route("), rest.find(';')].into_iter().flatten().min().unwrap_or(rest.len());
+        let methods = &rest[open + 1 + close..end];
+        for m in ["get", "post", "put", "delete", "patch"] {
+            let calls = [format!("({m}("), format!(" {m}("), format!(".{m}("), format!("::{m}(")];
+            if calls.iter().any(|c| methods.contains(c.as_str())) {
+                out.push((m.to_uppercase(), path.to_owned()));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The `(METHOD, path)` pairs an OpenAPI document describes, sorted.
+pub fn routes_in_openapi(doc: &str) -> Result<Vec<(String, String)>, String> {
+    let v: serde_json::Value = serde_json::from_str(doc).map_err(|e| e.to_string())?;
+    let paths = v["paths"].as_object().ok_or("no paths")?;
+    let mut out = Vec::new();
+    for (path, ops) in paths {
+        for m in ["get", "post", "put", "delete", "patch"] {
+            if ops.get(m).is_some() {
+                out.push((m.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -17,6 +17,7 @@ mod keys;
 mod lifecycle;
 mod live;
 mod moderation;
+mod openapi;
 mod ops;
 mod policy;
 mod postgres;
