@@ -441,6 +441,9 @@ export class PreauClient extends Emitter<ClientEvents> {
         this.pending.delete(id);
         if (f.type === "ack") p.resolve(f);
         else p.reject(new PreauError(f.code, f.message, f.retry_after_ms ?? undefined));
+        // Suspensions are learnt from `sync`: a refusal says one started, so ask now and
+        // the page can say why (the `suspension` event).
+        if (f.type === "error" && f.code === "suspended" && this.resumed) void this.resync().catch(() => undefined);
         return;
       }
       case "event":

@@ -2,7 +2,7 @@
 // by a gateway in development mode, or built as static files an ENT hosts (config.js
 // gives the addresses and how to get a token: sdk/js/README.md).
 import { PreauClient, PreauError, frenchMessage, type ChannelState, type Entry, type Status } from "../../src/index.js";
-import { h, clear, formatWhen, kindLabel, profileLabel } from "./ui.js";
+import { h, clear, formatWhen, icon, kindLabel, profileLabel } from "./ui.js";
 
 /** What an ENT's config.js may set (all optional in development mode). */
 interface Config {
@@ -406,9 +406,9 @@ function onEntry(ch: string, e: Entry, isLive: boolean): void {
     live.textContent = `Nouveau message de ${name(e.author)}${where} : ${(e.body ?? "").slice(0, 140)}`;
   }
   if (ch === current) {
-    // A thread's state (locked, pinned) shows in the header's buttons too.
-    if (e.kind === "thread_state" || e.kind === "thread") renderPaneHeader();
-    renderLog();
+    // A thread's state (locked, pinned) changes the header's buttons and the composer.
+    if (e.kind === "thread_state" || e.kind === "thread") renderPane();
+    else renderLog();
     markRead();
   }
 }
@@ -554,7 +554,7 @@ function renderForum(ul: HTMLElement, c: ChannelState, entries: Entry[]): void {
         h(
           "li",
           { class: "thread" },
-          h("h3", {}, h("a", { href: `#c=${encodeURIComponent(c.channel)}&t=${t.seq}` }, `${t.pinned ? "📌 " : ""}${t.locked ? "🔒 " : ""}${t.title ?? ""}`)),
+          h("h3", {}, t.pinned ? icon("pin") : null, t.locked ? icon("lock") : null, h("a", { href: `#c=${encodeURIComponent(c.channel)}&t=${t.seq}` }, t.title ?? "")),
           h("p", { class: "sub" }, `${name(t.author)} · ${formatWhen(t.at)} · ${replies} réponse${replies > 1 ? "s" : ""}${state ? ` · ${state}` : ""}`),
         ),
       );
@@ -567,7 +567,7 @@ function renderForum(ul: HTMLElement, c: ChannelState, entries: Entry[]): void {
     return;
   }
   ul.append(
-    h("li", { class: "thread" }, h("h3", {}, `${t.locked ? "🔒 " : ""}${t.title ?? ""}`), h("p", { class: "sub" }, t.locked ? "Sujet verrouillé : plus de réponses." : "Sujet ouvert.")),
+    h("li", { class: "thread" }, h("h3", {}, t.locked ? icon("lock") : null, t.title ?? ""), h("p", { class: "sub" }, t.locked ? "Sujet verrouillé : plus de réponses." : "Sujet ouvert.")),
     messageItem(c, t),
   );
   for (const e of entries.filter((x) => x.thread === t.seq)) ul.append(messageItem(c, e));
@@ -598,6 +598,10 @@ function composerFor(c: ChannelState): HTMLElement | null {
       });
     });
     return form;
+  }
+  const thread = c.kind === "forum" && currentThread !== null ? logOf(c.channel).entries.get(currentThread) : undefined;
+  if (thread?.locked && !c.moderator) {
+    return h("p", { class: "notice" }, "Ce sujet est verrouillé : vous ne pouvez plus y répondre.");
   }
   if (!c.canPost) {
     return h("p", { class: "notice" }, c.kind === "announcements" ? "Les annonces sont publiées par l'équipe de la classe." : "Vous ne pouvez pas écrire ici.");

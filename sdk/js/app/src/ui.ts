@@ -49,3 +49,23 @@ export function profileLabel(profile: string, plural = false): string {
 export function kindLabel(kind: string): string {
   return { forum: "Forum de la classe", announcements: "Annonces de la classe", direct: "Conversation", group: "Groupe" }[kind] ?? kind;
 }
+
+const ICONS: Record<string, string> = {
+  // A padlock and a pin, drawn here: emoji fonts are missing on many school computers.
+  lock: "M7 10V7a5 5 0 0 1 10 0v3h1a1 1 0 0 1 1 1v9a1 1 0 0 1-1 1H6a1 1 0 0 1-1-1v-9a1 1 0 0 1 1-1h1zm2 0h6V7a3 3 0 0 0-6 0v3z",
+  pin: "M14 2l8 8-3 1-4 4 1 5-2 2-4-6-6 6-1-1 6-6-6-4 2-2 5 1 4-4z",
+};
+
+/** A small icon (decorative: the text next to it says the same). */
+export function icon(name: keyof typeof ICONS): SVGElement {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("class", "icon");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("d", ICONS[name]!);
+  path.setAttribute("fill", "currentColor");
+  svg.append(path);
+  return svg;
+}

@@ -80,11 +80,10 @@ describe("the messaging app", () => {
     await t.getByRole("button", { name: "Déverrouiller" }).waitFor();
     await shot(t, "08-teacher-locked");
     await p.getByText("Sujet verrouillé : plus de réponses.").waitFor({ timeout: 10_000 });
-    // A pupil's post to a locked thread is refused, in French.
-    await p.getByLabel("Votre réponse").fill("Et l'exercice 4 ?");
-    await p.getByRole("button", { name: "Envoyer" }).click();
-    await p.getByText("Cette discussion est verrouillée.").waitFor({ timeout: 10_000 });
-    await shot(p, "09-pupil-locked-refused");
+    // The pupil can no longer answer, and is told why.
+    await p.getByText("Ce sujet est verrouillé : vous ne pouvez plus y répondre.").waitFor({ timeout: 10_000 });
+    expect(await p.getByLabel("Votre réponse").count()).toBe(0);
+    await shot(p, "09-pupil-locked");
     expect(await checkAccessible(p)).toEqual([]);
     await teacher.ctx.close();
     await pupil.ctx.close();
@@ -119,6 +118,42 @@ describe("the messaging app", () => {
     await parent.ctx.close();
   });
 
+  it("a suspension of messaging is shown, in French, and writing is refused until it is lifted", async () => {
+    // An open thread (the one of the test before is locked).
+    const t02 = gw.client("t02");
+    await t02.connect();
+    await t02.createThread("forum:0750001A:6A", "Questions libres", "Posez-les ici.");
+    t02.close();
+    const pupil = await open(browser, gw.http, "e007", PHONE);
+    const p = pupil.page;
+    const admin = await gw.token("ad01");
+    const suspend = (suspended: boolean) =>
+      fetch(`${gw.http}/admin/suspension`, {
+        method: "PUT",
+        headers: { authorization: `Bearer ${admin}`, "content-type": "application/json" },
+        body: JSON.stringify({ scope: "school", suspended, reason: "incident en cours de traitement" }),
+      });
+    expect((await suspend(true)).status).toBe(200);
+    // Keyboard only: Tab to the class forum's link, Enter opens it.
+    const link = p.getByRole("link", { name: "Forum 6e A" });
+    for (let i = 0; i < 10 && !(await link.evaluate((el) => el === document.activeElement)); i++) await p.keyboard.press("Tab");
+    await p.keyboard.press("Enter");
+    await p.getByRole("heading", { name: "Forum 6e A" }).waitFor();
+    const thread = p.getByRole("link", { name: /Questions libres/ });
+    await thread.focus();
+    await p.keyboard.press("Enter");
+    await p.getByLabel("Votre réponse").fill("Bonjour");
+    await p.getByLabel("Votre réponse").press("Enter");
+    await p.getByText("La messagerie est suspendue pour le moment. La lecture reste possible.").waitFor();
+    await p.getByText(/La messagerie est suspendue dans votre établissement : incident en cours de traitement/).waitFor();
+    await shot(p, "12-suspended");
+    // Escape goes back to the list.
+    await p.keyboard.press("Escape");
+    await p.getByRole("link", { name: "Annonces 6e A" }).waitFor();
+    expect((await suspend(false)).status).toBe(200);
+    await pupil.ctx.close();
+  });
+
   it("a refused action shows a French message", async () => {
     const pupil = await open(browser, gw.http, "e001", PHONE);
     const p = pupil.page;
@@ -129,7 +164,7 @@ describe("the messaging app", () => {
     await p.getByLabel("Avec").selectOption("e060");
     await p.getByRole("button", { name: "Ouvrir" }).click();
     await p.getByText("Les règles de l'établissement ne permettent pas cette action.").waitFor();
-    await shot(p, "12-refused-in-french");
+    await shot(p, "13-refused-in-french");
     await pupil.ctx.close();
   });
 });

@@ -36,7 +36,7 @@ it("the page survives a gateway restart mid-conversation with nothing lost", asy
   await p.getByLabel("Votre message").fill("Écrit pendant la coupure.");
   await p.getByRole("button", { name: "Envoyer" }).click();
   await p.getByText("En attente d'envoi…").waitFor();
-  await shot(p, "13-parent-offline-pending");
+  await shot(p, "14-parent-offline-pending");
 
   await gw.restart();
   await p.locator("#status[data-state=online]").waitFor({ timeout: 30_000 });
@@ -45,8 +45,8 @@ it("the page survives a gateway restart mid-conversation with nothing lost", asy
   await t.getByLabel("Votre message").fill("Bien reçu après le redémarrage.");
   await t.getByLabel("Votre message").press("Enter");
   await p.locator(".msg .body", { hasText: "Bien reçu après le redémarrage." }).waitFor({ timeout: 10_000 });
-  await shot(p, "14-parent-after-restart");
-  await shot(t, "15-teacher-after-restart");
+  await shot(p, "15-parent-after-restart");
+  await shot(t, "16-teacher-after-restart");
   // Each message once on both pages.
   for (const page of [p, t]) {
     for (const text of ["Premier message avant la coupure.", "Écrit pendant la coupure.", "Bien reçu après le redémarrage."]) {
