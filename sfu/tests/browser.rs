@@ -563,11 +563,11 @@ async fn hands_show_live_and_a_removed_pupil_is_told_why_in_french() {
     chrome.eval(&a, "document.getElementById('hand').click(), true").await;
     chrome.until(&teacher, &hand, 10, "pupil A's hand up in the teacher's list", |v| v.as_bool() == Some(true)).await;
     let shown = chrome.eval(&teacher, list).await;
-    assert!(shown.as_str().is_some_and(|t| t.contains('✋')), "the list shows the hand: {shown}");
+    assert!(shown.as_str().is_some_and(|t| t.contains("main levée")), "the list shows the hand: {shown}");
     chrome.eval(&teacher, "document.getElementById('lowerAll').click(), true").await;
     chrome.until(&teacher, &hand, 10, "pupil A's hand lowered by lower-all", |v| v.as_bool() == Some(false)).await;
     let shown = chrome.eval(&teacher, list).await;
-    assert!(shown.as_str().is_some_and(|t| !t.contains('✋')), "no hand left in the list: {shown}");
+    assert!(shown.as_str().is_some_and(|t| !t.contains("main levée")), "no hand left in the list: {shown}");
 
     chrome.eval(&a, "document.getElementById('hand').click(), true").await;
     chrome.until(&teacher, &hand, 10, "pupil A's hand up again", |v| v.as_bool() == Some(true)).await;
@@ -755,6 +755,71 @@ async fn the_teacher_is_told_of_arrivals_and_confirms_a_removal() {
     chrome.eval(&teacher, exclude).await;
     chrome.eval(&teacher, "document.getElementById('confirmYes').click(), true").await;
     chrome.until(&teacher, "preau.state.members.size", 10, "the pupil removed", |v| v.as_u64() == Some(1)).await;
+}
+
+/// Issue 15: a pupil without camera is a placeholder with their initials, name and
+/// microphone (not a black box); a tile can be enlarged and its video is then asked at
+/// the full layer; the devices can be chosen; the network's quality is shown in words;
+/// the page draws its own icons (no emoji, which school computers often cannot show).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placeholders_enlarged_tiles_devices_and_the_network_in_words() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let class = Class::start().await;
+    let (chrome, teacher, host_peer) = (&class.chrome, class.teacher.clone(), class.host_peer);
+    let [pupil]: [String; 1] = class.admit_pupils(1).await.try_into().expect("one pupil");
+    let pp = num(&chrome.until(&pupil, STATE, 20, "the pupil joined", |v| v.as_u64() > Some(0)).await, &[]);
+    chrome.eval(&teacher, &format!("preau.grant({pp}, 'audio', true).then(() => true)")).await;
+
+    // The teacher sees the pupil's tile: no picture, their name and an open microphone.
+    let placeholder = format!(
+        "(t => t ? JSON.stringify([t.div.classList.contains('has-video'), t.div.querySelector('.placeholder').innerText]) : null)(preau.state.tiles.get('p{pp}'))"
+    );
+    let shown = chrome
+        .until(&teacher, &placeholder, 30, "the pupil's placeholder", |v| {
+            v.as_str().is_some_and(|t| t.starts_with("[false,") && t.contains("e001") && t.contains("micro ouvert"))
+        })
+        .await;
+    println!("the pupil's tile at the teacher: {shown}");
+
+    // Desktop size: the pupil enlarges the teacher's tile and asks the full layer.
+    screenshot(chrome, &pupil, "classroom-pupil-desktop-before", 1280, 800, false).await;
+    let video = format!("p{host_peer}-video");
+    chrome
+        .until(&pupil, &format!("preau.state.tiles.get('p{host_peer}').div.classList.contains('has-video')"), 30, "the teacher's picture", |v| {
+            v.as_bool() == Some(true)
+        })
+        .await;
+    let before = chrome.eval(&pupil, &format!("preau.state.asked['{video}'] || null")).await;
+    chrome.eval(&pupil, &format!("preau.state.tiles.get('p{host_peer}').big.click(), true")).await;
+    chrome.until(&pupil, &format!("preau.state.asked['{video}']"), 10, "the full layer asked", |v| v.as_str() == Some("high")).await;
+    let pressed = chrome.eval(&pupil, &format!("preau.state.tiles.get('p{host_peer}').big.getAttribute('aria-pressed')")).await;
+    assert_eq!(pressed, json!("true"));
+    println!("the teacher's video asked {before} then high once enlarged");
+
+    // The devices: the pupil's microphone (granted) and the teacher's two.
+    let mics = chrome.until(&pupil, "document.getElementById('micDevice').options.length", 20, "the pupil's microphones", |v| v.as_u64() >= Some(1)).await;
+    let cams = chrome.until(&teacher, "document.getElementById('camDevice').options.length", 20, "the teacher's cameras", |v| v.as_u64() >= Some(1)).await;
+    let switched = chrome
+        .eval(
+            &teacher,
+            "(async () => { const before = preau.state.senders.video.track.id; const sel = document.getElementById('camDevice'); sel.dispatchEvent(new Event('change')); for (let i = 0; i < 50 && preau.state.senders.video.track.id === before; i++) await new Promise(r => setTimeout(r, 100)); return preau.state.senders.video.track.id !== before; })()",
+        )
+        .await;
+    assert_eq!(switched, json!(true), "choosing a camera replaces the track");
+    println!("devices: pupil {mics} microphone(s), teacher {cams} camera(s)");
+
+    // The network in words, on both pages.
+    for tab in [&pupil, &teacher] {
+        chrome
+            .until(tab, "document.getElementById('net').textContent", 20, "the network's quality", |v| {
+                v.as_str().is_some_and(|t| ["Réseau : bon", "Réseau : moyen", "Réseau : faible"].contains(&t))
+            })
+            .await;
+    }
+    let no_emoji = "!/[\\u{1F300}-\\u{1FAFF}\\u{2600}-\\u{27BF}]/u.test(document.body.innerText)";
+    assert_eq!(chrome.eval(&teacher, no_emoji).await, json!(true), "no emoji on the teacher's page");
+    screenshot(chrome, &pupil, "classroom-pupil-enlarged-desktop", 1280, 800, false).await;
+    screenshot(chrome, &teacher, "classroom-teacher-placeholder-phone", 390, 844, true).await;
 }
 
 /// Issue 16: browsers give cameras only to secure pages. The node serves the classroom
