@@ -119,8 +119,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/server/v1/schools/{uai}/classes/{class}/online", get(crate::server_api::online))
         .route("/server/v1/directory", post(crate::server_api::import))
-        // The live classroom page (the same file the SFU serves).
-        .route("/classroom", get(|| async { Html(include_str!("../../sfu/static/classroom.html")) }));
+        // The live classroom page (the same file the SFU serves), and the SDK its chat
+        // imports (sdk/js, built into static/app).
+        .route("/classroom", get(|| async { Html(include_str!("../../sfu/static/classroom.html")) }))
+        .route(
+            "/preau-client.js",
+            get(|| async { asset("text/javascript", include_str!("../static/app/preau-client.js")) }),
+        );
     if state.g.cfg.dev_mode() {
         r = r
             .route("/dev/users", get(dev_users))

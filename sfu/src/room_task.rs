@@ -459,6 +459,7 @@ impl RoomTask {
             ClientCmd::MuteAll => self.room.handle_mute_all(now, peer),
             ClientCmd::Remove { peer: p } => self.room.handle_remove(now, peer, p),
             ClientCmd::Lock { locked } => self.room.handle_lock(now, peer, locked),
+            ClientCmd::Chat { thread } => self.room.handle_chat(now, peer, thread),
             ClientCmd::ClassReceive { mode } => self.room.handle_class_receive(now, peer, mode),
             ClientCmd::End => self.room.handle_end(now, peer),
             ClientCmd::Quality { source, quality } => {

@@ -785,20 +785,37 @@ async fn placeholders_enlarged_tiles_devices_and_the_network_in_words() {
     screenshot(chrome, &pupil, "classroom-pupil-desktop-before", 1280, 800, false).await;
     let video = format!("p{host_peer}-video");
     chrome
-        .until(&pupil, &format!("preau.state.tiles.get('p{host_peer}').div.classList.contains('has-video')"), 30, "the teacher's picture", |v| {
-            v.as_bool() == Some(true)
-        })
+        .until(
+            &pupil,
+            &format!("preau.state.tiles.get('p{host_peer}').div.classList.contains('has-video')"),
+            30,
+            "the teacher's picture",
+            |v| v.as_bool() == Some(true),
+        )
         .await;
     let before = chrome.eval(&pupil, &format!("preau.state.asked['{video}'] || null")).await;
     chrome.eval(&pupil, &format!("preau.state.tiles.get('p{host_peer}').big.click(), true")).await;
-    chrome.until(&pupil, &format!("preau.state.asked['{video}']"), 10, "the full layer asked", |v| v.as_str() == Some("high")).await;
-    let pressed = chrome.eval(&pupil, &format!("preau.state.tiles.get('p{host_peer}').big.getAttribute('aria-pressed')")).await;
+    chrome
+        .until(&pupil, &format!("preau.state.asked['{video}']"), 10, "the full layer asked", |v| {
+            v.as_str() == Some("high")
+        })
+        .await;
+    let pressed =
+        chrome.eval(&pupil, &format!("preau.state.tiles.get('p{host_peer}').big.getAttribute('aria-pressed')")).await;
     assert_eq!(pressed, json!("true"));
     println!("the teacher's video asked {before} then high once enlarged");
 
     // The devices: the pupil's microphone (granted) and the teacher's two.
-    let mics = chrome.until(&pupil, "document.getElementById('micDevice').options.length", 20, "the pupil's microphones", |v| v.as_u64() >= Some(1)).await;
-    let cams = chrome.until(&teacher, "document.getElementById('camDevice').options.length", 20, "the teacher's cameras", |v| v.as_u64() >= Some(1)).await;
+    let mics = chrome
+        .until(&pupil, "document.getElementById('micDevice').options.length", 20, "the pupil's microphones", |v| {
+            v.as_u64() >= Some(1)
+        })
+        .await;
+    let cams = chrome
+        .until(&teacher, "document.getElementById('camDevice').options.length", 20, "the teacher's cameras", |v| {
+            v.as_u64() >= Some(1)
+        })
+        .await;
     let switched = chrome
         .eval(
             &teacher,

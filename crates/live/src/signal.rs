@@ -213,6 +213,12 @@ pub enum ClientCmd {
         /// Peer.
         peer: PeerId,
     },
+    /// Host: the class's chat is this forum thread of the class (its seq, from the
+    /// gateway's `create_thread`); every member is told (`chat`), newcomers too.
+    Chat {
+        /// The thread's seq in `forum:<school>:<class>`.
+        thread: u64,
+    },
     /// Host: lock or unlock.
     Lock {
         /// Locked.
@@ -415,6 +421,7 @@ pub fn decode(text: &str) -> Result<ClientMsg, (Option<u64>, SignalError)> {
         "mute_all",
         "remove",
         "lock",
+        "chat",
         "end",
         "leave",
     ];

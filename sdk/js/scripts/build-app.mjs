@@ -1,5 +1,5 @@
 // Builds the messaging web app (app/) into static files: app/dist/{index.html, app.js,
-// app.css, config.js}, the SDK and its MessagePack codec bundled in app.js. The gateway
+// app.css, config.js, preau-client.js (the SDK alone, for the classroom page's chat)}, the SDK and its MessagePack codec bundled in app.js. The gateway
 // serves the same files at `/` in development mode from gateway/static/app/, kept equal
 // to the build: `--check` fails when they differ (CI), otherwise they are rewritten.
 import { build } from "esbuild";
@@ -20,8 +20,19 @@ const result = await build({
   write: false,
   legalComments: "none",
 });
+// The SDK alone, as one ES module the classroom page imports for its chat.
+const sdk = await build({
+  entryPoints: [join(here, "src", "index.ts")],
+  bundle: true,
+  format: "esm",
+  minify: true,
+  target: ["es2022"],
+  write: false,
+  legalComments: "none",
+});
 const files = {
   "app.js": result.outputFiles[0].text,
+  "preau-client.js": sdk.outputFiles[0].text,
   "index.html": readFileSync(join(here, "app", "index.html"), "utf8"),
   "app.css": readFileSync(join(here, "app", "app.css"), "utf8"),
   "config.js": readFileSync(join(here, "app", "config.js"), "utf8"),

@@ -159,6 +159,12 @@ export type ClientMsg = {
   type: "remove";
 }) | ({
   /**
+   * The thread's seq in `forum:<school>:<class>`.
+   */
+  thread: number;
+  type: "chat";
+}) | ({
+  /**
    * Locked.
    */
   locked: boolean;
@@ -239,6 +245,12 @@ export type Event = (({
    */
   queue: number[];
   type: "hands";
+}) | ({
+  /**
+   * The thread's seq in the class forum.
+   */
+  thread: number;
+  type: "chat";
 }) | ({
   /**
    * Now locked.

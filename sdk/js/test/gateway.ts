@@ -144,3 +144,43 @@ export async function until(cond: () => boolean, ms = 15_000, what = "condition"
 export const SCHOOL = "0750001A";
 export const FORUM_6A = `forum:${SCHOOL}:6A`;
 export const ANN_6A = `ann:${SCHOOL}:6A`;
+
+/** A free loopback TCP port (for a server that must be named before it starts). */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import("node:net");
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** A live-class SFU node on `port`, checking room tokens with the gateway's development
+ * key (the gateway must have started). */
+export class Sfu {
+  private constructor(private readonly child: ChildProcess) {}
+
+  static async start(gw: Gateway, port: number): Promise<Sfu> {
+    const bin = process.env.PREAU_SFU_BIN ?? join(root, "target", "debug", "preau-sfu");
+    const key = join(gw.dir, "data", "dev-signing-key");
+    const child = spawn(bin, ["--listen", `127.0.0.1:${port}`, "--udp", "127.0.0.1:0", "--room-key-file", key], {
+      env: { ...process.env, PREAU_LOG: "warn" },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    await new Promise<void>((resolve, reject) => {
+      child.once("exit", (c) => reject(new Error(`preau-sfu exited (${c})`)));
+      createInterface({ input: child.stdout! }).once("line", () => resolve());
+    });
+    return new Sfu(child);
+  }
+
+  stop(): Promise<void> {
+    if (this.child.exitCode !== null) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.child.once("exit", () => resolve());
+      this.child.kill("SIGKILL");
+    });
+  }
+}

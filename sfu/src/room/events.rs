@@ -223,6 +223,13 @@ pub enum Event {
         /// Peers with a raised hand, first raised first.
         queue: Vec<PeerId>,
     },
+    /// The class's chat: a thread of the class forum, a durable Préau channel (read and
+    /// written through the gateway, under its rules; the host closes it to pupils by
+    /// locking the thread).
+    Chat {
+        /// The thread's seq in the class forum.
+        thread: u64,
+    },
     /// Locked or unlocked.
     Locked {
         /// Now locked.

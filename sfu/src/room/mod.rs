@@ -36,6 +36,8 @@ pub struct Room {
     ended: Option<EndReason>,
     hostless_since: Option<Instant>,
     class_receive: ReceiveMode,
+    /// The class chat's forum thread, once the host set it.
+    chat: Option<u64>,
     poll: Option<Poll>,
     polls: u32,
     out: VecDeque<Output>,
@@ -53,6 +55,7 @@ impl Room {
             ended: None,
             hostless_since: Some(now),
             class_receive: ReceiveMode::All,
+            chat: None,
             poll: None,
             polls: 0,
             out: VecDeque::new(),
@@ -399,6 +402,16 @@ impl Room {
         Ok(())
     }
 
+    /// The host names the class chat's thread; everyone is told (newcomers at admission).
+    pub fn handle_chat(&mut self, _now: Instant, by: PeerId, thread: u64) -> Result<(), RoomError> {
+        self.host(by)?;
+        if self.chat != Some(thread) {
+            self.chat = Some(thread);
+            self.emit(None, Event::Chat { thread });
+        }
+        Ok(())
+    }
+
     /// The host ends the class for everyone.
     pub fn handle_end(&mut self, _now: Instant, by: PeerId) -> Result<(), RoomError> {
         self.host(by)?;
@@ -436,6 +449,9 @@ impl Room {
         self.emit(Some(peer), Event::Admitted { members });
         if self.class_receive != ReceiveMode::All {
             self.emit(Some(peer), Event::ClassReceive { mode: self.class_receive });
+        }
+        if let Some(thread) = self.chat {
+            self.emit(Some(peer), Event::Chat { thread });
         }
         if self.members.get(&peer).is_some_and(|m| m.role == Role::Host) && !self.waiting.is_empty() {
             let waiting = self.waiting.iter().map(|w| (w.peer, w.name.clone())).collect();
@@ -775,6 +791,23 @@ mod tests {
         assert_eq!(r.handle_raise_hand(now, 2), Err(RoomError::Ended));
         assert_eq!(r.handle_join(now, 8, "e008", "x", Role::Participant), Err(RoomError::Ended));
         assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn the_chat_thread_is_set_by_the_host_and_told_to_everyone_and_newcomers() {
+        let (mut r, now) = class(3);
+        assert_eq!(r.handle_chat(now, 2, 7), Err(RoomError::NotHost));
+        drain(&mut r);
+        r.handle_chat(now, T, 7).expect("chat");
+        assert_eq!(drain(&mut r), vec![Output { to: None, event: Event::Chat { thread: 7 } }]);
+        r.handle_chat(now, T, 7).expect("again: nothing new");
+        assert!(drain(&mut r).is_empty());
+        r.handle_join(now, 9, "e009", "late", Role::Participant).expect("waits");
+        r.handle_admit(now, T, 9).expect("admit");
+        let out = drain(&mut r);
+        assert!(out.contains(&Output { to: Some(9), event: Event::Chat { thread: 7 } }), "{out:?}");
+        r.handle_end(now, T).expect("end");
+        assert_eq!(r.handle_chat(now, T, 8), Err(RoomError::Ended));
     }
 
     #[test]

@@ -9,13 +9,13 @@ export const PHONE = { width: 390, height: 844 };
 export const DESKTOP = { width: 1280, height: 800 };
 export const shots = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "test-results", "screenshots");
 
-export async function launch(): Promise<Browser> {
+export async function launch(extra: string[] = []): Promise<Browser> {
   const executablePath = process.env.PREAU_CHROMIUM ?? "/usr/bin/chromium";
   if (!existsSync(executablePath)) throw new Error(`${executablePath} is missing: apt-get install chromium`);
   mkdirSync(shots, { recursive: true });
   return chromium.launch({
     executablePath,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", ...extra],
   });
 }
 
