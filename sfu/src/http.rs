@@ -37,6 +37,13 @@ async fn openapi() -> Response {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
+/// @preau/client as one ES module: the classroom page takes its simulcast recipe from it
+/// (the gateway serves the same file).
+async fn sdk() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "text/javascript")], include_str!("../../gateway/static/app/preau-client.js"))
+        .into_response()
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -73,6 +80,7 @@ pub fn router(sfu: Arc<Sfu>) -> axum::Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
         .route("/openapi.json", get(openapi))
+        .route("/preau-client.js", get(sdk))
         .route("/classroom", get(classroom))
         .route("/", get(|| async { Redirect::temporary("/classroom") }))
         .with_state(sfu)
@@ -86,7 +94,7 @@ mod tests {
     #[test]
     fn every_route_is_documented() {
         let routes = routes_in_source(include_str!("http.rs"));
-        assert_eq!(routes.len(), 7, "{routes:?}");
+        assert_eq!(routes.len(), 8, "{routes:?}");
         assert_eq!(routes, routes_in_openapi(super::OPENAPI).expect("parses"));
     }
 }

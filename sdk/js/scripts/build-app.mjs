@@ -11,25 +11,11 @@ const here = join(dirname(fileURLToPath(import.meta.url)), "..");
 const dist = join(here, "app", "dist");
 const served = join(here, "..", "..", "gateway", "static", "app");
 mkdirSync(dist, { recursive: true });
-const result = await build({
-  entryPoints: [join(here, "app", "src", "main.ts")],
-  bundle: true,
-  format: "esm",
-  minify: true,
-  target: ["es2022"],
-  write: false,
-  legalComments: "none",
-});
+const bundle = (entry) =>
+  build({ entryPoints: [entry], bundle: true, format: "esm", minify: true, target: ["es2022"], write: false, legalComments: "none" });
+const result = await bundle(join(here, "app", "src", "main.ts"));
 // The SDK alone, as one ES module the classroom page imports for its chat.
-const sdk = await build({
-  entryPoints: [join(here, "src", "index.ts")],
-  bundle: true,
-  format: "esm",
-  minify: true,
-  target: ["es2022"],
-  write: false,
-  legalComments: "none",
-});
+const sdk = await bundle(join(here, "src", "index.ts"));
 const files = {
   "app.js": result.outputFiles[0].text,
   "preau-client.js": sdk.outputFiles[0].text,
