@@ -2,7 +2,7 @@
 // restarted under a storm of clients, and a reader too slow for its queue.
 import { afterEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import type { Entry, PreauClient, WebSocketConstructor } from "../src/index.js";
+import type { Alert, Entry, OutboxItem, PreauClient, PreauError, WebSocketConstructor } from "../src/index.js";
 import { Gateway, sleep, until } from "./gateway.js";
 
 let gw: Gateway | null = null;
@@ -131,5 +131,57 @@ describe("slow consumer", () => {
     // drops 12 s after the cut (a reader this stuck never reads the close frame).
     expect(closes.some((c) => c === 4008 || c === 1006)).toBe(true);
     expect(seen).toEqual([...acked].sort((a, b) => a - b));
+  });
+});
+
+describe("outbox kept by the page", () => {
+  it("a send made offline survives the client's end and is sent once by the next one", async () => {
+    gw = await Gateway.start();
+    let saved: OutboxItem[] = [];
+    const store = { load: () => saved, save: (items: OutboxItem[]) => void (saved = items) };
+    const teacher = gw.client("t03", { outbox: store });
+    const pupil = gw.client("e051");
+    clients.push(teacher, pupil);
+    await Promise.all([teacher.connect(), pupil.connect()]);
+    const dm = await teacher.openDirect("e051");
+    await until(() => pupil.channel(dm) !== undefined, 10_000, "channel_added");
+    const seen = track(pupil, dm);
+
+    await gw.kill9();
+    await until(() => teacher.status === "reconnecting", 10_000, "offline");
+    const pending = teacher.sendMessage(dm, "Écrit hors ligne, la page fermée ensuite.").catch((e: PreauError) => e);
+    await until(() => saved.length === 1, 5_000, "the outbox saved");
+    teacher.close(); // The page is closed: the send is still in the store.
+    expect(((await pending) as PreauError).code).toBe("stopped");
+    expect(saved.map((i) => i.command.type)).toEqual(["send"]);
+
+    await gw.restart();
+    const next = gw.client("t03", { outbox: store });
+    clients.push(next);
+    await next.connect();
+    await until(() => saved.length === 0, 15_000, "the outbox emptied");
+    await until(() => seen.length === 1, 15_000, "the pupil got it");
+    const page = await pupil.history(dm, { after: 0 });
+    expect(page.entries.filter((e) => e.body === "Écrit hors ligne, la page fermée ensuite.").length).toBe(1);
+  });
+});
+
+describe("alerts", () => {
+  it("the mass-send brake holds an account and the school's direction is alerted", async () => {
+    gw = await Gateway.start(["--brake-slow-after", "2", "--brake-hold-after", "3", "--brake-slow-interval-seconds", "1"]);
+    const staff = gw.client("s01");
+    const pupil = gw.client("e010");
+    clients.push(staff, pupil);
+    await Promise.all([staff.connect(), pupil.connect()]);
+    const alerts: Alert[] = [];
+    staff.on("alert", (a) => alerts.push(a));
+    const codes: string[] = [];
+    for (const other of ["e011", "e012", "e013", "e014", "e015"]) {
+      await pupil.openDirect(other).catch((e: PreauError) => codes.push(e.code));
+    }
+    expect(codes).toContain("held");
+    await until(() => alerts.length > 0, 10_000, "the alert");
+    expect(alerts[0]!.kind).toBe("mass_send");
+    expect(alerts[0]!.user).toBe("e010");
   });
 });
