@@ -79,8 +79,8 @@ export interface ClientOptions {
   /** How long a command may wait for its answer before the connection is taken as dead
    * (default 20 s). */
   requestTimeoutMs?: number;
-  /** Application-level ping interval while connected (default 25 s), to notice a dead
-   * connection that the browser does not report. */
+  /** After this long without a frame from the server (default 25 s), a `ping`, to notice
+   * a dead connection that the browser does not report. */
   pingIntervalMs?: number;
   /** Random numbers for jitter (tests). */
   random?: () => number;
@@ -195,6 +195,7 @@ export class PreauClient extends Emitter<ClientEvents> {
   private suspensionNow: SuspensionInfo | null = null;
   private resumed = false;
   private started = false;
+  private lastFrameAt = 0;
 
   constructor(opts: ClientOptions) {
     super();
@@ -326,6 +327,7 @@ export class PreauClient extends Emitter<ClientEvents> {
     };
     ws.onmessage = (ev) => {
       if (this.ws !== ws) return;
+      this.lastFrameAt = Date.now();
       let frame: ServerFrame;
       try {
         frame = decodeFrame(ev.data) as ServerFrame;
@@ -385,6 +387,20 @@ export class PreauClient extends Emitter<ClientEvents> {
       return this.scheduleReconnect(Math.floor(this.rand() * 1000), reason, code);
     }
     this.scheduleReconnect(this.nextBackoff(), reason, code);
+  }
+
+  /** Leaves the current socket for dead now: a closing handshake with a server that no
+   * longer answers would take the browser half a minute. */
+  private abandon(reason: string): void {
+    const ws = this.ws;
+    if (!ws) return;
+    this.ws = null;
+    try {
+      ws.close(4000, reason);
+    } catch {
+      // Already closing.
+    }
+    this.onClosed(4000, reason);
   }
 
   private nextBackoff(): number {
@@ -479,7 +495,7 @@ export class PreauClient extends Emitter<ClientEvents> {
       await this.resync();
     } catch (e) {
       // The session ended under the sync; the next one syncs again.
-      if (this.ws === ws && ws) ws.close(4000, "resume failed");
+      if (this.ws === ws && ws) this.abandon("resume failed");
       return;
     }
     if (this.ws !== ws) return;
@@ -630,20 +646,21 @@ export class PreauClient extends Emitter<ClientEvents> {
 
   private startPing(): void {
     this.stopPing();
-    const every = this.opts.pingIntervalMs ?? 25_000;
+    const idle = this.opts.pingIntervalMs ?? 25_000;
     const timeout = this.opts.requestTimeoutMs ?? 20_000;
     this.pingTimer = setInterval(() => {
+      const now = Date.now();
       // A command unanswered for too long means a dead connection the browser has not
       // noticed (a phone changing networks): close it and reconnect.
-      const now = Date.now();
       for (const p of this.pending.values()) {
         if (now - p.sentAt > timeout) {
-          this.ws?.close(4000, "request timeout");
+          this.abandon("request timeout");
           return;
         }
       }
-      if (this.pending.size === 0) this.rawRequest({ type: "ping" }).catch(() => undefined);
-    }, Math.min(every, timeout / 2));
+      // Quiet for a while: one ping, whose answer (or its absence) tells.
+      if (this.pending.size === 0 && now - this.lastFrameAt > idle) this.rawRequest({ type: "ping" }).catch(() => undefined);
+    }, Math.min(5_000, idle));
   }
 
   private stopPing(): void {

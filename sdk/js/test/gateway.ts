@@ -91,6 +91,12 @@ export class Gateway {
     });
   }
 
+  /** SIGSTOP or SIGCONT: a frozen node keeps its sockets open and answers nothing, as a
+   * dead network path looks to a phone. */
+  freeze(frozen: boolean): void {
+    this.child?.kill(frozen ? "SIGSTOP" : "SIGCONT");
+  }
+
   /** Starts again on the same port and data folder. */
   async restart(): Promise<void> {
     for (let i = 0; ; i++) {

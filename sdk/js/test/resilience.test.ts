@@ -134,6 +134,24 @@ describe("slow consumer", () => {
   });
 });
 
+describe("a dead connection", () => {
+  it("is noticed by the client's ping when the server stops answering, and left for a new one", async () => {
+    gw = await Gateway.start();
+    const c = gw.client("e030", { pingIntervalMs: 1000, requestTimeoutMs: 2000 });
+    clients.push(c);
+    await c.connect();
+    const statuses: string[] = [];
+    c.on("status", (s) => statuses.push(s));
+    gw.freeze(true);
+    try {
+      await until(() => statuses.includes("reconnecting"), 15_000, "the dead connection noticed");
+    } finally {
+      gw.freeze(false);
+    }
+    await until(() => c.status === "online", 20_000, "back online");
+  });
+});
+
 describe("outbox kept by the page", () => {
   it("a send made offline survives the client's end and is sent once by the next one", async () => {
     gw = await Gateway.start();
