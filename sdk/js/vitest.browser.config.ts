@@ -4,7 +4,7 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["test/browser/**/*.test.ts"],
-    globalSetup: ["test/setup.ts"],
+    globalSetup: ["test/browser/setup.ts"],
     fileParallelism: false,
     testTimeout: 120_000,
     hookTimeout: 180_000,
