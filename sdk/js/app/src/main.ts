@@ -263,8 +263,10 @@ function renderList(): void {
     if (c.channel === current) a.setAttribute("aria-current", "page");
     return h("li", {}, a);
   };
+  const adult = ["teacher", "staff", "admin"].includes(client.hello?.profile ?? "");
   list.append(
     h("div", { class: "actions" }, button("Nouvelle conversation", openNewConversation, "quiet"), button("Nouveau groupe", openNewGroup, "quiet")),
+    adult ? h("div", { class: "actions" }, h("a", { href: "#reports", class: "quiet-link" }, "Signalements à traiter")) : "",
     h("h2", {}, "Mes classes"),
     classes.length ? h("ul", {}, ...classes.map(item)) : h("p", { class: "notice" }, "Aucune classe."),
     h("h2", {}, "Conversations"),
@@ -301,6 +303,7 @@ function route(): void {
   const ch = p.get("c");
   const t = p.get("t");
   wanted = ch;
+  if (location.hash === "#reports") return void openReports();
   if (!ch || !client.channel(ch)) return closeChannel();
   const changed = ch !== current;
   current = ch;
@@ -448,6 +451,17 @@ function renderPaneHeader(): void {
     h("button", { class: "quiet back", type: "button", onclick: () => (location.hash = "") }, "← Retour"),
     h("div", { style: "flex:1 1 auto;min-width:0" }, h("h2", { id: "pane-title", tabindex: "-1" }, title(c)), h("p", { class: "sub" }, sub)),
   );
+  if (c.kind === "group") {
+    if (c.moderator) header.append(button("Ajouter des membres", () => openAddMembers(c.channel), "quiet"));
+    header.append(
+      button("Quitter le groupe", () =>
+        confirmDialog(`Quitter le groupe « ${c.title} » ? Vous ne recevrez plus ses messages.`, "Quitter", async () => {
+          await client.leave(c.channel);
+          location.hash = "";
+        }),
+      "danger"),
+    );
+  }
   if (c.kind === "forum" && currentThread !== null) {
     const t = logOf(current).entries.get(currentThread);
     header.append(button("Tous les sujets", () => (location.hash = `c=${encodeURIComponent(current!)}`), "quiet"));
@@ -481,10 +495,14 @@ function renderLog(): void {
   const entries = [...log.entries.values()].sort((a, b) => a.seq - b.seq);
   if (c.kind === "forum") renderForum(ul, c, entries);
   else {
-    for (const e of entries) ul.append(messageItem(c, e));
-    for (const n of log.notices) {
-      const who = (n.members ?? []).map(name).join(", ");
-      ul.append(h("li", { class: "notice" }, `${who} ${n.joined ? "a rejoint" : "a quitté"} le groupe · ${formatWhen(n.at)}`));
+    // Messages and membership changes, in the log's order.
+    for (const e of [...entries, ...log.notices].sort((a, b) => a.seq - b.seq)) {
+      if (e.kind !== "membership") {
+        ul.append(messageItem(c, e));
+        continue;
+      }
+      const who = (e.members ?? []).map(name).join(", ");
+      ul.append(h("li", { class: "notice" }, `${who} ${e.joined ? "a rejoint" : "a quitté"} le groupe · ${formatWhen(e.at)}`));
     }
     if (!entries.length) ul.append(h("li", { class: "notice" }, c.kind === "announcements" ? "Aucune annonce." : "Aucun message pour l'instant."));
   }
@@ -510,6 +528,9 @@ function messageItem(c: ChannelState, e: Entry): HTMLElement {
     h("time", { datetime: new Date(e.at).toISOString() }, formatWhen(e.at) + (e.edited ? " · modifié" : "")),
   );
   const tools = h("div", { class: "tools" });
+  if (!mine && !e.deleted && !e.author.startsWith("school:")) {
+    tools.append(button("Signaler", () => openReport(c.channel, e), "quiet", `Signaler le message de ${name(e.author)}`));
+  }
   if (!e.deleted && (mine || c.moderator)) tools.append(button("Supprimer", () => act(() => client.delete(c.channel, e.seq)), "danger", `Supprimer le message de ${name(e.author)}`));
   if (c.kind === "announcements" && mine && !e.deleted) {
     tools.append(
@@ -710,8 +731,92 @@ function openNewGroup(): void {
   );
 }
 
+// ---- reports (signalements) and their queue ----
+
+function openReport(channel: string, e: Entry): void {
+  const reason = h("textarea", { id: "report-reason", rows: "3", maxlength: "500", required: "" }) as HTMLTextAreaElement;
+  dialog(
+    "Signaler un message",
+    [
+      h("p", {}, `Message de ${name(e.author)} : « ${(e.body ?? "").slice(0, 200)} »`),
+      h("p", { class: "sub" }, "L'équipe de l'établissement recevra votre signalement et le message tel qu'il est maintenant."),
+      h("label", { for: "report-reason" }, "Pourquoi le signalez-vous ?"),
+      reason,
+    ],
+    "Envoyer le signalement",
+    async () => {
+      await client.report(channel, e.seq, reason.value.trim());
+      live.textContent = "Signalement envoyé à l'équipe de l'établissement.";
+      paneError = "";
+      const el = document.getElementById("pane-error");
+      if (el) el.textContent = "Signalement envoyé à l'équipe de l'établissement.";
+    },
+  );
+}
+
+async function openReports(): Promise<void> {
+  current = null;
+  currentThread = null;
+  main.classList.add("open");
+  renderList();
+  const pane = document.getElementById("pane");
+  if (!pane) return;
+  clear(pane);
+  const ul = h("ul", { class: "log", id: "reports", "aria-label": "Signalements à traiter" });
+  pane.append(
+    h(
+      "header",
+      {},
+      h("button", { class: "quiet back", type: "button", onclick: () => (location.hash = "") }, "← Retour"),
+      h("h2", { id: "pane-title", tabindex: "-1" }, "Signalements à traiter"),
+    ),
+    h("p", { class: "error", id: "pane-error", role: "alert" }),
+    ul,
+  );
+  try {
+    const reports = await client.reports();
+    await client.profiles(reports.flatMap((r) => [r.author, r.reporter]));
+    if (!reports.length) ul.append(h("li", { class: "notice" }, "Aucun signalement en attente."));
+    for (const r of reports) {
+      const where = client.channel(r.channel)?.title ?? r.channel;
+      const li = h(
+        "li",
+        { class: "msg" },
+        h("div", { class: "who" }, `${name(r.author)} · ${where}`),
+        h("div", { class: "body" }, r.content),
+        h("div", { class: "meta" }, `Signalé par ${name(r.reporter)} le ${formatWhen(r.at_ms)} : ${r.reason}`),
+        h(
+          "div",
+          { class: "tools" },
+          button("Supprimer le message", () => act(async () => { await client.closeReport(r.id, "delete"); await openReports(); }), "danger"),
+          button("Garder le message", () => act(async () => { await client.closeReport(r.id, "dismiss"); await openReports(); }), "quiet"),
+        ),
+      );
+      ul.append(li);
+    }
+  } catch (e) {
+    showPaneError(e);
+  }
+  (document.getElementById("pane-title") as HTMLElement | null)?.focus();
+}
+
+// ---- groups ----
+
+function openAddMembers(channel: string): void {
+  const select = h("select", { id: "add-members", multiple: "", size: "8", required: "" });
+  personOptions(select);
+  dialog("Ajouter des membres", [h("label", { for: "add-members" }, "Personnes (plusieurs choix possibles)"), select], "Ajouter", async () => {
+    await client.addMembers(channel, [...(select as HTMLSelectElement).selectedOptions].map((o) => o.value));
+    await client.members(channel);
+  });
+}
+
+function confirmDialog(text: string, yes: string, onYes: () => Promise<void>): void {
+  dialog("Confirmation", [h("p", {}, text)], yes, onYes);
+}
+
 document.addEventListener("keydown", (ev) => {
-  if (ev.key === "Escape" && current && !document.querySelector("dialog[open]")) location.hash = "";
+  if (ev.key === "Escape" && (current || location.hash === "#reports") && !document.querySelector("dialog[open]")) location.hash = "";
 });
 
 void start();

@@ -154,6 +154,62 @@ describe("the messaging app", () => {
     await pupil.ctx.close();
   });
 
+  it("a pupil reports a post; a teacher of the class deletes it from the queue", async () => {
+    const author = await open(browser, gw.http, "e008", PHONE);
+    const reporter = await open(browser, gw.http, "e009", PHONE);
+    const teacher = await open(browser, gw.http, "t05", DESKTOP);
+    const [a, r, t] = [author.page, reporter.page, teacher.page];
+    for (const p of [a, r]) {
+      await p.getByRole("link", { name: "Forum 6e A" }).click();
+      await p.getByRole("link", { name: /Questions libres/ }).click();
+    }
+    await a.getByLabel("Votre réponse").fill("Un message qui n'a rien à faire ici.");
+    await a.getByRole("button", { name: "Envoyer" }).click();
+    const post = r.locator(".msg", { hasText: "Un message qui n'a rien à faire ici." });
+    await post.waitFor({ timeout: 10_000 });
+    await post.getByRole("button", { name: /^Signaler le message de / }).click();
+    await r.getByLabel("Pourquoi le signalez-vous ?").fill("Ce message se moque d'un camarade.");
+    await r.getByRole("button", { name: "Envoyer le signalement" }).click();
+    await r.locator("#pane-error", { hasText: "Signalement envoyé à l'équipe de l'établissement." }).waitFor();
+    await shot(r, "13a-pupil-report");
+
+    await t.getByRole("link", { name: "Signalements à traiter" }).click();
+    const item = t.locator("#reports .msg", { hasText: "Un message qui n'a rien à faire ici." });
+    await item.waitFor();
+    expect(await item.locator(".meta").textContent()).toContain("Ce message se moque d'un camarade.");
+    await shot(t, "13b-teacher-reports-queue");
+    await item.getByRole("button", { name: "Supprimer le message" }).click();
+    await t.getByText("Aucun signalement en attente.").waitFor({ timeout: 10_000 });
+    await a.locator(".msg.deleted", { hasText: "Message supprimé" }).waitFor({ timeout: 10_000 });
+    for (const c of [author, reporter, teacher]) await c.ctx.close();
+  });
+
+  it("groups: a teacher creates one, adds a member; a pupil leaves it after confirming", async () => {
+    const teacher = await open(browser, gw.http, "t07", DESKTOP);
+    const pupil = await open(browser, gw.http, "e004", PHONE);
+    const [t, p] = [teacher.page, pupil.page];
+    await t.getByRole("button", { name: "Nouveau groupe" }).click();
+    await t.getByLabel("Nom du groupe").fill("Latin, sortie à Arles");
+    await t.getByLabel("Membres (plusieurs choix possibles)").selectOption(["e003", "e004"]);
+    await t.getByRole("button", { name: "Créer" }).click();
+    await t.getByRole("heading", { name: "Latin, sortie à Arles" }).waitFor();
+    await t.getByRole("button", { name: "Ajouter des membres" }).click();
+    await t.getByLabel("Personnes (plusieurs choix possibles)").selectOption(["e005"]);
+    await t.getByRole("button", { name: "Ajouter", exact: true }).click();
+    await t.getByText(/a rejoint le groupe/).first().waitFor({ timeout: 10_000 });
+
+    await p.getByRole("link", { name: /Latin, sortie à Arles/ }).click();
+    await p.getByRole("button", { name: "Quitter le groupe" }).click();
+    await p.getByText("Quitter le groupe « Latin, sortie à Arles » ? Vous ne recevrez plus ses messages.").waitFor();
+    await p.getByRole("button", { name: "Quitter", exact: true }).click();
+    await p.getByText("Choisissez une classe ou une conversation.").waitFor({ state: "attached", timeout: 10_000 });
+    expect(await p.getByRole("link", { name: /Latin, sortie à Arles/ }).count()).toBe(0);
+    await t.getByText(/a quitté le groupe/).waitFor({ timeout: 10_000 });
+    await shot(t, "13c-teacher-group");
+    await teacher.ctx.close();
+    await pupil.ctx.close();
+  });
+
   it("a refused action shows a French message", async () => {
     const pupil = await open(browser, gw.http, "e001", PHONE);
     const p = pupil.page;
