@@ -18,7 +18,8 @@ import type {
   ServerFrame,
   SuspensionInfo,
 } from "./protocol.js";
-import { Sequencer } from "./sequencer.js";
+import { ChannelBook, type ChannelState, type Taken } from "./channels.js";
+import { TypingTracker } from "./typing.js";
 import { uuidv7 } from "./uuid.js";
 
 /** A command as sent, without its request id. */
@@ -92,17 +93,7 @@ export type Status = "connecting" | "online" | "reconnecting" | "stopped";
 /** Why the client stopped for good. */
 export type StopReason = "closed" | "removed" | "unauthorized";
 
-/** What the client knows of a channel. */
-export interface ChannelState {
-  channel: ChannelId;
-  kind: ChannelInfo["kind"];
-  title: string;
-  lastSeq: number;
-  readSeq: number;
-  unread: number;
-  canPost: boolean;
-  moderator: boolean;
-}
+export type { ChannelState };
 
 /** Events a client emits. */
 export interface ClientEvents {
@@ -167,16 +158,14 @@ const RETRY = new Set<Command["type"]>([
 ]);
 const OUTBOXED = new Set<Command["type"]>(["send", "create_thread", "create_group"]);
 const TYPING_EVERY_MS = 3000;
-const TYPING_SHOWN_MS = 6000;
 
 /** A Préau messaging client. See sdk/js/README.md. */
 export class PreauClient extends Emitter<ClientEvents> {
   private readonly opts: ClientOptions;
-  private readonly seq = new Sequencer();
-  private readonly channelStates = new Map<ChannelId, ChannelState>();
+  private readonly book: ChannelBook;
+  private readonly typers = new TypingTracker((channel, users) => this.emit("typing", channel, users));
   private readonly presenceOf = new Map<string, boolean>();
   private readonly known = new Map<string, ProfileInfo | null>();
-  private readonly typers = new Map<ChannelId, Map<string, ReturnType<typeof setTimeout>>>();
   private readonly typingSent = new Map<ChannelId, number>();
   private readonly repairing = new Set<ChannelId>();
   private readonly pending = new Map<number, Pending>();
@@ -200,7 +189,7 @@ export class PreauClient extends Emitter<ClientEvents> {
   constructor(opts: ClientOptions) {
     super();
     this.opts = opts;
-    for (const [channel, seq] of Object.entries(opts.positions ?? {})) this.seq.start(channel, seq);
+    this.book = new ChannelBook(opts.positions);
   }
 
   // ---- state the application reads ----
@@ -223,15 +212,16 @@ export class PreauClient extends Emitter<ClientEvents> {
   }
   /** Every channel the user sees. */
   get channels(): ChannelState[] {
-    return [...this.channelStates.values()];
+    return this.book.all();
   }
   /** One channel's summary. */
   channel(id: ChannelId): ChannelState | undefined {
-    return this.channelStates.get(id);
+    const state = this.book.get(id);
+    return state && { ...state };
   }
   /** The last seq seen per channel: save it to resume a later run (`positions`). */
   positions(): Record<ChannelId, number> {
-    return Object.fromEntries(this.seq.positions().map((p) => [p.channel, p.seq]));
+    return Object.fromEntries(this.book.positions().map((p) => [p.channel, p.seq]));
   }
   /** Whether a user is online, as far as this client has heard. */
   online(user: string): boolean | undefined {
@@ -239,7 +229,7 @@ export class PreauClient extends Emitter<ClientEvents> {
   }
   /** Users typing in a conversation now. */
   typingIn(channel: ChannelId): string[] {
-    return [...(this.typers.get(channel)?.keys() ?? [])];
+    return this.typers.in(channel);
   }
   /** Sends waiting for their acknowledgement. */
   get outbox(): OutboxItem[] {
@@ -363,7 +353,7 @@ export class PreauClient extends Emitter<ClientEvents> {
       else p.reject(new PreauError("disconnected", "the connection dropped before the answer"));
     }
     if (this.stoppedFor) return;
-    for (const [channel] of this.typers) this.clearTyping(channel);
+    this.typers.clearAll();
     // Offline, nobody's presence is known any more; `members` after the reconnect says.
     this.presenceOf.clear();
     if (code === 4003) return this.stop("removed", reason || "account removed");
@@ -467,12 +457,13 @@ export class PreauClient extends Emitter<ClientEvents> {
       case "read":
         return this.onRead(f.channel, f.user, f.seq);
       case "typing":
-        return this.onTyping(f.channel, f.user);
+        if (f.user !== this.user) this.typers.typing(f.channel, f.user);
+        return;
       case "presence":
         this.presenceOf.set(f.user, f.online);
         return this.emit("presence", f.user, f.online);
       case "channel_added":
-        return this.upsert(f.info, true);
+        return this.upsert(f.info);
       case "channel_removed":
         return this.removeChannel(f.channel);
       case "reconnect":
@@ -507,63 +498,43 @@ export class PreauClient extends Emitter<ClientEvents> {
 
   /** `sync` with the positions held, then pages of `history` for channels with more. */
   private async resync(): Promise<void> {
-    const positions = this.seq.positions();
-    const ack = await this.rawRequest({ type: "sync", positions });
+    const ack = await this.rawRequest({ type: "sync", positions: this.book.positions() });
     this.setSuspension(ack.suspension ?? null);
     const seen = new Set<ChannelId>();
     for (const info of ack.channels) {
       seen.add(info.channel);
-      this.upsert(info, false);
+      this.upsert(info);
     }
     for (const ch of ack.removed) this.removeChannel(ch);
-    for (const ch of [...this.channelStates.keys()]) if (!seen.has(ch)) this.removeChannel(ch);
+    for (const ch of this.book.ids()) if (!seen.has(ch)) this.removeChannel(ch);
     for (const info of ack.channels) {
-      if (info.more || (this.seq.last(info.channel) ?? 0) < info.last_seq) await this.repair(info.channel);
+      if (info.more || this.book.missing(info.channel)) await this.repair(info.channel);
     }
   }
 
-  private upsert(info: ChannelInfo, _added: boolean): void {
-    const state: ChannelState = {
-      channel: info.channel,
-      kind: info.kind,
-      title: info.title,
-      lastSeq: Math.max(info.last_seq, this.channelStates.get(info.channel)?.lastSeq ?? 0),
-      readSeq: info.read_seq,
-      unread: info.unread,
-      canPost: info.can_post,
-      moderator: info.moderator,
-    };
-    this.channelStates.set(info.channel, state);
-    if (this.seq.has(info.channel)) {
-      this.takeEntries(info.channel, info.entries ?? [], false);
-    } else {
-      // A channel seen for the first time: watch it from now on; its past is `history`'s.
-      this.seq.start(info.channel, info.last_seq);
-    }
-    this.emit("channel", { ...state });
+  private upsert(info: ChannelInfo): void {
+    const { state, taken } = this.book.upsert(info);
+    this.deliver(info.channel, taken, false);
+    this.emit("channel", state);
   }
 
   private removeChannel(channel: ChannelId): void {
-    this.seq.forget(channel);
-    this.clearTyping(channel);
-    if (this.channelStates.delete(channel)) this.emit("channelRemoved", channel);
+    this.typers.clear(channel);
+    if (this.book.remove(channel)) this.emit("channelRemoved", channel);
   }
 
   private takeEntries(channel: ChannelId, entries: Entry[], live: boolean): void {
-    const r = this.seq.accept(channel, entries);
-    const state = this.channelStates.get(channel);
-    for (const e of r.delivered) {
-      if (state) {
-        state.lastSeq = Math.max(state.lastSeq, e.seq);
-        if (live && (e.kind === "message" || e.kind === "thread") && e.author !== this.user && e.seq > state.readSeq) {
-          state.unread++;
-        }
-      }
-      if (live && e.author) this.dropTyper(channel, e.author);
+    const taken = this.book.take(channel, entries, this.user);
+    this.deliver(channel, taken, live);
+    if (taken.gap) void this.repair(channel).catch(() => undefined);
+  }
+
+  private deliver(channel: ChannelId, taken: Taken, live: boolean): void {
+    for (const e of taken.delivered) {
+      if (live && e.author) this.typers.stopped(channel, e.author);
       this.emit("entry", channel, e, live);
     }
-    if (state && r.delivered.length) this.emit("channel", { ...state });
-    if (r.gap) void this.repair(channel).catch(() => undefined);
+    if (taken.changed) this.emit("channel", taken.changed);
   }
 
   /** Fetches what a channel misses after its last seq, page after page. */
@@ -572,13 +543,11 @@ export class PreauClient extends Emitter<ClientEvents> {
     this.repairing.add(channel);
     try {
       for (;;) {
-        const after = this.seq.last(channel);
+        const after = this.book.last(channel);
         if (after === undefined) return;
         const ack = await this.rawRequest({ type: "history", channel, after, limit: 200 });
-        this.takeEntriesQuiet(channel, ack.entries);
-        const target = this.channelStates.get(channel)?.lastSeq ?? 0;
-        const now = this.seq.last(channel) ?? 0;
-        if (!ack.more && !this.seq.gap(channel) && now >= target) return;
+        this.deliver(channel, this.book.take(channel, ack.entries, this.user), false);
+        if (!ack.more && !this.book.missing(channel)) return;
         if (!ack.entries.length && !ack.more) return; // Nothing more to read: the marker is ahead.
       }
     } finally {
@@ -586,56 +555,10 @@ export class PreauClient extends Emitter<ClientEvents> {
     }
   }
 
-  private takeEntriesQuiet(channel: ChannelId, entries: Entry[]): void {
-    // Caught-up entries: delivered like live ones but not counted as new unread (sync
-    // gave the count).
-    const r = this.seq.accept(channel, entries);
-    const state = this.channelStates.get(channel);
-    for (const e of r.delivered) {
-      if (state) state.lastSeq = Math.max(state.lastSeq, e.seq);
-      this.emit("entry", channel, e, false);
-    }
-    if (state && r.delivered.length) this.emit("channel", { ...state });
-  }
-
   private onRead(channel: ChannelId, user: string, seq: number): void {
-    const state = this.channelStates.get(channel);
-    if (state && user === this.user && seq > state.readSeq) {
-      state.readSeq = seq;
-      if (seq >= state.lastSeq) state.unread = 0;
-      this.emit("channel", { ...state });
-    }
+    const changed = user === this.user ? this.book.read(channel, seq) : null;
+    if (changed) this.emit("channel", changed);
     this.emit("read", channel, user, seq);
-  }
-
-  private onTyping(channel: ChannelId, user: string): void {
-    if (user === this.user) return;
-    let m = this.typers.get(channel);
-    if (!m) this.typers.set(channel, (m = new Map()));
-    const old = m.get(user);
-    if (old) clearTimeout(old);
-    m.set(
-      user,
-      setTimeout(() => this.dropTyper(channel, user), TYPING_SHOWN_MS),
-    );
-    this.emit("typing", channel, this.typingIn(channel));
-  }
-
-  private dropTyper(channel: ChannelId, user: string): void {
-    const m = this.typers.get(channel);
-    const t = m?.get(user);
-    if (!m || t === undefined) return;
-    clearTimeout(t);
-    m.delete(user);
-    this.emit("typing", channel, this.typingIn(channel));
-  }
-
-  private clearTyping(channel: ChannelId): void {
-    const m = this.typers.get(channel);
-    if (!m) return;
-    for (const t of m.values()) clearTimeout(t);
-    this.typers.delete(channel);
-    this.emit("typing", channel, []);
   }
 
   private setSuspension(s: SuspensionInfo | null): void {
@@ -820,13 +743,9 @@ export class PreauClient extends Emitter<ClientEvents> {
 
   /** Marks a channel read up to `seq` (default: everything received). */
   async markRead(channel: ChannelId, seq?: number): Promise<void> {
-    const state = this.channelStates.get(channel);
-    const upTo = seq ?? this.seq.last(channel) ?? state?.lastSeq ?? 0;
-    if (state && upTo > state.readSeq) {
-      state.readSeq = upTo;
-      if (upTo >= state.lastSeq) state.unread = 0;
-      this.emit("channel", { ...state });
-    }
+    const upTo = seq ?? this.book.last(channel) ?? this.book.get(channel)?.lastSeq ?? 0;
+    const changed = this.book.read(channel, upTo);
+    if (changed) this.emit("channel", changed);
     if (upTo > 0) await this.request({ type: "mark_read", channel, seq: upTo });
   }
 

@@ -2,7 +2,8 @@
 // the French messages.
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { Sequencer, backoffDelay, frenchMessage, simulcastRecipe, uuidv7, type Entry } from "../src/index.js";
+import { Sequencer, backoffDelay, frenchMessage, simulcastRecipe, uuidv7, type ChannelInfo, type Entry } from "../src/index.js";
+import { ChannelBook } from "../src/channels.js";
 
 const e = (seq: number): Entry => ({ seq, kind: "message", author: "u", at: 0, body: `m${seq}` }) as Entry;
 
@@ -76,5 +77,36 @@ describe("README", () => {
     const checked = readFileSync(new URL("./example.ts", import.meta.url), "utf8").split("\n").slice(2).join("\n");
     expect(checked).toBe(code.replace('from "@preau/client"', 'from "../src/index.js"'));
     expect(code.trim().split("\n").length).toBeLessThan(30);
+  });
+});
+
+describe("ChannelBook", () => {
+  const info = (last: number, read: number, unread: number) =>
+    ({ channel: "grp:a", kind: "group", title: "A", last_seq: last, read_seq: read, unread, can_post: true, moderator: false, entries: [], more: false }) as ChannelInfo;
+  const msg = (seq: number, author: string): Entry => ({ seq, kind: "message", author, at: 0, body: "x" }) as Entry;
+
+  it("counts others' messages past the marker once, not one's own nor what the server counted", () => {
+    const book = new ChannelBook();
+    book.upsert(info(4, 2, 2)); // The server counted 3 and 4.
+    expect(book.take("grp:a", [msg(3, "b"), msg(4, "b")], "me").changed).toBeNull(); // Seen already.
+    expect(book.take("grp:a", [msg(5, "b")], "me").changed!.unread).toBe(3);
+    expect(book.take("grp:a", [msg(6, "me")], "me").changed!.unread).toBe(3);
+    expect(book.take("grp:a", [msg(8, "b")], "me")).toMatchObject({ gap: true, changed: null });
+    // 7 fills the gap (from history): 7 and the held 8 both count.
+    expect(book.take("grp:a", [msg(7, "b")], "me").changed).toMatchObject({ unread: 5, lastSeq: 8 });
+    expect(book.read("grp:a", 8)).toMatchObject({ readSeq: 8, unread: 0 });
+    expect(book.read("grp:a", 3)).toBeNull();
+    expect(book.missing("grp:a")).toBe(false);
+  });
+
+  it("resumes from saved positions and says what a channel misses", () => {
+    const book = new ChannelBook({ "grp:a": 2 });
+    const { taken } = book.upsert({ ...info(5, 0, 3), entries: [msg(3, "b")] });
+    expect(book.get("grp:a")!.unread).toBe(3); // The server's count: 3 is not counted twice.
+    expect(taken.delivered.map((e) => e.seq)).toEqual([3]);
+    expect(book.missing("grp:a")).toBe(true);
+    expect(book.positions()).toEqual([{ channel: "grp:a", seq: 3 }]);
+    expect(book.remove("grp:a")).toBe(true);
+    expect(book.positions()).toEqual([]);
   });
 });
