@@ -1,10 +1,10 @@
 // The messaging app in Chromium, as families, pupils and teachers use it: a phone
 // (390x844) and a desktop (1280x800), two browser contexts talking through the real
 // gateway. Each step writes a screenshot to test-results/screenshots/.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Browser } from "playwright-core";
 import { Gateway } from "../gateway.js";
-import { DESKTOP, PHONE, checkAccessible, launch, open, shot } from "./browser.js";
+import { DESKTOP, PHONE, checkAccessible, launch, open, shootFailure, shot } from "./browser.js";
 
 let gw: Gateway;
 let browser: Browser;
@@ -12,6 +12,9 @@ let browser: Browser;
 beforeAll(async () => {
   gw = await Gateway.start();
   browser = await launch();
+});
+afterEach(async (ctx) => {
+  if (ctx.task.result?.state === "fail") await shootFailure(ctx.task.name);
 });
 afterAll(async () => {
   await browser?.close();

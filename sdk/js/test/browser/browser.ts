@@ -19,10 +19,25 @@ export async function launch(extra: string[] = []): Promise<Browser> {
   });
 }
 
+const openPages = new Set<Page>();
+
+/** Screenshots of every page still open, named after a failed test (what the pages showed
+ * when it failed: the run's artefacts say more than a timeout). */
+export async function shootFailure(test: string): Promise<void> {
+  const base = test.replace(/[^a-z0-9]+/gi, "-").slice(0, 60);
+  let i = 0;
+  for (const page of openPages) {
+    if (page.isClosed()) continue;
+    await page.screenshot({ path: join(shots, `FAILED-${base}-${i++}.png`) }).catch(() => undefined);
+  }
+}
+
 /** A signed-in page of a demo user (development mode's `?user=`). */
 export async function open(browser: Browser, base: string, user: string, viewport = PHONE): Promise<{ ctx: BrowserContext; page: Page }> {
   const ctx = await browser.newContext({ viewport, locale: "fr-FR", timezoneId: "Europe/Paris" });
   const page = await ctx.newPage();
+  openPages.add(page);
+  page.on("close", () => openPages.delete(page));
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(e.message));
   (page as Page & { errors: string[] }).errors = errors;

@@ -1,10 +1,10 @@
 // The page survives the gateway restarting mid-conversation: it says it is offline,
 // keeps what is written meanwhile, and once the gateway is back nothing is lost or
 // doubled.
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
 import type { Browser } from "playwright-core";
 import { Gateway } from "../gateway.js";
-import { DESKTOP, PHONE, launch, open, shot } from "./browser.js";
+import { DESKTOP, PHONE, launch, open, shootFailure, shot } from "./browser.js";
 
 let gw: Gateway;
 let browser: Browser;
@@ -12,6 +12,9 @@ let browser: Browser;
 beforeAll(async () => {
   gw = await Gateway.start();
   browser = await launch();
+});
+afterEach(async (ctx) => {
+  if (ctx.task.result?.state === "fail") await shootFailure(ctx.task.name);
 });
 afterAll(async () => {
   await browser?.close();
