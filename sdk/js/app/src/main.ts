@@ -43,6 +43,9 @@ interface Log {
   notices: Entry[];
   loaded: boolean;
   olderMore: boolean;
+  /** Live entries that came while the first page was being read: applied after it, so
+   * none falls between the page and the live stream. */
+  early: Entry[];
 }
 
 let client: PreauClient;
@@ -329,7 +332,7 @@ function closeChannel(): void {
 
 function logOf(ch: string): Log {
   let l = logs.get(ch);
-  if (!l) logs.set(ch, (l = { entries: new Map(), notices: [], loaded: false, olderMore: false }));
+  if (!l) logs.set(ch, (l = { entries: new Map(), notices: [], loaded: false, olderMore: false, early: [] }));
   return l;
 }
 
@@ -340,6 +343,10 @@ async function openChannel(ch: string): Promise<void> {
     try {
       const page = await client.history(ch, { limit: 100 });
       for (const e of page.entries) apply(log, e);
+      // Entries newer than the page that came meanwhile (an edit or deletion of a message
+      // of the page applies again harmlessly).
+      const newest = page.entries.length ? page.entries[page.entries.length - 1]!.seq : 0;
+      for (const e of log.early.splice(0)) if (e.seq > newest) apply(log, e);
       log.olderMore = page.more;
       log.loaded = true;
       await client.profiles(page.entries.map((e) => e.author));
@@ -395,13 +402,14 @@ function apply(log: Log, e: Entry): void {
       return;
     }
     case "membership":
-      log.notices.push(e);
+      if (!log.notices.some((n) => n.seq === e.seq)) log.notices.push(e);
   }
 }
 
 function onEntry(ch: string, e: Entry, isLive: boolean): void {
   const log = logs.get(ch);
   if (log?.loaded) apply(log, e);
+  else if (log) log.early.push(e);
   if (e.author !== client.user) void client.profiles([e.author]);
   if (isLive && e.author !== client.user && (e.kind === "message" || e.kind === "thread")) {
     const c = client.channel(ch);
