@@ -2,7 +2,8 @@
 // by a gateway in development mode, or built as static files an ENT hosts (config.js
 // gives the addresses and how to get a token: sdk/js/README.md).
 import { PreauClient, PreauError, frenchMessage, type ChannelState, type Entry, type Status } from "../../src/index.js";
-import { h, clear, formatWhen, icon, kindLabel, profileLabel } from "./ui.js";
+import { type Log, loadPage, newLog, take } from "./log.js";
+import { type Person, button, clear, confirmDialog, dialog, formatWhen, h, icon, kindLabel, personOptions, profileLabel } from "./ui.js";
 
 /** What an ENT's config.js may set (all optional in development mode). */
 interface Config {
@@ -14,12 +15,6 @@ interface Config {
   token?: () => Promise<string>;
   /** People the user may choose to write to (production: from the ENT's directory). */
   directory?: () => Promise<Person[]>;
-}
-interface Person {
-  id: string;
-  name: string;
-  profile: string;
-  school?: string;
 }
 declare global {
   interface Window {
@@ -37,16 +32,6 @@ const banner = document.getElementById("banner")!;
 const live = document.getElementById("live")!;
 const meLine = document.getElementById("me")!;
 
-/** Entries of a channel in their current state (edits and deletions applied). */
-interface Log {
-  entries: Map<number, Entry>;
-  notices: Entry[];
-  loaded: boolean;
-  olderMore: boolean;
-  /** Live entries that came while the first page was being read: applied after it, so
-   * none falls between the page and the live stream. */
-  early: Entry[];
-}
 
 let client: PreauClient;
 let people: Person[] = [];
@@ -332,7 +317,7 @@ function closeChannel(): void {
 
 function logOf(ch: string): Log {
   let l = logs.get(ch);
-  if (!l) logs.set(ch, (l = { entries: new Map(), notices: [], loaded: false, olderMore: false, early: [] }));
+  if (!l) logs.set(ch, (l = newLog()));
   return l;
 }
 
@@ -342,13 +327,7 @@ async function openChannel(ch: string): Promise<void> {
   if (!log.loaded) {
     try {
       const page = await client.history(ch, { limit: 100 });
-      for (const e of page.entries) apply(log, e);
-      // Entries newer than the page that came meanwhile (an edit or deletion of a message
-      // of the page applies again harmlessly).
-      const newest = page.entries.length ? page.entries[page.entries.length - 1]!.seq : 0;
-      for (const e of log.early.splice(0)) if (e.seq > newest) apply(log, e);
-      log.olderMore = page.more;
-      log.loaded = true;
+      loadPage(log, page.entries, page.more);
       await client.profiles(page.entries.map((e) => e.author));
     } catch (e) {
       showPaneError(e);
@@ -371,45 +350,9 @@ function markRead(): void {
 
 // ---- entries ----
 
-function apply(log: Log, e: Entry): void {
-  switch (e.kind) {
-    case "message":
-    case "thread":
-      log.entries.set(e.seq, { ...e });
-      return;
-    case "edit": {
-      const t = e.target != null ? log.entries.get(e.target) : undefined;
-      if (t) {
-        t.body = e.body;
-        t.edited = true;
-      }
-      return;
-    }
-    case "delete": {
-      const t = e.target != null ? log.entries.get(e.target) : undefined;
-      if (t) {
-        t.deleted = true;
-        t.body = null;
-      }
-      return;
-    }
-    case "thread_state": {
-      const t = e.target != null ? log.entries.get(e.target) : undefined;
-      if (t) {
-        if (e.locked != null) t.locked = e.locked;
-        if (e.pinned != null) t.pinned = e.pinned;
-      }
-      return;
-    }
-    case "membership":
-      if (!log.notices.some((n) => n.seq === e.seq)) log.notices.push(e);
-  }
-}
-
 function onEntry(ch: string, e: Entry, isLive: boolean): void {
   const log = logs.get(ch);
-  if (log?.loaded) apply(log, e);
-  else if (log) log.early.push(e);
+  if (log) take(log, e);
   if (e.author !== client.user) void client.profiles([e.author]);
   if (isLive && e.author !== client.user && (e.kind === "message" || e.kind === "thread")) {
     const c = client.channel(ch);
@@ -671,52 +614,11 @@ function act(f: () => Promise<unknown>): void {
   f().then(() => renderPane(), showPaneError);
 }
 
-function button(label: string, onclick: () => void, cls = "", aria?: string): HTMLElement {
-  return h("button", { type: "button", class: cls, onclick, ...(aria ? { "aria-label": aria } : {}) }, label);
-}
-
 // ---- new conversations ----
-
-function dialog(titleText: string, body: HTMLElement[], submit: string, onSubmit: (d: HTMLDialogElement) => Promise<void>): void {
-  const err = h("p", { class: "error", role: "alert" });
-  const d = h(
-    "dialog",
-    { "aria-labelledby": "dialog-title" },
-    h(
-      "form",
-      { method: "dialog" },
-      h("h2", { id: "dialog-title" }, titleText),
-      ...body,
-      err,
-      h("div", { class: "actions" }, h("button", { type: "submit", value: "ok" }, submit), h("button", { type: "button", class: "quiet", onclick: () => d.close() }, "Annuler")),
-    ),
-  ) as HTMLDialogElement;
-  d.querySelector("form")!.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    try {
-      await onSubmit(d);
-      d.close();
-    } catch (e) {
-      err.textContent = e instanceof PreauError ? frenchMessage(e.code) : frenchMessage("internal");
-    }
-  });
-  d.addEventListener("close", () => d.remove());
-  document.body.append(d);
-  d.showModal();
-}
-
-function personOptions(select: HTMLElement): void {
-  const sorted = [...people].sort((a, b) => a.profile.localeCompare(b.profile) || a.name.localeCompare(b.name, "fr"));
-  for (const profile of ["teacher", "staff", "admin", "parent", "pupil"]) {
-    const group = h("optgroup", { label: profileLabel(profile, true) });
-    for (const p of sorted.filter((x) => x.profile === profile)) group.append(h("option", { value: p.id }, p.name));
-    if (group.children.length) select.append(group);
-  }
-}
 
 function openNewConversation(): void {
   const select = h("select", { id: "new-person", required: "" });
-  personOptions(select);
+  personOptions(select, people);
   dialog("Nouvelle conversation", [h("label", { for: "new-person" }, "Avec"), select], "Ouvrir", async () => {
     const ch = await client.openDirect((select as HTMLSelectElement).value);
     location.hash = `c=${encodeURIComponent(ch)}`;
@@ -726,7 +628,7 @@ function openNewConversation(): void {
 function openNewGroup(): void {
   const nameInput = h("input", { id: "group-name", required: "", maxlength: "200" });
   const select = h("select", { id: "group-members", multiple: "", size: "8", required: "" });
-  personOptions(select);
+  personOptions(select, people);
   dialog(
     "Nouveau groupe",
     [h("label", { for: "group-name" }, "Nom du groupe"), nameInput, h("label", { for: "group-members" }, "Membres (plusieurs choix possibles)"), select],
@@ -812,16 +714,13 @@ async function openReports(): Promise<void> {
 
 function openAddMembers(channel: string): void {
   const select = h("select", { id: "add-members", multiple: "", size: "8", required: "" });
-  personOptions(select);
+  personOptions(select, people);
   dialog("Ajouter des membres", [h("label", { for: "add-members" }, "Personnes (plusieurs choix possibles)"), select], "Ajouter", async () => {
     await client.addMembers(channel, [...(select as HTMLSelectElement).selectedOptions].map((o) => o.value));
     await client.members(channel);
   });
 }
 
-function confirmDialog(text: string, yes: string, onYes: () => Promise<void>): void {
-  dialog("Confirmation", [h("p", {}, text)], yes, onYes);
-}
 
 document.addEventListener("keydown", (ev) => {
   if (ev.key === "Escape" && (current || location.hash === "#reports") && !document.querySelector("dialog[open]")) location.hash = "";

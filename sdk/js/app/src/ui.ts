@@ -1,4 +1,5 @@
-// Small DOM helpers and the French labels of the app.
+// Small DOM helpers, the app's dialogs, and its French labels.
+import { PreauError, frenchMessage } from "../../src/index.js";
 
 type Child = Node | string | null | undefined | false;
 
@@ -68,4 +69,61 @@ export function icon(name: keyof typeof ICONS): SVGElement {
   path.setAttribute("fill", "currentColor");
   svg.append(path);
   return svg;
+}
+
+/** A person one may choose to write to. */
+export interface Person {
+  id: string;
+  name: string;
+  profile: string;
+  school?: string;
+}
+
+/** A button that runs `onclick` (its visible label is its name unless `aria` says more). */
+export function button(label: string, onclick: () => void, cls = "", aria?: string): HTMLElement {
+  return h("button", { type: "button", class: cls, onclick, ...(aria ? { "aria-label": aria } : {}) }, label);
+}
+
+/** A modal form: `onSubmit` runs on its button; a refusal shows in French inside it. */
+export function dialog(titleText: string, body: HTMLElement[], submit: string, onSubmit: (d: HTMLDialogElement) => Promise<void>): void {
+  const err = h("p", { class: "error", role: "alert" });
+  const d = h(
+    "dialog",
+    { "aria-labelledby": "dialog-title" },
+    h(
+      "form",
+      { method: "dialog" },
+      h("h2", { id: "dialog-title" }, titleText),
+      ...body,
+      err,
+      h("div", { class: "actions" }, h("button", { type: "submit", value: "ok" }, submit), h("button", { type: "button", class: "quiet", onclick: () => d.close() }, "Annuler")),
+    ),
+  ) as HTMLDialogElement;
+  d.querySelector("form")!.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      await onSubmit(d);
+      d.close();
+    } catch (e) {
+      err.textContent = e instanceof PreauError ? frenchMessage(e.code) : frenchMessage("internal");
+    }
+  });
+  d.addEventListener("close", () => d.remove());
+  document.body.append(d);
+  d.showModal();
+}
+
+/** A yes/cancel question. */
+export function confirmDialog(text: string, yes: string, onYes: () => Promise<void>): void {
+  dialog("Confirmation", [h("p", {}, text)], yes, onYes);
+}
+
+/** People as options of a select, grouped by profile. */
+export function personOptions(select: HTMLElement, people: Person[]): void {
+  const sorted = [...people].sort((a, b) => a.profile.localeCompare(b.profile) || a.name.localeCompare(b.name, "fr"));
+  for (const profile of ["teacher", "staff", "admin", "parent", "pupil"]) {
+    const group = h("optgroup", { label: profileLabel(profile, true) });
+    for (const p of sorted.filter((x) => x.profile === profile)) group.append(h("option", { value: p.id }, p.name));
+    if (group.children.length) select.append(group);
+  }
 }
