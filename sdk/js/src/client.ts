@@ -156,7 +156,6 @@ const RETRY = new Set<Command["type"]>([
   "leave",
   "profiles",
 ]);
-const OUTBOXED = new Set<Command["type"]>(["send", "create_thread", "create_group"]);
 const TYPING_EVERY_MS = 3000;
 
 /** A Préau messaging client. See sdk/js/README.md. */
@@ -245,7 +244,7 @@ export class PreauClient extends Emitter<ClientEvents> {
       this.started = true;
       if (this.opts.outbox) {
         this.outboxItems = [...(await this.opts.outbox.load())];
-        for (const item of this.outboxItems) this.enqueue(item.command, true).catch(() => undefined);
+        for (const item of this.outboxItems) this.deliverOutboxed(item).catch(() => undefined);
       }
       if (typeof globalThis.addEventListener === "function") {
         // A phone back on the network reconnects now rather than at the end of its backoff.
@@ -294,7 +293,7 @@ export class PreauClient extends Emitter<ClientEvents> {
     try {
       token = typeof this.opts.token === "string" ? this.opts.token : await this.opts.token();
     } catch (e) {
-      this.scheduleReconnect(0, `token provider failed: ${String(e)}`);
+      this.scheduleReconnect(this.nextBackoff(), `token provider failed: ${String(e)}`);
       return;
     }
     if (this.stoppedFor) return;
@@ -305,7 +304,7 @@ export class PreauClient extends Emitter<ClientEvents> {
     try {
       ws = new Ws(this.opts.url, [subprotocol(encoding)]);
     } catch (e) {
-      this.scheduleReconnect(0, String(e));
+      this.scheduleReconnect(this.nextBackoff(), String(e));
       return;
     }
     ws.binaryType = "arraybuffer";
@@ -626,19 +625,19 @@ export class PreauClient extends Emitter<ClientEvents> {
     });
   }
 
-  /** Queues an idempotent write in the outbox: sent now or after the next reconnect,
-   * retried (same `client_id`) until acknowledged or refused for good. */
-  private enqueue(command: OutboxItem["command"], restored = false): Promise<Ack> {
-    let item: OutboxItem;
-    if (restored) {
-      item = this.outboxItems.find((i) => i.command === command)!;
-    } else {
-      item = { command, queuedAt: Date.now() };
-      this.outboxItems.push(item);
-      this.persistOutbox();
-    }
+  /** Queues an idempotent write in the outbox (see [`deliverOutboxed`]). */
+  private enqueue(command: OutboxItem["command"]): Promise<Ack> {
+    const item: OutboxItem = { command, queuedAt: Date.now() };
+    this.outboxItems.push(item);
+    this.persistOutbox();
+    return this.deliverOutboxed(item);
+  }
+
+  /** Sends an outbox item now or after the next reconnect, again (same `client_id`)
+   * until acknowledged or refused for good. */
+  private deliverOutboxed(item: OutboxItem): Promise<Ack> {
     const attempt = (): Promise<Ack> =>
-      this.request(command).catch((e: PreauError) => {
+      this.request(item.command).catch((e: PreauError) => {
         if (e.code !== "stopped" && retryable(e.code)) {
           const wait = e.retryAfterMs ?? backoffDelay(1, this.rand(), this.opts.backoff);
           return new Promise<Ack>((r) => setTimeout(r, wait)).then(attempt);
@@ -805,10 +804,5 @@ export class PreauClient extends Emitter<ClientEvents> {
   /** Closes a report: `delete` removes the message, `dismiss` keeps it. */
   async closeReport(report: string, action: "delete" | "dismiss"): Promise<void> {
     await this.request({ type: "close_report", report, action });
-  }
-
-  /** Whether a command type is kept in the outbox (tests, and pages showing "en attente"). */
-  static outboxed(type: Command["type"]): boolean {
-    return OUTBOXED.has(type);
   }
 }

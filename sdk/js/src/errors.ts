@@ -3,7 +3,7 @@ import type { ErrorCode } from "./protocol.js";
 
 /** Codes the SDK adds to the server's: the connection dropped before an answer came to a
  * command that is not safe to repeat, or the client was stopped. */
-export type ClientErrorCode = ErrorCode | "disconnected" | "stopped" | "timeout";
+export type ClientErrorCode = ErrorCode | "disconnected" | "stopped";
 
 /** A refused command: the server's stable `code`, its plain `message`, and for codes that
  * say so, when to retry. */
@@ -51,7 +51,6 @@ const FR: Record<ClientErrorCode, string> = {
   overloaded: "Le serveur est très sollicité : nouvel essai automatique.",
   disconnected: "La connexion a été perdue avant la réponse du serveur.",
   stopped: "La messagerie est déconnectée.",
-  timeout: "Le serveur ne répond pas.",
 };
 
 /** The French sentence a page shows for a code (a generic one for a code it does not

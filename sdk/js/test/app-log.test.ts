@@ -10,7 +10,7 @@ const e = (seq: number, kind: Entry["kind"], extra: Partial<Entry> = {}): Entry 
 describe("the app's channel log", () => {
   it("applies edits, deletions and thread states to what they target", () => {
     const log = newLog();
-    loadPage(log, [e(1, "thread", { title: "T", body: "b" }), e(2, "message", { body: "x", thread: 1 })], false);
+    loadPage(log, [e(1, "thread", { title: "T", body: "b" }), e(2, "message", { body: "x", thread: 1 })]);
     take(log, e(3, "edit", { target: 2, body: "y" }));
     take(log, e(4, "thread_state", { target: 1, locked: true }));
     take(log, e(5, "delete", { target: 2 }));
@@ -25,7 +25,7 @@ describe("the app's channel log", () => {
     const log = newLog();
     take(log, e(3, "message", { body: "during the read" }));
     take(log, e(2, "message", { body: "already in the page" }));
-    loadPage(log, [e(1, "message", { body: "a" }), e(2, "message", { body: "already in the page" })], false);
+    loadPage(log, [e(1, "message", { body: "a" }), e(2, "message", { body: "already in the page" })]);
     expect([...log.entries.keys()].sort()).toEqual([1, 2, 3]);
     expect(log.early).toEqual([]);
   });

@@ -2,7 +2,7 @@
 // the French messages.
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { Sequencer, backoffDelay, frenchMessage, simulcastRecipe, uuidv7, type ChannelInfo, type Entry } from "../src/index.js";
+import { PreauClient, Sequencer, backoffDelay, frenchMessage, simulcastRecipe, uuidv7, type ChannelInfo, type Entry } from "../src/index.js";
 import { ChannelBook } from "../src/channels.js";
 
 const e = (seq: number): Entry => ({ seq, kind: "message", author: "u", at: 0, body: `m${seq}` }) as Entry;
@@ -108,5 +108,25 @@ describe("ChannelBook", () => {
     expect(book.positions()).toEqual([{ channel: "grp:a", seq: 3 }]);
     expect(book.remove("grp:a")).toBe(true);
     expect(book.positions()).toEqual([]);
+  });
+});
+
+describe("PreauClient without a token", () => {
+  it("backs off when the token provider fails (it retried at once, in a loop)", async () => {
+    let calls = 0;
+    const c = new PreauClient({
+      url: "ws://127.0.0.1:9/ws",
+      token: () => {
+        calls++;
+        throw new Error("the ENT is unreachable");
+      },
+      backoff: { baseMs: 200, maxMs: 400 },
+    });
+    c.connect().catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 1000));
+    c.close();
+    expect(calls).toBeGreaterThanOrEqual(2);
+    expect(calls).toBeLessThanOrEqual(12);
+    expect(c.status).toBe("stopped");
   });
 });

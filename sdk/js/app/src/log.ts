@@ -8,7 +8,6 @@ export interface Log {
   entries: Map<number, Entry>;
   notices: Entry[];
   loaded: boolean;
-  olderMore: boolean;
   /** Live entries that came while the first page was being read: applied after it, so
    * none falls between the page and the live stream. */
   early: Entry[];
@@ -16,16 +15,15 @@ export interface Log {
 
 /** An empty log. */
 export function newLog(): Log {
-  return { entries: new Map(), notices: [], loaded: false, olderMore: false, early: [] };
+  return { entries: new Map(), notices: [], loaded: false, early: [] };
 }
 
 /** The first page read: its entries, then those newer that came meanwhile (an edit or
  * deletion of a message of the page applies again harmlessly). */
-export function loadPage(log: Log, entries: Entry[], more: boolean): void {
+export function loadPage(log: Log, entries: Entry[]): void {
   for (const e of entries) apply(log, e);
   const newest = entries.length ? entries[entries.length - 1]!.seq : 0;
   for (const e of log.early.splice(0)) if (e.seq > newest) apply(log, e);
-  log.olderMore = more;
   log.loaded = true;
 }
 

@@ -327,7 +327,7 @@ async function openChannel(ch: string): Promise<void> {
   if (!log.loaded) {
     try {
       const page = await client.history(ch, { limit: 100 });
-      loadPage(log, page.entries, page.more);
+      loadPage(log, page.entries);
       await client.profiles(page.entries.map((e) => e.author));
     } catch (e) {
       showPaneError(e);
