@@ -63,10 +63,13 @@ impl schemars::JsonSchema for ChannelId {
     }
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // The id alphabet and length of [`valid_id`], said once.
+        let id = format!("[A-Za-z0-9_.-]{{1,{MAX_ID_LEN}}}");
+        let pattern = format!("^((forum|ann):{id}:{id}|dm:{id}:{id}|grp:{id})$");
         schemars::json_schema!({
             "type": "string",
-            "description": "`forum:<school>:<class>`, `ann:<school>:<class>`, `dm:<user>:<user>` (the two ids sorted), or `grp:<id>`; every id part is 1 to 64 of [A-Za-z0-9_.-].",
-            "pattern": "^((forum|ann):[A-Za-z0-9_.-]{1,64}:[A-Za-z0-9_.-]{1,64}|dm:[A-Za-z0-9_.-]{1,64}:[A-Za-z0-9_.-]{1,64}|grp:[A-Za-z0-9_.-]{1,64})$",
+            "description": format!("`forum:<school>:<class>`, `ann:<school>:<class>`, `dm:<user>:<user>` (the two ids sorted), or `grp:<id>`; every id part is 1 to {MAX_ID_LEN} of [A-Za-z0-9_.-]."),
+            "pattern": pattern,
             "maxLength": 200
         })
     }

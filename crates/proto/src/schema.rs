@@ -8,13 +8,14 @@
 
 use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// A schema document under construction: the frames of one protocol, both directions.
 pub struct Document {
     reads: SchemaGenerator,
     writes: SchemaGenerator,
-    roots: Vec<(&'static str, Value)>,
+    client: Vec<Value>,
+    server: Vec<Value>,
 }
 
 impl Document {
@@ -24,21 +25,22 @@ impl Document {
         Document {
             reads: settings.clone().for_deserialize().into_generator(),
             writes: settings.for_serialize().into_generator(),
-            roots: Vec::new(),
+            client: Vec::new(),
+            server: Vec::new(),
         }
     }
 
     /// A frame a client sends (`direction` is `client`).
     pub fn client<T: JsonSchema>(mut self) -> Self {
         let r = self.reads.subschema_for::<T>();
-        self.roots.push(("client", r.to_value()));
+        self.client.push(r.to_value());
         self
     }
 
     /// A frame the server sends.
     pub fn server<T: JsonSchema>(mut self) -> Self {
         let r = self.writes.subschema_for::<T>();
-        self.roots.push(("server", r.to_value()));
+        self.server.push(r.to_value());
         self
     }
 
@@ -47,20 +49,13 @@ impl Document {
     /// in both directions must read as it is written ([`Document::conflicts`] lists those
     /// that do not).
     pub fn finish(mut self, id: &str, title: &str, description: &str) -> Value {
+        // Sorted by name: serde_json's map is ordered.
         let mut defs = self.writes.take_definitions(true);
         for (name, schema) in self.reads.take_definitions(true) {
             defs.entry(name).or_insert(schema);
         }
-        let defs: Map<String, Value> = {
-            let mut sorted: Vec<_> = defs.into_iter().collect();
-            sorted.sort_by(|a, b| a.0.cmp(&b.0));
-            sorted.into_iter().collect()
-        };
-        let of = |dir: &str| -> Vec<Value> {
-            self.roots.iter().filter(|(d, _)| *d == dir).map(|(_, v)| v.clone()).collect()
-        };
-        let (client, server) = (of("client"), of("server"));
-        let any: Vec<Value> = client.iter().chain(server.iter()).cloned().collect();
+        let any: Vec<Value> = self.client.iter().chain(&self.server).cloned().collect();
+        let (client, server) = (self.client, self.server);
         json!({
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": id,
@@ -74,7 +69,7 @@ impl Document {
     }
 
     /// Types whose schema differs between the two directions (each should be empty).
-    pub fn conflicts(&mut self) -> Vec<String> {
+    pub fn conflicts(&self) -> Vec<String> {
         let reads = self.reads.definitions().clone();
         let writes = self.writes.definitions();
         reads.iter().filter(|(k, v)| writes.get(*k).is_some_and(|w| w != *v)).map(|(k, _)| k.clone()).collect()
@@ -92,13 +87,25 @@ pub fn messaging() -> Document {
     Document::new().client::<crate::ClientFrame>().client::<crate::AuthFrame>().server::<crate::ServerFrame>()
 }
 
-/// [`messaging`] as committed.
+/// [`messaging`] as committed, with `x-retryable-codes`: the error codes whose command may
+/// succeed later unchanged ([`crate::ErrorCode::retryable`], so clients retry what the
+/// server says, not a copy of the list).
 pub fn messaging_document() -> Value {
-    messaging().finish(
+    let mut doc = messaging().finish(
         "urn:preau:schema:messaging:v1",
         "Préau messaging protocol, version 1",
         "Frames between a client and the gateway's WebSocket (`/ws`, subprotocols preau.v1.json and preau.v1.msgpack; docs/protocol.md). Generated from crates/proto: do not edit.",
-    )
+    );
+    let codes: Vec<Value> = doc["$defs"]["ErrorCode"]["oneOf"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| serde_json::from_value::<crate::ErrorCode>(c["const"].clone()).ok())
+        .filter(|c| c.retryable())
+        .map(|c| Value::from(c.as_str()))
+        .collect();
+    doc["x-retryable-codes"] = Value::from(codes);
+    doc
 }
 
 /// Compares a generated document with the committed file at `path` (from the workspace
@@ -153,5 +160,6 @@ mod tests {
             assert!(text.contains(&format!("\"{ty}\"")), "{ty}");
         }
         assert!(text.contains("\"outside_hours\""));
+        assert_eq!(doc["x-retryable-codes"], json!(["rate_limited", "unavailable", "internal", "overloaded"]));
     }
 }

@@ -97,6 +97,10 @@ function generate(schemaPath) {
   out += `export type AnyClientFrame = ${names(schema["x-client-frames"])};\n\n`;
   out += "/** Every frame the server sends. */\n";
   out += `export type AnyServerFrame = ${names(schema["x-server-frames"])};\n`;
+  if (schema["x-retryable-codes"]) {
+    out += "\n/** Error codes whose command may succeed later unchanged (the server's own list). */\n";
+    out += `export const RETRYABLE_CODES: readonly ErrorCode[] = ${JSON.stringify(schema["x-retryable-codes"])};\n`;
+  }
   return out;
 }
 

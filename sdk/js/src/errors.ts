@@ -1,5 +1,5 @@
 // Errors as the SDK reports them, and the French a page shows for each stable code.
-import type { ErrorCode } from "./protocol.js";
+import { RETRYABLE_CODES, type ErrorCode } from "./protocol.js";
 
 /** Codes the SDK adds to the server's: the connection dropped before an answer came to a
  * command that is not safe to repeat, or the client was stopped. */
@@ -24,7 +24,7 @@ export class PreauError extends Error {
   }
 }
 
-const RETRYABLE = new Set<ClientErrorCode>(["rate_limited", "unavailable", "internal", "overloaded"]);
+const RETRYABLE = new Set<ClientErrorCode>(RETRYABLE_CODES);
 
 /** Whether a server code is retried as it is. */
 export function retryable(code: ClientErrorCode): boolean {

@@ -747,3 +747,6 @@ export type AnyClientFrame = ClientFrame | AuthFrame;
 
 /** Every frame the server sends. */
 export type AnyServerFrame = ServerFrame;
+
+/** Error codes whose command may succeed later unchanged (the server's own list). */
+export const RETRYABLE_CODES: readonly ErrorCode[] = ["rate_limited","unavailable","internal","overloaded"];
