@@ -104,7 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
-        .route("/openapi.json", get(|| async { asset("application/json", OPENAPI) }))
+        .route("/openapi.json", get(|| async { preau_ops::asset("application/json", OPENAPI) }))
         .route("/admin/directory", post(crate::admin::import))
         .route("/admin/suspension", get(crate::admin::suspensions).put(crate::admin::suspend))
         .route("/admin/audit", get(crate::admin::audit_trail))
@@ -124,7 +124,7 @@ pub fn router(state: AppState) -> Router {
         .route("/classroom", get(|| async { Html(include_str!("../../sfu/static/classroom.html")) }))
         .route(
             "/preau-client.js",
-            get(|| async { asset("text/javascript", include_str!("../static/app/preau-client.js")) }),
+            get(|| async { preau_ops::asset("text/javascript", include_str!("../static/app/preau-client.js")) }),
         );
     if state.g.cfg.dev_mode() {
         r = r
@@ -132,9 +132,15 @@ pub fn router(state: AppState) -> Router {
             .route("/dev/token", get(dev_token))
             // The messaging web app (sdk/js/app, built into static/app by `npm run build`).
             .route("/", get(|| async { Html(include_str!("../static/app/index.html")) }))
-            .route("/app.js", get(|| async { asset("text/javascript", include_str!("../static/app/app.js")) }))
-            .route("/app.css", get(|| async { asset("text/css", include_str!("../static/app/app.css")) }))
-            .route("/config.js", get(|| async { asset("text/javascript", include_str!("../static/app/config.js")) }));
+            .route(
+                "/app.js",
+                get(|| async { preau_ops::asset("text/javascript", include_str!("../static/app/app.js")) }),
+            )
+            .route("/app.css", get(|| async { preau_ops::asset("text/css", include_str!("../static/app/app.css")) }))
+            .route(
+                "/config.js",
+                get(|| async { preau_ops::asset("text/javascript", include_str!("../static/app/config.js")) }),
+            );
     }
     let origins: Arc<[String]> = state.g.cfg.cors_origins.clone().into();
     r.with_state(state).layer(axum::middleware::from_fn_with_state(origins, cors))
@@ -385,11 +391,6 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
 /// The OpenAPI document of these routes (docs/openapi/gateway.json; a test keeps the two
 /// equal).
 pub const OPENAPI: &str = include_str!("../../docs/openapi/gateway.json");
-
-/// A static file (the OpenAPI document, the web app's files).
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
-}
 
 async fn dev_users(State(s): State<AppState>) -> Response {
     let dir = s.g.dir();

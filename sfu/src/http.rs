@@ -33,16 +33,9 @@ async fn ws(State(sfu): State<Arc<Sfu>>, Query(q): Query<WsQuery>, up: WebSocket
 /// The OpenAPI document of these routes (docs/openapi/sfu.json).
 pub const OPENAPI: &str = include_str!("../../docs/openapi/sfu.json");
 
-async fn openapi() -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
-}
-
 /// @preau/client as one ES module: the classroom page takes its simulcast recipe from it
 /// (the gateway serves the same file).
-async fn sdk() -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "text/javascript")], include_str!("../../gateway/static/app/preau-client.js"))
-        .into_response()
-}
+const SDK: &str = include_str!("../../gateway/static/app/preau-client.js");
 
 async fn healthz() -> &'static str {
     "ok"
@@ -79,8 +72,8 @@ pub fn router(sfu: Arc<Sfu>) -> axum::Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
-        .route("/openapi.json", get(openapi))
-        .route("/preau-client.js", get(sdk))
+        .route("/openapi.json", get(|| async { preau_ops::asset("application/json", OPENAPI) }))
+        .route("/preau-client.js", get(|| async { preau_ops::asset("text/javascript", SDK) }))
         .route("/classroom", get(classroom))
         .route("/", get(|| async { Redirect::temporary("/classroom") }))
         .with_state(sfu)

@@ -8,6 +8,8 @@
 //! - [`client`]: the HTTP client the servers use themselves (the portal's JWKS, webhooks).
 //! - [`metrics`]: metric descriptions (kind and HELP text), one table per server.
 //! - [`logging`]: logs on standard error, plain or JSON for every line.
+//! - [`asset`]: a file built into the binary, served with its type (OpenAPI documents,
+//!   pages, scripts).
 //! - `testing` (feature `testing`): a CA of a test's own, its leaves and pins; promtool;
 //!   a router's routes against its OpenAPI document.
 
@@ -18,3 +20,11 @@ pub mod process;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
+
+/// A file built into the binary (an OpenAPI document, a page's script), served with its
+/// content type and revalidated at each load (a new release serves new files).
+pub fn asset(content_type: &'static str, body: &'static str) -> axum::response::Response {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
