@@ -7,4 +7,6 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let _ = preau_live::vp8::is_keyframe(data);
     let _ = preau_live::vp8::temporal(data);
+    let _ = preau_live::vp8::descriptor_len(data);
+    let _ = preau_live::vp8::keyframe_size(data);
 });

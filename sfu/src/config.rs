@@ -5,6 +5,19 @@ use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// The base of a node's HTTP URLs (recording downloads) from its signaling URL:
+/// `wss://sfu.example.fr/ws` gives `https://sfu.example.fr`.
+pub fn http_base(signaling: &str) -> String {
+    let http = if let Some(rest) = signaling.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = signaling.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        signaling.to_owned()
+    };
+    http.strip_suffix("/ws").map(str::to_owned).unwrap_or(http)
+}
+
 /// SFU settings.
 #[derive(Args, Clone, Debug)]
 pub struct SfuConfig {
@@ -76,6 +89,21 @@ pub struct SfuConfig {
     /// go elsewhere at once).
     #[arg(long, env = "PREAU_SFU_DRAIN_SECONDS", default_value_t = 3600)]
     pub drain_seconds: u64,
+    /// Where class recordings are written (WebM, one file each, with a `.json` beside it
+    /// saying what it is); created at the first recording. Empty: recording is off.
+    #[arg(long, env = "PREAU_SFU_RECORDINGS_DIR", default_value = "data/recordings")]
+    pub recordings_dir: PathBuf,
+    /// Days a recording is kept before this node deletes it (docs/data-protection.md).
+    #[arg(long, env = "PREAU_SFU_RECORDING_RETENTION_DAYS", default_value_t = 30)]
+    pub recording_retention_days: u64,
+    /// The gateway's base URL (`http://gateway:8080`): a finished recording is listed in
+    /// the class announcements through its server API.
+    #[arg(long, env = "PREAU_SFU_GATEWAY_URL")]
+    pub gateway_url: Option<String>,
+    /// A file holding the gateway server-API key the SFU lists recordings with (one of
+    /// the gateway's `--api-keys-file`).
+    #[arg(long, env = "PREAU_SFU_GATEWAY_API_KEY_FILE")]
+    pub gateway_api_key_file: Option<PathBuf>,
     /// Logs as JSON lines.
     #[arg(long, env = "PREAU_LOG_JSON")]
     pub log_json: bool,
@@ -198,6 +226,8 @@ mod tests {
     fn with_tls_the_announced_url_is_wss() {
         let cfg = Cli::try_parse_from(["preau-sfu", "--tls-cert", "c", "--tls-key", "k"]).expect("flags").cfg;
         assert_eq!(cfg.public_url("127.0.0.1:8443".parse().expect("addr")), "wss://127.0.0.1:8443/ws");
+        assert_eq!(http_base("wss://127.0.0.1:8443/ws"), "https://127.0.0.1:8443");
+        assert_eq!(http_base("ws://sfu-2.lycee.fr/ws"), "http://sfu-2.lycee.fr");
     }
 
     /// The SFU expected ES256 room tokens by default while the gateway signs EdDSA.

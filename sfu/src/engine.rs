@@ -1593,6 +1593,7 @@ impl Shard {
             arrived: p.timestamp,
             payload: p.payload,
         });
+        source.tap(&pkt, rank);
         let mask = source.shard_mask.load(Ordering::Acquire);
         for shard in (0..64).filter(|s| mask & (1 << s) != 0) {
             if shard == self.id {

@@ -1,10 +1,10 @@
-//! The node's HTTP routes: the signaling WebSocket, probes, metrics and the classroom
-//! page.
+//! The node's HTTP routes: the signaling WebSocket, probes, metrics, the classroom
+//! page and recording downloads.
 
 use crate::node::Sfu;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use preau_live::signal;
@@ -61,6 +61,59 @@ async fn metrics_page(State(sfu): State<Arc<Sfu>>) -> Response {
     }
 }
 
+fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "code": code, "message": message }))).into_response()
+}
+
+/// A recording, to the holder of a link the gateway signed (`?token=`, minutes-lived).
+async fn recording(State(sfu): State<Arc<Sfu>>, Path(file): Path<String>, Query(q): Query<WsQuery>) -> Response {
+    let Some(id) = file.strip_suffix(".webm") else {
+        return refusal(StatusCode::NOT_FOUND, "not_found", "no such recording");
+    };
+    let claims = match sfu.verifier.verify_link(q.token.as_deref().unwrap_or("")) {
+        Ok(c) => c,
+        Err(preau_auth::AuthError::Expired) => {
+            return refusal(StatusCode::UNAUTHORIZED, "link_expired", "this link has expired: ask for a new one");
+        }
+        Err(_) => return refusal(StatusCode::UNAUTHORIZED, "link_invalid", "this link is not valid"),
+    };
+    if claims.sub != id {
+        return refusal(StatusCode::UNAUTHORIZED, "link_invalid", "this link is for another recording");
+    }
+    let Some((path, meta)) = sfu.recordings.open(id) else {
+        return refusal(StatusCode::NOT_FOUND, "not_found", "this recording is no longer kept");
+    };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(_) => return refusal(StatusCode::NOT_FOUND, "not_found", "this recording is no longer kept"),
+    };
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    // Read in chunks: an hour of class is hundreds of megabytes.
+    let chunks = futures_util::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = vec![0u8; 64 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    });
+    let disposition = format!("attachment; filename=\"{}\"", meta.download_name());
+    (
+        [
+            (header::CONTENT_TYPE, "video/webm".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, "private, no-store".to_owned()),
+        ],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response()
+}
+
 async fn classroom() -> Html<&'static str> {
     Html(CLASSROOM_HTML)
 }
@@ -75,6 +128,7 @@ pub fn router(sfu: Arc<Sfu>) -> axum::Router {
         .route("/openapi.json", get(|| async { preau_ops::asset("application/json", OPENAPI) }))
         .route("/preau-client.js", get(|| async { preau_ops::asset("text/javascript", SDK) }))
         .route("/classroom", get(classroom))
+        .route("/recordings/{file}", get(recording))
         .route("/", get(|| async { Redirect::temporary("/classroom") }))
         .with_state(sfu)
 }
@@ -87,7 +141,7 @@ mod tests {
     #[test]
     fn every_route_is_documented() {
         let routes = routes_in_source(include_str!("http.rs"));
-        assert_eq!(routes.len(), 8, "{routes:?}");
+        assert_eq!(routes.len(), 9, "{routes:?}");
         assert_eq!(routes, routes_in_openapi(super::OPENAPI).expect("parses"));
     }
 }

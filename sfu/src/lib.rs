@@ -12,6 +12,8 @@
 //! - [`negotiator`]: the `sub` connection's offer/answer state.
 //! - [`budget`]: a subscriber's bandwidth shared across the videos it receives, the
 //!   holds that keep layer choices from flapping, and what its estimator should look for.
+//! - [`record::assemble`], [`record::timeline`]: a recording's VP8 frames, its picture
+//!   and voices, their times and order.
 //! - [`admission`] (its pure parts), [`turn`] (TURN credentials), [`error`] (what a
 //!   client sees of a failure).
 //!
@@ -23,6 +25,8 @@
 //! - [`engine`]: the media engine: str0m connections owned by a few engine threads
 //!   (shards), one receiving thread routing the socket's datagrams to them, packets
 //!   shared between shards; [`media`]: a published source as the room sees it.
+//! - [`record`]: class recordings: the tap on sources, the writing thread (WebM through
+//!   libwebm), the folder, listing through the gateway, retention, downloads.
 //! - [`schema`]: the signaling's JSON Schema, derived from the types.
 //! - [`http`]: the routes; [`config`], [`metrics`]: flags and metric names.
 //!
@@ -42,6 +46,7 @@ pub mod negotiator;
 pub mod net;
 pub mod node;
 pub mod peer;
+pub mod record;
 pub mod room;
 pub mod room_task;
 pub mod schema;

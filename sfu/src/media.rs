@@ -52,6 +52,10 @@ pub struct Source {
     /// it per packet to know where to hand the packet.
     pub(crate) shard_mask: AtomicU64,
     closed: AtomicBool,
+    /// A recording hears this source: the publisher's shard hands it each packet let
+    /// through (the flag read per packet, the lock only when set).
+    tapped: AtomicBool,
+    tap: Mutex<Option<crate::record::Tap>>,
     engine: Shards,
 }
 
@@ -70,6 +74,8 @@ impl Source {
             subs: Mutex::new(BTreeMap::new()),
             shard_mask: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            tapped: AtomicBool::new(false),
+            tap: Mutex::new(None),
             engine,
         })
     }
@@ -115,6 +121,28 @@ impl Source {
         let shard = subs.remove(&peer)?;
         self.remask(&subs);
         Some(shard)
+    }
+
+    /// A recording starts (`Some`) or stops hearing this source.
+    pub(crate) fn set_tap(&self, tap: Option<crate::record::Tap>) {
+        let mut t = self.tap.lock();
+        self.tapped.store(tap.is_some(), Ordering::Release);
+        *t = tap;
+    }
+
+    /// Hands a packet let through to the recording, if one hears this source; `rank` is
+    /// its simulcast layer's rank.
+    pub(crate) fn tap(&self, p: &Arc<Packet>, rank: u8) {
+        if self.tapped.load(Ordering::Acquire)
+            && let Some(t) = self.tap.lock().as_ref()
+        {
+            t.packet(p, rank);
+        }
+    }
+
+    /// Asks the publisher for a keyframe of `layer` (a recording starting on it).
+    pub(crate) fn ask_keyframe(&self, layer: usize) {
+        self.engine.send(self.shard, ShardCmd::Keyframe { key: self.key, layer });
     }
 
     /// A subscriber's wanted quality for this source (its tile's size).

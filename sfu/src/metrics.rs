@@ -32,6 +32,13 @@ pub const ENGINE_PANICS: &str = "preau_sfu_engine_panics_total";
 /// Signaling requests refused, by code (counter).
 pub const ERRORS: &str = "preau_sfu_errors_total";
 
+/// Class recordings, by `result`: `written`, `failed`, `listed` (in the class
+/// announcements), `deleted` (past retention) (counter).
+pub const RECORDINGS: &str = "preau_sfu_recordings_total";
+/// Packets a recording could not write, by reason: `queue` (its writer was behind),
+/// `voices` (more pupils speaking at once than audio tracks) (counter).
+pub const RECORDING_DROPPED: &str = "preau_sfu_recording_dropped_total";
+
 /// Every metric with its kind and its HELP text (promtool checks each has one).
 pub const DESCRIBED: &[(&str, Kind, &str)] = &[
     (ROOMS, Kind::Gauge, "Rooms open on this node."),
@@ -47,6 +54,8 @@ pub const DESCRIBED: &[(&str, Kind, &str)] = &[
     (LAYER_SWITCHES, Kind::Counter, "Simulcast layer switches done for subscribers."),
     (ENGINE_PANICS, Kind::Counter, "Sessions ended because the media engine failed on one of their connections."),
     (ERRORS, Kind::Counter, "Signaling requests refused, by code."),
+    (RECORDINGS, Kind::Counter, "Class recordings written, failed, listed in the announcements, or deleted (result)."),
+    (RECORDING_DROPPED, Kind::Counter, "Packets a recording could not write, by reason."),
 ];
 
 /// Installs the global recorder and returns the handle rendering /metrics.
@@ -56,7 +65,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     for g in [ROOMS, PEERS, TRACKS] {
         metrics::gauge!(g).set(0.0);
     }
-    for c in [NACKS, LAYER_SWITCHES, ENGINE_PANICS] {
+    for c in [NACKS, LAYER_SWITCHES, ENGINE_PANICS, RECORDINGS] {
         metrics::counter!(c).increment(0);
     }
     Ok(handle)

@@ -29,6 +29,8 @@ pub struct Sfu {
     pub(crate) bus: Option<Arc<preau_bus::redis::RedisBus>>,
     pub(crate) prom: Option<metrics_exporter_prometheus::PrometheusHandle>,
     draining: AtomicBool,
+    /// Recordings: the folder, this node's download base, the gateway to list them with.
+    pub(crate) recordings: Arc<crate::record::Store>,
 }
 
 impl Sfu {
@@ -66,7 +68,12 @@ impl Sfu {
             Some(url) => Some(preau_bus::redis::RedisBus::connect(url, &cfg.node_id, "sfu", &public_url).await?),
             None => None,
         };
+        let recordings = crate::record::Store::new(&cfg, crate::config::http_base(&public_url))?;
+        if recordings.enabled() {
+            recordings.spawn_sweeper();
+        }
         Ok(Arc::new(Sfu {
+            recordings,
             cfg,
             engine,
             verifier,

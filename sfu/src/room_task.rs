@@ -119,6 +119,7 @@ pub(crate) fn spawn(sfu: Arc<Sfu>, key: String, cfg: RoomConfig) -> Arc<RoomRef>
         speakers: Speakers::default(),
         laid_out_for: Vec::new(),
         chosen: Vec::new(),
+        recording: None,
     };
     tokio::spawn(t.run(rx, lrx, crx));
     Arc::new(RoomRef { tx, levels, closed })
@@ -143,6 +144,8 @@ struct RoomTask {
     laid_out_for: Vec<PeerId>,
     /// Whose video was forwarded as of the last layout.
     chosen: Vec<PeerId>,
+    /// The recording running, if any.
+    recording: Option<(crate::record::Meta, crate::record::Running)>,
 }
 
 impl RoomTask {
@@ -198,6 +201,7 @@ impl RoomTask {
                 break;
             }
         }
+        self.stop_recording();
         for s in &self.sources {
             s.close();
         }
@@ -392,6 +396,9 @@ impl RoomTask {
         let Some(i) = self.sources.iter().position(|s| s.id == id) else { return };
         let s = self.sources.remove(i);
         s.close();
+        if let Some((_, r)) = self.recording.as_mut() {
+            r.untap(&s);
+        }
         metrics::gauge!(m::TRACKS).decrement(1.0);
         for peer in s.subscribers() {
             s.unsubscribe(peer);
@@ -436,6 +443,12 @@ impl RoomTask {
         metrics::gauge!(m::TRACKS).increment(1.0);
         tracing::info!(room = %self.key, source = %s.id, allowed, "source published");
         self.sources.push(s.clone());
+        let host = self.is_host(s.peer);
+        if let Some((_, r)) = self.recording.as_mut()
+            && crate::record::heard(s.media, host)
+        {
+            r.tap(&s, host);
+        }
         let ids: Vec<PeerId> =
             self.peers.iter().filter(|(id, p)| p.admitted && **id != s.peer).map(|(id, _)| *id).collect();
         for id in ids {
@@ -460,6 +473,7 @@ impl RoomTask {
             ClientCmd::Remove { peer: p } => self.room.handle_remove(now, peer, p),
             ClientCmd::Lock { locked } => self.room.handle_lock(now, peer, locked),
             ClientCmd::Chat { thread } => self.room.handle_chat(now, peer, thread),
+            ClientCmd::Record { on } => return self.record(peer, on),
             ClientCmd::ClassReceive { mode } => self.room.handle_class_receive(now, peer, mode),
             ClientCmd::End => self.room.handle_end(now, peer),
             ClientCmd::Quality { source, quality } => {
@@ -475,6 +489,59 @@ impl RoomTask {
             _ => return Err(SignalError::new(SignalCode::BadRequest, "not a room command")),
         };
         r.map_err(SignalError::from)
+    }
+
+    fn is_host(&self, peer: PeerId) -> bool {
+        self.peers.get(&peer).is_some_and(|p| p.role == Role::Host)
+    }
+
+    /// The host starts or stops the recording: the file is begun before anyone is told,
+    /// so nobody is told of a recording that is not made.
+    fn record(&mut self, peer: PeerId, on: bool) -> Result<(), SignalError> {
+        self.room.check_host(peer)?;
+        if on && self.recording.is_none() {
+            let unavailable = |m: &str| SignalError::new(SignalCode::RecordingUnavailable, m);
+            // Only a class's session is recorded: its announcements list the file.
+            let class =
+                self.key.split_once('/').and_then(|(school, room)| Some((school, room.strip_prefix("class:")?)));
+            let Some((school, class)) = class else {
+                return Err(unavailable("only a class's live session can be recorded"));
+            };
+            let author = self.room.member(peer).map(|m| m.user.clone()).unwrap_or_default();
+            let with_video = self.room.class_receive() != ReceiveMode::Audio;
+            let (meta, mut running) = self.sfu.recordings.begin(school, class, &author, with_video).map_err(|e| {
+                tracing::error!(room = %self.key, error = %e, "cannot record");
+                metrics::counter!(m::RECORDINGS, "result" => "failed").increment(1);
+                unavailable("this server cannot record now")
+            })?;
+            for s in self.sources.clone() {
+                let host = self.is_host(s.peer);
+                if crate::record::heard(s.media, host) {
+                    running.tap(&s, host);
+                }
+            }
+            tracing::info!(room = %self.key, id = %meta.id, "recording started");
+            self.recording = Some((meta, running));
+        } else if !on {
+            self.stop_recording();
+        }
+        self.room.handle_record(now(), peer, on).map_err(SignalError::from)
+    }
+
+    /// Finishes the recording (written, described and listed in the background).
+    fn stop_recording(&mut self) {
+        let Some((meta, running)) = self.recording.take() else { return };
+        let store = self.sfu.recordings.clone();
+        tokio::spawn(async move {
+            let id = meta.id.clone();
+            match running.stop().await {
+                Ok(w) => store.finished(meta, w).await,
+                Err(e) => {
+                    metrics::counter!(m::RECORDINGS, "result" => "failed").increment(1);
+                    tracing::warn!(%id, error = %e, "recording not kept");
+                }
+            }
+        });
     }
 
     /// The speakers may have changed: tell the room, and redo last-N if the latest

@@ -112,6 +112,22 @@ pub struct RoomClaims {
     pub aud: String,
 }
 
+/// Audience of recording download links: only the SFU's `/recordings/...` accepts them.
+pub const RECORDING_AUDIENCE: &str = "preau-recording";
+
+/// A recording download link's token: the gateway checked that the holder may read the
+/// class announcement listing the recording. Minutes-lived: it serves one download.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkClaims {
+    /// The recording's id.
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch.
+    #[serde(deserialize_with = "numeric_date")]
+    pub exp: u64,
+    /// Always [`RECORDING_AUDIENCE`].
+    pub aud: String,
+}
+
 /// Why a token was refused. Every variant maps to HTTP 401.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 pub enum AuthError {
@@ -299,6 +315,11 @@ impl Verifier {
         self.verify_as(token, Some(ROOM_AUDIENCE), now_secs())
     }
 
+    /// Verifies a recording link's token (audience [`RECORDING_AUDIENCE`]).
+    pub fn verify_link(&self, token: &str) -> Result<LinkClaims, AuthError> {
+        self.verify_as(token, Some(RECORDING_AUDIENCE), now_secs())
+    }
+
     fn verify_as<T: serde::de::DeserializeOwned>(
         &self,
         token: &str,
@@ -337,7 +358,10 @@ impl Verifier {
             None => {
                 v.validate_aud = false;
                 if let Ok(d) = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token)
-                    && d.claims.get("aud").and_then(|a| a.as_str()) == Some(ROOM_AUDIENCE)
+                    && d.claims
+                        .get("aud")
+                        .and_then(|a| a.as_str())
+                        .is_some_and(|a| a == ROOM_AUDIENCE || a == RECORDING_AUDIENCE)
                 {
                     return Err(AuthError::WrongAudience);
                 }
@@ -432,6 +456,12 @@ impl Issuer {
             exp: now_secs() + ttl_secs,
             aud: ROOM_AUDIENCE.to_owned(),
         };
+        self.sign_any(&claims)
+    }
+
+    /// Signs a recording link's token for recording `id`, valid `ttl_secs` from now.
+    pub fn issue_link(&self, id: &str, ttl_secs: u64) -> String {
+        let claims = LinkClaims { sub: id.to_owned(), exp: now_secs() + ttl_secs, aud: RECORDING_AUDIENCE.to_owned() };
         self.sign_any(&claims)
     }
 
@@ -599,6 +629,19 @@ mod tests {
         assert!(v.verify_room(&user).is_err(), "a user token is not a room token");
         let with_aud = Verifier::hs256(b"k").with_audience(Some("preau".into()));
         assert!(with_aud.verify(&room).is_err());
+    }
+
+    #[test]
+    fn recording_links_pass_for_nothing_else() {
+        let iss = Issuer::hs256(b"k");
+        let v = Verifier::hs256(b"k");
+        let link = iss.issue_link("20261203-0001", 300);
+        assert_eq!(v.verify_link(&link).expect("link").sub, "20261203-0001");
+        assert_eq!(v.verify(&link), Err(AuthError::WrongAudience), "a link is not a user token");
+        assert!(v.verify_room(&link).is_err(), "nor a room token");
+        assert!(v.verify_link(&iss.issue_room("e001", "Léa", "s", "class:6A", "host", 60)).is_err());
+        assert!(v.verify_link(&iss.issue("e001", "pupil", "s", 60)).is_err());
+        assert_eq!(Verifier::hs256(b"other").verify_link(&link), Err(AuthError::BadSignature));
     }
 
     #[test]

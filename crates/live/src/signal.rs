@@ -219,6 +219,12 @@ pub enum ClientCmd {
         /// The thread's seq in `forum:<school>:<class>`.
         thread: u64,
     },
+    /// Host: start or stop recording the class (WebM in the SFU's recordings folder,
+    /// then listed in the class announcements); everyone is told (`recording`).
+    Record {
+        /// Start (true) or stop.
+        on: bool,
+    },
     /// Host: lock or unlock.
     Lock {
         /// Locked.
@@ -285,6 +291,9 @@ pub enum SignalCode {
     NodeFull,
     /// A service the SFU needs (the room registry) is unreachable: retry shortly.
     Unavailable,
+    /// This room cannot be recorded: recordings are for class rooms, on a node with a
+    /// recordings folder it can write.
+    RecordingUnavailable,
     /// A peer connection failed: restart ICE.
     ConnectionFailed,
     /// Something failed inside the SFU; the details are in its log, not here.
@@ -319,6 +328,7 @@ impl SignalCode {
         SignalCode::Elsewhere,
         SignalCode::NodeFull,
         SignalCode::Unavailable,
+        SignalCode::RecordingUnavailable,
         SignalCode::ConnectionFailed,
         SignalCode::Internal,
     ];
@@ -351,6 +361,7 @@ impl SignalCode {
             SignalCode::Elsewhere => "elsewhere",
             SignalCode::NodeFull => "node_full",
             SignalCode::Unavailable => "unavailable",
+            SignalCode::RecordingUnavailable => "recording_unavailable",
             SignalCode::ConnectionFailed => "connection_failed",
             SignalCode::Internal => "internal",
         }
@@ -422,6 +433,7 @@ pub fn decode(text: &str) -> Result<ClientMsg, (Option<u64>, SignalError)> {
         "remove",
         "lock",
         "chat",
+        "record",
         "end",
         "leave",
     ];

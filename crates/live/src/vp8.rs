@@ -2,22 +2,17 @@
 //! layer switch waits for one) and which temporal layer its frame belongs to (a reduced
 //! frame rate drops the upper ones). Pure, and fuzzed: it reads network bytes.
 
-/// Whether a VP8 RTP payload starts a keyframe (RFC 7741: the payload descriptor, then
-/// the first partition's header, whose P bit is 0 on keyframes).
-pub fn is_keyframe(payload: &[u8]) -> bool {
-    let Some(&b0) = payload.first() else { return false };
-    let start = b0 & 0x10 != 0;
-    let pid = b0 & 0x07;
-    if !start || pid != 0 {
-        return false;
-    }
+/// The length of a VP8 RTP payload descriptor (RFC 7741 section 4.2): what precedes the
+/// VP8 data itself. `None` when the payload is too short to hold it.
+pub fn descriptor_len(payload: &[u8]) -> Option<usize> {
+    let &b0 = payload.first()?;
     let mut i = 1;
     if b0 & 0x80 != 0 {
-        let Some(&x) = payload.get(i) else { return false };
+        let &x = payload.get(i)?;
         i += 1;
         if x & 0x80 != 0 {
             // I: picture id, 7 or 15 bits.
-            let Some(&p) = payload.get(i) else { return false };
+            let &p = payload.get(i)?;
             i += if p & 0x80 != 0 { 2 } else { 1 };
         }
         if x & 0x40 != 0 {
@@ -27,7 +22,33 @@ pub fn is_keyframe(payload: &[u8]) -> bool {
             i += 1; // T or K: TID/Y/KEYIDX
         }
     }
-    payload.get(i).is_some_and(|h| h & 0x01 == 0)
+    (i <= payload.len()).then_some(i)
+}
+
+/// Whether a packet starts a VP8 frame: S set on partition 0.
+pub fn starts_frame(payload: &[u8]) -> bool {
+    payload.first().is_some_and(|b0| b0 & 0x10 != 0 && b0 & 0x07 == 0)
+}
+
+/// Whether a VP8 RTP payload starts a keyframe (RFC 7741: the payload descriptor, then
+/// the first partition's header, whose P bit is 0 on keyframes).
+pub fn is_keyframe(payload: &[u8]) -> bool {
+    if !starts_frame(payload) {
+        return false;
+    }
+    descriptor_len(payload).and_then(|i| payload.get(i)).is_some_and(|h| h & 0x01 == 0)
+}
+
+/// The picture size a VP8 keyframe carries (RFC 6386 section 9.1: the frame tag, the
+/// start code `9d 01 2a`, then 14-bit width and height); `None` for an interframe or a
+/// truncated one.
+pub fn keyframe_size(frame: &[u8]) -> Option<(u16, u16)> {
+    if frame.len() < 10 || frame[0] & 0x01 != 0 || frame[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let w = u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff;
+    let h = u16::from_le_bytes([frame[8], frame[9]]) & 0x3fff;
+    (w > 0 && h > 0).then_some((w, h))
 }
 
 /// Where a packet stands among temporal layers (RFC 7741's T bit): whether it starts a
@@ -70,6 +91,22 @@ mod tests {
         assert!(!is_keyframe(&[0x90, 0xe0, 0x80, 0x01, 0x05, 0x20, 0x9d]));
         assert!(!is_keyframe(&[]));
         assert!(!is_keyframe(&[0x90, 0xe0]), "truncated: never a panic");
+    }
+
+    #[test]
+    fn measures_the_descriptor_and_reads_a_keyframe_size() {
+        assert_eq!(descriptor_len(&[0x10, 0x00]), Some(1));
+        assert_eq!(descriptor_len(&[0x90, 0xe0, 0x80, 0x01, 0x05, 0x20, 0x9c]), Some(6));
+        assert_eq!(descriptor_len(&[0x90, 0x80, 0x05]), Some(3), "7-bit picture id");
+        assert_eq!(descriptor_len(&[0x90, 0xe0, 0x80]), None, "truncated");
+        assert_eq!(descriptor_len(&[]), None);
+        // A 640x360 keyframe: tag (P=0), start code, sizes with no scaling bits.
+        let key = [0x50, 0x2a, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01, 0x00];
+        assert_eq!(keyframe_size(&key), Some((640, 360)));
+        let mut inter = key;
+        inter[0] |= 1;
+        assert_eq!(keyframe_size(&inter), None, "an interframe carries no size");
+        assert_eq!(keyframe_size(&key[..8]), None, "truncated");
     }
 
     #[test]

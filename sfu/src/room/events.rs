@@ -230,6 +230,12 @@ pub enum Event {
         /// The thread's seq in the class forum.
         thread: u64,
     },
+    /// The class is being recorded, or no longer (told to everyone, and to each
+    /// newcomer while it is).
+    Recording {
+        /// Now recording.
+        on: bool,
+    },
     /// Locked or unlocked.
     Locked {
         /// Now locked.

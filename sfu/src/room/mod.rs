@@ -38,6 +38,8 @@ pub struct Room {
     class_receive: ReceiveMode,
     /// The class chat's forum thread, once the host set it.
     chat: Option<u64>,
+    /// Being recorded (everyone is told, newcomers at admission).
+    recording: bool,
     poll: Option<Poll>,
     polls: u32,
     out: VecDeque<Output>,
@@ -56,6 +58,7 @@ impl Room {
             hostless_since: Some(now),
             class_receive: ReceiveMode::All,
             chat: None,
+            recording: false,
             poll: None,
             polls: 0,
             out: VecDeque::new(),
@@ -101,6 +104,17 @@ impl Room {
         // An audio-only class carries no camera, the teacher's included; slides still go.
         let audio_only = self.class_receive == ReceiveMode::Audio && media == Media::Video;
         if m.grants.get(media) && !audio_only { Ok(()) } else { Err(RoomError::NotGranted(media)) }
+    }
+
+    /// Whether the class is being recorded.
+    pub fn is_recording(&self) -> bool {
+        self.recording
+    }
+
+    /// Whether `by` may act as host now (the room task asks before starting what the
+    /// room does not hold, a recording).
+    pub fn check_host(&self, by: PeerId) -> Result<(), RoomError> {
+        self.host(by)
     }
 
     /// What the whole class receives at most.
@@ -412,6 +426,17 @@ impl Room {
         Ok(())
     }
 
+    /// The host starts or stops the recording; everyone is told (newcomers at
+    /// admission): a recorded pupil must know.
+    pub fn handle_record(&mut self, _now: Instant, by: PeerId, on: bool) -> Result<(), RoomError> {
+        self.host(by)?;
+        if self.recording != on {
+            self.recording = on;
+            self.emit(None, Event::Recording { on });
+        }
+        Ok(())
+    }
+
     /// The host ends the class for everyone.
     pub fn handle_end(&mut self, _now: Instant, by: PeerId) -> Result<(), RoomError> {
         self.host(by)?;
@@ -449,6 +474,9 @@ impl Room {
         self.emit(Some(peer), Event::Admitted { members });
         if self.class_receive != ReceiveMode::All {
             self.emit(Some(peer), Event::ClassReceive { mode: self.class_receive });
+        }
+        if self.recording {
+            self.emit(Some(peer), Event::Recording { on: true });
         }
         if let Some(thread) = self.chat {
             self.emit(Some(peer), Event::Chat { thread });
@@ -808,6 +836,27 @@ mod tests {
         assert!(out.contains(&Output { to: Some(9), event: Event::Chat { thread: 7 } }), "{out:?}");
         r.handle_end(now, T).expect("end");
         assert_eq!(r.handle_chat(now, T, 8), Err(RoomError::Ended));
+    }
+
+    #[test]
+    fn everyone_knows_the_class_is_recorded_newcomers_too() {
+        let (mut r, now) = class(3);
+        assert_eq!(r.handle_record(now, 2, true), Err(RoomError::NotHost), "a pupil records nothing");
+        assert!(!r.is_recording());
+        drain(&mut r);
+        r.handle_record(now, T, true).expect("record");
+        assert_eq!(drain(&mut r), vec![Output { to: None, event: Event::Recording { on: true } }]);
+        r.handle_record(now, T, true).expect("again: nothing new");
+        assert!(drain(&mut r).is_empty());
+        r.handle_join(now, 9, "e009", "late", Role::Participant).expect("waits");
+        assert!(!drain(&mut r).iter().any(|o| o.event == Event::Recording { on: true }), "not told while waiting");
+        r.handle_admit(now, T, 9).expect("admit");
+        assert!(drain(&mut r).contains(&Output { to: Some(9), event: Event::Recording { on: true } }));
+        r.handle_record(now, T, false).expect("stop");
+        assert_eq!(drain(&mut r), vec![Output { to: None, event: Event::Recording { on: false } }]);
+        r.handle_join(now, 10, "e010", "later", Role::Participant).expect("waits");
+        r.handle_admit(now, T, 10).expect("admit");
+        assert!(!drain(&mut r).iter().any(|o| matches!(o.event, Event::Recording { .. })), "nothing to tell");
     }
 
     #[test]
