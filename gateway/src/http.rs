@@ -111,7 +111,9 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/users/{id}/data", axum::routing::delete(crate::admin::erase))
         .route("/admin/users/{id}/export", get(crate::admin::export))
         .route("/rooms/{class}/token", post(room_token))
+        .route("/recordings/link", post(recording_link))
         .route("/server/v1/announcements", post(crate::server_api::announce))
+        .route("/server/v1/recordings", post(crate::server_api::recording))
         .route("/server/v1/users/{id}/disconnect", post(crate::server_api::disconnect))
         .route(
             "/server/v1/users/{id}/notifications",
@@ -331,6 +333,42 @@ async fn first_frame_auth(
             let (code, reason) = r.close();
             let _ = socket.send(refused(code, reason)).await;
             None
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkAsk {
+    channel: preau_proto::ChannelId,
+    seq: preau_proto::Seq,
+}
+
+/// A short-lived download link for the recording listed at `seq` of a class's
+/// announcements, to whoever may read them.
+async fn recording_link(State(s): State<AppState>, headers: HeaderMap, bytes: axum::body::Bytes) -> Response {
+    let claims = match authenticate(&s, &headers, &HashMap::new()).await {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let Some(user) = s.g.resolve(&claims) else {
+        let m = "the token's user is not in the directory";
+        return err(StatusCode::UNAUTHORIZED, "unauthorized", "unknown_user", m);
+    };
+    let ask: LinkAsk = match json_object(&bytes) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    match crate::cmd::room::recording_link(&s.g, &user.id, &ask.channel, ask.seq).await {
+        Ok(url) => Json(json!({ "url": url, "expires_in": crate::cmd::room::LINK_TTL })).into_response(),
+        Err(e) => {
+            let status = match e.code {
+                preau_proto::ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+                preau_proto::ErrorCode::NotFound => StatusCode::NOT_FOUND,
+                preau_proto::ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            err(status, e.code.as_str(), "recording", &e.message)
         }
     }
 }

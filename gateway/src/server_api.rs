@@ -194,6 +194,77 @@ pub async fn announce(State(s): State<AppState>, headers: HeaderMap, bytes: axum
     Json(json!({ "channel": channel, "seq": seq, "duplicate": duplicate })).into_response()
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordingPost {
+    school: String,
+    class: String,
+    /// The host who recorded (a teacher of the class, or staff).
+    author: String,
+    id: String,
+    url: String,
+    duration_ms: u64,
+    size: u64,
+    started_at: i64,
+}
+
+/// `POST /server/v1/recordings`: an SFU node lists a class recording it made in the
+/// class announcements (an entry of kind `recording`); listed once per id.
+pub async fn recording(State(s): State<AppState>, headers: HeaderMap, bytes: axum::body::Bytes) -> Response {
+    let key = match caller(&s, &headers) {
+        Ok(k) => k,
+        Err(r) => return *r,
+    };
+    let r: RecordingPost = match body(&bytes) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    if !may_act_on(&key, &r.school) {
+        return other_school();
+    }
+    let dir = s.g.dir();
+    if dir.class(&r.school, &r.class).is_none() {
+        return err(StatusCode::NOT_FOUND, "not_found", "no_class", "no such class in that school");
+    }
+    let hosts = dir.user(&r.author).filter(|u| u.school == r.school).and_then(|u| {
+        preau_directory::room_role(&dir, u, &r.class).filter(|(_, role)| *role == preau_directory::LiveRole::Host)
+    });
+    if hosts.is_none() {
+        return err(StatusCode::FORBIDDEN, "forbidden", "not_host", "the author does not host this class's live session");
+    }
+    let id_ok = (1..=64).contains(&r.id.len()) && r.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let url_ok = (r.url.starts_with("https://") || r.url.starts_with("http://")) && r.url.len() <= 512;
+    if !id_ok || !url_ok {
+        let m = "id holds 1 to 64 letters, digits and dashes; url is an http(s) URL";
+        return err(StatusCode::BAD_REQUEST, "bad_request", "bad_recording", m);
+    }
+    let info = preau_proto::RecordingInfo {
+        id: r.id.clone(),
+        url: r.url,
+        duration_ms: r.duration_ms,
+        size: r.size,
+        started_at: r.started_at,
+    };
+    let channel = ChannelId::announcements(&r.school, &r.class);
+    let w = Write::Post {
+        channel: channel.clone(),
+        kind: EntryKind::Recording,
+        author: r.author,
+        client_id: format!("recording:{}", r.id),
+        body: serde_json::to_string(&info).unwrap_or_default(),
+        title: None,
+        thread: None,
+        reply_to: None,
+        respect_lock: false,
+    };
+    let (seq, duplicate) = match s.g.store.write(w).await {
+        Ok(w) => (w.entry.seq, w.duplicate),
+        Err(e) => return err(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "store", &e.to_string()),
+    };
+    tracing::info!(api = %key.name, %channel, seq, duplicate, id = %r.id, "recording listed");
+    Json(json!({ "channel": channel, "seq": seq, "duplicate": duplicate })).into_response()
+}
+
 /// The author of what a school posts itself.
 pub fn school_author(uai: &str) -> String {
     format!("school:{uai}")

@@ -89,8 +89,11 @@ pub struct SfuConfig {
     /// go elsewhere at once).
     #[arg(long, env = "PREAU_SFU_DRAIN_SECONDS", default_value_t = 3600)]
     pub drain_seconds: u64,
+    /// Whether hosts may record their classes on this node.
+    #[arg(long, env = "PREAU_SFU_RECORDING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub recording: bool,
     /// Where class recordings are written (WebM, one file each, with a `.json` beside it
-    /// saying what it is); created at the first recording. Empty: recording is off.
+    /// saying what it is); created at the first recording.
     #[arg(long, env = "PREAU_SFU_RECORDINGS_DIR", default_value = "data/recordings")]
     pub recordings_dir: PathBuf,
     /// Days a recording is kept before this node deletes it (docs/data-protection.md).

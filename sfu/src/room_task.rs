@@ -507,6 +507,9 @@ impl RoomTask {
             let Some((school, class)) = class else {
                 return Err(unavailable("only a class's live session can be recorded"));
             };
+            if !self.sfu.recordings.enabled() {
+                return Err(unavailable("recording is off on this server"));
+            }
             let author = self.room.member(peer).map(|m| m.user.clone()).unwrap_or_default();
             let with_video = self.room.class_receive() != ReceiveMode::Audio;
             let (meta, mut running) = self.sfu.recordings.begin(school, class, &author, with_video).map_err(|e| {

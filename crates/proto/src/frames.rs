@@ -266,6 +266,9 @@ pub enum EntryKind {
     ThreadState,
     /// Members joined or left a group (`members`).
     Membership,
+    /// A live class's recording, in the class announcements: `body` is a
+    /// [`RecordingInfo`] in JSON; a member asks the gateway for a download link.
+    Recording,
 }
 
 impl EntryKind {
@@ -278,6 +281,7 @@ impl EntryKind {
             EntryKind::Delete => "delete",
             EntryKind::ThreadState => "thread_state",
             EntryKind::Membership => "membership",
+            EntryKind::Recording => "recording",
         }
     }
 
@@ -290,10 +294,26 @@ impl EntryKind {
             EntryKind::Delete,
             EntryKind::ThreadState,
             EntryKind::Membership,
+            EntryKind::Recording,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
     }
+}
+
+/// What a `recording` entry's body says (JSON): the file, on the SFU node that made it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RecordingInfo {
+    /// The recording's id.
+    pub id: String,
+    /// Where it is downloaded from (the gateway adds a short-lived token).
+    pub url: String,
+    /// Length in milliseconds.
+    pub duration_ms: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// When it started, milliseconds since the Unix epoch.
+    pub started_at: i64,
 }
 
 /// One entry of a channel's log. Message entries read from history carry their current

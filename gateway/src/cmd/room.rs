@@ -5,7 +5,7 @@
 use super::CmdError;
 use super::error::forbidden;
 use crate::service::Gateway;
-use preau_proto::ErrorCode;
+use preau_proto::{ChannelId, ChannelKind, EntryKind, ErrorCode, RecordingInfo, Seq};
 
 /// What a member needs to join a live class.
 #[derive(Debug, Clone)]
@@ -36,4 +36,32 @@ pub async fn ticket(g: &Gateway, user: &str, class: &str) -> Result<RoomTicket, 
     let key = format!("{}/{room}", me.school);
     let sfu = g.bus.place_room(&key).await.unwrap_or_else(|| g.cfg.sfu_url.clone());
     Ok(RoomTicket { token, role: role.as_str(), room, sfu })
+}
+
+/// Seconds a recording's download link lives: long enough to start the download.
+pub const LINK_TTL: u64 = 300;
+
+/// A download link for the recording listed at `seq` of `channel`, for `user`: whoever
+/// reads the channel (the policy of the class announcements) gets one; a recording
+/// deleted, or emptied by the retention, is gone.
+pub async fn recording_link(g: &Gateway, user: &str, channel: &ChannelId, seq: Seq) -> Result<String, CmdError> {
+    let dir = g.dir();
+    let me = dir.user(user).ok_or_else(|| forbidden("your account is no longer in the directory"))?;
+    if channel.kind() != ChannelKind::Announcements {
+        return Err(CmdError::new(ErrorCode::NotFound, "recordings are listed in class announcements"));
+    }
+    let access = super::access::access(g, &dir, me, channel).await?;
+    if !access.read {
+        return Err(forbidden("you may not read this channel"));
+    }
+    let gone = || CmdError::new(ErrorCode::NotFound, "no such recording (deleted, or past its retention)");
+    let entry = g.store.entry(channel, seq).await.map_err(|e| CmdError::new(ErrorCode::Unavailable, e.to_string()))?;
+    let entry = entry.filter(|e| e.kind == EntryKind::Recording && !e.deleted).ok_or_else(gone)?;
+    let info: RecordingInfo = entry.body.as_deref().and_then(|b| serde_json::from_str(b).ok()).ok_or_else(gone)?;
+    let issuer = g
+        .room_issuer
+        .as_ref()
+        .ok_or_else(|| CmdError::new(ErrorCode::Unavailable, "live classes are not configured on this server"))?;
+    let token = issuer.issue_link(&info.id, LINK_TTL);
+    Ok(format!("{}?token={token}", info.url))
 }

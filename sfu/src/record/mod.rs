@@ -88,6 +88,7 @@ pub fn valid_id(id: &str) -> bool {
 
 /// The recordings folder of a node and where recordings are listed.
 pub struct Store {
+    enabled: bool,
     dir: PathBuf,
     base: String,
     gateway: Option<(String, String, preau_ops::client::Client)>,
@@ -111,6 +112,7 @@ impl Store {
             _ => None,
         };
         Ok(Arc::new(Store {
+            enabled: cfg.recording,
             dir: cfg.recordings_dir.clone(),
             base,
             gateway,
@@ -120,7 +122,7 @@ impl Store {
 
     /// Whether this node records at all.
     pub fn enabled(&self) -> bool {
-        !self.dir.as_os_str().is_empty()
+        self.enabled
     }
 
     fn file(&self, id: &str, ext: &str) -> PathBuf {
@@ -136,7 +138,7 @@ impl Store {
         with_video: bool,
     ) -> Result<(Meta, Running), String> {
         if !self.enabled() {
-            return Err("this node has no recordings folder".into());
+            return Err("recording is off on this node (--recording false)".into());
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
         let now = SystemClock.now_ms();
