@@ -230,7 +230,12 @@ pub async fn recording(State(s): State<AppState>, headers: HeaderMap, bytes: axu
         preau_directory::room_role(&dir, u, &r.class).filter(|(_, role)| *role == preau_directory::LiveRole::Host)
     });
     if hosts.is_none() {
-        return err(StatusCode::FORBIDDEN, "forbidden", "not_host", "the author does not host this class's live session");
+        return err(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "not_host",
+            "the author does not host this class's live session",
+        );
     }
     let id_ok = (1..=64).contains(&r.id.len()) && r.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     let url_ok = (r.url.starts_with("https://") || r.url.starts_with("http://")) && r.url.len() <= 512;

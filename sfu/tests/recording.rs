@@ -89,7 +89,10 @@ async fn a_recording_holds_the_teacher_and_a_speaking_pupil_and_is_served_to_a_s
     let id = meta["id"].as_str().expect("id").to_owned();
     let file = dir.path().join(format!("{id}.webm"));
     assert_eq!(meta["video"], json!([640, 480]), "the size of the teacher's keyframes");
-    assert_eq!((meta["school"].as_str(), meta["class"].as_str(), meta["author"].as_str()), (Some("0750001A"), Some("6A"), Some("t01")));
+    assert_eq!(
+        (meta["school"].as_str(), meta["class"].as_str(), meta["author"].as_str()),
+        (Some("0750001A"), Some("6A"), Some("t01"))
+    );
     assert_eq!(meta["bytes"], json!(std::fs::metadata(&file).expect("file").len()));
 
     let p = probe(&file);

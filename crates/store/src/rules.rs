@@ -80,7 +80,12 @@ pub fn decide<'a>(w: &Write, found: impl Fn(Seq) -> Option<&'a Entry>, at: i64) 
             Ok(e)
         }
         Write::Delete { author, target, moderator, .. } => {
-            let t = live_message(found(*target))?;
+            // A recording listed in the announcements is taken down as a message is.
+            let t = found(*target)
+                .filter(|e| {
+                    matches!(e.kind, EntryKind::Message | EntryKind::Thread | EntryKind::Recording) && !e.deleted
+                })
+                .ok_or(StoreError::NotFound)?;
             if t.author != *author && !moderator {
                 return Err(StoreError::NotAuthor);
             }
