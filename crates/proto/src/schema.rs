@@ -105,6 +105,12 @@ pub fn messaging_document() -> Value {
         .map(|c| Value::from(c.as_str()))
         .collect();
     doc["x-retryable-codes"] = Value::from(codes);
+    // Not a frame: what a `recording` entry's body holds, in JSON.
+    let mut info = serde_json::to_value(schemars::schema_for!(crate::RecordingInfo)).unwrap_or_default();
+    if let Some(o) = info.as_object_mut() {
+        o.remove("$schema");
+    }
+    doc["$defs"]["RecordingInfo"] = info;
     doc
 }
 

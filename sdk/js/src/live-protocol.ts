@@ -165,6 +165,12 @@ export type ClientMsg = {
   type: "chat";
 }) | ({
   /**
+   * Start (true) or stop.
+   */
+  on: boolean;
+  type: "record";
+}) | ({
+  /**
    * Locked.
    */
   locked: boolean;
@@ -251,6 +257,12 @@ export type Event = (({
    */
   thread: number;
   type: "chat";
+}) | ({
+  /**
+   * Now recording.
+   */
+  on: boolean;
+  type: "recording";
 }) | ({
   /**
    * Now locked.
@@ -471,7 +483,7 @@ export type ServerMsg = (({
  * The stable codes of signaling errors (docs/protocol.md, section 9). Clients match on
  * these; the message beside them is for people.
  */
-export type SignalCode = ("unauthorized" | "not_joined" | "already_joined" | "not_host" | "not_in_room" | "room_full" | "room_locked" | "room_ended" | "not_granted" | "wrong_role" | "bad_poll" | "no_poll" | "already_answered" | "unknown_source" | "no_offer" | "no_connection" | "bad_sdp" | "bad_candidate" | "bad_frame" | "unknown_command" | "bad_request" | "too_large" | "elsewhere" | "node_full" | "unavailable" | "connection_failed" | "internal");
+export type SignalCode = ("unauthorized" | "not_joined" | "already_joined" | "not_host" | "not_in_room" | "room_full" | "room_locked" | "room_ended" | "not_granted" | "wrong_role" | "bad_poll" | "no_poll" | "already_answered" | "unknown_source" | "no_offer" | "no_connection" | "bad_sdp" | "bad_candidate" | "bad_frame" | "unknown_command" | "bad_request" | "too_large" | "elsewhere" | "node_full" | "unavailable" | "recording_unavailable" | "connection_failed" | "internal");
 
 /**
  * A source as a subscriber sees it.

@@ -4,6 +4,7 @@
 import { Emitter } from "./emitter.js";
 import type { Candidate, ClientMsg, Event as RoomEvent, Media, Pc, Quality, ReceiveMode, ServerMsg, SignalCode } from "./live-protocol.js";
 import type { WebSocketConstructor, WebSocketLike } from "./client.js";
+import type { Entry, RecordingInfo } from "./protocol.js";
 
 /** What `POST /rooms/{class}/token` gives. */
 export interface RoomTicket {
@@ -42,6 +43,40 @@ export async function roomToken(gateway: string, userToken: string, classId: str
   const body = (await res.json().catch(() => ({}))) as Record<string, unknown>;
   if (!res.ok) throw new HttpError(res.status, String(body.code ?? "http_error"), String(body.message ?? res.statusText));
   return body as unknown as RoomTicket;
+}
+
+/** What `POST /recordings/link` gives: the recording's address with a token, valid a few
+ * minutes (ask again for a later download). */
+export interface RecordingLink {
+  url: string;
+  /** Seconds the link stays valid. */
+  expires_in: number;
+}
+
+/** The recording a `recording` entry of a class's announcements lists, or `null` for any
+ * other entry (or one deleted, or emptied by the retention). */
+export function recordingOf(entry: Entry): RecordingInfo | null {
+  if (entry.kind !== "recording" || entry.deleted || !entry.body) return null;
+  try {
+    const v = JSON.parse(entry.body) as RecordingInfo;
+    return typeof v.id === "string" && typeof v.url === "string" ? v : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Asks the gateway for a download link to the recording listed at `seq` of a class's
+ * announcements. Whoever reads the announcements gets one; others `forbidden`; a
+ * recording deleted or past its retention `not_found`. */
+export async function recordingLink(gateway: string, userToken: string, channel: string, seq: number, fetchImpl: typeof fetch = fetch): Promise<RecordingLink> {
+  const res = await fetchImpl(`${gateway.replace(/\/$/, "")}/recordings/link`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${userToken}`, "content-type": "application/json" },
+    body: JSON.stringify({ channel, seq }),
+  });
+  const body = (await res.json().catch(() => ({}))) as Record<string, unknown>;
+  if (!res.ok) throw new HttpError(res.status, String(body.code ?? "http_error"), String(body.message ?? res.statusText));
+  return body as unknown as RecordingLink;
 }
 
 /** An encoding of a simulcast stream, as `RTCRtpEncodingParameters`. */

@@ -444,7 +444,7 @@ export type Entry = {
 /**
  * What an entry of a channel's log is.
  */
-export type EntryKind = ("message" | "thread" | "edit" | "delete" | "thread_state" | "membership");
+export type EntryKind = ("message" | "thread" | "edit" | "delete" | "thread_state" | "membership" | "recording");
 
 /**
  * The code of an `error` frame or of an HTTP error body. Codes are stable across versions.
@@ -543,6 +543,32 @@ export type Receipt = {
    * User id.
    */
   user: string;
+};
+
+/**
+ * What a `recording` entry's body says (JSON): the file, on the SFU node that made it.
+ */
+export type RecordingInfo = {
+  /**
+   * Length in milliseconds.
+   */
+  duration_ms: number;
+  /**
+   * The recording's id.
+   */
+  id: string;
+  /**
+   * Size in bytes.
+   */
+  size: number;
+  /**
+   * When it started, milliseconds since the Unix epoch.
+   */
+  started_at: number;
+  /**
+   * Where it is downloaded from (the gateway adds a short-lived token).
+   */
+  url: string;
 };
 
 /**

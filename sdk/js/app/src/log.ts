@@ -38,6 +38,7 @@ export function apply(log: Log, e: Entry): void {
   switch (e.kind) {
     case "message":
     case "thread":
+    case "recording":
       log.entries.set(e.seq, { ...e });
       return;
     case "edit": {

@@ -1,7 +1,7 @@
 // The messaging web app on @preau/client: phone first, French, accessible. Served at `/`
 // by a gateway in development mode, or built as static files an ENT hosts (config.js
 // gives the addresses and how to get a token: sdk/js/README.md).
-import { PreauClient, PreauError, frenchMessage, type ChannelState, type Entry, type Status } from "../../src/index.js";
+import { HttpError, PreauClient, PreauError, frenchMessage, recordingLink, recordingOf, type ChannelState, type Entry, type Status } from "../../src/index.js";
 import { type Log, loadPage, newLog, take } from "./log.js";
 import { type Person, button, clear, confirmDialog, dialog, formatWhen, h, icon, kindLabel, personOptions, profileLabel } from "./ui.js";
 
@@ -34,6 +34,8 @@ const meLine = document.getElementById("me")!;
 
 
 let client: PreauClient;
+/** A fresh token for the signed-in user (recording links are asked over HTTP). */
+let tokenOf: () => Promise<string> = () => Promise.reject(new Error("not signed in"));
 let people: Person[] = [];
 const logs = new Map<string, Log>();
 let current: string | null = null;
@@ -92,6 +94,7 @@ async function devToken(user: string): Promise<string> {
 }
 
 async function connect(token: () => Promise<string>): Promise<void> {
+  tokenOf = token;
   client = new PreauClient({
     url: wsUrl,
     token,
@@ -469,7 +472,38 @@ function renderLog(): void {
   ul.dataset.channel = current;
 }
 
+/** A class recording listed in the announcements: its date and length, and a download
+ * through a link the gateway signs for readers of the announcements. */
+function recordingItem(c: ChannelState, e: Entry): HTMLElement {
+  const rec = recordingOf(e);
+  const minutes = rec ? Math.max(1, Math.round(rec.duration_ms / 60000)) : 0;
+  const size = rec ? `${Math.max(1, Math.round(rec.size / 1e6))} Mo` : "";
+  const li = h(
+    "li",
+    { class: `msg recording${e.deleted ? " deleted" : ""}`, "data-seq": String(e.seq) },
+    h("div", { class: "who" }, name(e.author)),
+    h("div", { class: "body" }, rec ? `Enregistrement du cours · ${minutes} min · ${size}` : "Enregistrement retiré"),
+    h("time", { datetime: new Date(e.at).toISOString() }, formatWhen(e.at)),
+  );
+  if (!rec) return li;
+  const tools = h("div", { class: "tools" });
+  tools.append(
+    button("Télécharger", async () => {
+      try {
+        const link = await recordingLink(httpBase, await tokenOf(), c.channel, e.seq);
+        location.assign(link.url);
+      } catch (err) {
+        showPaneError(err instanceof HttpError ? new PreauError(err.code as PreauError["code"], err.message) : err);
+      }
+    }, "", `Télécharger l'enregistrement du ${formatWhen(e.at)}`),
+  );
+  if (e.author === client.user || c.moderator) tools.append(button("Supprimer", () => act(() => client.delete(c.channel, e.seq)), "danger", "Supprimer l'enregistrement"));
+  li.append(tools);
+  return li;
+}
+
 function messageItem(c: ChannelState, e: Entry): HTMLElement {
+  if (e.kind === "recording") return recordingItem(c, e);
   const mine = e.author === client.user;
   const li = h(
     "li",
