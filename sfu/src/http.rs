@@ -61,31 +61,31 @@ async fn metrics_page(State(sfu): State<Arc<Sfu>>) -> Response {
     }
 }
 
-fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, axum::Json(serde_json::json!({ "code": code, "message": message }))).into_response()
+fn refusal(status: StatusCode, code: &str, reason: &str, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "code": code, "reason": reason, "message": message }))).into_response()
 }
 
 /// A recording, to the holder of a link the gateway signed (`?token=`, minutes-lived).
 async fn recording(State(sfu): State<Arc<Sfu>>, Path(file): Path<String>, Query(q): Query<WsQuery>) -> Response {
     let Some(id) = file.strip_suffix(".webm") else {
-        return refusal(StatusCode::NOT_FOUND, "not_found", "no such recording");
+        return refusal(StatusCode::NOT_FOUND, "not_found", "no_recording", "no such recording");
     };
     let claims = match sfu.verifier.verify_link(q.token.as_deref().unwrap_or("")) {
         Ok(c) => c,
         Err(preau_auth::AuthError::Expired) => {
-            return refusal(StatusCode::UNAUTHORIZED, "link_expired", "this link has expired: ask for a new one");
+            return refusal(StatusCode::UNAUTHORIZED, "unauthorized", "link_expired", "this link has expired: ask for a new one");
         }
-        Err(_) => return refusal(StatusCode::UNAUTHORIZED, "link_invalid", "this link is not valid"),
+        Err(_) => return refusal(StatusCode::UNAUTHORIZED, "unauthorized", "link_invalid", "this link is not valid"),
     };
     if claims.sub != id {
-        return refusal(StatusCode::UNAUTHORIZED, "link_invalid", "this link is for another recording");
+        return refusal(StatusCode::UNAUTHORIZED, "unauthorized", "link_invalid", "this link is for another recording");
     }
     let Some((path, meta)) = sfu.recordings.open(id) else {
-        return refusal(StatusCode::NOT_FOUND, "not_found", "this recording is no longer kept");
+        return refusal(StatusCode::NOT_FOUND, "not_found", "no_recording", "this recording is no longer kept");
     };
     let file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
-        Err(_) => return refusal(StatusCode::NOT_FOUND, "not_found", "this recording is no longer kept"),
+        Err(_) => return refusal(StatusCode::NOT_FOUND, "not_found", "no_recording", "this recording is no longer kept"),
     };
     let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
     // Read in chunks: an hour of class is hundreds of megabytes.

@@ -164,14 +164,17 @@ export async function freePort(): Promise<number> {
 }
 
 /** A live-class SFU node on `port`, checking room tokens with the gateway's development
- * key (the gateway must have started). */
+ * key (the gateway must have started), recording into the gateway's temporary folder;
+ * `extra` flags after. */
 export class Sfu {
   private constructor(private readonly child: ChildProcess) {}
 
-  static async start(gw: Gateway, port: number): Promise<Sfu> {
+  static async start(gw: Gateway, port: number, extra: string[] = []): Promise<Sfu> {
     const bin = process.env.PREAU_SFU_BIN ?? join(root, "target", "debug", "preau-sfu");
     const key = join(gw.dir, "data", "dev-signing-key");
-    const child = spawn(bin, ["--listen", `127.0.0.1:${port}`, "--udp", "127.0.0.1:0", "--room-key-file", key], {
+    const args = ["--listen", `127.0.0.1:${port}`, "--udp", "127.0.0.1:0", "--room-key-file", key];
+    args.push("--recordings-dir", join(gw.dir, "recordings"), ...extra);
+    const child = spawn(bin, args, {
       env: { ...process.env, PREAU_LOG: "warn" },
       stdio: ["ignore", "pipe", "inherit"],
     });

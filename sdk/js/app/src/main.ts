@@ -476,13 +476,14 @@ function renderLog(): void {
  * through a link the gateway signs for readers of the announcements. */
 function recordingItem(c: ChannelState, e: Entry): HTMLElement {
   const rec = recordingOf(e);
-  const minutes = rec ? Math.max(1, Math.round(rec.duration_ms / 60000)) : 0;
-  const size = rec ? `${Math.max(1, Math.round(rec.size / 1e6))} Mo` : "";
+  const secs = rec ? Math.round(rec.duration_ms / 1000) : 0;
+  const length = secs < 60 ? `${secs} s` : `${Math.round(secs / 60)} min`;
+  const size = rec ? (rec.size < 1e6 ? `${Math.max(1, Math.round(rec.size / 1e3))} ko` : `${Math.round(rec.size / 1e6)} Mo`) : "";
   const li = h(
     "li",
     { class: `msg recording${e.deleted ? " deleted" : ""}`, "data-seq": String(e.seq) },
     h("div", { class: "who" }, name(e.author)),
-    h("div", { class: "body" }, rec ? `Enregistrement du cours · ${minutes} min · ${size}` : "Enregistrement retiré"),
+    h("div", { class: "body" }, rec ? `Enregistrement du cours · ${length} · ${size}` : "Enregistrement retiré"),
     h("time", { datetime: new Date(e.at).toISOString() }, formatWhen(e.at)),
   );
   if (!rec) return li;
