@@ -43,7 +43,10 @@ openssl pkey -in "$keep/room-private.pem" -pubout -out "$keep/room-public.pem" 2
 [ -s "$keep/turn-secret" ] || random >"$keep/turn-secret"
 [ -s "$keep/api-key" ] || random >"$keep/api-key"
 [ -s "$keep/webhook-secret" ] || random >"$keep/webhook-secret"
-printf '{"keys": [{"name": "ent-backend", "key": "%s", "schools": ["*"]}]}\n' "$(cat "$keep/api-key")" >"$keep/api-keys.json"
+# The SFU nodes' own key: they list class recordings in the announcements.
+[ -s "$keep/sfu-api-key" ] || random >"$keep/sfu-api-key"
+printf '{"keys": [{"name": "ent-backend", "key": "%s", "schools": ["*"]}, {"name": "sfu", "key": "%s", "schools": ["*"]}]}\n' \
+  "$(cat "$keep/api-key")" "$(cat "$keep/sfu-api-key")" >"$keep/api-keys.json"
 
 b64() { base64 -w0 <"$1"; }
 b64s() { printf '%s' "$1" | base64 -w0; }
@@ -58,6 +61,7 @@ secret turn-tls kubernetes.io/tls "tls.crt=$sfu_cert" "tls.key=$sfu_key"
 secret preau-room-keys Opaque "private=$keep/room-private.pem" "public=$keep/room-public.pem"
 secret preau-turn Opaque "secret=$keep/turn-secret"
 secret preau-api-keys Opaque "api-keys.json=$keep/api-keys.json"
+secret preau-sfu-api-key Opaque "key=$keep/sfu-api-key"
 secret preau-webhook Opaque "secret=$keep/webhook-secret"
 if [ -n "$pg_url" ]; then
   printf -- '---\napiVersion: v1\nkind: Secret\nmetadata: { name: preau-postgres, namespace: preau }\ntype: Opaque\ndata:\n  url: %s\n' "$(b64s "$pg_url")"
