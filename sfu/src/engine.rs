@@ -1591,6 +1591,7 @@ impl Shard {
             keyframe,
             temporal,
             arrived: p.timestamp,
+            level: p.header.ext_vals.audio_level.map(|l| l.unsigned_abs()),
             payload: p.payload,
         });
         source.tap(&pkt, rank);

@@ -73,7 +73,12 @@ async fn recording(State(sfu): State<Arc<Sfu>>, Path(file): Path<String>, Query(
     let claims = match sfu.verifier.verify_link(q.token.as_deref().unwrap_or("")) {
         Ok(c) => c,
         Err(preau_auth::AuthError::Expired) => {
-            return refusal(StatusCode::UNAUTHORIZED, "unauthorized", "link_expired", "this link has expired: ask for a new one");
+            return refusal(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "link_expired",
+                "this link has expired: ask for a new one",
+            );
         }
         Err(_) => return refusal(StatusCode::UNAUTHORIZED, "unauthorized", "link_invalid", "this link is not valid"),
     };
@@ -85,7 +90,9 @@ async fn recording(State(sfu): State<Arc<Sfu>>, Path(file): Path<String>, Query(
     };
     let file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
-        Err(_) => return refusal(StatusCode::NOT_FOUND, "not_found", "no_recording", "this recording is no longer kept"),
+        Err(_) => {
+            return refusal(StatusCode::NOT_FOUND, "not_found", "no_recording", "this recording is no longer kept");
+        }
     };
     let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
     // Read in chunks: an hour of class is hundreds of megabytes.

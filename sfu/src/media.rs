@@ -181,6 +181,8 @@ pub struct Packet {
     pub temporal: Option<(bool, u8)>,
     /// When it arrived (the RTCP sender reports' wall clock).
     pub arrived: Instant,
+    /// Audio: the level the publisher measured (RFC 6464: 0 loudest, 127 silence).
+    pub level: Option<u8>,
     /// Payload.
     pub payload: Arc<[u8]>,
 }

@@ -1,8 +1,11 @@
 //! What a recording writes and when, without IO: which picture (a screen share when
 //! there is one, else the teacher's camera; the highest simulcast layer that flows),
-//! which voices (the teacher's on the first audio track, each speaking pupil's on a
-//! track of their own while they speak), every frame's time on one clock, and the
-//! frames in time order across tracks (the muxer takes no frame older than the last).
+//! which voices (the first audio track carries whoever speaks loudest, switched between
+//! speakers as they take turns, so that any player, which plays the first track only,
+//! plays the class as it was heard; then the teacher's own track, and each speaking
+//! pupil's on a track of their own while they speak), every frame's time on one clock,
+//! and the frames in time order across tracks (the muxer takes no frame older than the
+//! last).
 //!
 //! # Call contract
 //! - Inputs: [`Timeline::add_source`], [`Timeline::remove_source`],
@@ -18,9 +21,21 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
-/// Audio tracks in a file: the teacher's, then pupils speaking at the same time. More
+/// Voice tracks in a file: the teacher's, then pupils speaking at the same time. More
 /// pupils than that speaking together are not recorded (and counted).
-pub const AUDIO_TRACKS: usize = 4;
+pub const VOICES: usize = 4;
+/// Audio tracks in a file: the loudest voice, then the [`VOICES`].
+pub const AUDIO_TRACKS: usize = VOICES + 1;
+/// The loudest voice takes the first track when it is this much louder (dB) than the one
+/// there, or when that one fell silent.
+const LOUDER_DB: f32 = 6.0;
+/// A voice that sent nothing for this long no longer holds the first track.
+const VOICE_SILENT: Duration = Duration::from_millis(300);
+/// The first track keeps a voice at least this long (no flapping between two speakers).
+const MIX_HOLD: Duration = Duration::from_millis(700);
+/// Opus packets a browser sends are 20 ms long: the first track never takes two closer
+/// than this (at a switch the new voice's packets overlap the last one's).
+const OPUS_FRAME_NS: u64 = 20_000_000;
 /// How long frames wait so that later-arriving ones of other tracks sort before them.
 const HOLD: Duration = Duration::from_millis(400);
 /// How long a recording waits for the picture's first keyframe to learn its size.
@@ -40,7 +55,9 @@ const DRIFT: Duration = Duration::from_secs(1);
 pub enum Track {
     /// The picture.
     Video,
-    /// Audio track `n` (0: the teacher).
+    /// The loudest voice at each moment (the first audio track).
+    Mix,
+    /// Voice track `n` (0: the teacher).
     Audio(usize),
 }
 
@@ -107,7 +124,20 @@ struct Voice {
     key: u64,
     clock: Clock,
     last: Instant,
+    /// Smoothed loudness, dB above silence (127 - the RFC 6464 level).
+    loud: f32,
 }
+
+/// Who holds the first audio track.
+#[derive(Default)]
+struct Mix {
+    key: Option<u64>,
+    since: Option<Instant>,
+    last_ns: Option<u64>,
+}
+
+/// A frame held for ordering: (time, arrival order, track, keyframe, data).
+type Held = (u64, u64, Track, bool, Vec<u8>);
 
 /// A recording's timeline.
 pub struct Timeline {
@@ -116,10 +146,11 @@ pub struct Timeline {
     sources: HashMap<u64, Src>,
     picture: Option<Picture>,
     size: Option<(u16, u16)>,
-    voices: [Option<Voice>; AUDIO_TRACKS],
+    voices: [Option<Voice>; VOICES],
+    mix: Mix,
     header: Option<Header>,
     header_told: bool,
-    held: BinaryHeap<Reverse<(u64, u64, Track, bool, Vec<u8>)>>,
+    held: BinaryHeap<Reverse<Held>>,
     order: u64,
     last_ns: u64,
     keyframes: Vec<(u64, usize)>,
@@ -138,6 +169,7 @@ impl Timeline {
             picture: None,
             size: None,
             voices: Default::default(),
+            mix: Mix::default(),
             header: if with_video { None } else { Some(Header { video: None, audio: AUDIO_TRACKS }) },
             header_told: false,
             held: BinaryHeap::new(),
@@ -164,6 +196,9 @@ impl Timeline {
                 *v = None;
             }
         }
+        if self.mix.key == Some(key) {
+            self.mix.key = None;
+        }
     }
 
     fn ns(&self, t: Instant) -> u64 {
@@ -171,7 +206,7 @@ impl Timeline {
     }
 
     /// One packet of a source: `layer` its index among the source's layers, `rank` its
-    /// simulcast rank (`q` 0, `h` 1, `f` 2).
+    /// simulcast rank (`q` 0, `h` 1, `f` 2), `level` an audio packet's RFC 6464 level.
     #[allow(clippy::too_many_arguments)]
     pub fn packet(
         &mut self,
@@ -183,13 +218,14 @@ impl Timeline {
         ts: u32,
         marker: bool,
         arrived: Instant,
+        level: Option<u8>,
         payload: &[u8],
     ) {
         let arrival = self.ns(arrived);
         let Some(src) = self.sources.get_mut(&key) else { return };
         src.layers.insert(rank, (now, layer));
         match src.media {
-            Media::Audio => self.audio(now, key, ts, arrival, payload),
+            Media::Audio => self.audio(now, key, ts, arrival, level, payload),
             Media::Video | Media::Screen => self.video(now, key, rank, Pkt { seq, ts, marker, payload }, arrival),
         }
         if self.header.is_none() && now.saturating_duration_since(self.start) >= HEADER_WAIT {
@@ -198,7 +234,7 @@ impl Timeline {
         }
     }
 
-    fn audio(&mut self, now: Instant, key: u64, ts: u32, arrival: u64, payload: &[u8]) {
+    fn audio(&mut self, now: Instant, key: u64, ts: u32, arrival: u64, level: Option<u8>, payload: &[u8]) {
         if payload.is_empty() {
             return;
         }
@@ -211,23 +247,50 @@ impl Timeline {
                 let free = |v: &Option<Voice>| {
                     v.as_ref().is_none_or(|v| now.saturating_duration_since(v.last) >= SPEAKER_GONE)
                 };
-                let found = if host && free(&self.voices[0]) {
-                    Some(0)
-                } else {
-                    (1..AUDIO_TRACKS).find(|i| free(&self.voices[*i]))
-                };
+                let found =
+                    if host && free(&self.voices[0]) { Some(0) } else { (1..VOICES).find(|i| free(&self.voices[*i])) };
                 let Some(i) = found else {
                     self.voices_dropped += 1;
                     return;
                 };
-                self.voices[i] = Some(Voice { key, clock: Clock::default(), last: now });
+                self.voices[i] = Some(Voice { key, clock: Clock::default(), last: now, loud: 0.0 });
                 i
             }
         };
         let Some(v) = self.voices[slot].as_mut() else { return };
         v.last = now;
-        let ns = v.clock.at(ts, arrival, 48_000);
+        if let Some(l) = level {
+            // About 200 ms of memory at 50 packets a second.
+            v.loud = 0.9 * v.loud + 0.1 * f32::from(127u8.saturating_sub(l));
+        }
+        let (loud, ns) = (v.loud, v.clock.at(ts, arrival, 48_000));
+        if self.takes_mix(now, key, loud) {
+            let after = self.mix.last_ns.map(|l| l + OPUS_FRAME_NS / 2);
+            if after.is_none_or(|a| ns >= a) {
+                self.mix.last_ns = Some(ns);
+                self.hold(Track::Mix, ns, true, payload.to_vec());
+            }
+        }
         self.hold(Track::Audio(slot), ns, true, payload.to_vec());
+    }
+
+    /// Whether voice `key`, this loud now, is the one the first track carries.
+    fn takes_mix(&mut self, now: Instant, key: u64, loud: f32) -> bool {
+        if self.mix.key == Some(key) {
+            return true;
+        }
+        let holder = self.mix.key.and_then(|k| self.voices.iter().flatten().find(|v| v.key == k));
+        let take = match holder {
+            Some(h) if now.saturating_duration_since(h.last) < VOICE_SILENT => {
+                loud > h.loud + LOUDER_DB && self.mix.since.is_none_or(|t| now.saturating_duration_since(t) >= MIX_HOLD)
+            }
+            _ => true,
+        };
+        if take {
+            self.mix.key = Some(key);
+            self.mix.since = Some(now);
+        }
+        take
     }
 
     /// The picture wanted now: a screen that flows, else a host's camera that flows; its
@@ -377,18 +440,21 @@ mod tests {
 
     impl Sim {
         fn new() -> Sim {
-            let t0 = Instant::now();
+            let t0 = tokio::time::Instant::now().into_std();
             Sim { t0, tl: Timeline::new(t0, true), seq: HashMap::new() }
         }
         fn at(&self, ms: u64) -> Instant {
             self.t0 + MS * ms as u32
         }
         fn send(&mut self, ms: u64, key: u64, rank: u8, payload: &[u8], ts_rate: u64) {
+            self.speak(ms, key, rank, payload, ts_rate, None);
+        }
+        fn speak(&mut self, ms: u64, key: u64, rank: u8, payload: &[u8], ts_rate: u64, level: Option<u8>) {
             let now = self.at(ms);
             let seq = self.seq.entry((key, rank)).or_insert(0);
             *seq = seq.wrapping_add(1);
             let ts = (ms * ts_rate / 1000) as u32;
-            self.tl.packet(now, key, rank as usize, rank, *seq, ts, true, now, payload);
+            self.tl.packet(now, key, rank as usize, rank, *seq, ts, true, now, level, payload);
         }
         fn drain(&mut self, ms: u64) -> Vec<Out> {
             let now = self.at(ms);
@@ -463,7 +529,7 @@ mod tests {
                 s.send(ms, k, 0, &[0xfc], 48_000);
             }
         }
-        assert!(s.tl.voices_dropped > 0, "four pupils for three tracks");
+        assert!(s.tl.voices_dropped > 0, "five pupils for three tracks");
         // The first three fall silent; the other two get tracks.
         for ms in (3000..3200).step_by(20) {
             s.send(ms, 13, 0, &[0xfc], 48_000);
@@ -477,16 +543,47 @@ mod tests {
         );
         let late: std::collections::BTreeSet<Track> =
             out.iter().filter(|o| o.ns >= 3_000_000_000).map(|o| o.track).collect();
-        assert_eq!(late.len(), 2);
+        assert_eq!(late, [Track::Mix, Track::Audio(1), Track::Audio(2)].into(), "the two, and the loudest of them");
+    }
+
+    #[test]
+    fn the_first_track_carries_whoever_speaks_loudest_as_they_take_turns() {
+        let mut s = Sim::new();
+        s.tl.add_source(2, 1, Media::Audio, true);
+        s.tl.add_source(3, 7, Media::Audio, false);
+        // The teacher speaks (level 20), the pupil murmurs (level 90); then the teacher
+        // falls quiet (110) and the pupil answers (25); then the pupil stops sending.
+        for ms in (0..6000).step_by(20) {
+            let (t, p) = if ms < 2000 { (20, 90) } else { (110, 25) };
+            s.speak(ms, 2, 0, &[0xfc, 0x01], 48_000, Some(t));
+            if ms < 4000 {
+                s.speak(ms + 3, 3, 0, &[0xfc, 0x02], 48_000, Some(p));
+            }
+        }
+        let (_, out) = s.tl.finish();
+        let mix: Vec<&Out> = out.iter().filter(|o| o.track == Track::Mix).collect();
+        let whose = |from: u64, to: u64| -> Vec<u8> {
+            let mut v: Vec<u8> =
+                mix.iter().filter(|o| (from..to).contains(&(o.ns / 1_000_000))).map(|o| o.data[1]).collect();
+            v.dedup();
+            v
+        };
+        assert_eq!(whose(0, 2000), vec![1], "the teacher while they speak");
+        assert_eq!(whose(2500, 4000), vec![2], "the pupil when they answer");
+        assert_eq!(whose(4400, 6000), vec![1], "the teacher again once the pupil is silent");
+        assert!(mix.windows(2).all(|w| w[1].ns - w[0].ns >= OPUS_FRAME_NS / 2), "never two packets at once");
+        let own = |k: Track| out.iter().filter(|o| o.track == k).count();
+        assert_eq!(own(Track::Audio(0)), 300, "the teacher's own track has all of it");
+        assert_eq!(own(Track::Audio(1)), 200, "the pupil's too");
     }
 
     #[test]
     fn an_audio_only_class_has_no_picture_track_and_starts_at_once() {
-        let t0 = Instant::now();
+        let t0 = tokio::time::Instant::now().into_std();
         let mut tl = Timeline::new(t0, false);
         assert_eq!(tl.poll_header(), Some(Header { video: None, audio: AUDIO_TRACKS }));
         tl.add_source(1, 1, Media::Video, true);
-        tl.packet(t0, 1, 0, 0, 1, 0, true, t0, &vp8(true));
+        tl.packet(t0, 1, 0, 0, 1, 0, true, t0, None, &vp8(true));
         assert!(tl.finish().1.is_empty());
     }
 

@@ -164,7 +164,11 @@ impl Mux {
                 Some(t) => self.segment.add_frame(t, &f.data, f.ns, f.key),
                 None => return,
             },
-            Track::Audio(i) => match self.audio.get(i) {
+            Track::Mix => match self.audio.first() {
+                Some(t) => self.segment.add_frame(*t, &f.data, f.ns, true),
+                None => return,
+            },
+            Track::Audio(i) => match self.audio.get(i + 1) {
                 Some(t) => self.segment.add_frame(*t, &f.data, f.ns, true),
                 None => return,
             },
@@ -185,7 +189,7 @@ fn write(rx: Receiver<RecIn>, file: File, start: Instant, with_video: bool) -> R
         match rx.recv_timeout(TICK) {
             Ok(RecIn::Packet(p, rank)) => {
                 let src = &p.source;
-                tl.packet(now(), src.key, p.layer, rank, p.seq, p.ts, p.marker, p.arrived, &p.payload);
+                tl.packet(now(), src.key, p.layer, rank, p.seq, p.ts, p.marker, p.arrived, p.level, &p.payload);
             }
             Ok(RecIn::Source { source, host }) => {
                 tl.add_source(source.key, source.peer, source.media, host);
