@@ -2,7 +2,7 @@
 // the French messages.
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { PreauClient, Sequencer, backoffDelay, frenchMessage, simulcastRecipe, uuidv7, type ChannelInfo, type Entry } from "../src/index.js";
+import { PreauClient, Sequencer, backoffDelay, frenchMessage, recordingOf, simulcastRecipe, uuidv7, type ChannelInfo, type Entry } from "../src/index.js";
 import { ChannelBook } from "../src/channels.js";
 
 const e = (seq: number): Entry => ({ seq, kind: "message", author: "u", at: 0, body: `m${seq}` }) as Entry;
@@ -128,5 +128,18 @@ describe("PreauClient without a token", () => {
     expect(calls).toBeGreaterThanOrEqual(2);
     expect(calls).toBeLessThanOrEqual(12);
     expect(c.status).toBe("stopped");
+  });
+});
+
+describe("recordingOf", () => {
+  const base: Entry = { seq: 4, kind: "recording", author: "t01", at: 0 } as Entry;
+  it("reads a recording entry's body, and nothing else", () => {
+    const info = { id: "20261203-101500-0a1b2c3d", url: "https://sfu-1/recordings/x.webm", duration_ms: 4000, size: 9, started_at: 1 };
+    expect(recordingOf({ ...base, body: JSON.stringify(info) })).toEqual(info);
+    expect(recordingOf({ ...base, kind: "message", body: JSON.stringify(info) })).toBeNull();
+    expect(recordingOf({ ...base, deleted: true, body: null })).toBeNull();
+    expect(recordingOf({ ...base, body: "" })).toBeNull();
+    expect(recordingOf({ ...base, body: "{not json" })).toBeNull();
+    expect(recordingOf({ ...base, body: "{\"id\": 3}" })).toBeNull();
   });
 });

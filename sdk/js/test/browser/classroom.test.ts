@@ -48,7 +48,7 @@ it("the class chat is a forum thread beside the video, closed to pupils by the t
     await p.locator("#chat").waitFor({ state: "visible", timeout: 20_000 });
     // What the teacher said before they came in, by name.
     await p.locator("#chatLog li", { hasText: "Bonjour à tous, ouvrez vos cahiers." }).waitFor();
-    expect(await p.locator("#chatLog li .who").first().textContent()).toBe("Mme Colin (français)");
+    await expect.poll(() => p.locator("#chatLog li .who").first().textContent()).toBe("Mme Colin (français)");
   }
   await pupils[0]!.getByLabel("Votre message").fill("Bonjour madame !");
   await pupils[0]!.getByRole("button", { name: "Envoyer" }).click();
