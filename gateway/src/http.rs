@@ -374,10 +374,16 @@ async fn recording_link(State(s): State<AppState>, headers: HeaderMap, bytes: ax
 }
 
 /// A room token for a class's live session (the SFU admits with it alone).
+#[derive(serde::Deserialize)]
+struct RoomQuery {
+    group: Option<String>,
+}
+
 async fn room_token(
     State(s): State<AppState>,
     headers: HeaderMap,
     axum::extract::Path(class): axum::extract::Path<String>,
+    Query(q): Query<RoomQuery>,
 ) -> Response {
     let claims = match authenticate(&s, &headers, &HashMap::new()).await {
         Ok(c) => c,
@@ -391,16 +397,16 @@ async fn room_token(
             "the token's user is not in the directory",
         );
     };
-    match s.g.room_token(&user.id, &class).await {
+    match s.g.room_token(&user.id, &class, q.group.as_deref()).await {
         Ok(t) => Json(json!({
             "token": t.token, "room": t.room, "role": t.role, "sfu": t.sfu, "expires_in": s.g.cfg.room_token_ttl,
         }))
         .into_response(),
         Err(e) => {
-            let status = if e.code == preau_proto::ErrorCode::Forbidden {
-                StatusCode::FORBIDDEN
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
+            let status = match e.code {
+                preau_proto::ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+                preau_proto::ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
             };
             err(status, e.code.as_str(), "room", &e.message)
         }

@@ -457,9 +457,10 @@ impl Gateway {
         }
     }
 
-    /// A room ticket for `user` in the live session of `class` ([`cmd::room::ticket`]).
-    pub async fn room_token(&self, user: &str, class: &str) -> Result<RoomTicket, CmdError> {
-        cmd::room::ticket(self, user, class).await
+    /// A room ticket for `user` in the live session of `class`, or in one of its
+    /// breakout groups ([`cmd::room::ticket`]).
+    pub async fn room_token(&self, user: &str, class: &str, group: Option<&str>) -> Result<RoomTicket, CmdError> {
+        cmd::room::ticket(self, user, class, group).await
     }
 
     /// A development token for a directory user.

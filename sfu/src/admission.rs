@@ -102,6 +102,16 @@ pub(crate) async fn admit(
         return Err(Refusal::new(join_id, e, close::ELSEWHERE, "node full"));
     }
     let key = format!("{}/{}", claims.school, claims.room);
+    if let Some((class_room, group)) = key.rsplit_once('~') {
+        // A breakout group's room: a pupil gets into their own group only.
+        if !class_room.contains("/class:") || !preau_proto::valid_breakout_group(group) {
+            return Err(bad_token(SignalError::new(SignalCode::Unauthorized, "not a breakout group's room")));
+        }
+        if role == Role::Participant && sfu.breakout_group(class_room, &claims.sub).await.as_deref() != Some(group) {
+            let e = SignalError::new(SignalCode::NotInGroup, "this breakout group is not yours");
+            return Err(Refusal::new(join_id, e, close::ACCOUNT_REMOVED, "not_in_group"));
+        }
+    }
     let room = sfu.room(&key).await.map_err(|e| Refusal::new(join_id, e, close::ELSEWHERE, "elsewhere"))?;
     let peer = sfu.new_peer();
     let (tx, rx) = mpsc::channel::<PeerCmd>(PEER_QUEUE);

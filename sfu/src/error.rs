@@ -39,6 +39,8 @@ impl From<RoomError> for SignalError {
             RoomError::BadPoll => SignalCode::BadPoll,
             RoomError::NoPoll => SignalCode::NoPoll,
             RoomError::AlreadyAnswered => SignalCode::AlreadyAnswered,
+            RoomError::BadBreakout(_) => SignalCode::BadBreakout,
+            RoomError::NoBreakout => SignalCode::NoBreakout,
         };
         SignalError::new(code, e.to_string())
     }

@@ -31,6 +31,9 @@ pub struct Sfu {
     draining: AtomicBool,
     /// Recordings: the folder, this node's download base, the gateway to list them with.
     pub(crate) recordings: Arc<crate::record::Store>,
+    /// Breakout groups of the classes live here: class room key to (user, group). The
+    /// registry holds them too, for groups placed on other nodes.
+    breakouts: Mutex<HashMap<String, HashMap<String, String>>>,
 }
 
 impl Sfu {
@@ -74,6 +77,7 @@ impl Sfu {
         }
         Ok(Arc::new(Sfu {
             recordings,
+            breakouts: Mutex::new(HashMap::new()),
             cfg,
             engine,
             verifier,
@@ -149,6 +153,34 @@ impl Sfu {
         self.set_load();
     }
 
+    /// Records who is in which breakout group of `class_room` (empty: back), here and in
+    /// the registry.
+    pub(crate) async fn set_breakouts(&self, class_room: &str, assignments: Vec<(String, String)>) {
+        if let Some(b) = &self.bus
+            && let Err(e) = b.set_breakouts(class_room, &assignments).await
+        {
+            tracing::warn!(room = %class_room, error = %e, "registry unreachable: breakout groups known on this node only");
+        }
+        let mut all = self.breakouts.lock();
+        if assignments.is_empty() {
+            all.remove(class_room);
+        } else {
+            all.insert(class_room.to_owned(), assignments.into_iter().collect());
+        }
+    }
+
+    /// The breakout group `user` is in, in `class_room`: known here when the class is
+    /// live on this node, else from the registry.
+    pub(crate) async fn breakout_group(&self, class_room: &str, user: &str) -> Option<String> {
+        if let Some(g) = self.breakouts.lock().get(class_room).and_then(|m| m.get(user)) {
+            return Some(g.clone());
+        }
+        match &self.bus {
+            Some(b) => b.breakout_group(class_room, user).await.ok().flatten(),
+            None => None,
+        }
+    }
+
     /// A room task ended.
     pub(crate) fn room_closed(&self, key: &str) {
         self.rooms.lock().remove(key);
@@ -180,7 +212,14 @@ impl Sfu {
             return Ok(r.clone());
         }
         let capacity = if key.contains("/assembly:") { self.cfg.assembly_capacity } else { self.cfg.class_capacity };
-        let rc = RoomConfig { capacity, host_grace: Duration::from_secs(self.cfg.host_grace), waiting_room: true };
+        let rc = if key.contains('~') {
+            // A breakout group: pupils sent by their class talk at once; it lives while
+            // anyone is in it, with or without the teacher.
+            RoomConfig { capacity, host_grace: Duration::from_secs(4 * 3600), waiting_room: false, open_floor: true }
+        } else {
+            let host_grace = Duration::from_secs(self.cfg.host_grace);
+            RoomConfig { capacity, host_grace, waiting_room: true, open_floor: false }
+        };
         let r = room_task::spawn(self.clone(), key.to_owned(), rc);
         rooms.insert(key.to_owned(), r.clone());
         Ok(r)

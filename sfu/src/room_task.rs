@@ -104,12 +104,16 @@ pub(crate) fn json<T: serde::Serialize>(v: &T) -> Arc<str> {
         .into()
 }
 
+/// A breakout group's room with nobody in it ends after this long.
+const GROUP_EMPTY_END: Duration = Duration::from_secs(60);
+
 /// Starts the task of room `key`.
 pub(crate) fn spawn(sfu: Arc<Sfu>, key: String, cfg: RoomConfig) -> Arc<RoomRef> {
     let (tx, rx) = mpsc::channel(ROOM_QUEUE);
     let (levels, lrx) = mpsc::channel(LEVEL_QUEUE);
     let (closed, crx) = mpsc::channel(CLOSED_QUEUE);
     metrics::gauge!(m::ROOMS).increment(1.0);
+    let cfg_group = key.contains('~');
     let t = RoomTask {
         sfu,
         key,
@@ -120,6 +124,9 @@ pub(crate) fn spawn(sfu: Arc<Sfu>, key: String, cfg: RoomConfig) -> Arc<RoomRef>
         laid_out_for: Vec::new(),
         chosen: Vec::new(),
         recording: None,
+        group: cfg_group,
+        empty_since: Some(now()),
+        assigned: Vec::new(),
     };
     tokio::spawn(t.run(rx, lrx, crx));
     Arc::new(RoomRef { tx, levels, closed })
@@ -129,6 +136,9 @@ struct PeerLink {
     tx: mpsc::Sender<PeerCmd>,
     role: Role,
     admitted: bool,
+    /// Out in a breakout group: the class forwards them nothing and lets nothing of
+    /// theirs through; their signaling stays (the class's word reaches them here).
+    away: bool,
     /// Source id to forwarded (last-N), as last told to the peer.
     sources: BTreeMap<String, bool>,
 }
@@ -146,6 +156,12 @@ struct RoomTask {
     chosen: Vec<PeerId>,
     /// The recording running, if any.
     recording: Option<(crate::record::Meta, crate::record::Running)>,
+    /// A breakout group's room (`class:<id>~g<n>`): open floor, ends once empty.
+    group: bool,
+    /// Since when the room has had nobody.
+    empty_since: Option<Instant>,
+    /// This class's breakout assignments as the registry holds them.
+    assigned: Vec<(String, String)>,
 }
 
 impl RoomTask {
@@ -179,6 +195,10 @@ impl RoomTask {
                     self.room.handle_timeout(now);
                     self.sweep_closed();
                     self.speakers_changed(now).await;
+                    if self.group && self.empty_since.is_some_and(|t| now.saturating_duration_since(t) >= GROUP_EMPTY_END) {
+                        tracing::info!(room = %self.key, "breakout group empty: closed");
+                        break;
+                    }
                     if tokio::time::Instant::now() >= next_hold {
                         next_hold = tokio::time::Instant::now() + HOLD_EVERY;
                         if let Some(b) = &self.sfu.bus {
@@ -188,6 +208,7 @@ impl RoomTask {
                 }
             }
             self.flush().await;
+            self.empty_since = if self.peers.is_empty() { self.empty_since.or(Some(now())) } else { None };
             // Whatever changed (a publisher left, a source closed, someone spoke), the
             // layout follows: last-N never waits for the next speaker report.
             if self.video_chosen() != self.chosen {
@@ -202,6 +223,9 @@ impl RoomTask {
             }
         }
         self.stop_recording();
+        if !self.assigned.is_empty() {
+            self.sfu.set_breakouts(&self.key, Vec::new()).await;
+        }
         for s in &self.sources {
             s.close();
         }
@@ -217,7 +241,7 @@ impl RoomTask {
     async fn on_msg(&mut self, msg: RoomMsg) {
         match msg {
             RoomMsg::Join { peer, user, name, role, tx, reply } => {
-                self.peers.insert(peer, PeerLink { tx, role, admitted: false, sources: BTreeMap::new() });
+                self.peers.insert(peer, PeerLink { tx, role, admitted: false, away: false, sources: BTreeMap::new() });
                 let r = self.room.handle_join(now(), peer, &user, &name, role);
                 if r.is_err() {
                     self.peers.remove(&peer);
@@ -260,7 +284,18 @@ impl RoomTask {
     }
 
     /// Sends the room's outputs and applies what they mean for media.
+    /// The registry holds who is in which group before a pupil hears where to go (their
+    /// group's room, maybe on another node, checks it when they arrive).
+    async fn sync_registry(&mut self) {
+        let assignments = self.room.breakout_assignments();
+        if assignments != self.assigned {
+            self.sfu.set_breakouts(&self.key, assignments.clone()).await;
+            self.assigned = assignments;
+        }
+    }
+
     async fn flush(&mut self) {
+        self.sync_registry().await;
         while let Some(out) = self.room.poll_output() {
             match &out.event {
                 Event::Admitted { .. } => {
@@ -277,9 +312,11 @@ impl RoomTask {
                             Media::Video => grants.video,
                             Media::Screen => grants.screen,
                         };
-                        // An audio-only class keeps cameras off whatever is granted.
-                        let on =
-                            granted && !(s.media == Media::Video && self.room.class_receive() == ReceiveMode::Audio);
+                        // An audio-only class keeps cameras off whatever is granted; a pupil
+                        // out in a group is heard there, not here.
+                        let on = granted
+                            && !(s.media == Media::Video && self.room.class_receive() == ReceiveMode::Audio)
+                            && !self.room.is_away(*peer);
                         s.allowed.store(on, Ordering::Release);
                         if !on && s.media == Media::Audio {
                             self.speakers.forget(*peer);
@@ -331,10 +368,46 @@ impl RoomTask {
                 self.peers.remove(&to);
             }
         }
+        self.apply_away();
+    }
+
+    /// Pupils who went to a breakout group, or came back: what the class forwards to
+    /// them and lets through from them follows; the registry holds who is in which group.
+    fn apply_away(&mut self) {
+        let chosen = self.video_chosen();
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            let away = self.room.is_away(id);
+            let Some(p) = self.peers.get_mut(&id) else { continue };
+            if p.away == away {
+                continue;
+            }
+            p.away = away;
+            let mut changed = Vec::new();
+            for (sid, fwd) in p.sources.iter_mut() {
+                let Some(s) = self.sources.iter().find(|s| &s.id == sid) else { continue };
+                let on = !away && (s.media != Media::Video || chosen.contains(&s.peer));
+                if *fwd != on {
+                    *fwd = on;
+                    changed.push((sid.clone(), on));
+                }
+            }
+            for s in self.sources.iter().filter(|s| s.peer == id) {
+                s.allowed.store(!away && self.room.may_publish(s.peer, s.media).is_ok(), Ordering::Release);
+            }
+            if away {
+                self.speakers.forget(id);
+            }
+            for (sid, on) in changed {
+                self.send(id, PeerCmd::Forward(sid, on));
+            }
+            self.tell_sources(id);
+        }
     }
 
     fn subscribe(&mut self, peer: PeerId, s: &Arc<Source>) {
-        let forwarded = s.media != Media::Video || self.video_chosen().contains(&s.peer);
+        let away = self.peers.get(&peer).is_some_and(|p| p.away);
+        let forwarded = !away && (s.media != Media::Video || self.video_chosen().contains(&s.peer));
         if let Some(p) = self.peers.get_mut(&peer) {
             p.sources.insert(s.id.clone(), forwarded);
         }
@@ -374,7 +447,7 @@ impl RoomTask {
             let mut changed = Vec::new();
             if let Some(p) = self.peers.get_mut(&peer) {
                 for s in self.sources.iter().filter(|s| s.media == Media::Video) {
-                    let on = chosen.contains(&s.peer);
+                    let on = chosen.contains(&s.peer) && !p.away;
                     if let Some(f) = p.sources.get_mut(&s.id)
                         && *f != on
                     {
@@ -438,7 +511,7 @@ impl RoomTask {
             return;
         }
         self.remove_source(&s.id);
-        let allowed = self.room.may_publish(s.peer, s.media).is_ok();
+        let allowed = self.room.may_publish(s.peer, s.media).is_ok() && !self.room.is_away(s.peer);
         s.allowed.store(allowed, Ordering::Release);
         metrics::gauge!(m::TRACKS).increment(1.0);
         tracing::info!(room = %self.key, source = %s.id, allowed, "source published");
@@ -474,6 +547,23 @@ impl RoomTask {
             ClientCmd::Lock { locked } => self.room.handle_lock(now, peer, locked),
             ClientCmd::Chat { thread } => self.room.handle_chat(now, peer, thread),
             ClientCmd::Record { on } => return self.record(peer, on),
+            ClientCmd::BreakoutStart { count, groups, minutes } => {
+                // Groups are a class's: not an assembly's, not a group's own.
+                let class = self.key.split_once('/').is_some_and(|(_, r)| r.starts_with("class:")) && !self.group;
+                if !class {
+                    let m = "breakout groups are for a class's live session";
+                    return Err(SignalError::new(SignalCode::BadBreakout, m));
+                }
+                let plan = match (count, groups) {
+                    (Some(n), None) => crate::room::Plan::Random(n as usize),
+                    (None, Some(g)) => crate::room::Plan::ByHand(g),
+                    _ => return Err(SignalError::new(SignalCode::BadBreakout, "give `count` or `groups`")),
+                };
+                let seed = rand::random::<u64>();
+                self.room.handle_breakout_start(now, peer, plan, minutes, seed)
+            }
+            ClientCmd::BreakoutBroadcast { text } => self.room.handle_breakout_broadcast(now, peer, &text),
+            ClientCmd::BreakoutEnd { in_s } => self.room.handle_breakout_end(now, peer, in_s),
             ClientCmd::ClassReceive { mode } => self.room.handle_class_receive(now, peer, mode),
             ClientCmd::End => self.room.handle_end(now, peer),
             ClientCmd::Quality { source, quality } => {

@@ -246,6 +246,28 @@ impl RedisBus {
     }
 }
 
+impl RedisBus {
+    /// Who is in which breakout group of `class_room` (`school/class:<id>`), for the
+    /// groups' rooms on any node; empty: the groups are back. Kept 4 hours at most.
+    pub async fn set_breakouts(&self, class_room: &str, assignments: &[(String, String)]) -> Result<(), RedisBusError> {
+        let mut c = self.conn.clone();
+        let key = format!("preau:breakout:{class_room}");
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&key);
+        if !assignments.is_empty() {
+            pipe.hset_multiple(&key, assignments).expire(&key, 4 * 3600);
+        }
+        pipe.query_async::<()>(&mut c).await?;
+        Ok(())
+    }
+
+    /// The breakout group `user` is in, in `class_room`.
+    pub async fn breakout_group(&self, class_room: &str, user: &str) -> Result<Option<String>, RedisBusError> {
+        let mut c = self.conn.clone();
+        Ok(c.hget(format!("preau:breakout:{class_room}"), user).await?)
+    }
+}
+
 /// How long a room stays placed without its node refreshing it.
 const ROOM_TTL_S: u64 = 60;
 

@@ -225,6 +225,30 @@ pub enum ClientCmd {
         /// Start (true) or stop.
         on: bool,
     },
+    /// Host: split the class into breakout groups: `count` groups drawn at random, or
+    /// `groups` of peers by hand; everyone is brought back after `minutes` if given.
+    BreakoutStart {
+        /// Groups drawn at random (2 to 20).
+        #[serde(default)]
+        count: Option<u32>,
+        /// Groups by hand: each a list of pupils' peer ids.
+        #[serde(default)]
+        groups: Option<Vec<Vec<PeerId>>>,
+        /// Minutes until everyone is brought back (1 to 120).
+        #[serde(default)]
+        minutes: Option<u32>,
+    },
+    /// Host: a message to every group (`broadcast`).
+    BreakoutBroadcast {
+        /// The message (1 to 500 characters).
+        text: String,
+    },
+    /// Host: bring everyone back now, or in `in_s` seconds.
+    BreakoutEnd {
+        /// Seconds from now; absent: now.
+        #[serde(default)]
+        in_s: Option<u32>,
+    },
     /// Host: lock or unlock.
     Lock {
         /// Locked.
@@ -267,6 +291,12 @@ pub enum SignalCode {
     NoPoll,
     /// The poll was already answered.
     AlreadyAnswered,
+    /// A breakout plan, length or message that does not fit.
+    BadBreakout,
+    /// No breakout groups are out.
+    NoBreakout,
+    /// This breakout group's room is not yours (close 4003).
+    NotInGroup,
     /// You receive no such source.
     UnknownSource,
     /// An `answer` came with no offer waiting for it.
@@ -316,6 +346,9 @@ impl SignalCode {
         SignalCode::BadPoll,
         SignalCode::NoPoll,
         SignalCode::AlreadyAnswered,
+        SignalCode::BadBreakout,
+        SignalCode::NoBreakout,
+        SignalCode::NotInGroup,
         SignalCode::UnknownSource,
         SignalCode::NoOffer,
         SignalCode::NoConnection,
@@ -349,6 +382,9 @@ impl SignalCode {
             SignalCode::BadPoll => "bad_poll",
             SignalCode::NoPoll => "no_poll",
             SignalCode::AlreadyAnswered => "already_answered",
+            SignalCode::BadBreakout => "bad_breakout",
+            SignalCode::NoBreakout => "no_breakout",
+            SignalCode::NotInGroup => "not_in_group",
             SignalCode::UnknownSource => "unknown_source",
             SignalCode::NoOffer => "no_offer",
             SignalCode::NoConnection => "no_connection",
@@ -434,6 +470,9 @@ pub fn decode(text: &str) -> Result<ClientMsg, (Option<u64>, SignalError)> {
         "lock",
         "chat",
         "record",
+        "breakout_start",
+        "breakout_broadcast",
+        "breakout_end",
         "end",
         "leave",
     ];

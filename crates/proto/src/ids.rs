@@ -225,3 +225,25 @@ mod tests {
         assert_eq!(ChannelId::parse(&long), Err(IdError::Malformed));
     }
 }
+
+/// Most breakout groups of a class (`g1`..`g20`).
+pub const MAX_BREAKOUT_GROUPS: usize = 20;
+
+/// Whether `s` names a breakout group of a class (`g1`..`g20`): its live room is
+/// `class:<class>~<s>`, a ticket the gateway gives for `?group=<s>`.
+pub fn valid_breakout_group(s: &str) -> bool {
+    !s.starts_with("g0")
+        && s.strip_prefix('g')
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| (1..=MAX_BREAKOUT_GROUPS).contains(&n))
+}
+
+#[cfg(test)]
+mod breakout_tests {
+    #[test]
+    fn group_names() {
+        use super::valid_breakout_group as v;
+        assert!(v("g1") && v("g20"));
+        assert!(!v("g0") && !v("g21") && !v("g01") && !v("x1") && !v("g") && !v("g+1") && !v("g-1"));
+    }
+}

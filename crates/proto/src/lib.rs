@@ -31,7 +31,7 @@ pub use codec::{
 };
 pub use error::ErrorCode;
 pub use frames::*;
-pub use ids::{ChannelId, ChannelKind, IdError, Seq, UserId, valid_id};
+pub use ids::{ChannelId, ChannelKind, IdError, MAX_BREAKOUT_GROUPS, Seq, UserId, valid_breakout_group, valid_id};
 
 /// Version of the frames below; sent in `hello` and bumped on incompatible changes.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -20,13 +20,20 @@ pub struct RoomTicket {
     pub sfu: String,
 }
 
-/// A room ticket for `user` in the live session of `class`. `forbidden` for everyone
-/// the directory does not give a role, and for unknown classes alike.
-pub async fn ticket(g: &Gateway, user: &str, class: &str) -> Result<RoomTicket, CmdError> {
+/// A room ticket for `user` in the live session of `class`, or in its breakout `group`
+/// (`g1`..`g20`: the same role as in the class; the SFU lets a pupil into their own
+/// group only). `forbidden` for everyone the directory does not give a role, and for
+/// unknown classes alike.
+pub async fn ticket(g: &Gateway, user: &str, class: &str, group: Option<&str>) -> Result<RoomTicket, CmdError> {
     let dir = g.dir();
     let me = dir.user(user).ok_or_else(|| forbidden("your account is no longer in the directory"))?;
     let (room, role) = preau_directory::room_role(&dir, me, class)
         .ok_or_else(|| forbidden("you may not join this class's live session"))?;
+    let room = match group {
+        None => room,
+        Some(gr) if preau_proto::valid_breakout_group(gr) && room.starts_with("class:") => format!("{room}~{gr}"),
+        Some(_) => return Err(CmdError::new(ErrorCode::BadRequest, "group is g1 to g20, for a class")),
+    };
     let issuer = g
         .room_issuer
         .as_ref()

@@ -66,11 +66,13 @@ pub struct RoomConfig {
     pub host_grace: Duration,
     /// Pupils wait for the host to admit them.
     pub waiting_room: bool,
+    /// Pupils come in with microphone and camera granted (a breakout group's room).
+    pub open_floor: bool,
 }
 
 impl Default for RoomConfig {
     fn default() -> Self {
-        RoomConfig { capacity: 40, host_grace: Duration::from_secs(120), waiting_room: true }
+        RoomConfig { capacity: 40, host_grace: Duration::from_secs(120), waiting_room: true, open_floor: false }
     }
 }
 
@@ -110,6 +112,12 @@ pub enum RoomError {
     /// This member already answered this poll.
     #[error("you already answered this poll")]
     AlreadyAnswered,
+    /// A breakout plan, length or message that does not fit (the text says why).
+    #[error("{0}")]
+    BadBreakout(&'static str),
+    /// No breakout groups are out.
+    #[error("no breakout groups are out")]
+    NoBreakout,
 }
 
 impl RoomError {
@@ -127,6 +135,8 @@ impl RoomError {
             RoomError::BadPoll => "bad_poll",
             RoomError::NoPoll => "no_poll",
             RoomError::AlreadyAnswered => "already_answered",
+            RoomError::BadBreakout(_) => "bad_breakout",
+            RoomError::NoBreakout => "no_breakout",
         }
     }
 }
@@ -236,6 +246,30 @@ pub enum Event {
         /// Now recording.
         on: bool,
     },
+    /// To a pupil: go to this breakout group (its room is `class:<class>~<group>`; ask
+    /// the gateway for its ticket). Stay connected to the class: its word comes here.
+    Breakout {
+        /// `g1`, `g2`...
+        group: String,
+        /// "Groupe 1"...
+        name: String,
+    },
+    /// The breakout groups out now and the time left before everyone is brought back
+    /// (told to everyone, and to newcomers while groups are out).
+    Breakouts {
+        /// The groups.
+        groups: Vec<super::GroupInfo>,
+        /// Seconds until the recall, when the host set a time.
+        ends_in_s: Option<u32>,
+    },
+    /// The host's word to every group.
+    Broadcast {
+        /// What they said.
+        text: String,
+    },
+    /// Everyone is brought back: leave your group and come back to the class (its waiting
+    /// room lets you straight in for 5 minutes).
+    BreakoutEnded,
     /// Locked or unlocked.
     Locked {
         /// Now locked.

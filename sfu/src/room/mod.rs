@@ -16,9 +16,11 @@
 //! asks polls, removes, locks, ends. When the last host leaves, the room ends after a grace period
 //! unless a host comes back.
 
+mod breakout;
 mod events;
 mod poll;
 
+pub use breakout::{GroupInfo, MAX_GROUPS, Plan};
 pub use events::*;
 pub use poll::Poll;
 use preau_live::signal::ReceiveMode;
@@ -42,6 +44,10 @@ pub struct Room {
     recording: bool,
     poll: Option<Poll>,
     polls: u32,
+    /// Breakout groups out now.
+    breakouts: Option<breakout::Breakouts>,
+    /// Pupils back from a group, until when they skip the waiting room.
+    returning: BTreeMap<String, Instant>,
     out: VecDeque<Output>,
 }
 
@@ -61,6 +67,8 @@ impl Room {
             recording: false,
             poll: None,
             polls: 0,
+            breakouts: None,
+            returning: BTreeMap::new(),
             out: VecDeque::new(),
         }
     }
@@ -134,15 +142,18 @@ impl Room {
         if self.ended.is_some() {
             return None;
         }
-        self.hostless_since.map(|t| t + self.cfg.host_grace)
+        let hostless = self.hostless_since.map(|t| t + self.cfg.host_grace);
+        [hostless, self.breakout_deadline()].into_iter().flatten().min()
     }
 
     // ---- inputs
 
     /// Time passed: ends the room if its host's grace period is over.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(deadline) = self.poll_timeout()
+        self.breakout_timeout(now);
+        if let Some(deadline) = self.hostless_since.map(|t| t + self.cfg.host_grace)
             && now >= deadline
+            && self.ended.is_none()
         {
             self.end(EndReason::NoHost);
         }
@@ -151,7 +162,7 @@ impl Room {
     /// A peer asks to join with the role its room token gives.
     pub fn handle_join(
         &mut self,
-        _now: Instant,
+        now: Instant,
         peer: PeerId,
         user: &str,
         name: &str,
@@ -167,24 +178,29 @@ impl Room {
         if self.members.len() + self.waiting.len() >= self.cfg.capacity && role != Role::Host {
             return Err(RoomError::Full);
         }
-        let grants = if role == Role::Host { Grants::all() } else { Grants::default() };
+        let grants = match role {
+            Role::Host => Grants::all(),
+            // A breakout group's pupils talk and show themselves.
+            Role::Participant if self.cfg.open_floor => Grants { audio: true, video: true, screen: false },
+            _ => Grants::default(),
+        };
         let m = Member { peer, user: user.to_owned(), name: name.to_owned(), role, grants, hand: false };
-        if role == Role::Participant && self.cfg.waiting_room {
+        if role == Role::Participant && self.cfg.waiting_room && !self.skips_waiting_room(user, now) {
             self.waiting.push_back(m);
             self.emit(Some(peer), Event::Waiting);
             self.tell_hosts_waiting();
         } else {
-            self.admit_member(m);
+            self.admit_member(now, m);
         }
         Ok(())
     }
 
     /// The host admits a waiting pupil.
-    pub fn handle_admit(&mut self, _now: Instant, by: PeerId, peer: PeerId) -> Result<(), RoomError> {
+    pub fn handle_admit(&mut self, now: Instant, by: PeerId, peer: PeerId) -> Result<(), RoomError> {
         self.host(by)?;
         let i = self.waiting.iter().position(|w| w.peer == peer).ok_or(RoomError::NotInRoom)?;
         if let Some(m) = self.waiting.remove(i) {
-            self.admit_member(m);
+            self.admit_member(now, m);
         }
         self.tell_hosts_waiting();
         Ok(())
@@ -463,8 +479,8 @@ impl Room {
         self.out.push_back(Output { to, event });
     }
 
-    fn admit_member(&mut self, m: Member) {
-        let peer = m.peer;
+    fn admit_member(&mut self, now: Instant, m: Member) {
+        let (peer, user) = (m.peer, m.user.clone());
         if m.role == Role::Host {
             self.hostless_since = None;
         }
@@ -491,6 +507,7 @@ impl Room {
             // One more voter (a pupil), or a host who wants the standing.
             self.tell_hosts_poll();
         }
+        self.tell_newcomer_breakouts(peer, &user, now);
     }
 
     fn tell_hosts_waiting(&mut self) {
@@ -534,21 +551,21 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    const T: u64 = 1; // teacher
+    pub(super) const T: u64 = 1; // teacher
     const S: u64 = 9; // staff observer
 
     fn room(capacity: usize) -> (Room, Instant) {
         let now = Instant::now();
-        let cfg = RoomConfig { capacity, host_grace: Duration::from_secs(60), waiting_room: true };
+        let cfg = RoomConfig { capacity, host_grace: Duration::from_secs(60), waiting_room: true, open_floor: false };
         (Room::new(cfg, now), now)
     }
 
-    fn drain(r: &mut Room) -> Vec<Output> {
+    pub(super) fn drain(r: &mut Room) -> Vec<Output> {
         std::iter::from_fn(|| r.poll_output()).collect()
     }
 
     /// A room with the teacher and pupils 2..=n admitted.
-    fn class(n: u64) -> (Room, Instant) {
+    pub(super) fn class(n: u64) -> (Room, Instant) {
         let (mut r, now) = room(40);
         r.handle_join(now, T, "t01", "Mme Colin", Role::Host).expect("host");
         for p in 2..=n {
@@ -1071,7 +1088,7 @@ mod props {
         #[test]
         fn any_sequence_of_inputs_keeps_the_invariants(inputs in proptest::collection::vec(input(), 1..300)) {
             let capacity = 4;
-            let cfg = RoomConfig { capacity, host_grace: Duration::from_secs(30), waiting_room: true };
+            let cfg = RoomConfig { capacity, host_grace: Duration::from_secs(30), waiting_room: true, open_floor: false };
             let mut now = Instant::now();
             let mut r = Room::new(cfg, now);
             let mut was_ended = false;
