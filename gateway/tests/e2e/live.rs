@@ -57,6 +57,25 @@ async fn room_tokens_follow_the_directory() {
     assert_eq!(refusals.len(), 1, "one answer for every refusal, unknown classes included");
     let (status, _) = http_post(&s.addr, "/rooms/6A/token", "forged", "").await.expect("post");
     assert_eq!(status, 401);
+    // A breakout group's room: the same role as in the class, in `class:<id>~<group>`.
+    for (user, role) in [("t01", "host"), ("e001", "participant")] {
+        let (status, body) =
+            http_post(&s.addr, "/rooms/6A/token?group=g2", &s.token(user).await, "").await.expect("post");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let claims = sfu_side.verify_room(v["token"].as_str().expect("token")).expect("the SFU accepts it");
+        assert_eq!((claims.room.as_str(), claims.role.as_str()), ("class:6A~g2", role));
+    }
+    for (user, path, want) in [
+        ("t01", "/rooms/6A/token?group=g0", 400),
+        ("t01", "/rooms/6A/token?group=g21", 400),
+        ("s01", "/rooms/assembly/token?group=g1", 400),
+        ("pa001", "/rooms/6A/token?group=g1", 403),
+        ("e026", "/rooms/6A/token?group=g1", 403),
+    ] {
+        let (status, body) = http_post(&s.addr, path, &s.token(user).await, "").await.expect("post");
+        assert_eq!(status, want, "{user} {path}: {body}");
+    }
     // The classroom page that uses all this.
     let (status, page) = preau_client::http_get(&s.addr, "/classroom").await.expect("get");
     assert_eq!(status, 200);
