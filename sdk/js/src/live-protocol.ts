@@ -171,6 +171,32 @@ export type ClientMsg = {
   type: "record";
 }) | ({
   /**
+   * Groups drawn at random (2 to 20).
+   */
+  count?: number | null;
+  /**
+   * Groups by hand: each a list of pupils' peer ids.
+   */
+  groups?: number[][] | null;
+  /**
+   * Minutes until everyone is brought back (1 to 120).
+   */
+  minutes?: number | null;
+  type: "breakout_start";
+}) | ({
+  /**
+   * The message (1 to 500 characters).
+   */
+  text: string;
+  type: "breakout_broadcast";
+}) | ({
+  /**
+   * Seconds from now; absent: now.
+   */
+  in_s?: number | null;
+  type: "breakout_end";
+}) | ({
+  /**
    * Locked.
    */
   locked: boolean;
@@ -265,6 +291,34 @@ export type Event = (({
   type: "recording";
 }) | ({
   /**
+   * `g1`, `g2`...
+   */
+  group: string;
+  /**
+   * "Groupe 1"...
+   */
+  name: string;
+  type: "breakout";
+}) | ({
+  /**
+   * Seconds until the recall, when the host set a time.
+   */
+  ends_in_s: number | null;
+  /**
+   * The groups.
+   */
+  groups: GroupInfo[];
+  type: "breakouts";
+}) | ({
+  /**
+   * What they said.
+   */
+  text: string;
+  type: "broadcast";
+}) | ({
+  type: "breakout_ended";
+}) | ({
+  /**
    * Now locked.
    */
   locked: boolean;
@@ -337,6 +391,24 @@ export type Grants = {
    * Camera.
    */
   video: boolean;
+};
+
+/**
+ * One group as members are told of it.
+ */
+export type GroupInfo = {
+  /**
+   * `g1`, `g2`...: the group's room is `class:<class>~<group>`.
+   */
+  group: string;
+  /**
+   * Its pupils, by their peer id in the class.
+   */
+  members: number[];
+  /**
+   * "Groupe 1"...
+   */
+  name: string;
 };
 
 /**
@@ -483,7 +555,7 @@ export type ServerMsg = (({
  * The stable codes of signaling errors (docs/protocol.md, section 9). Clients match on
  * these; the message beside them is for people.
  */
-export type SignalCode = ("unauthorized" | "not_joined" | "already_joined" | "not_host" | "not_in_room" | "room_full" | "room_locked" | "room_ended" | "not_granted" | "wrong_role" | "bad_poll" | "no_poll" | "already_answered" | "unknown_source" | "no_offer" | "no_connection" | "bad_sdp" | "bad_candidate" | "bad_frame" | "unknown_command" | "bad_request" | "too_large" | "elsewhere" | "node_full" | "unavailable" | "recording_unavailable" | "connection_failed" | "internal");
+export type SignalCode = ("unauthorized" | "not_joined" | "already_joined" | "not_host" | "not_in_room" | "room_full" | "room_locked" | "room_ended" | "not_granted" | "wrong_role" | "bad_poll" | "no_poll" | "already_answered" | "bad_breakout" | "no_breakout" | "not_in_group" | "unknown_source" | "no_offer" | "no_connection" | "bad_sdp" | "bad_candidate" | "bad_frame" | "unknown_command" | "bad_request" | "too_large" | "elsewhere" | "node_full" | "unavailable" | "recording_unavailable" | "connection_failed" | "internal");
 
 /**
  * A source as a subscriber sees it.

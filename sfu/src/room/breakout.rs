@@ -111,7 +111,7 @@ impl Room {
             self.members.values().filter(|m| m.role == Role::Participant).map(|m| m.peer).collect();
         let groups: Vec<Vec<PeerId>> = match plan {
             Plan::Random(n) => {
-                if n < 2 || n > MAX_GROUPS || n > pupils.len() {
+                if !(2..=MAX_GROUPS).contains(&n) || n > pupils.len() {
                     return Err(RoomError::BadBreakout("2 to 20 groups, and no more groups than pupils"));
                 }
                 let mut g = vec![Vec::new(); n];
