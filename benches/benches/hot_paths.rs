@@ -184,5 +184,72 @@ fn rtp_forwarding(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codecs, policy_checks, fanout, store_appends, rtp_forwarding);
+/// A class recording's own work per packet, without the muxer's writes: one second of a
+/// class (the teacher's picture at 30 frames a second, 4 packets a frame, on the layer
+/// recorded and on two others it ignores; three voices at 50 packets a second), VP8
+/// frames assembled, the picture and the loudest voice chosen, every frame timed and
+/// put in order.
+fn recording(c: &mut Criterion) {
+    use preau_sfu::record::timeline::Timeline;
+    use preau_sfu::room::Media;
+    let mut g = c.benchmark_group("recording");
+    let key_payload = |first: bool, key: bool| -> Vec<u8> {
+        let mut p = vec![0u8; 1100];
+        p[0] = if first { 0x10 } else { 0x00 };
+        if first {
+            p[1] = if key { 0x10 } else { 0x11 };
+            p[4..7].copy_from_slice(&[0x9d, 0x01, 0x2a]);
+            p[7..11].copy_from_slice(&[0x80, 0x02, 0xe0, 0x01]);
+        }
+        p
+    };
+    let opus = vec![0xfcu8; 80];
+    // (ms, source, rank, seq, ts, marker, level, payload)
+    let mut second: Vec<(u64, u64, u8, u16, u32, bool, Option<u8>, &[u8])> = Vec::new();
+    let frames: Vec<Vec<Vec<u8>>> =
+        (0..30).map(|f| (0..4).map(|i| key_payload(i == 0, f == 0)).collect()).collect();
+    for (f, packets) in frames.iter().enumerate() {
+        for rank in 0..3u8 {
+            for (i, p) in packets.iter().enumerate() {
+                let seq = (f * 4 + i) as u16;
+                second.push((f as u64 * 33, 1, rank, seq, f as u32 * 3000, i == 3, None, p.as_slice()));
+            }
+        }
+    }
+    for k in 0..50u64 {
+        for (v, level) in [(2u64, 20u8), (3, 60), (4, 90)] {
+            second.push((k * 20, v, 0, k as u16, k as u32 * 960, true, Some(level), opus.as_slice()));
+        }
+    }
+    second.sort_by_key(|x| x.0);
+    g.throughput(Throughput::Elements(second.len() as u64));
+    g.bench_function("one_second_of_a_class", |b| {
+        b.iter_batched(
+            || {
+                let t0 = std::time::Instant::now();
+                let mut tl = Timeline::new(t0, true);
+                tl.add_source(1, 1, Media::Video, true);
+                for v in 2..5 {
+                    tl.add_source(v, v, Media::Audio, v == 2);
+                }
+                (t0, tl)
+            },
+            |(t0, mut tl)| {
+                for &(ms, src, rank, seq, ts, marker, level, payload) in &second {
+                    let now = t0 + std::time::Duration::from_millis(ms);
+                    tl.packet(now, src, rank as usize, rank, seq, ts, marker, now, level, payload);
+                    while let Some(f) = tl.poll_frame(now) {
+                        std::hint::black_box(f);
+                    }
+                    let _ = tl.poll_header();
+                }
+                std::hint::black_box(tl.finish())
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codecs, policy_checks, fanout, store_appends, rtp_forwarding, recording);
 criterion_main!(benches);

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{KEY, Node};
+use common::{KEY, Node, until};
 use preau_auth::Issuer;
 use preau_live::client::{LiveClient, Publication};
 use serde_json::json;
@@ -15,17 +15,6 @@ async fn join(node: &Node, user: &str, role: &str) -> LiveClient {
     LiveClient::join(&node.url, &node.token(user, role)).await.expect("join")
 }
 
-/// Polls `f` every 100 ms until it holds, for at most `secs` (generous: CI machines are
-/// shared, and WebRTC set-up on two loaded cores can take many seconds).
-async fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..secs * 10 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
 
 async fn admit(host: &mut LiveClient, pupil: &LiveClient) {
     host.request(json!({"type":"admit","peer":pupil.peer})).await.expect("admit");

@@ -119,7 +119,7 @@ async fn breakout_groups_live_on_either_node_and_let_in_their_own_pupils_only() 
     let talk = b3.publish(&[("q", 200)], Some(30)).await.expect("the floor is open in a group");
     let (video, audio) = (format!("p{}-video", b3.peer), format!("p{}-audio", b3.peer));
     let visit = LiveClient::join(&nb.url, &group("t01", "host", "g2")).await.expect("the teacher visits");
-    until_true(60, "the group's pupil reaches the other pupil and the visiting teacher", || {
+    common::until(60, "the group's pupil reaches the other pupil and the visiting teacher", || {
         b4.track(&video).packets > 20 && b4.track(&audio).packets > 20 && visit.track(&audio).packets > 20
     })
     .await;
@@ -148,12 +148,3 @@ async fn breakout_groups_live_on_either_node_and_let_in_their_own_pupils_only() 
     talk.stop();
 }
 
-async fn until_true(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..secs * 10 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}

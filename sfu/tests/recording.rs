@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Node;
+use common::{Node, until};
 use preau_auth::Issuer;
 use preau_live::client::LiveClient;
 use serde_json::{Value, json};
@@ -17,15 +17,6 @@ async fn join(node: &Node, user: &str, role: &str) -> LiveClient {
     LiveClient::join(&node.url, &node.token(user, role)).await.expect("join")
 }
 
-async fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..secs * 10 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
 
 /// `GET path` on the node: status and body.
 async fn get(node: &Node, path: &str) -> (u16, Vec<u8>) {

@@ -171,6 +171,9 @@ impl Store {
         metrics::counter!(m::RECORDINGS, "result" => "written").increment(1);
         tracing::info!(id = %meta.id, class = %meta.class, duration_ms = meta.duration_ms, bytes = meta.bytes, "recording written");
         self.save(&meta);
+        if self.gateway.is_none() {
+            tracing::warn!(id = %meta.id, "no --gateway-url: the recording stays in the folder, listed nowhere");
+        }
         self.list(&mut meta).await;
     }
 

@@ -17,6 +17,18 @@ struct Cli {
     c: SfuConfig,
 }
 
+/// Polls `f` every 100 ms until it holds, for at most `secs` (generous: CI machines are
+/// shared, and WebRTC set-up on two loaded cores can take many seconds).
+pub async fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..secs * 10 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
 /// The HS256 key every test node checks room tokens with.
 pub const KEY: &[u8] = b"an SFU integration test key!!!!!";
 

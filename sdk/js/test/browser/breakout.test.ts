@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { Browser, Page } from "playwright-core";
 import { Gateway, Sfu, freePort } from "../gateway.js";
-import { DESKTOP, PHONE, launch, shot } from "./browser.js";
+import { DESKTOP, PHONE, FAKE_MEDIA, joinClass, launch, shot } from "./browser.js";
 
 let gw: Gateway;
 let sfu: Sfu;
@@ -17,7 +17,7 @@ beforeAll(async () => {
   const port = await freePort();
   gw = await Gateway.start(["--sfu-url", `ws://127.0.0.1:${port}/ws`]);
   sfu = await Sfu.start(gw, port);
-  browser = await launch(["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required"]);
+  browser = await launch(FAKE_MEDIA);
 });
 afterAll(async () => {
   await browser?.close();
@@ -25,16 +25,7 @@ afterAll(async () => {
   await gw?.stop();
 });
 
-async function joinClass(user: string, viewport = PHONE): Promise<Page> {
-  const ctx = await browser.newContext({ viewport, locale: "fr-FR" });
-  const page = await ctx.newPage();
-  await page.goto(`${gw.http}/classroom`);
-  await page.locator("#user option").first().waitFor({ state: "attached" });
-  await page.selectOption("#user", user);
-  await page.selectOption("#class", "6A");
-  await page.getByRole("button", { name: "Rejoindre la classe" }).click();
-  return page;
-}
+const enter = (user: string, viewport = PHONE): Promise<Page> => joinClass(browser, gw.http, user, viewport);
 
 type State = { waiting: unknown[]; group: { id: string } | null; members: Map<number, unknown> };
 const state = (p: Page) => p.evaluate(() => {
@@ -45,9 +36,9 @@ const state = (p: Page) => p.evaluate(() => {
 const pictures = (p: Page) => p.locator(".tile.has-video").count();
 
 it("breakout groups: split at random, pictures in each group, a visit, a word to all, the recall", async () => {
-  const teacher = await joinClass("t01", DESKTOP);
+  const teacher = await enter("t01", DESKTOP);
   const pupils: Page[] = [];
-  for (const u of ["e001", "e002", "e003", "e004"]) pupils.push(await joinClass(u));
+  for (const u of ["e001", "e002", "e003", "e004"]) pupils.push(await enter(u));
   await teacher.waitForFunction(() => (window as unknown as { preau: { state: State } }).preau.state.waiting.length === 4, null, { timeout: 30_000 });
   await teacher.getByRole("button", { name: "Faire entrer tout le monde" }).click();
   for (const p of pupils) await p.locator(".tile.has-video").first().waitFor({ timeout: 30_000 });

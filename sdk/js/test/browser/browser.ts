@@ -32,6 +32,23 @@ export async function shootFailure(test: string): Promise<void> {
   }
 }
 
+/** Chromium's fake camera and microphone, granted without asking, for the classroom. */
+export const FAKE_MEDIA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required"];
+
+/** A demo user's classroom page (served by the gateway at `base`), joining class 6A. */
+export async function joinClass(browser: Browser, base: string, user: string, viewport = PHONE): Promise<Page> {
+  const ctx = await browser.newContext({ viewport, locale: "fr-FR" });
+  const page = await ctx.newPage();
+  openPages.add(page);
+  page.on("close", () => openPages.delete(page));
+  await page.goto(`${base}/classroom`);
+  await page.locator("#user option").first().waitFor({ state: "attached" });
+  await page.selectOption("#user", user);
+  await page.selectOption("#class", "6A");
+  await page.getByRole("button", { name: "Rejoindre la classe" }).click();
+  return page;
+}
+
 /** A signed-in page of a demo user (development mode's `?user=`). */
 export async function open(browser: Browser, base: string, user: string, viewport = PHONE): Promise<{ ctx: BrowserContext; page: Page }> {
   const ctx = await browser.newContext({ viewport, locale: "fr-FR", timezoneId: "Europe/Paris" });

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { Browser, Page } from "playwright-core";
 import { FORUM_6A, Gateway, Sfu, freePort } from "../gateway.js";
-import { DESKTOP, PHONE, launch, shot } from "./browser.js";
+import { DESKTOP, PHONE, FAKE_MEDIA, joinClass, launch, shot } from "./browser.js";
 
 let gw: Gateway;
 let sfu: Sfu;
@@ -16,7 +16,7 @@ beforeAll(async () => {
   const port = await freePort();
   gw = await Gateway.start(["--sfu-url", `ws://127.0.0.1:${port}/ws`]);
   sfu = await Sfu.start(gw, port);
-  browser = await launch(["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required"]);
+  browser = await launch(FAKE_MEDIA);
 });
 afterAll(async () => {
   await browser?.close();
@@ -24,24 +24,15 @@ afterAll(async () => {
   await gw?.stop();
 });
 
-async function joinClass(user: string, viewport = PHONE): Promise<Page> {
-  const ctx = await browser.newContext({ viewport, locale: "fr-FR" });
-  const page = await ctx.newPage();
-  await page.goto(`${gw.http}/classroom`);
-  await page.locator("#user option").first().waitFor({ state: "attached" });
-  await page.selectOption("#user", user);
-  await page.selectOption("#class", "6A");
-  await page.getByRole("button", { name: "Rejoindre la classe" }).click();
-  return page;
-}
+const enter = (user: string, viewport = PHONE): Promise<Page> => joinClass(browser, gw.http, user, viewport);
 
 it("the class chat is a forum thread beside the video, closed to pupils by the teacher", async () => {
-  const teacher = await joinClass("t01", DESKTOP);
+  const teacher = await enter("t01", DESKTOP);
   await teacher.locator("#chat").waitFor({ state: "visible", timeout: 20_000 });
   await teacher.getByLabel("Votre message").fill("Bonjour à tous, ouvrez vos cahiers.");
   await teacher.getByRole("button", { name: "Envoyer" }).click();
 
-  const pupils = [await joinClass("e001"), await joinClass("e002")];
+  const pupils = [await enter("e001"), await enter("e002")];
   await teacher.waitForFunction(() => (window as unknown as { preau: { state: { waiting: unknown[] } } }).preau.state.waiting.length === 2, null, { timeout: 20_000 });
   await teacher.getByRole("button", { name: "Faire entrer tout le monde" }).click();
   for (const p of pupils) {

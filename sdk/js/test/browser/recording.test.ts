@@ -12,7 +12,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import type { Browser, Page } from "playwright-core";
 import { HttpError, recordingLink, recordingOf } from "../../src/index.js";
 import { ANN_6A, Gateway, Sfu, freePort, sleep } from "../gateway.js";
-import { DESKTOP, PHONE, launch, open, shot } from "./browser.js";
+import { DESKTOP, PHONE, FAKE_MEDIA, joinClass, launch, open, shot } from "./browser.js";
 
 const API_KEY = "sfu-recordings-key-0123456789abcdef";
 let gw: Gateway;
@@ -29,7 +29,7 @@ beforeAll(async () => {
   const port = await freePort();
   gw = await Gateway.start(["--sfu-url", `ws://127.0.0.1:${port}/ws`, "--api-keys-file", keys]);
   sfu = await Sfu.start(gw, port, ["--gateway-url", gw.http, "--gateway-api-key-file", keyFile]);
-  browser = await launch(["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required"]);
+  browser = await launch(FAKE_MEDIA);
 });
 afterAll(async () => {
   await browser?.close();
@@ -37,20 +37,11 @@ afterAll(async () => {
   await gw?.stop();
 });
 
-async function joinClass(user: string, viewport = PHONE): Promise<Page> {
-  const ctx = await browser.newContext({ viewport, locale: "fr-FR" });
-  const page = await ctx.newPage();
-  await page.goto(`${gw.http}/classroom`);
-  await page.locator("#user option").first().waitFor({ state: "attached" });
-  await page.selectOption("#user", user);
-  await page.selectOption("#class", "6A");
-  await page.getByRole("button", { name: "Rejoindre la classe" }).click();
-  return page;
-}
+const enter = (user: string, viewport = PHONE): Promise<Page> => joinClass(browser, gw.http, user, viewport);
 
 it("a recording started and stopped by the teacher is seen by the pupil, listed, downloaded and probed", async () => {
-  const teacher = await joinClass("t01", DESKTOP);
-  const pupil = await joinClass("e001");
+  const teacher = await enter("t01", DESKTOP);
+  const pupil = await enter("e001");
   await teacher.waitForFunction(() => (window as unknown as { preau: { state: { waiting: unknown[] } } }).preau.state.waiting.length === 1, null, { timeout: 20_000 });
   await teacher.getByRole("button", { name: "Faire entrer tout le monde" }).click();
   // The teacher's picture reaches the pupil before the recording starts.
