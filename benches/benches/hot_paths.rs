@@ -206,8 +206,7 @@ fn recording(c: &mut Criterion) {
     let opus = vec![0xfcu8; 80];
     // (ms, source, rank, seq, ts, marker, level, payload)
     let mut second: Vec<(u64, u64, u8, u16, u32, bool, Option<u8>, &[u8])> = Vec::new();
-    let frames: Vec<Vec<Vec<u8>>> =
-        (0..30).map(|f| (0..4).map(|i| key_payload(i == 0, f == 0)).collect()).collect();
+    let frames: Vec<Vec<Vec<u8>>> = (0..30).map(|f| (0..4).map(|i| key_payload(i == 0, f == 0)).collect()).collect();
     for (f, packets) in frames.iter().enumerate() {
         for rank in 0..3u8 {
             for (i, p) in packets.iter().enumerate() {

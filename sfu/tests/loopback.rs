@@ -15,7 +15,6 @@ async fn join(node: &Node, user: &str, role: &str) -> LiveClient {
     LiveClient::join(&node.url, &node.token(user, role)).await.expect("join")
 }
 
-
 async fn admit(host: &mut LiveClient, pupil: &LiveClient) {
     host.request(json!({"type":"admit","peer":pupil.peer})).await.expect("admit");
 }

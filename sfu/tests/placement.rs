@@ -147,4 +147,3 @@ async fn breakout_groups_live_on_either_node_and_let_in_their_own_pupils_only() 
     assert!(refused, "once back, the groups let nobody in");
     talk.stop();
 }
-

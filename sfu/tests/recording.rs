@@ -17,7 +17,6 @@ async fn join(node: &Node, user: &str, role: &str) -> LiveClient {
     LiveClient::join(&node.url, &node.token(user, role)).await.expect("join")
 }
 
-
 /// `GET path` on the node: status and body.
 async fn get(node: &Node, path: &str) -> (u16, Vec<u8>) {
     let mut s = tokio::net::TcpStream::connect(node.addr).await.expect("connect");

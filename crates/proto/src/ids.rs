@@ -232,10 +232,11 @@ pub const MAX_BREAKOUT_GROUPS: usize = 20;
 /// Whether `s` names a breakout group of a class (`g1`..`g20`): its live room is
 /// `class:<class>~<s>`, a ticket the gateway gives for `?group=<s>`.
 pub fn valid_breakout_group(s: &str) -> bool {
-    !s.starts_with("g0")
-        && s.strip_prefix('g')
-            .and_then(|n| n.parse::<usize>().ok())
-            .is_some_and(|n| (1..=MAX_BREAKOUT_GROUPS).contains(&n))
+    // Digits only: `parse` would take a sign ("g+1").
+    let Some(n) = s.strip_prefix('g').filter(|n| !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit())) else {
+        return false;
+    };
+    n.parse::<usize>().is_ok_and(|n| (1..=MAX_BREAKOUT_GROUPS).contains(&n))
 }
 
 #[cfg(test)]
