@@ -58,6 +58,19 @@ pub(crate) fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Resul
     serde_json::from_slice(bytes).map_err(|e| bad(&e.to_string()))
 }
 
+/// A whole number from a JSON body: `1200` or `1200.0` (JSON Schema's `integer` allows
+/// both, and clients write either), never a fraction or a negative.
+pub(crate) fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(u) = n.as_u64() {
+        return Ok(u);
+    }
+    match n.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= 9_007_199_254_740_992.0 => Ok(f as u64),
+        _ => Err(serde::de::Error::custom(format!("{n} is not a whole number"))),
+    }
+}
+
 fn unauthorized(e: &AuthError) -> Response {
     metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => e.reason()).increment(1);
     err(StatusCode::UNAUTHORIZED, "unauthorized", e.reason(), &e.to_string())
@@ -341,6 +354,7 @@ async fn first_frame_auth(
 #[serde(deny_unknown_fields)]
 struct LinkAsk {
     channel: preau_proto::ChannelId,
+    #[serde(deserialize_with = "whole")]
     seq: preau_proto::Seq,
 }
 
@@ -374,17 +388,16 @@ async fn recording_link(State(s): State<AppState>, headers: HeaderMap, bytes: ax
 }
 
 /// A room token for a class's live session (the SFU admits with it alone).
-#[derive(serde::Deserialize)]
-struct RoomQuery {
-    group: Option<String>,
-}
-
 async fn room_token(
     State(s): State<AppState>,
     headers: HeaderMap,
     axum::extract::Path(class): axum::extract::Path<String>,
-    Query(q): Query<RoomQuery>,
+    Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
+    let groups: Vec<&str> = q.iter().filter(|(k, _)| k == "group").map(|(_, v)| v.as_str()).collect();
+    if groups.len() > 1 {
+        return err(StatusCode::BAD_REQUEST, "bad_request", "bad_group", "give `group` once");
+    }
     let claims = match authenticate(&s, &headers, &HashMap::new()).await {
         Ok(c) => c,
         Err(r) => return *r,
@@ -397,7 +410,7 @@ async fn room_token(
             "the token's user is not in the directory",
         );
     };
-    match s.g.room_token(&user.id, &class, q.group.as_deref()).await {
+    match s.g.room_token(&user.id, &class, groups.first().copied()).await {
         Ok(t) => Json(json!({
             "token": t.token, "room": t.room, "role": t.role, "sfu": t.sfu, "expires_in": s.g.cfg.room_token_ttl,
         }))
@@ -473,4 +486,24 @@ pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(backlog)
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(serde::Deserialize, Debug)]
+    struct N {
+        #[serde(deserialize_with = "super::whole")]
+        n: u64,
+    }
+
+    #[test]
+    fn whole_numbers_are_read_as_json_schema_means_them() {
+        let n = |s: &str| serde_json::from_str::<N>(s).map(|v| v.n).ok();
+        assert_eq!(n(r#"{"n": 1200}"#), Some(1200));
+        assert_eq!(n(r#"{"n": 1200.0}"#), Some(1200), "an integer written with a fraction of zero");
+        assert_eq!(n(r#"{"n": 12.5}"#), None);
+        assert_eq!(n(r#"{"n": -1}"#), None);
+        assert_eq!(n(r#"{"n": 5.2e25}"#), None, "beyond what a double holds exactly");
+        assert_eq!(n(r#"{"n": "12"}"#), None);
+    }
 }

@@ -203,9 +203,12 @@ struct RecordingPost {
     author: String,
     id: String,
     url: String,
+    #[serde(deserialize_with = "crate::http::whole")]
     duration_ms: u64,
+    #[serde(deserialize_with = "crate::http::whole")]
     size: u64,
-    started_at: i64,
+    #[serde(deserialize_with = "crate::http::whole")]
+    started_at: u64,
 }
 
 /// `POST /server/v1/recordings`: an SFU node lists a class recording it made in the
@@ -248,7 +251,7 @@ pub async fn recording(State(s): State<AppState>, headers: HeaderMap, bytes: axu
         url: r.url,
         duration_ms: r.duration_ms,
         size: r.size,
-        started_at: r.started_at,
+        started_at: i64::try_from(r.started_at).unwrap_or(i64::MAX),
     };
     let channel = ChannelId::announcements(&r.school, &r.class);
     let w = Write::Post {
