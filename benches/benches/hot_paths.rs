@@ -204,23 +204,43 @@ fn recording(c: &mut Criterion) {
         p
     };
     let opus = vec![0xfcu8; 80];
-    // (ms, source, rank, seq, ts, marker, level, payload)
-    let mut second: Vec<(u64, u64, u8, u16, u32, bool, Option<u8>, &[u8])> = Vec::new();
+    struct Rtp<'a> {
+        ms: u64,
+        src: u64,
+        rank: u8,
+        seq: u16,
+        ts: u32,
+        marker: bool,
+        level: Option<u8>,
+        payload: &'a [u8],
+    }
+    let mut second: Vec<Rtp> = Vec::new();
     let frames: Vec<Vec<Vec<u8>>> = (0..30).map(|f| (0..4).map(|i| key_payload(i == 0, f == 0)).collect()).collect();
     for (f, packets) in frames.iter().enumerate() {
         for rank in 0..3u8 {
             for (i, p) in packets.iter().enumerate() {
                 let seq = (f * 4 + i) as u16;
-                second.push((f as u64 * 33, 1, rank, seq, f as u32 * 3000, i == 3, None, p.as_slice()));
+                let (ms, ts, marker) = (f as u64 * 33, f as u32 * 3000, i == 3);
+                second.push(Rtp { ms, src: 1, rank, seq, ts, marker, level: None, payload: p.as_slice() });
             }
         }
     }
     for k in 0..50u64 {
         for (v, level) in [(2u64, 20u8), (3, 60), (4, 90)] {
-            second.push((k * 20, v, 0, k as u16, k as u32 * 960, true, Some(level), opus.as_slice()));
+            let (ms, seq, ts) = (k * 20, k as u16, k as u32 * 960);
+            second.push(Rtp {
+                ms,
+                src: v,
+                rank: 0,
+                seq,
+                ts,
+                marker: true,
+                level: Some(level),
+                payload: opus.as_slice(),
+            });
         }
     }
-    second.sort_by_key(|x| x.0);
+    second.sort_by_key(|x| x.ms);
     g.throughput(Throughput::Elements(second.len() as u64));
     g.bench_function("one_second_of_a_class", |b| {
         b.iter_batched(
@@ -234,9 +254,9 @@ fn recording(c: &mut Criterion) {
                 (t0, tl)
             },
             |(t0, mut tl)| {
-                for &(ms, src, rank, seq, ts, marker, level, payload) in &second {
-                    let now = t0 + std::time::Duration::from_millis(ms);
-                    tl.packet(now, src, rank as usize, rank, seq, ts, marker, now, level, payload);
+                for p in &second {
+                    let now = t0 + std::time::Duration::from_millis(p.ms);
+                    tl.packet(now, p.src, p.rank as usize, p.rank, p.seq, p.ts, p.marker, now, p.level, p.payload);
                     while let Some(f) = tl.poll_frame(now) {
                         std::hint::black_box(f);
                     }
