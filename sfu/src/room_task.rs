@@ -283,7 +283,6 @@ impl RoomTask {
         }
     }
 
-    /// Sends the room's outputs and applies what they mean for media.
     /// The registry holds who is in which group before a pupil hears where to go (their
     /// group's room, maybe on another node, checks it when they arrive).
     async fn sync_registry(&mut self) {
@@ -294,6 +293,7 @@ impl RoomTask {
         }
     }
 
+    /// Sends the room's outputs and applies what they mean for media.
     async fn flush(&mut self) {
         self.sync_registry().await;
         while let Some(out) = self.room.poll_output() {
@@ -372,7 +372,7 @@ impl RoomTask {
     }
 
     /// Pupils who went to a breakout group, or came back: what the class forwards to
-    /// them and lets through from them follows; the registry holds who is in which group.
+    /// them and lets through from them follows.
     fn apply_away(&mut self) {
         let chosen = self.video_chosen();
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
