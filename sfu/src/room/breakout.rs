@@ -72,6 +72,17 @@ impl Room {
         b.of_user.get(user).and_then(|i| b.groups.get(*i)).map(|g| g.group.as_str())
     }
 
+    /// Moves at each split and each recall: who is in which group changed (the room task
+    /// compares it rather than the assignments, at every flush).
+    pub fn breakout_version(&self) -> u64 {
+        self.breakout_version
+    }
+
+    /// Whether groups are out.
+    pub fn breakouts_out(&self) -> bool {
+        self.breakouts.is_some()
+    }
+
     /// Whether `peer` is a member now in a group (the class forwards them nothing).
     pub fn is_away(&self, peer: PeerId) -> bool {
         self.members.get(&peer).is_some_and(|m| self.breakout_of(&m.user).is_some())
@@ -146,6 +157,7 @@ impl Room {
         }
         let ends_at = minutes.map(|m| now + Duration::from_secs(u64::from(m) * 60));
         self.breakouts = Some(Breakouts { groups: infos.clone(), of_user, ends_at });
+        self.breakout_version += 1;
         for g in &infos {
             for p in &g.members {
                 // Their hand is down in the class while they are away.
@@ -198,6 +210,7 @@ impl Room {
 
     fn end_breakouts(&mut self, now: Instant) {
         let Some(b) = self.breakouts.take() else { return };
+        self.breakout_version += 1;
         for user in b.of_user.into_keys() {
             self.returning.insert(user, now + RETURN_WINDOW);
         }

@@ -46,6 +46,8 @@ pub struct Room {
     polls: u32,
     /// Breakout groups out now.
     breakouts: Option<breakout::Breakouts>,
+    /// Counts the splits and recalls: who is in which group changed when it moves.
+    breakout_version: u64,
     /// Pupils back from a group, until when they skip the waiting room.
     returning: BTreeMap<String, Instant>,
     out: VecDeque<Output>,
@@ -68,6 +70,7 @@ impl Room {
             poll: None,
             polls: 0,
             breakouts: None,
+            breakout_version: 0,
             returning: BTreeMap::new(),
             out: VecDeque::new(),
         }

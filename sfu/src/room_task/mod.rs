@@ -7,6 +7,9 @@
 //! ([`Room::poll_timeout`], the host's grace period), a speaker's hold running out
 //! ([`Speakers::poll_timeout`]), or the registry claim's refresh.
 
+mod groups;
+mod recording;
+
 use crate::media::{ClosedSink, LevelSink, Source};
 use crate::metrics as m;
 use crate::node::Sfu;
@@ -126,7 +129,7 @@ pub(crate) fn spawn(sfu: Arc<Sfu>, key: String, cfg: RoomConfig) -> Arc<RoomRef>
         recording: None,
         group: cfg_group,
         empty_since: Some(now()),
-        assigned: Vec::new(),
+        registered: 0,
     };
     tokio::spawn(t.run(rx, lrx, crx));
     Arc::new(RoomRef { tx, levels, closed })
@@ -160,8 +163,8 @@ struct RoomTask {
     group: bool,
     /// Since when the room has had nobody.
     empty_since: Option<Instant>,
-    /// This class's breakout assignments as the registry holds them.
-    assigned: Vec<(String, String)>,
+    /// The room's breakout version the registry holds (`Room::breakout_version`).
+    registered: u64,
 }
 
 impl RoomTask {
@@ -223,7 +226,7 @@ impl RoomTask {
             }
         }
         self.stop_recording();
-        if !self.assigned.is_empty() {
+        if self.room.breakouts_out() {
             self.sfu.set_breakouts(&self.key, Vec::new()).await;
         }
         for s in &self.sources {
@@ -280,16 +283,6 @@ impl RoomTask {
         let ids: Vec<PeerId> = self.peers.iter().filter(|(_, p)| p.admitted).map(|(id, _)| *id).collect();
         for id in ids {
             self.send(id, PeerCmd::Text(text.clone()));
-        }
-    }
-
-    /// The registry holds who is in which group before a pupil hears where to go (their
-    /// group's room, maybe on another node, checks it when they arrive).
-    async fn sync_registry(&mut self) {
-        let assignments = self.room.breakout_assignments();
-        if assignments != self.assigned {
-            self.sfu.set_breakouts(&self.key, assignments.clone()).await;
-            self.assigned = assignments;
         }
     }
 
@@ -369,40 +362,6 @@ impl RoomTask {
             }
         }
         self.apply_away();
-    }
-
-    /// Pupils who went to a breakout group, or came back: what the class forwards to
-    /// them and lets through from them follows.
-    fn apply_away(&mut self) {
-        let chosen = self.video_chosen();
-        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
-        for id in ids {
-            let away = self.room.is_away(id);
-            let Some(p) = self.peers.get_mut(&id) else { continue };
-            if p.away == away {
-                continue;
-            }
-            p.away = away;
-            let mut changed = Vec::new();
-            for (sid, fwd) in p.sources.iter_mut() {
-                let Some(s) = self.sources.iter().find(|s| &s.id == sid) else { continue };
-                let on = !away && (s.media != Media::Video || chosen.contains(&s.peer));
-                if *fwd != on {
-                    *fwd = on;
-                    changed.push((sid.clone(), on));
-                }
-            }
-            for s in self.sources.iter().filter(|s| s.peer == id) {
-                s.allowed.store(!away && self.room.may_publish(s.peer, s.media).is_ok(), Ordering::Release);
-            }
-            if away {
-                self.speakers.forget(id);
-            }
-            for (sid, on) in changed {
-                self.send(id, PeerCmd::Forward(sid, on));
-            }
-            self.tell_sources(id);
-        }
     }
 
     fn subscribe(&mut self, peer: PeerId, s: &Arc<Source>) {
@@ -548,19 +507,7 @@ impl RoomTask {
             ClientCmd::Chat { thread } => self.room.handle_chat(now, peer, thread),
             ClientCmd::Record { on } => return self.record(peer, on),
             ClientCmd::BreakoutStart { count, groups, minutes } => {
-                // Groups are a class's: not an assembly's, not a group's own.
-                let class = self.key.split_once('/').is_some_and(|(_, r)| r.starts_with("class:")) && !self.group;
-                if !class {
-                    let m = "breakout groups are for a class's live session";
-                    return Err(SignalError::new(SignalCode::BadBreakout, m));
-                }
-                let plan = match (count, groups) {
-                    (Some(n), None) => crate::room::Plan::Random(n as usize),
-                    (None, Some(g)) => crate::room::Plan::ByHand(g),
-                    _ => return Err(SignalError::new(SignalCode::BadBreakout, "give `count` or `groups`")),
-                };
-                let seed = rand::random::<u64>();
-                self.room.handle_breakout_start(now, peer, plan, minutes, seed)
+                return self.breakout_start(now, peer, count, groups, minutes);
             }
             ClientCmd::BreakoutBroadcast { text } => self.room.handle_breakout_broadcast(now, peer, &text),
             ClientCmd::BreakoutEnd { in_s } => self.room.handle_breakout_end(now, peer, in_s),
@@ -583,58 +530,6 @@ impl RoomTask {
 
     fn is_host(&self, peer: PeerId) -> bool {
         self.peers.get(&peer).is_some_and(|p| p.role == Role::Host)
-    }
-
-    /// The host starts or stops the recording: the file is begun before anyone is told,
-    /// so nobody is told of a recording that is not made.
-    fn record(&mut self, peer: PeerId, on: bool) -> Result<(), SignalError> {
-        self.room.check_host(peer)?;
-        if on && self.recording.is_none() {
-            let unavailable = |m: &str| SignalError::new(SignalCode::RecordingUnavailable, m);
-            // Only a class's session is recorded: its announcements list the file.
-            let class =
-                self.key.split_once('/').and_then(|(school, room)| Some((school, room.strip_prefix("class:")?)));
-            let Some((school, class)) = class else {
-                return Err(unavailable("only a class's live session can be recorded"));
-            };
-            if !self.sfu.recordings.enabled() {
-                return Err(unavailable("recording is off on this server"));
-            }
-            let author = self.room.member(peer).map(|m| m.user.clone()).unwrap_or_default();
-            let with_video = self.room.class_receive() != ReceiveMode::Audio;
-            let (meta, mut running) = self.sfu.recordings.begin(school, class, &author, with_video).map_err(|e| {
-                tracing::error!(room = %self.key, error = %e, "cannot record");
-                metrics::counter!(m::RECORDINGS, "result" => "failed").increment(1);
-                unavailable("this server cannot record now")
-            })?;
-            for s in self.sources.clone() {
-                let host = self.is_host(s.peer);
-                if crate::record::heard(s.media, host) {
-                    running.tap(&s, host);
-                }
-            }
-            tracing::info!(room = %self.key, id = %meta.id, "recording started");
-            self.recording = Some((meta, running));
-        } else if !on {
-            self.stop_recording();
-        }
-        self.room.handle_record(now(), peer, on).map_err(SignalError::from)
-    }
-
-    /// Finishes the recording (written, described and listed in the background).
-    fn stop_recording(&mut self) {
-        let Some((meta, running)) = self.recording.take() else { return };
-        let store = self.sfu.recordings.clone();
-        tokio::spawn(async move {
-            let id = meta.id.clone();
-            match running.stop().await {
-                Ok(w) => store.finished(meta, w).await,
-                Err(e) => {
-                    metrics::counter!(m::RECORDINGS, "result" => "failed").increment(1);
-                    tracing::warn!(%id, error = %e, "recording not kept");
-                }
-            }
-        });
     }
 
     /// The speakers may have changed: tell the room, and redo last-N if the latest
