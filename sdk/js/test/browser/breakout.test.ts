@@ -5,27 +5,17 @@
 // again. Real gateway, real SFU, Debian's Chromium with fake camera and microphone. (Two
 // SFU nodes through Redis: sfu/tests/placement.rs.)
 import { afterAll, beforeAll, expect, it } from "vitest";
-import type { Browser, Page } from "playwright-core";
-import { Gateway, Sfu, freePort } from "../gateway.js";
-import { DESKTOP, PHONE, FAKE_MEDIA, joinClass, launch, shot } from "./browser.js";
+import type { Page } from "playwright-core";
+import { DESKTOP, LiveClass, PHONE, shot } from "./browser.js";
 
-let gw: Gateway;
-let sfu: Sfu;
-let browser: Browser;
+let live: LiveClass;
 
 beforeAll(async () => {
-  const port = await freePort();
-  gw = await Gateway.start(["--sfu-url", `ws://127.0.0.1:${port}/ws`]);
-  sfu = await Sfu.start(gw, port);
-  browser = await launch(FAKE_MEDIA);
+  live = await LiveClass.start();
 });
-afterAll(async () => {
-  await browser?.close();
-  await sfu?.stop();
-  await gw?.stop();
-});
+afterAll(() => live?.stop());
 
-const enter = (user: string, viewport = PHONE): Promise<Page> => joinClass(browser, gw.http, user, viewport);
+const enter = (user: string, viewport = PHONE): Promise<Page> => live.enter(user, viewport);
 
 type State = { waiting: unknown[]; group: { id: string } | null; members: Map<number, unknown> };
 const state = (p: Page) => p.evaluate(() => {

@@ -4,6 +4,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { Gateway, Sfu, freePort } from "../gateway.js";
 
 export const PHONE = { width: 390, height: 844 };
 export const DESKTOP = { width: 1280, height: 800 };
@@ -47,6 +48,34 @@ export async function joinClass(browser: Browser, base: string, user: string, vi
   await page.selectOption("#class", "6A");
   await page.getByRole("button", { name: "Rejoindre la classe" }).click();
   return page;
+}
+
+/** A live class's servers and browser: a gateway, an SFU beside it, Chromium with fake
+ * camera and microphone. `sfuArgs` may name the gateway (its address). */
+export class LiveClass {
+  private constructor(
+    readonly gw: Gateway,
+    readonly sfu: Sfu,
+    readonly browser: Browser,
+  ) {}
+
+  static async start(gwArgs: string[] = [], sfuArgs: (gw: Gateway) => string[] = () => []): Promise<LiveClass> {
+    const port = await freePort();
+    const gw = await Gateway.start(["--sfu-url", `ws://127.0.0.1:${port}/ws`, ...gwArgs]);
+    const sfu = await Sfu.start(gw, port, sfuArgs(gw));
+    return new LiveClass(gw, sfu, await launch(FAKE_MEDIA));
+  }
+
+  /** A demo user's classroom page, joining class 6A. */
+  enter(user: string, viewport = PHONE): Promise<Page> {
+    return joinClass(this.browser, this.gw.http, user, viewport);
+  }
+
+  async stop(): Promise<void> {
+    await this.browser.close();
+    await this.sfu.stop();
+    await this.gw.stop();
+  }
 }
 
 /** A signed-in page of a demo user (development mode's `?user=`). */

@@ -4,27 +4,20 @@
 // forum's history. Real gateway, real SFU, Debian's Chromium with fake camera and
 // microphone.
 import { afterAll, beforeAll, expect, it } from "vitest";
-import type { Browser, Page } from "playwright-core";
-import { FORUM_6A, Gateway, Sfu, freePort } from "../gateway.js";
-import { DESKTOP, PHONE, FAKE_MEDIA, joinClass, launch, shot } from "./browser.js";
+import type { Page } from "playwright-core";
+import { FORUM_6A, type Gateway } from "../gateway.js";
+import { DESKTOP, LiveClass, PHONE, shot } from "./browser.js";
 
+let live: LiveClass;
 let gw: Gateway;
-let sfu: Sfu;
-let browser: Browser;
 
 beforeAll(async () => {
-  const port = await freePort();
-  gw = await Gateway.start(["--sfu-url", `ws://127.0.0.1:${port}/ws`]);
-  sfu = await Sfu.start(gw, port);
-  browser = await launch(FAKE_MEDIA);
+  live = await LiveClass.start();
+  gw = live.gw;
 });
-afterAll(async () => {
-  await browser?.close();
-  await sfu?.stop();
-  await gw?.stop();
-});
+afterAll(() => live?.stop());
 
-const enter = (user: string, viewport = PHONE): Promise<Page> => joinClass(browser, gw.http, user, viewport);
+const enter = (user: string, viewport = PHONE): Promise<Page> => live.enter(user, viewport);
 
 it("the class chat is a forum thread beside the video, closed to pupils by the teacher", async () => {
   const teacher = await enter("t01", DESKTOP);

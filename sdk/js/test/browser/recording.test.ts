@@ -11,12 +11,12 @@ import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { Browser, Page } from "playwright-core";
 import { HttpError, recordingLink, recordingOf } from "../../src/index.js";
-import { ANN_6A, Gateway, Sfu, freePort, sleep } from "../gateway.js";
-import { DESKTOP, PHONE, FAKE_MEDIA, joinClass, launch, open, shot } from "./browser.js";
+import { ANN_6A, type Gateway, sleep } from "../gateway.js";
+import { DESKTOP, LiveClass, PHONE, open, shot } from "./browser.js";
 
 const API_KEY = "sfu-recordings-key-0123456789abcdef";
+let live: LiveClass;
 let gw: Gateway;
-let sfu: Sfu;
 let browser: Browser;
 let dir: string;
 
@@ -26,18 +26,12 @@ beforeAll(async () => {
   writeFileSync(keys, JSON.stringify({ keys: [{ name: "sfu", key: API_KEY, schools: ["*"] }] }));
   const keyFile = join(dir, "sfu.key");
   writeFileSync(keyFile, API_KEY);
-  const port = await freePort();
-  gw = await Gateway.start(["--sfu-url", `ws://127.0.0.1:${port}/ws`, "--api-keys-file", keys]);
-  sfu = await Sfu.start(gw, port, ["--gateway-url", gw.http, "--gateway-api-key-file", keyFile]);
-  browser = await launch(FAKE_MEDIA);
+  live = await LiveClass.start(["--api-keys-file", keys], (g) => ["--gateway-url", g.http, "--gateway-api-key-file", keyFile]);
+  ({ gw, browser } = live);
 });
-afterAll(async () => {
-  await browser?.close();
-  await sfu?.stop();
-  await gw?.stop();
-});
+afterAll(() => live?.stop());
 
-const enter = (user: string, viewport = PHONE): Promise<Page> => joinClass(browser, gw.http, user, viewport);
+const enter = (user: string, viewport = PHONE): Promise<Page> => live.enter(user, viewport);
 
 it("a recording started and stopped by the teacher is seen by the pupil, listed, downloaded and probed", async () => {
   const teacher = await enter("t01", DESKTOP);
