@@ -179,6 +179,12 @@ pub(crate) enum ShardCmd {
         key: u64,
         layer: usize,
     },
+    /// To the publisher's shard: a recording hears this source from now on (`Some`), or
+    /// no longer.
+    Tap {
+        key: u64,
+        tap: Option<crate::record::Tap>,
+    },
     /// To subscribers' shards: the source's layers changed (`reset`: renumbered).
     Relayer {
         key: u64,
@@ -517,6 +523,8 @@ struct Published {
     next_measure: Instant,
     level: LevelWindow,
     level_start: Instant,
+    /// A recording hears this source (set by the room task through `ShardCmd::Tap`).
+    tap: Option<crate::record::Tap>,
 }
 
 /// The subscriber side: one member receiving one source.
@@ -847,6 +855,11 @@ impl Shard {
             }
             ShardCmd::Leave { peer } => self.leave(peer),
             ShardCmd::Keyframe { key, layer } => self.pli(now, key, layer),
+            ShardCmd::Tap { key, tap } => {
+                if let Some(p) = self.published.get_mut(&key) {
+                    p.tap = tap;
+                }
+            }
             ShardCmd::Relayer { key, reset } => self.relayer(now, key, reset),
             #[cfg(test)]
             ShardCmd::Panic { peer } => self.guarded(peer, |_| panic!("a test panic inside the engine")),
@@ -1520,6 +1533,7 @@ impl Shard {
                 next_measure: now + MEASURE_EVERY,
                 level: LevelWindow::default(),
                 level_start: now,
+                tap: None,
             },
         );
         let msg = RoomMsg::SourceAdded(source);
@@ -1594,7 +1608,9 @@ impl Shard {
             level: p.header.ext_vals.audio_level.map(|l| l.unsigned_abs()),
             payload: p.payload,
         });
-        source.tap(&pkt, rank);
+        if let Some(t) = &pb.tap {
+            t.packet(&pkt, rank);
+        }
         let mask = source.shard_mask.load(Ordering::Acquire);
         for shard in (0..64).filter(|s| mask & (1 << s) != 0) {
             if shard == self.id {

@@ -52,10 +52,6 @@ pub struct Source {
     /// it per packet to know where to hand the packet.
     pub(crate) shard_mask: AtomicU64,
     closed: AtomicBool,
-    /// A recording hears this source: the publisher's shard hands it each packet let
-    /// through (the flag read per packet, the lock only when set).
-    tapped: AtomicBool,
-    tap: Mutex<Option<crate::record::Tap>>,
     engine: Shards,
 }
 
@@ -74,8 +70,6 @@ impl Source {
             subs: Mutex::new(BTreeMap::new()),
             shard_mask: AtomicU64::new(0),
             closed: AtomicBool::new(false),
-            tapped: AtomicBool::new(false),
-            tap: Mutex::new(None),
             engine,
         })
     }
@@ -123,21 +117,10 @@ impl Source {
         Some(shard)
     }
 
-    /// A recording starts (`Some`) or stops hearing this source.
+    /// A recording starts (`Some`) or stops hearing this source: its publisher's shard,
+    /// which owns what it publishes, hands the recording each packet let through.
     pub(crate) fn set_tap(&self, tap: Option<crate::record::Tap>) {
-        let mut t = self.tap.lock();
-        self.tapped.store(tap.is_some(), Ordering::Release);
-        *t = tap;
-    }
-
-    /// Hands a packet let through to the recording, if one hears this source; `rank` is
-    /// its simulcast layer's rank.
-    pub(crate) fn tap(&self, p: &Arc<Packet>, rank: u8) {
-        if self.tapped.load(Ordering::Acquire)
-            && let Some(t) = self.tap.lock().as_ref()
-        {
-            t.packet(p, rank);
-        }
+        self.engine.send(self.shard, ShardCmd::Tap { key: self.key, tap });
     }
 
     /// Asks the publisher for a keyframe of `layer` (a recording starting on it).
