@@ -257,15 +257,19 @@ async fn readiness_comes_back_by_itself_after_a_full_disk_is_freed() {
     let t01 = s.connect("t01").await;
     let ann = ChannelId::announcements("0750001A", "6A");
     t01.send_message(&ann, "avant").await.expect("a write before the disk fills");
-    // Fill the disk.
+    // Fill the disk (again before asking readiness: what the store gave back since, a
+    // checkpoint's pages, would let its probe write through).
     let filler = fs.0.join("filler");
-    {
+    let fill = || {
         use std::io::Write;
-        let mut f = std::fs::File::create(&filler).expect("filler");
-        let block = vec![0u8; 64 * 1024];
-        while f.write_all(&block).is_ok() {}
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&filler).expect("filler");
+        for size in [64 * 1024, 4096, 512, 64, 1] {
+            let block = vec![0u8; size];
+            while f.write_all(&block).is_ok() {}
+        }
         let _ = f.sync_all();
-    }
+    };
+    fill();
     let body = "x".repeat(8000);
     let mut refused = false;
     for _ in 0..200 {
@@ -276,6 +280,7 @@ async fn readiness_comes_back_by_itself_after_a_full_disk_is_freed() {
         }
     }
     assert!(refused, "a full disk refuses writes");
+    fill();
     assert_eq!(http_get(&s.addr, "/readyz").await.expect("readyz").0, 503, "a full disk is unready");
     // Free it; nobody writes; readiness comes back.
     std::fs::remove_file(&filler).expect("free");
