@@ -82,7 +82,7 @@ it("breakout groups: split at random, pictures in each group, a visit, a word to
   }
   for (const p of pupils) {
     await expect.poll(async () => (await state(p)).members, { timeout: 20_000 }).toBe(5);
-    await p.locator(".tile.has-video").first().waitFor({ timeout: 30_000 });
+    await p.locator(".tile.has-video").first().waitFor({ timeout: 90_000 });
   }
   await shot(pupils[0]!, "44-breakout-back-in-class-pupil-phone");
   step("back in class");
